@@ -1,0 +1,211 @@
+"""In-silico saturation mutagenesis (ISM): the base model's effect of every single-nucleotide variant.
+
+``saturation_mutagenesis(model, X) -> y`` with ``X: [B, 4, L]`` one-hot and ``y: [B, F, 4, L]``,
+where ``y[i, f, b, j]`` is the effect on target ``f`` of setting position ``j`` of sequence ``i`` to
+base ``b``. Reference-base entries are exactly 0 and are never computed; an ``N`` (all-zero) column
+gets 0 for all four bases and is never computed either. Only the ``3 · (L - #N)`` real variants and
+one reference pass per sequence go through the model, in batches that include the last partial one.
+
+Target kinds: ``logfold`` (the seed's log-fold change, :func:`log_fold`), ``diff`` (``alt - ref``)
+and ``alt`` (the base model's prediction for each variant; the reference prediction at the reference
+base and at ``N`` columns).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+EPS = 1e-6
+"""The seed's epsilon in the log-fold definition."""
+
+ENGINES = ("naive",)
+TARGETS = ("logfold", "diff", "alt")
+
+
+def log_fold(alt: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Log-fold change ``log(((alt + eps)(1 - ref + eps)) / ((1 - alt + eps)(ref + eps)))``.
+
+    Parameters
+    ----------
+    alt, ref : torch.Tensor
+        Probabilities in (0, 1), broadcastable against each other.
+    """
+    return torch.log(((alt + EPS) * (1 - ref + EPS)) / ((1 - alt + EPS) * (ref + EPS)))
+
+
+def log_unfold(ref: torch.Tensor, lf: torch.Tensor) -> torch.Tensor:
+    """Exact inverse of :func:`log_fold`: the ``alt`` with ``log_fold(alt, ref) == lf``.
+
+    ``alt = (z (1 + eps) - eps) / (1 + z)`` with ``z = exp(lf) (ref + eps) / (1 - ref + eps)``.
+    """
+    z = torch.exp(lf) * (ref + EPS) / (1 - ref + EPS)
+    return (z * (1 + EPS) - EPS) / (1 + z)
+
+
+def effects_from_alt(alt: torch.Tensor, ref: torch.Tensor, target: str) -> torch.Tensor:
+    """Turn alternative predictions into targets of kind ``target``.
+
+    Parameters
+    ----------
+    alt : torch.Tensor, shape=(..., F)
+        Predictions for variants.
+    ref : torch.Tensor, shape=(..., F)
+        Reference predictions, broadcastable to ``alt``.
+    """
+    if target == "logfold":
+        return log_fold(alt, ref)
+    if target == "diff":
+        return alt - ref
+    if target == "alt":
+        return alt
+    raise ValueError(f"unknown target kind {target!r} (expected one of {', '.join(TARGETS)})")
+
+
+def mask_effects(y: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """Set effects to exactly 0 where they are 0 by definition (reference bases and ``N`` columns).
+
+    Parameters
+    ----------
+    y : torch.Tensor, shape=(B, F, 4, L)
+    X : torch.Tensor, shape=(B, 4, L)
+        One-hot inputs.
+    """
+    present = X.sum(dim=1, keepdim=True) > 0  # [B, 1, L]
+    real = present & (X == 0)  # [B, 4, L]
+    return torch.where(real.unsqueeze(1), y, torch.zeros((), dtype=y.dtype, device=y.device))
+
+
+def variant_index(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All real single-nucleotide variants of a batch, in (sequence, position, base) order.
+
+    Parameters
+    ----------
+    X : torch.Tensor, shape=(B, 4, L)
+        One-hot sequences; all-zero columns are ``N``.
+
+    Returns
+    -------
+    seq, pos, base : torch.Tensor, shape=(V,)
+        ``V = sum_i 3 · (L - #N_i)``: every non-reference base at every non-N position.
+    """
+    B, _, L = X.shape
+    present = X.sum(dim=1) > 0  # [B, L]
+    alt_mask = (X == 0) & present.unsqueeze(1)  # [B, 4, L]: real alternatives
+    seq, base, pos = alt_mask.nonzero(as_tuple=True)
+    order = torch.argsort(seq * (4 * L) + pos * 4 + base)
+    return seq[order], pos[order], base[order]
+
+
+def _resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def predict_batched(model: nn.Module, X: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Run ``model`` over ``X: [N, 4, L]`` in batches on ``device``; returns ``[N, F]`` on ``device``."""
+    outs = [model(X[i : i + batch_size].to(device, torch.float32)) for i in range(0, X.shape[0], batch_size)]
+    return torch.cat(outs) if outs else torch.empty(0, device=device)
+
+
+@torch.no_grad()
+def naive_ism(
+    model: nn.Module,
+    X: torch.Tensor,
+    *,
+    target: str = "logfold",
+    batch_size: int = 1024,
+    device: str | torch.device | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Naive ISM: one base-model forward pass per variant, batched across sequences and variants.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Base model ``[n, 4, L] -> [n, F]`` probabilities, in eval mode.
+    X : torch.Tensor, shape=(B, 4, L)
+        One-hot sequences (any numeric dtype).
+    target : str
+        ``logfold``, ``diff`` or ``alt``.
+    batch_size : int
+        Variants per forward pass (the last batch may be smaller; none is dropped).
+    device : str or torch.device, optional
+        Where to run; defaults to the model's device.
+    progress : callable, optional
+        Called with the number of variants finished after each batch.
+
+    Returns
+    -------
+    y : torch.Tensor, shape=(B, F, 4, L), float32, CPU
+        Effects (see module docstring).
+    ref_pred : torch.Tensor, shape=(B, F), float32, CPU
+        The base model's prediction on each reference sequence.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"unknown target kind {target!r} (expected one of {', '.join(TARGETS)})")
+    if X.ndim != 3 or X.shape[1] != 4:
+        raise ValueError(f"X must have shape [B, 4, L], got {list(X.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    dev = _resolve_device(model, device)
+    X = X.to(dev, torch.float32)
+    B, _, L = X.shape
+    ref_pred = predict_batched(model, X, batch_size, dev)  # [B, F]
+    F = ref_pred.shape[1]
+    fill = ref_pred if target == "alt" else torch.zeros_like(ref_pred)
+    y = fill[:, :, None, None].expand(B, F, 4, L).contiguous()
+    seq, pos, base = variant_index(X)
+    for start in range(0, seq.numel(), batch_size):
+        s, p, b = seq[start : start + batch_size], pos[start : start + batch_size], base[start : start + batch_size]
+        n = s.numel()
+        Xv = X[s].clone()  # [n, 4, L]
+        rows = torch.arange(n, device=dev)
+        Xv[rows, :, p] = 0.0
+        Xv[rows, b, p] = 1.0
+        alt = model(Xv)  # [n, F]
+        y[s, :, b, p] = effects_from_alt(alt, ref_pred[s], target)
+        if progress is not None:
+            progress(n)
+    return y.float().cpu(), ref_pred.float().cpu()
+
+
+def saturation_mutagenesis(
+    model: nn.Module,
+    X: torch.Tensor,
+    *,
+    engine: str = "naive",
+    target: str = "logfold",
+    batch_size: int = 1024,
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """Effects of every single-nucleotide variant of each sequence, computed with the base model.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Base model ``[n, 4, L] -> [n, F]`` probabilities.
+    X : torch.Tensor, shape=(B, 4, L)
+        One-hot sequences; all-zero columns are ``N``.
+    engine : str
+        ``"naive"`` (one forward pass per variant).
+    target : str
+        ``"logfold"``, ``"diff"`` or ``"alt"``.
+    batch_size : int
+        Variants per forward pass.
+    device : str or torch.device, optional
+        Defaults to the model's device.
+
+    Returns
+    -------
+    y : torch.Tensor, shape=(B, F, 4, L), float32, CPU
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown ISM engine {engine!r} (available: {', '.join(ENGINES)})")
+    y, _ = naive_ism(model, X, target=target, batch_size=batch_size, device=device)
+    return y

@@ -1,0 +1,100 @@
+"""Self-describing training checkpoints.
+
+A checkpoint is a ``torch.save``d dict of plain types and tensors only (so it loads with
+``weights_only=True``)::
+
+    format            "multiplexer-checkpoint"
+    format_version    1
+    model             the multiplexer's state dict
+    architecture      {"name": "conv" | "beluga_multiplexer" | "pkg.mod:Class", "kwargs": {...}}
+    seq_len, n_targets, alphabet, target_names, target_kind
+    spec, spec_hash   the dataset spec the store was distilled from, and its content hash
+    base              the base model's identity (name, class, kwargs, weights path and sha256)
+    genome            absolute path of the spec's genome at distillation time
+    step, metrics     optimizer steps done and the latest validation metrics
+    training          (``last`` only) optimizer, scheduler, sampler position and RNG states
+
+``predict``, ``evaluate`` and ``score-vcf`` need nothing but this file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline.encoding import ALPHABET
+from pipeline.errors import UserError
+
+FORMAT = "multiplexer-checkpoint"
+FORMAT_VERSION = 1
+REQUIRED = ("model", "architecture", "seq_len", "n_targets", "alphabet", "target_names", "target_kind")
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write a checkpoint atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    data = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
+    try:
+        torch.save(data, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate a checkpoint (``weights_only=True``); a bad file is a :class:`UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"checkpoint {str(path)!r} is corrupt or not a checkpoint ({first[:160]})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise UserError(f"{str(path)!r} is not a multiplexer checkpoint")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise UserError(
+            f"checkpoint {str(path)!r} has format version {data.get('format_version')}, "
+            f"this version reads {FORMAT_VERSION}"
+        )
+    missing = [k for k in REQUIRED if k not in data]
+    if missing:
+        raise UserError(f"checkpoint {str(path)!r} lacks {', '.join(missing)}")
+    if data["alphabet"] != ALPHABET:
+        raise UserError(f"checkpoint {str(path)!r} uses alphabet {data['alphabet']!r}, expected {ALPHABET!r}")
+    return data
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the multiplexer of a checkpoint.
+
+    Parameters
+    ----------
+    path : path
+        A ``best.pt`` or ``last.pt`` written by ``multiplexer train``.
+    device : str or torch.device
+        Where to put the model.
+
+    Returns
+    -------
+    model : nn.Module
+        The multiplexer in eval mode, ``[B, 4, L] -> [B, F, 4, L]``.
+    meta : dict
+        Everything else in the checkpoint (see module docstring), without the state dicts.
+    """
+    from pipeline.models.registry import build_multiplexer, load_weights
+
+    data = read_checkpoint(path)
+    arch = data["architecture"]
+    model = build_multiplexer(arch["name"], **arch.get("kwargs", {}))
+    load_weights(model, data["model"], source=f"checkpoint {str(path)!r}")
+    model.to(device).eval()
+    meta = {k: v for k, v in data.items() if k not in ("model", "training")}
+    return model, meta

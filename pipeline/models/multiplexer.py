@@ -1,0 +1,147 @@
+"""Multiplexer networks: ``[B, 4, L] -> [B, F, 4, L]``, the effect of every SNV in one pass.
+
+:class:`ConvMultiplexer` is the published BelugaMultiplexer's architecture with its widths, kernel,
+dilations, ``F`` and ``L`` as arguments; :class:`BelugaMultiplexer` fixes them to the published
+values (L = 2000, F = 2002, widths 640/1280, dilations 4/16/64/16/4) and keeps the published module
+names ``model_one`` … ``model_six``, ``model_final``, so ``BelugaMultiplexerWeights.pth`` loads
+unchanged. The positional channel is built inside the model, on the input's device and dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def positional_ramp(
+    seq_len: int, *, device: torch.device | None = None, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """The 5th input channel: a ramp rising 0 → 1 at the middle then falling back.
+
+    ``ramp[i] = 1 - |i - L//2| / (L//2)``; for L = 2000 exactly ``0.000, 0.001, …, 1.000, 0.999, …,
+    0.001`` (computed in float64, then cast).
+
+    Returns
+    -------
+    ramp : torch.Tensor, shape=(L,)
+    """
+    half = seq_len // 2
+    i = torch.arange(seq_len, dtype=torch.float64)
+    ramp = 1.0 - (i - half).abs() / half
+    return ramp.to(device=device, dtype=dtype or torch.float32)
+
+
+def _pair(c_in: int, c_out: int, kernel: int, dilation: int, pads: tuple[int, int]) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv1d(c_in, c_out, kernel, dilation=dilation, padding=pads[0]),
+        nn.BatchNorm1d(c_out),
+        nn.ReLU(),
+        nn.Conv1d(c_out, c_out, kernel, dilation=dilation, padding=pads[1]),
+        nn.BatchNorm1d(c_out),
+        nn.ReLU(),
+    )
+
+
+class ConvMultiplexer(nn.Module):
+    """Dilated residual CNN multiplexer (the BelugaMultiplexer architecture, configurable).
+
+    Forward: ``x1 = one(x)``, ``x2 = two(x1)``, ``x3 = three(x2)``, ``x5 = five(four(x3))``,
+    ``x6 = six(x3 + x5)``, ``out = final(x2 + x6)`` reshaped to ``[B, F, 4, L]``.
+
+    Parameters
+    ----------
+    seq_len : int
+        Input length ``L``.
+    n_targets : int
+        Number of base-model targets ``F``.
+    width1 : int
+        Channels of ``model_one``.
+    width2 : int
+        Channels of ``model_two`` … ``model_six``.
+    kernel_size : int
+        Kernel of every non-final convolution.
+    dilations : sequence of 5 int
+        Dilations of ``model_two`` … ``model_six``; ``dilation · (kernel_size - 1)`` must be even.
+    """
+
+    def __init__(
+        self,
+        seq_len: int,
+        n_targets: int,
+        width1: int = 64,
+        width2: int = 64,
+        kernel_size: int = 8,
+        dilations: tuple[int, int, int, int, int] | list[int] = (4, 16, 64, 16, 4),
+    ) -> None:
+        super().__init__()
+        dilations = tuple(int(d) for d in dilations)
+        if len(dilations) != 5:
+            raise ValueError(f"dilations must have 5 entries (model_two … model_six), got {len(dilations)}")
+        for d in dilations:
+            if d * (kernel_size - 1) % 2:
+                raise ValueError(
+                    f"dilation {d} with kernel_size {kernel_size} cannot keep the length "
+                    "(dilation · (kernel_size - 1) must be even)"
+                )
+        if seq_len < 2:
+            raise ValueError(f"seq_len must be >= 2, got {seq_len}")
+        self.seq_len, self.n_targets = seq_len, n_targets
+        self.config = {
+            "seq_len": seq_len,
+            "n_targets": n_targets,
+            "width1": width1,
+            "width2": width2,
+            "kernel_size": kernel_size,
+            "dilations": list(dilations),
+        }
+        k = kernel_size
+        first = (k - 1) // 2
+        self.model_one = _pair(5, width1, k, 1, (first, k - 1 - first))
+
+        def same(d: int) -> tuple[int, int]:
+            return (d * (k - 1) // 2,) * 2
+
+        d2, d3, d4, d5, d6 = dilations
+        self.model_two = _pair(width1, width2, k, d2, same(d2))
+        self.model_three = _pair(width2, width2, k, d3, same(d3))
+        self.model_four = _pair(width2, width2, k, d4, same(d4))
+        self.model_five = _pair(width2, width2, k, d5, same(d5))
+        self.model_six = _pair(width2, width2, k, d6, same(d6))
+        self.model_final = nn.Sequential(
+            nn.Conv1d(width2, 4 * n_targets, 1),
+            nn.BatchNorm1d(4 * n_targets),
+            nn.ReLU(),
+            nn.Conv1d(4 * n_targets, 4 * n_targets, 1),
+        )
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        """Predict all variant effects.
+
+        Parameters
+        ----------
+        X : torch.Tensor, shape=(B, 4, L)
+            One-hot sequences in A, G, C, T order.
+
+        Returns
+        -------
+        y_hat : torch.Tensor, shape=(B, F, 4, L)
+            ``y_hat[i, f, b, j]``: predicted effect on target ``f`` of setting position ``j`` to ``b``.
+        """
+        B, _, L = X.shape
+        if L != self.seq_len:
+            raise ValueError(f"this multiplexer takes sequences of length {self.seq_len}, got {L}")
+        ramp = positional_ramp(L, device=X.device, dtype=X.dtype)
+        x = torch.cat([X, ramp.expand(B, 1, L)], dim=1)
+        x2 = self.model_two(self.model_one(x))
+        x3 = self.model_three(x2)
+        x5 = self.model_five(self.model_four(x3))
+        x6 = self.model_six(x3 + x5)
+        out = self.model_final(x2 + x6)
+        return out.reshape(B, self.n_targets, 4, L)
+
+
+class BelugaMultiplexer(ConvMultiplexer):
+    """The published BelugaMultiplexer (L = 2000, F = 2002; about 202 M parameters)."""
+
+    def __init__(self, seq_len: int = 2000, n_targets: int = 2002) -> None:
+        super().__init__(seq_len, n_targets, width1=640, width2=1280, kernel_size=8, dilations=(4, 16, 64, 16, 4))

@@ -1,0 +1,110 @@
+"""Inputs of ``predict`` and ``ism``: genomic regions or FASTA sequences, one-hot encoded.
+
+Region files hold either two columns ``chr pos`` (1-based window center, the original tool's format)
+or BED intervals ``chr start end ...`` (0-based, half-open), whose window is centred at
+``start + (end - start) // 2`` (so a BED interval of exactly ``L`` bases is that window). Blank lines
+and lines starting with ``#``, ``track`` or ``browser`` are skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.encoding import one_hot
+from pipeline.errors import UserError
+from pipeline.genome import Genome, parse_region
+
+
+@dataclass
+class Inputs:
+    """Encoded inputs: ``X [N, 4, L]`` uint8 with their names (``chrom``) and 1-based ``center``
+    (0 for FASTA sequences, which have no genomic position)."""
+
+    X: np.ndarray
+    chrom: list[str]
+    center: np.ndarray
+
+
+def read_regions(path: str | Path) -> list[tuple[str, int]]:
+    """Read a regions file (``chr pos`` or BED) into ``(chrom, center)`` pairs."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"regions file {str(path)!r} does not exist")
+    regions = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        text = line.strip()
+        if not text or text.startswith(("#", "track", "browser")):
+            continue
+        cols = text.split()
+        try:
+            if len(cols) == 2:
+                chrom, pos = cols[0], int(cols[1].replace(",", ""))
+            elif len(cols) >= 3:
+                start, end = int(cols[1]), int(cols[2])
+                if end <= start or start < 0:
+                    raise ValueError
+                chrom, pos = cols[0], start + (end - start) // 2
+            else:
+                raise ValueError
+        except ValueError:
+            raise UserError(
+                f"{str(path)}:{number}: expected 'chr pos' or BED 'chr start end', got {text[:60]!r}"
+            ) from None
+        if pos < 1:
+            raise UserError(f"{str(path)}:{number}: position {pos} must be >= 1")
+        regions.append((chrom, pos))
+    if not regions:
+        raise UserError(f"regions file {str(path)!r} holds no regions")
+    return regions
+
+
+def read_fasta_sequences(path: str | Path, seq_len: int) -> Inputs:
+    """Read every record of a FASTA file; each must be exactly ``seq_len`` bases."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"FASTA file {str(path)!r} does not exist")
+    names, seqs, current = [], [], []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line.startswith(">"):
+            if names:
+                seqs.append("".join(current))
+            names.append(line[1:].split()[0] if line[1:].split() else f"seq{len(names)}")
+            current = []
+        elif line:
+            if not names:
+                raise UserError(f"FASTA file {str(path)!r} does not start with a '>' header")
+            current.append(line)
+    if names:
+        seqs.append("".join(current))
+    if not names:
+        raise UserError(f"FASTA file {str(path)!r} holds no sequences")
+    for name, seq in zip(names, seqs):
+        if len(seq) != seq_len:
+            raise UserError(f"sequence {name!r} in {str(path)!r} has length {len(seq)}; the model needs {seq_len}")
+    return Inputs(np.stack([one_hot(s) for s in seqs]), names, np.zeros(len(names), dtype=np.int64))
+
+
+def load_inputs(
+    *,
+    seq_len: int,
+    genome: str | Path | None = None,
+    region: str | None = None,
+    regions_file: str | Path | None = None,
+    fasta: str | Path | None = None,
+) -> Inputs:
+    """Encode exactly one of ``region`` (``chr:pos``), ``regions_file`` or ``fasta``."""
+    given = [x is not None for x in (region, regions_file, fasta)]
+    if sum(given) != 1:
+        raise UserError("give exactly one of --region, --regions or --fasta")
+    if fasta is not None:
+        return read_fasta_sequences(fasta, seq_len)
+    regions = [parse_region(region)] if region is not None else read_regions(regions_file)
+    if genome is None:
+        raise UserError("no genome: pass --genome FASTA")
+    g = Genome(genome)
+    X = np.stack([one_hot(g.window(chrom, pos, seq_len)) for chrom, pos in regions])
+    return Inputs(X, [c for c, _ in regions], np.array([p for _, p in regions], dtype=np.int64))
