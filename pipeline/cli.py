@@ -6,6 +6,7 @@ non-zero exit status, without a traceback (set ``MULTIPLEXER_DEBUG=1`` to see on
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -108,13 +109,23 @@ def genome_synth(out: str, seed: int, divisor: int) -> None:
     click.echo(f"wrote {out} ({len(lengths)} chromosomes, {sum(lengths.values()):,} bp) and {out}.fai")
 
 
+_engine_option = click.option(
+    "--engine",
+    type=click.Choice(["auto", "fast", "naive"]),
+    default="auto",
+    show_default=True,
+    help="ISM engine: fast (exact, incremental), naive (one base-model pass per variant), or auto "
+    "(fast when it supports the base model, else naive, said once).",
+)
+
+
 # ------------------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--store", "store_path", help="Store path or URL (default: the spec's `store`, else stores/<name>.zarr).")
 @click.option("--split", "splits", multiple=True, help="Only this split (repeatable; default: all).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--engine", type=click.Choice(["naive", "fast"]), default="naive", show_default=True, help="ISM engine.")
+@_engine_option
 @click.option("--shard", help="I/N: write only the units u with u % N == I (e.g. a SLURM array task).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Variants per base-model pass (default: the spec's).")
 @click.option("--overwrite", is_flag=True, help="Discard an existing store at the path first.")
@@ -136,8 +147,6 @@ def distill(
     from pipeline.distill import parse_shard
     from pipeline.spec import load_spec
 
-    if engine == "fast":
-        raise UserError("the fast ISM engine is not available in this version; use --engine naive")
     summary = run(
         load_spec(spec),
         store_path=store_path,
@@ -148,6 +157,7 @@ def distill(
         overwrite=overwrite,
         batch_size=batch_size,
         progress=_progress(ctx),
+        notify=lambda message: click.echo(message, err=True),
     )
     click.echo(summary.line())
 
@@ -257,7 +267,7 @@ def train(
             if "does not exist" in str(exc):
                 raise UserError(f"store {path!r} does not exist; run `multiplexer distill {source}` first") from None
             raise
-        defaults = spec.train
+        defaults = dataclasses.replace(spec.train, multiplexer=spec.resolve_import(spec.train.multiplexer))
     else:
         if store_path:
             raise UserError("--store goes with a SPEC argument; here SOURCE is already a store")
@@ -367,6 +377,7 @@ def predict(
     help="Effect kind (default: the spec's, else logfold).",
 )
 @_input_options
+@_engine_option
 @click.option("--batch-size", default=1024, show_default=True, type=click.IntRange(min=1), help="Variants per pass.")
 @click.pass_context
 def ism(
@@ -384,6 +395,7 @@ def ism(
     out: str,
     device: str,
     overwrite: bool,
+    engine: str,
     batch_size: int,
 ) -> None:
     """Exact in-silico saturation mutagenesis with the base model (same output format as predict)."""
@@ -420,6 +432,7 @@ def ism(
         out,
         target=kind,
         target_names=names,
+        engine=engine,
         device=device,
         batch_size=batch_size,
         overwrite=overwrite,

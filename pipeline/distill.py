@@ -9,9 +9,10 @@ mark it complete. A rerun skips complete units, so an interrupted run resumes wh
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from pipeline.device import exact_float32, resolve_device
 from pipeline.encoding import one_hot
 from pipeline.errors import UserError
 from pipeline.genome import Genome
-from pipeline.ism import ENGINES, naive_ism
+from pipeline.ism import ENGINES, choose_engine, run_ism
 from pipeline.models.registry import base_identity, build_base, probe_outputs, target_names_for
 from pipeline.sampling import WindowSampler
 from pipeline.spec import Spec
@@ -32,6 +33,7 @@ class DistillSummary:
     """What a distill run did."""
 
     store: str
+    engine: str = "naive"
     computed_units: int = 0
     computed_samples: int = 0
     skipped_units: int = 0
@@ -42,7 +44,7 @@ class DistillSummary:
         rate = self.computed_samples / self.seconds if self.seconds > 0 else 0.0
         return (
             f"distilled {self.computed_samples} samples ({self.computed_units} units) in "
-            f"{self.seconds:.1f}s ({rate:.2f} samples/s); {self.skipped_units} units were already "
+            f"{self.seconds:.1f}s ({rate:.2f} samples/s, {self.engine} ISM); {self.skipped_units} units were already "
             f"complete; store {self.store}"
         )
 
@@ -67,7 +69,7 @@ def base_kwargs(spec: Spec) -> dict[str, Any]:
     from pipeline.models.registry import BASE_MODELS, import_object
 
     kwargs = dict(spec.base.kwargs)
-    cls = BASE_MODELS.get(spec.base.model) or import_object(spec.base.model)
+    cls = BASE_MODELS.get(spec.base_model) or import_object(spec.base_model)
     if "seq_len" in inspect.signature(cls).parameters and "seq_len" not in kwargs:
         kwargs["seq_len"] = spec.seq_len
     return kwargs
@@ -77,8 +79,8 @@ def load_base(spec: Spec, device: torch.device) -> tuple[torch.nn.Module, dict[s
     """Build the spec's base model on ``device``; returns model, identity, ``F`` and target names."""
     weights = spec.weights_path
     kwargs = base_kwargs(spec)
-    model = build_base(spec.base.model, weights, **kwargs).to(device)
-    identity = base_identity(spec.base.model, weights, kwargs, model)
+    model = build_base(spec.base_model, weights, **kwargs).to(device)
+    identity = base_identity(spec.base_model, weights, kwargs, model)
     n_targets = probe_outputs(model, spec.seq_len)
     names = target_names_for(model, n_targets, spec.resolve(spec.base.target_names))
     return model, identity, n_targets, names
@@ -90,11 +92,12 @@ def distill(
     store_path: str | None = None,
     splits: list[str] | None = None,
     device: str | None = None,
-    engine: str = "naive",
+    engine: str = "auto",
     shard: tuple[int, int] = (0, 1),
     overwrite: bool = False,
     batch_size: int | None = None,
     progress: bool = True,
+    notify: Callable[[str], None] | None = None,
 ) -> DistillSummary:
     """Write (or resume) the store of ``spec``.
 
@@ -109,7 +112,8 @@ def distill(
     device : str, optional
         ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (default).
     engine : str
-        ISM engine (``naive``).
+        ``auto`` (default: the fast engine when it supports the base model, else naive, said once),
+        ``fast`` (an error for unsupported models) or ``naive``.
     shard : (int, int)
         ``(I, N)``: this process writes the units ``u`` with ``u % N == I``.
     overwrite : bool
@@ -118,11 +122,13 @@ def distill(
         Variants per base-model pass (default: the spec's ``ism_batch_size``).
     progress : bool
         Show a progress bar.
+    notify : callable, optional
+        Receives one-line notices (e.g. falling back to the naive engine); default: stderr.
     """
     from tqdm import tqdm
 
-    if engine not in ENGINES:
-        raise UserError(f"unknown ISM engine {engine!r} (available: {', '.join(ENGINES)})")
+    if engine not in ENGINES + ("auto",):
+        raise UserError(f"unknown ISM engine {engine!r} (available: auto, {', '.join(ENGINES)})")
     dev = resolve_device(device)
     exact_float32()
     wanted = list(spec.splits) if not splits else list(splits)
@@ -132,12 +138,13 @@ def distill(
     genome = Genome(spec.genome_path)
     samplers = {split: WindowSampler(genome, spec, split) for split in wanted}
     model, identity, n_targets, names = load_base(spec, dev)
+    engine = choose_engine(model, spec.seq_len, engine, dev, notify or (lambda m: print(m, file=sys.stderr)))
     path = str(store_path) if store_path is not None else str(spec.store_path())
     store = create_or_open_store(
         path, spec, base_identity=identity, n_targets=n_targets, target_names=names, overwrite=overwrite
     )
     shard_i, shard_n = shard
-    summary = DistillSummary(store=path)
+    summary = DistillSummary(store=path, engine=engine)
     start_time = time.perf_counter()
     batch = batch_size or spec.ism_batch_size
     for split in wanted:
@@ -148,7 +155,7 @@ def distill(
         n_todo = sum(b - a for _, a, b in todo)
         bar = tqdm(total=n_todo, desc=f"distill {split}", unit="sample", disable=not progress or not n_todo)
         for unit, start, stop in todo:
-            _distill_unit(store, split, unit, start, stop, samplers[split], model, spec.target, batch, dev)
+            _distill_unit(store, split, unit, start, stop, samplers[split], model, spec.target, batch, dev, engine)
             summary.computed_units += 1
             summary.computed_samples += stop - start
             bar.update(stop - start)
@@ -169,10 +176,11 @@ def _distill_unit(
     target: str,
     batch: int,
     device: torch.device,
+    engine: str,
 ) -> None:
     windows = [sampler(k) for k in range(start, stop)]
     X = np.stack([one_hot(w.seq) for w in windows])
-    y, ref_pred = naive_ism(model, torch.from_numpy(X), target=target, batch_size=batch, device=device)
+    y, ref_pred = run_ism(model, torch.from_numpy(X), engine=engine, target=target, batch_size=batch, device=device)
     store.write_unit(
         split,
         unit,

@@ -21,7 +21,8 @@ from torch import nn
 EPS = 1e-6
 """The seed's epsilon in the log-fold definition."""
 
-ENGINES = ("naive",)
+ENGINES = ("fast", "naive")
+"""``fast``: exact incremental ISM (:mod:`pipeline.fast_ism`); ``naive``: one pass per variant."""
 TARGETS = ("logfold", "diff", "alt")
 
 
@@ -154,7 +155,7 @@ def naive_ism(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dev = _resolve_device(model, device)
-    X = X.to(dev, torch.float32)
+    X = X.to(dev, torch.float32).contiguous()
     B, _, L = X.shape
     ref_pred = predict_batched(model, X, batch_size, dev)  # [B, F]
     F = ref_pred.shape[1]
@@ -175,11 +176,56 @@ def naive_ism(
     return y.float().cpu(), ref_pred.float().cpu()
 
 
+def choose_engine(
+    model: nn.Module, seq_len: int, engine: str, device: torch.device, notify: Callable[[str], None] | None = None
+) -> str:
+    """Resolve ``auto`` | ``fast`` | ``naive`` for a model.
+
+    ``auto`` takes the fast engine when it supports the model and otherwise the naive one, saying so
+    once through ``notify``; ``fast`` on an unsupported model raises
+    :class:`pipeline.fast_ism.UnsupportedModelError` naming the layer.
+    """
+    from pipeline.fast_ism import UnsupportedModelError, supports
+
+    if engine not in ENGINES + ("auto",):
+        raise ValueError(f"unknown ISM engine {engine!r} (available: auto, {', '.join(ENGINES)})")
+    if engine == "naive":
+        return "naive"
+    reason = supports(model, seq_len, device)
+    if reason is None:
+        return "fast"
+    if engine == "fast":
+        raise UnsupportedModelError(f"--engine fast cannot run this model: {reason}")
+    if notify is not None:
+        notify(f"note: the fast ISM engine does not support this model ({reason}); using the naive engine")
+    return "naive"
+
+
+def run_ism(
+    model: nn.Module,
+    X: torch.Tensor,
+    *,
+    engine: str = "fast",
+    target: str = "logfold",
+    batch_size: int = 1024,
+    device: str | torch.device | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Effects ``[B, F, 4, L]`` and reference predictions ``[B, F]`` with the named engine."""
+    if engine == "fast":
+        from pipeline.fast_ism import fast_ism
+
+        return fast_ism(model, X, target=target, batch_size=batch_size, device=device, progress=progress)
+    if engine == "naive":
+        return naive_ism(model, X, target=target, batch_size=batch_size, device=device, progress=progress)
+    raise ValueError(f"unknown ISM engine {engine!r} (available: {', '.join(ENGINES)})")
+
+
 def saturation_mutagenesis(
     model: nn.Module,
     X: torch.Tensor,
     *,
-    engine: str = "naive",
+    engine: str = "fast",
     target: str = "logfold",
     batch_size: int = 1024,
     device: str | torch.device | None = None,
@@ -193,11 +239,13 @@ def saturation_mutagenesis(
     X : torch.Tensor, shape=(B, 4, L)
         One-hot sequences; all-zero columns are ``N``.
     engine : str
-        ``"naive"`` (one forward pass per variant).
+        ``"fast"`` (exact incremental ISM; raises
+        :class:`~pipeline.fast_ism.UnsupportedModelError` for models it cannot follow) or ``"naive"``
+        (one forward pass per variant).
     target : str
         ``"logfold"``, ``"diff"`` or ``"alt"``.
     batch_size : int
-        Variants per forward pass.
+        Variants per batch.
     device : str or torch.device, optional
         Defaults to the model's device.
 
@@ -205,7 +253,5 @@ def saturation_mutagenesis(
     -------
     y : torch.Tensor, shape=(B, F, 4, L), float32, CPU
     """
-    if engine not in ENGINES:
-        raise ValueError(f"unknown ISM engine {engine!r} (available: {', '.join(ENGINES)})")
-    y, _ = naive_ism(model, X, target=target, batch_size=batch_size, device=device)
+    y, _ = run_ism(model, X, engine=engine, target=target, batch_size=batch_size, device=device)
     return y

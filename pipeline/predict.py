@@ -6,6 +6,7 @@ Both write the same effects file (:mod:`pipeline.outputs`). ``predict`` needs on
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -74,6 +75,7 @@ def ism_effects(
     *,
     target: str = "logfold",
     target_names: list[str],
+    engine: str = "auto",
     device: str | None = None,
     batch_size: int = 1024,
     overwrite: bool = False,
@@ -83,11 +85,12 @@ def ism_effects(
     """Exact ISM with the base model for encoded inputs; writes the same format as :func:`predict_effects`."""
     from tqdm import tqdm
 
-    from pipeline.ism import naive_ism
+    from pipeline.ism import choose_engine, run_ism
 
     dev = resolve_device(device)
     exact_float32()
     base = base.to(dev)
+    engine = choose_engine(base, inputs.X.shape[-1], engine, dev, lambda m: tqdm.write(m, file=sys.stderr))
     writer = EffectsWriter(
         out,
         n=len(inputs.X),
@@ -98,6 +101,8 @@ def ism_effects(
         attrs={"kind": target, "source": "ism", **(attrs or {})},
     )
     for i in tqdm(range(len(inputs.X)), desc="ism", unit="seq", disable=not progress):
-        y, _ = naive_ism(base, torch.from_numpy(inputs.X[i : i + 1]), target=target, batch_size=batch_size, device=dev)
+        y, _ = run_ism(
+            base, torch.from_numpy(inputs.X[i : i + 1]), engine=engine, target=target, batch_size=batch_size, device=dev
+        )
         writer.write(y.numpy(), inputs.X[i : i + 1], inputs.chrom[i : i + 1], inputs.center[i : i + 1])
     return writer.close()

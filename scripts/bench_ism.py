@@ -1,0 +1,181 @@
+"""Benchmark: naive vs fast (exact, incremental) ISM on Beluga and on the demo base model.
+
+In one process: for each model and device (CPU, and CUDA when present), time the fast engine over
+every variant of the windows, time the naive engine (over every variant for the demo model; over an
+evenly spread sample of variants for Beluga, whose 6000 full forward passes per window take minutes
+on a CPU: the naive cost per variant is the same for every variant), and compare the two on the
+variants both computed. Prints variants/s, the speedup and the max absolute error of the alternative
+predictions and of the log-fold targets; ``--json`` writes the figures.
+
+    python scripts/bench_ism.py                  # Beluga L=2000 F=2002 (random weights) + demo
+    python scripts/bench_ism.py --quick          # smaller: for a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import datetime, timezone
+
+import torch
+
+from pipeline.device import exact_float32
+from pipeline.fast_ism import fast_ism, get_plan
+from pipeline.ism import log_fold, variant_index
+from pipeline.models import Beluga, DemoBase
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def random_windows(n: int, length: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    X = torch.nn.functional.one_hot(torch.randint(0, 4, (n, length), generator=g), 4).permute(0, 2, 1).float()
+    X[:, :, length // 3] = 0.0  # one N column per window
+    return X.contiguous()
+
+
+@torch.no_grad()
+def naive_sample(model: torch.nn.Module, X: torch.Tensor, n_variants: int | None, batch: int, device: torch.device):
+    """Naive ISM (one forward pass per variant) over all variants, or an evenly spread sample."""
+    seq, pos, base = variant_index(X)
+    if n_variants is not None and n_variants < seq.numel():
+        pick = torch.linspace(0, seq.numel() - 1, n_variants).round().long()
+        seq, pos, base = seq[pick], pos[pick], base[pick]
+    Xd = X.to(device)
+    outs = []
+    sync(device)
+    start = time.perf_counter()
+    for i in range(0, seq.numel(), batch):
+        s, p, b = seq[i : i + batch], pos[i : i + batch], base[i : i + batch]
+        Xv = Xd[s.to(device)].clone()
+        rows = torch.arange(s.numel(), device=device)
+        Xv[rows, :, p.to(device)] = 0.0
+        Xv[rows, b.to(device), p.to(device)] = 1.0
+        outs.append(model(Xv))
+    sync(device)
+    seconds = time.perf_counter() - start
+    return (seq, pos, base), torch.cat(outs).cpu(), seconds
+
+
+def bench(
+    name: str,
+    model: torch.nn.Module,
+    X: torch.Tensor,
+    device: torch.device,
+    naive_variants: int | None,
+    fast_batch: int,
+    naive_batch: int,
+) -> dict:
+    model = model.to(device).eval()
+    L = X.shape[-1]
+    t = time.perf_counter()
+    get_plan(model, L, device)
+    plan_s = time.perf_counter() - t
+    fast_ism(model, X[:1], target="alt", batch_size=fast_batch, device=device)  # warm-up
+    sync(device)
+    t = time.perf_counter()
+    alt_fast, ref = fast_ism(model, X, target="alt", batch_size=fast_batch, device=device)
+    sync(device)
+    fast_s = time.perf_counter() - t
+    n_all = variant_index(X)[0].numel()
+    (seq, pos, base), alt_naive, naive_s = naive_sample(model, X, naive_variants, naive_batch, device)
+    fast_at = alt_fast[seq, :, base, pos]
+    ref_at = ref[seq]
+    alt_err = (fast_at - alt_naive).abs().max().item()
+    lf_err = (log_fold(fast_at, ref_at) - log_fold(alt_naive, ref_at)).abs().max().item()
+    fast_rate, naive_rate = n_all / fast_s, seq.numel() / naive_s
+    return {
+        "model": name,
+        "device": str(device),
+        "seq_len": L,
+        "n_targets": int(ref.shape[1]),
+        "windows": X.shape[0],
+        "variants": n_all,
+        "naive_variants_timed": int(seq.numel()),
+        "plan_seconds": round(plan_s, 3),
+        "fast_seconds": round(fast_s, 3),
+        "naive_seconds": round(naive_s, 3),
+        "fast_variants_per_s": round(fast_rate, 1),
+        "naive_variants_per_s": round(naive_rate, 2),
+        "speedup": round(fast_rate / naive_rate, 2),
+        "max_abs_error_alt": alt_err,
+        "max_abs_error_logfold": lf_err,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="Beluga on fewer naive variants (smoke run)")
+    parser.add_argument("--devices", default="auto", help="cpu, cuda, or auto (CPU, plus CUDA when present)")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    exact_float32()
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.devices == "auto" else [args.devices]
+    rows = []
+    for dev_name in devices:
+        device = torch.device(dev_name)
+        torch.manual_seed(0)
+        beluga = Beluga()  # random weights, L = 2000, F = 2002
+        cuda = device.type == "cuda"
+        rows.append(
+            bench(
+                "beluga",
+                beluga,
+                random_windows(2 if cuda else 1, 2000, seed=1),
+                device,
+                naive_variants=(64 if args.quick else 256) if not cuda else None,
+                fast_batch=1024 if cuda else 512,
+                naive_batch=128 if cuda else 32,
+            )
+        )
+        del beluga
+        demo = DemoBase()
+        rows.append(
+            bench(
+                "demo",
+                demo,
+                random_windows(16, demo.seq_len, seed=2),
+                device,
+                naive_variants=None,
+                fast_batch=4096,
+                naive_batch=4096,
+            )
+        )
+    header = (
+        f"{'model':8} {'device':6} {'L':>5} {'F':>5} {'fast var/s':>11} {'naive var/s':>12} {'speedup':>8} "
+        f"{'max err alt':>12} {'max err lf':>11}"
+    )
+    print(header)
+    for r in rows:
+        print(
+            f"{r['model']:8} {r['device']:6} {r['seq_len']:5d} {r['n_targets']:5d} {r['fast_variants_per_s']:11.1f} "
+            f"{r['naive_variants_per_s']:12.2f} {r['speedup']:7.1f}x {r['max_abs_error_alt']:12.2e} "
+            f"{r['max_abs_error_logfold']:11.2e}"
+        )
+    result = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
+        "results": rows,
+    }
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=2)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
