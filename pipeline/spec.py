@@ -108,6 +108,19 @@ class Spec:
         p = Path(os.path.expanduser(path))
         return p if p.is_absolute() else Path(self.base_dir) / p
 
+    def resolve_import(self, name: str) -> str:
+        """Make a ``file.py:Class`` import path relative to the spec's folder absolute (other names
+        and ``package.module:Class`` paths are returned unchanged)."""
+        module, sep, attr = name.rpartition(":")
+        if sep and module.endswith(".py") and not Path(os.path.expanduser(module)).is_absolute():
+            return f"{self.resolve(module)}:{attr}"
+        return name
+
+    @property
+    def base_model(self) -> str:
+        """The base model's name or import path, with a relative ``file.py`` resolved."""
+        return self.resolve_import(self.base.model)
+
     @property
     def genome_path(self) -> Path:
         return self.resolve(self.genome)

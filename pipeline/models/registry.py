@@ -148,9 +148,9 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], *, source:
     return model
 
 
-def _construct(cls: Any, kwargs: Mapping[str, Any], what: str) -> nn.Module:
+def _construct(cls: Any, kwargs: Mapping[str, Any], what: str, name: str) -> nn.Module:
     if not (inspect.isclass(cls) and issubclass(cls, nn.Module)):
-        raise UserError(f"{what} {cls!r} is not an nn.Module class")
+        raise UserError(f"{what} {name!r} is not an nn.Module class (it is a {type(cls).__name__})")
     try:
         return cls(**dict(kwargs))
     except TypeError as exc:
@@ -189,7 +189,7 @@ def build_base(name_or_import_path: str, weights: str | os.PathLike | None = Non
         In eval mode, gradients disabled.
     """
     cls = _resolve(name_or_import_path, BASE_MODELS, "base model")
-    model = _construct(cls, kwargs, "base model")
+    model = _construct(cls, kwargs, "base model", name_or_import_path)
     if weights is not None:
         load_weights(model, load_state_dict_file(weights), source=f"weights file {str(weights)!r}")
     model.eval()
@@ -212,7 +212,7 @@ def build_multiplexer(name_or_import_path: str, weights: str | os.PathLike | Non
         Constructor arguments (``seq_len``, ``n_targets``, widths, ...).
     """
     cls = _resolve(name_or_import_path, MULTIPLEXERS, "multiplexer")
-    model = _construct(cls, kwargs, "multiplexer")
+    model = _construct(cls, kwargs, "multiplexer", name_or_import_path)
     if weights is not None:
         load_weights(model, load_state_dict_file(weights), source=f"weights file {str(weights)!r}")
     return model

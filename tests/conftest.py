@@ -1,0 +1,180 @@
+"""Shared fixtures: a small synthetic genome, tiny specs, a distilled store and a trained run.
+
+Everything is built under pytest's temporary folders; nothing is written into the repository.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+SEQ_LEN = 80
+"""Window length of the tiny spec (the demo base model needs at least 64)."""
+
+N_TARGETS = 4
+
+TINY_SPEC: dict[str, Any] = {
+    "name": "tiny",
+    "genome": "<set by the fixture>",
+    "seq_len": SEQ_LEN,
+    "seed": 0,
+    "max_n": 10,
+    "target": "logfold",
+    "base": {"model": "demo", "kwargs": {"n_targets": N_TARGETS, "channels": 12, "hidden": 8}},
+    "splits": {
+        "train": {"chroms": ["chr1", "chr2", "chr3"], "samples": 10},
+        "valid": {"chroms": ["chr8"], "samples": 6},
+        "test": {"chroms": ["chr9"], "samples": 5},
+    },
+    "storage": {"dtype": "float16", "codec": "blosc-zstd", "level": 3, "chunk_samples": 1, "unit_samples": 4},
+    "ism_batch_size": 512,
+    "train": {
+        "multiplexer": "conv",
+        "kwargs": {"width1": 8, "width2": 8, "kernel_size": 4, "dilations": [2, 2, 2, 2, 2]},
+        "steps": 4,
+        "batch_size": 4,
+        "lr": 0.01,
+        "valid_every": 2,
+        "seed": 0,
+    },
+}
+"""A spec that distils in well under a second: L = 80, F = 4, several write units per split."""
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``overrides`` into a copy of ``base`` (a value of ``None`` deletes the key)."""
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@pytest.fixture(scope="session")
+def genome_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic genome with chromosomes of about 2.4-12 kb (and its ``.fai``)."""
+    from pipeline.genome import synth_genome
+
+    path = tmp_path_factory.mktemp("genome") / "genome.fa"
+    synth_genome(path, divisor=20000)
+    return path
+
+
+@pytest.fixture(scope="session")
+def genome(genome_path: Path):
+    """:class:`pipeline.genome.Genome` of :func:`genome_path`."""
+    from pipeline.genome import Genome
+
+    return Genome(genome_path)
+
+
+@pytest.fixture(scope="session")
+def spec_dict(genome_path: Path) -> Callable[..., dict[str, Any]]:
+    """``spec_dict(**overrides)``: the tiny spec as a plain dict, with nested overrides merged in."""
+
+    def make(**overrides: Any) -> dict[str, Any]:
+        return _merge({**TINY_SPEC, "genome": str(genome_path)}, overrides)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def write_spec(spec_dict: Callable[..., dict[str, Any]]) -> Callable[..., Path]:
+    """``write_spec(directory, filename="spec.yaml", **overrides)``: write a tiny spec YAML, return its path."""
+
+    def write(directory: Path, filename: str = "spec.yaml", **overrides: Any) -> Path:
+        path = Path(directory) / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(spec_dict(**overrides), sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def tiny_spec(tmp_path_factory: pytest.TempPathFactory, write_spec: Callable[..., Path]):
+    """The tiny spec, loaded."""
+    from pipeline.spec import load_spec
+
+    return load_spec(write_spec(tmp_path_factory.mktemp("spec")))
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory: pytest.TempPathFactory, tiny_spec) -> str:
+    """Path of the complete store of :func:`tiny_spec` (read it, never modify it; see :func:`store_copy`)."""
+    from pipeline.distill import distill
+
+    path = tmp_path_factory.mktemp("store") / "tiny.zarr"
+    distill(tiny_spec, store_path=str(path), device="cpu", progress=False)
+    return str(path)
+
+
+@pytest.fixture
+def store_copy(tiny_store: str, tmp_path: Path) -> str:
+    """A private copy of :func:`tiny_store` that a test may modify."""
+    path = tmp_path / "copy.zarr"
+    shutil.copytree(tiny_store, path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_spec, tiny_store: str) -> Path:
+    """Run folder of a 4-step training on :func:`tiny_store` (``best.pt``, ``last.pt``, ...)."""
+    from pipeline.train import TrainConfig, train
+
+    run = tmp_path_factory.mktemp("run") / "run"
+    train(tiny_store, str(run), TrainConfig.from_spec(tiny_spec.train), device="cpu", progress=False)
+    return run
+
+
+@pytest.fixture(
+    params=[
+        "cpu",
+        pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")),
+    ]
+)
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """Each device the tests can run on: CPU always, CUDA when present (with exact float32, no TF32)."""
+    if request.param == "cuda":
+        from pipeline.device import exact_float32
+
+        exact_float32()
+    return torch.device(request.param)
+
+
+@pytest.fixture
+def assert_same_store() -> Callable[[str, str], None]:
+    """``assert_same_store(a, b)``: every array of every split equal exactly, and equal attributes
+    (root attributes except ``created``)."""
+    import zarr
+
+    def check(a: str, b: str) -> None:
+        ga, gb = zarr.open_group(a, mode="r"), zarr.open_group(b, mode="r")
+        attrs_a = {k: v for k, v in ga.attrs.items() if k != "created"}
+        attrs_b = {k: v for k, v in gb.attrs.items() if k != "created"}
+        assert attrs_a == attrs_b
+        splits_a = sorted(name for name, _ in ga.groups())
+        assert splits_a == sorted(name for name, _ in gb.groups())
+        assert splits_a, "store has no split groups"
+        for split in splits_a:
+            assert dict(ga[split].attrs) == dict(gb[split].attrs)
+            names = sorted(name for name, _ in ga[split].arrays())
+            assert names == sorted(name for name, _ in gb[split].arrays())
+            for name in names:
+                x, y = np.asarray(ga[split][name][:]), np.asarray(gb[split][name][:])
+                assert x.dtype == y.dtype, f"{split}/{name}"
+                assert x.shape == y.shape, f"{split}/{name}"
+                assert np.array_equal(x, y), f"{split}/{name} differs"
+
+    return check

@@ -1,0 +1,250 @@
+"""The ``multiplexer`` command line, end to end through click's ``CliRunner``, and its error contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+import pytest
+import yaml
+import zarr
+from click.testing import CliRunner, Result
+
+from pipeline.cli import cli
+from pipeline.outputs import read_effects
+
+
+def invoke(*args: str) -> Result:
+    """Run ``multiplexer -q ARGS``; unexpected exceptions propagate (click turns exits into codes)."""
+    return CliRunner().invoke(cli, ["-q", *map(str, args)], catch_exceptions=False)
+
+
+def ok(*args: str) -> Result:
+    result = invoke(*args)
+    assert result.exit_code == 0, f"{args}: exit {result.exit_code}\n{result.output}"
+    assert "Traceback" not in result.output
+    return result
+
+
+def assert_one_line_error(result: Result, *fragments: str) -> str:
+    """Non-zero exit, exactly one ``error: ...`` line on stderr, no traceback anywhere."""
+    assert result.exit_code != 0
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    assert "Traceback" not in result.output and "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory, spec_dict) -> Path:
+    """A folder with a CLI-made genome and a tiny spec (``spec.yaml``) whose store is ``store.zarr``."""
+    work = tmp_path_factory.mktemp("cli")
+    result = ok("genome", "synth", work / "genome.fa", "--divisor", "20000")
+    assert "genome.fa" in result.stdout
+    spec = spec_dict(genome="genome.fa", store="store.zarr")
+    (work / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return work
+
+
+def test_genome_synth(workdir, genome_path):
+    assert (workdir / "genome.fa").read_bytes() == genome_path.read_bytes()
+    assert (workdir / "genome.fa.fai").is_file()
+
+
+def test_end_to_end(workdir):
+    spec, store = workdir / "spec.yaml", workdir / "store.zarr"
+
+    result = ok("distill", spec, "--device", "cpu")
+    assert "distilled 21 samples" in result.stdout
+    assert store.is_dir()
+    assert "0 samples" in ok("distill", spec, "--device", "cpu").stdout  # resumes: nothing left to do
+
+    info = ok("store", "info", store).stdout
+    assert "MB/sample" in info and "valid" in info
+    summary = json.loads(ok("store", "info", store, "--json").stdout)
+    assert summary["n_targets"] == 4 and summary["seq_len"] == 80
+    assert all(s["bytes_per_sample"] > 0 for s in summary["splits"].values())
+    assert "complete and consistent" in ok("store", "verify", store).stdout
+
+    run = workdir / "run"
+    ok("train", spec, "--run-dir", run, "--steps", "3", "--valid-every", "2", "--device", "cpu")
+    assert {p.name for p in run.iterdir()} >= {"best.pt", "last.pt", "metrics.csv", "config.json"}
+    ok("train", spec, "--run-dir", run, "--steps", "4", "--valid-every", "2", "--device", "cpu", "--resume")
+    ok("train", store, "--run-dir", workdir / "run2", "--steps", "1", "--device", "cpu",
+       "--arch-kwargs", '{"width1": 4, "width2": 4, "kernel_size": 3, "dilations": [1, 1, 1, 1, 1]}')  # fmt: skip
+
+    result = ok("evaluate", "--checkpoint", run / "best.pt", "--store", store, "--out", workdir / "eval")
+    assert "weighted Pearson" in result.stdout
+    report = json.loads((workdir / "eval" / "report.json").read_text())
+    assert report["split"] == "test" and "speedup_vs_naive_ism" in report
+    assert (workdir / "eval" / "report.md").is_file()
+
+    ok("predict", "--checkpoint", run / "best.pt", "--region", "chr7:3000", "--out", workdir / "pred.npz")
+    pred = read_effects(workdir / "pred.npz")
+    assert pred["effects"].shape == (1, 4, 4, 80) and pred["chrom"] == ["chr7"] and pred["center"].tolist() == [3000]
+
+    regions = workdir / "regions.bed"
+    regions.write_text("chr7\t1000\t1080\nchr8\t2000\t2080\n")
+    ok("predict", "--checkpoint", run / "last.pt", "--regions", regions, "--out", workdir / "pred2")
+    assert read_effects(workdir / "pred2")["center"].tolist() == [1040, 2040]
+
+    ok("ism", "--spec", spec, "--region", "chr7:3000", "--out", workdir / "ism.zarr", "--device", "cpu")
+    ism = read_effects(workdir / "ism.zarr")
+    assert ism["effects"].shape == (1, 4, 4, 80) and ism["attrs"]["source"] == "ism"
+    assert np.array_equal(ism["reference"], pred["reference"])
+    ok("ism", "--base", "demo", "--base-kwargs", '{"n_targets": 3, "seq_len": 64}', "--region", "chr7:3000",
+       "--genome", workdir / "genome.fa", "--target", "diff", "--out", workdir / "ism_demo.npz")  # fmt: skip
+    assert read_effects(workdir / "ism_demo.npz")["effects"].shape == (1, 3, 4, 64)
+
+    ok("plot", workdir / "pred.npz", "--out", workdir / "pred.png")
+    ok("plot", workdir / "ism.zarr", "--out", workdir / "ism.pdf", "--target", "0", "--width", "40")
+    assert (workdir / "pred.png").read_bytes().startswith(b"\x89PNG")
+    assert (workdir / "ism.pdf").read_bytes().startswith(b"%PDF")
+
+    # a damaged store fails verification with one error line
+    zarr.open_group(str(store), mode="r+")["valid"]["complete"][0] = 0
+    assert_one_line_error(invoke("store", "verify", store), "unit 0")
+
+
+def _all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = []
+    for name, command in group.commands.items():
+        out.append((*prefix, name))
+        if isinstance(command, click.Group):
+            out += _all_commands(command, (*prefix, name))
+    return out
+
+
+COMMANDS = _all_commands(cli)
+
+
+def test_every_documented_command_exists():
+    documented = {("genome", "synth"), ("distill",), ("store", "info"), ("store", "verify"), ("train",), ("ism",),
+                  ("predict",), ("plot",), ("evaluate",), ("demo",)}  # fmt: skip
+    assert documented <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", [(), *COMMANDS], ids=lambda c: " ".join(c) or "multiplexer")
+def test_help(command):
+    result = CliRunner().invoke(cli, [*command, "--help"], catch_exceptions=False)
+    assert result.exit_code == 0
+    assert "Usage:" in result.stdout
+    assert result.stderr == ""
+
+
+def test_console_script_help_is_light():
+    """``multiplexer --help`` works as a program, and importing the CLI does not import torch."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; from pipeline.cli import main; main()", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0 and "distill" in result.stdout
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys, pipeline.cli; print('torch' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert probe.stdout.strip() == "False"
+
+
+def test_version():
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0 and "multiplexer" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def bad_spec(workdir) -> Path:
+    path = workdir / "bad.yaml"
+    data = yaml.safe_load((workdir / "spec.yaml").read_text())
+    data["storage"]["codek"] = "zstd"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing spec",
+        "unknown key",
+        "region off the end",
+        "missing checkpoint",
+        "unknown option",
+        "bad region",
+        "missing store",
+        "existing genome",
+        "bad shard",
+        "unknown split",
+        "missing effects file",
+        "no input",
+    ],
+)
+def test_bad_inputs_give_one_error_line(workdir, bad_spec, genome, case):
+    spec = workdir / "spec.yaml"
+    end = genome.length("chr7")
+    args, fragments = {
+        "missing spec": (["distill", workdir / "nope.yaml"], ["nope.yaml"]),
+        "unknown key": (["distill", bad_spec], ["codek"]),
+        "region off the end": (
+            ["ism", "--spec", spec, "--region", f"chr7:{end}", "--out", workdir / "x.npz"],
+            ["chr7", "does not fit"],
+        ),
+        "missing checkpoint": (
+            ["predict", "--checkpoint", workdir / "missing.pt", "--region", "chr7:3000", "--out", workdir / "x.npz"],
+            ["missing.pt"],
+        ),
+        "unknown option": (["distill", spec, "--bogus"], ["--bogus"]),
+        "bad region": (["ism", "--spec", spec, "--region", "chr7-3000", "--out", workdir / "x.npz"], ["chr7-3000"]),
+        "missing store": (["store", "info", workdir / "nowhere.zarr"], ["nowhere.zarr"]),
+        "existing genome": (["genome", "synth", workdir / "genome.fa"], ["exists"]),
+        "bad shard": (["distill", spec, "--shard", "3/2"], ["3/2"]),
+        "unknown split": (["distill", spec, "--split", "holdout"], ["holdout"]),
+        "missing effects file": (["plot", workdir / "none.npz", "--out", workdir / "p.png"], ["none.npz"]),
+        "no input": (["ism", "--spec", spec, "--out", workdir / "x.npz"], ["--region"]),
+    }[case]
+    assert_one_line_error(invoke(*args), *fragments)
+    assert not (workdir / "x.npz").exists()
+
+
+def test_train_without_a_store_says_to_distill(tmp_path, write_spec):
+    spec = write_spec(tmp_path, store="never_made.zarr")
+    line = assert_one_line_error(invoke("train", spec, "--run-dir", tmp_path / "run", "--device", "cpu"))
+    assert "distill" in line and "never_made.zarr" in line
+
+
+def test_changed_spec_is_refused_by_the_cli(workdir, tmp_path):
+    data = yaml.safe_load((workdir / "spec.yaml").read_text())
+    data["seed"] = 7
+    data["genome"] = str(workdir / "genome.fa")
+    data["store"] = str(tmp_path / "s.zarr")
+    spec = tmp_path / "seed7.yaml"
+    spec.write_text(yaml.safe_dump(data))
+    ok("distill", spec, "--device", "cpu", "--split", "test")
+    data["seq_len"] = 81
+    spec.write_text(yaml.safe_dump(data))
+    assert_one_line_error(invoke("distill", spec, "--device", "cpu"), "seq_len", "--overwrite")
+    ok("distill", spec, "--device", "cpu", "--split", "test", "--overwrite")
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path):
+    """``multiplexer demo`` (a few training steps): the last line is the headline JSON; a rerun reuses."""
+    workdir = tmp_path / "demo"
+    result = ok("demo", "--workdir", workdir, "--steps", "3", "--device", "cpu")
+    headline = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in ("weighted_pearson_mean", "speedup_vs_naive_ism", "report", "plot"):
+        assert key in headline, key
+    assert Path(headline["report"]).is_file() and Path(headline["plot"]).is_file()
+    again = ok("demo", "--workdir", workdir, "--steps", "3", "--device", "cpu")
+    assert "reusing" in again.stdout
+    assert json.loads(again.stdout.strip().splitlines()[-1])["report"] == headline["report"]

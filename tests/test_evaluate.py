@@ -1,0 +1,153 @@
+"""Accuracy metrics (weighted Pearson) and the evaluation report."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.evaluate import PearsonAccumulator, evaluate, nanmean, weighted_pearson
+from pipeline.ism import mask_effects
+from pipeline.models import load_checkpoint
+from pipeline.store import open_store
+
+
+def numpy_weighted_pearson(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Per target, Pearson over samples, bases and positions, each term weighted by ``|y_true|``."""
+    out = []
+    for f in range(y_true.shape[1]):
+        a, b = y_true[:, f].ravel(), y_pred[:, f].ravel()
+        w = np.abs(a)
+        ma, mb = np.sum(w * a) / np.sum(w), np.sum(w * b) / np.sum(w)
+        cov = np.sum(w * (a - ma) * (b - mb)) / np.sum(w)
+        va, vb = np.sum(w * (a - ma) ** 2) / np.sum(w), np.sum(w * (b - mb) ** 2) / np.sum(w)
+        out.append(cov / np.sqrt(va * vb))
+    return np.array(out)
+
+
+@pytest.fixture
+def pair() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    y_true = rng.normal(size=(5, 3, 4, 11)) * rng.random((1, 3, 1, 1))
+    y_true[:, :, 0, :] = 0  # a reference base: zero, so weight 0
+    y_pred = 0.7 * y_true + rng.normal(scale=0.5, size=y_true.shape)
+    y_pred[:, 2] = -y_pred[:, 2]
+    return y_true, y_pred
+
+
+def test_weighted_pearson_matches_numpy(pair):
+    y_true, y_pred = pair
+    r = weighted_pearson(torch.from_numpy(y_true), torch.from_numpy(y_pred))
+    assert r.shape == (3,) and r.dtype == torch.float64
+    np.testing.assert_allclose(r.numpy(), numpy_weighted_pearson(y_true, y_pred), rtol=1e-10)
+    assert r[0] > 0 and r[2] < 0
+
+
+def test_weighted_pearson_differs_from_unweighted(pair):
+    y_true, y_pred = pair
+    y_pred = y_pred + np.abs(y_true) ** 2  # an error that grows with |y_true| changes the weighted metric
+    acc = PearsonAccumulator(3)
+    acc.update(torch.from_numpy(y_true), torch.from_numpy(y_pred))
+    assert not np.allclose(acc.weighted_pearson().numpy(), acc.pearson().numpy())
+
+
+def test_unweighted_pearson_matches_corrcoef(pair):
+    y_true, y_pred = pair
+    acc = PearsonAccumulator(3)
+    acc.update(torch.from_numpy(y_true), torch.from_numpy(y_pred))
+    expected = [np.corrcoef(y_true[:, f].ravel(), y_pred[:, f].ravel())[0, 1] for f in range(3)]
+    np.testing.assert_allclose(acc.pearson().numpy(), expected, rtol=1e-10)
+    np.testing.assert_allclose(
+        acc.mse().numpy(), ((y_true - y_pred) ** 2).transpose(1, 0, 2, 3).reshape(3, -1).mean(axis=1), rtol=1e-12
+    )
+
+
+def test_streaming_equals_one_shot(pair):
+    y_true, y_pred = pair
+    one = PearsonAccumulator(3)
+    one.update(torch.from_numpy(y_true), torch.from_numpy(y_pred))
+    streamed = PearsonAccumulator(3)
+    for sl in (slice(0, 2), slice(2, 3), slice(3, 5)):
+        streamed.update(torch.from_numpy(y_true[sl]), torch.from_numpy(y_pred[sl]))
+    for name in ("weighted_pearson", "pearson", "mse"):
+        np.testing.assert_allclose(getattr(streamed, name)().numpy(), getattr(one, name)().numpy(), rtol=1e-10)
+
+
+def test_perfect_prediction_and_float32_inputs(pair):
+    y_true, _ = pair
+    t = torch.from_numpy(y_true).float()
+    np.testing.assert_allclose(weighted_pearson(t, t).numpy(), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(weighted_pearson(t, 2 * t + 1).numpy(), 1.0, rtol=1e-6)
+
+
+def test_target_without_effects_is_nan_and_nanmean_skips_it(pair):
+    y_true, y_pred = pair
+    y_true = y_true.copy()
+    y_true[:, 1] = 0
+    r = weighted_pearson(torch.from_numpy(y_true), torch.from_numpy(y_pred))
+    assert math.isnan(float(r[1]))
+    assert nanmean(r) == pytest.approx(float((r[0] + r[2]) / 2))
+    assert math.isnan(nanmean(torch.tensor([float("nan")])))
+
+
+def test_shape_mismatch_is_an_error():
+    acc = PearsonAccumulator(2)
+    with pytest.raises(ValueError):
+        acc.update(torch.zeros(1, 2, 4, 5), torch.zeros(1, 2, 4, 6))
+    with pytest.raises(ValueError):
+        acc.update(torch.zeros(1, 3, 4, 5), torch.zeros(1, 3, 4, 5))
+
+
+def test_evaluate_writes_the_report(trained_run, tiny_store, tmp_path):
+    out = tmp_path / "eval"
+    report = evaluate(str(trained_run / "best.pt"), tiny_store, str(out), device="cpu", progress=False)
+    saved = json.loads((out / "report.json").read_text())
+    for key in (
+        "checkpoint",
+        "store",
+        "split",
+        "n_sequences",
+        "seq_len",
+        "n_targets",
+        "target_kind",
+        "weighted_pearson_mean",
+        "pearson_mean",
+        "mse",
+        "seconds_per_sequence",
+        "speedup_vs_naive_ism",
+        "best_targets",
+        "worst_targets",
+        "per_target",
+    ):
+        assert key in saved, key
+    assert report["report"] == str(out / "report.json")
+    assert saved["split"] == "test" and saved["n_sequences"] == 5
+    assert len(saved["per_target"]) == saved["n_targets"] == 4
+    assert saved["seconds_per_sequence"]["naive_ism"] > 0 and saved["seconds_per_sequence"]["multiplexer"] > 0
+    assert saved["speedup_vs_naive_ism"] > 0
+    markdown = (out / "report.md").read_text()
+    assert markdown.startswith("# ") and "weighted Pearson" in markdown
+    for t in saved["per_target"]:
+        assert t["name"] in open_store(tiny_store).target_names
+
+    # the per-target numbers are the weighted Pearson of the checkpoint against the store's targets
+    store = open_store(tiny_store)
+    model, _ = load_checkpoint(trained_run / "best.pt")
+    X = torch.from_numpy(np.asarray(store.array("test", "reference")[:]).astype(np.float32))
+    y = torch.from_numpy(np.asarray(store.array("test", "targets")[:])).float()
+    with torch.no_grad():
+        y_hat = mask_effects(model(X), X)
+    expected = weighted_pearson(y, y_hat).numpy()
+    got = np.array([t["weighted_pearson"] for t in saved["per_target"]])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    assert saved["weighted_pearson_mean"] == pytest.approx(float(np.nanmean(expected)), rel=1e-5)
+
+
+def test_evaluate_on_another_split(trained_run, tiny_store, tmp_path):
+    report = evaluate(
+        str(trained_run / "last.pt"), tiny_store, str(tmp_path / "v"), split="valid", device="cpu", progress=False
+    )
+    assert report["split"] == "valid" and report["n_sequences"] == 6

@@ -1,0 +1,168 @@
+"""The Zarr store contract: layout, attributes, and the integrity check."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+import pipeline
+from pipeline.errors import UserError
+from pipeline.store import ROOT_ATTRS, n_units, open_store, store_info, unit_range, verify_store
+
+SEQ_LEN, N_TARGETS = 80, 4
+"""The tiny spec's window length and number of targets (checked against it below)."""
+
+
+def test_tiny_spec_dimensions(tiny_spec):
+    assert (tiny_spec.seq_len, tiny_spec.base.kwargs["n_targets"]) == (SEQ_LEN, N_TARGETS)
+
+
+def test_layout_shapes_dtypes_and_dimension_names(tiny_store, tiny_spec):
+    store = open_store(tiny_store)
+    assert store.splits == ["train", "valid", "test"]
+    L, F = SEQ_LEN, N_TARGETS
+    for split in store.splits:
+        n = tiny_spec.splits[split].samples
+        units = n_units(n, tiny_spec.storage.unit_samples)
+        expected = {
+            "reference": ((n, 4, L), np.uint8, ("sample", "base", "position")),
+            "ref_pred": ((n, F), np.float32, ("sample", "target")),
+            "targets": ((n, F, 4, L), np.float16, ("sample", "target", "base", "position")),
+            "center": ((n,), np.int64, ("sample",)),
+            "complete": ((units,), np.uint8, ("unit",)),
+        }
+        for name, (shape, dtype, dims) in expected.items():
+            array = store.array(split, name)
+            assert array.shape == shape, (split, name)
+            assert np.dtype(array.dtype) == dtype, (split, name)
+            assert tuple(array.metadata.dimension_names) == dims, (split, name)
+        chrom = store.array(split, "chrom")
+        assert chrom.shape == (n,)
+        assert tuple(chrom.metadata.dimension_names) == ("sample",)
+        assert all(isinstance(c, str) and c in tiny_spec.splits[split].chroms for c in chrom[:])
+        # targets are chunked by whole samples
+        assert store.array(split, "targets").chunks == (1, F, 4, L)
+        assert store.complete_units(split).all()
+        assert (np.asarray(store.array(split, "center")[:]) >= 1).all()
+
+
+def test_root_attributes(tiny_store, tiny_spec):
+    store = open_store(tiny_store)
+    assert set(ROOT_ATTRS) <= set(store.attrs)
+    attrs = store.attrs
+    assert attrs["alphabet"] == "AGCT"
+    assert attrs["spec_hash"] == tiny_spec.content_hash()
+    assert attrs["spec"] == tiny_spec.to_dict()
+    assert attrs["target_kind"] == "logfold"
+    assert attrs["n_targets"] == N_TARGETS and attrs["seq_len"] == SEQ_LEN
+    assert len(attrs["target_names"]) == N_TARGETS
+    assert attrs["package_version"] == pipeline.__version__
+    assert attrs["base"]["model"] == "demo"
+    assert attrs["base"]["class"].endswith("DemoBase")
+    assert attrs["base"]["kwargs"]["seq_len"] == SEQ_LEN
+    assert Path(attrs["genome"]) == tiny_spec.genome_path.resolve()
+    assert store.spec().content_hash() == tiny_spec.content_hash()
+
+
+def test_units_cover_all_samples_once():
+    for n, u in [(10, 4), (8, 4), (1, 4), (5, 1)]:
+        ranges = [unit_range(n, u, k) for k in range(n_units(n, u))]
+        covered = [i for a, b in ranges for i in range(a, b)]
+        assert covered == list(range(n))
+        assert all(b - a <= u for a, b in ranges)
+
+
+def test_verify_good_store(tiny_store):
+    assert verify_store(open_store(tiny_store)) == []
+
+
+def test_store_info_reports_bytes_per_sample(tiny_store, tiny_spec):
+    info = store_info(open_store(tiny_store))
+    assert info["spec_hash"] == tiny_spec.content_hash()
+    assert info["seq_len"] == SEQ_LEN and info["n_targets"] == N_TARGETS
+    for split, s in info["splits"].items():
+        n = tiny_spec.splits[split].samples
+        assert s["n_samples"] == s["complete_samples"] == n
+        assert s["complete_units"] == s["n_units"]
+        assert s["raw_float32_bytes_per_sample"] == N_TARGETS * 4 * SEQ_LEN * 4
+        assert s["bytes_per_sample"] == pytest.approx(s["target_bytes_stored"] / n)
+        assert 0 < s["bytes_per_sample"] < s["raw_float32_bytes_per_sample"]
+        assert math.isfinite(s["compression_vs_float32"]) and s["compression_vs_float32"] > 1
+
+
+def _group(path: str, split: str):
+    return zarr.open_group(path, mode="r+")[split]
+
+
+def test_verify_reports_cleared_completion_marker(store_copy):
+    _group(store_copy, "train")["complete"][1] = 0
+    problems = verify_store(open_store(store_copy))
+    assert len(problems) == 1
+    assert "train" in problems[0] and "unit 1" in problems[0]
+    info = store_info(open_store(store_copy))["splits"]["train"]
+    assert info["complete_units"] == info["n_units"] - 1
+
+
+def test_verify_reports_deleted_targets_chunk(store_copy):
+    chunk = Path(store_copy) / "valid" / "targets" / "c" / "5" / "0" / "0" / "0"
+    assert chunk.is_file()
+    chunk.unlink()
+    problems = verify_store(open_store(store_copy))
+    assert len(problems) == 1
+    assert "valid" in problems[0] and "targets" in problems[0] and "missing" in problems[0]
+
+
+def test_verify_reports_nan_in_targets(store_copy):
+    g = _group(store_copy, "test")
+    X = np.asarray(g["reference"][4])
+    j = int(np.flatnonzero(X.sum(axis=0))[0])
+    b = int(np.flatnonzero(X[:, j] == 0)[0])
+    g["targets"][4, 0, b, j] = np.nan
+    problems = verify_store(open_store(store_copy))
+    assert len(problems) == 1 and "test" in problems[0] and "NaN" in problems[0]
+
+
+def test_verify_reports_nonzero_at_reference_base(store_copy):
+    g = _group(store_copy, "train")
+    X = np.asarray(g["reference"][9])
+    j = SEQ_LEN // 2
+    while X[:, j].sum() == 0:
+        j += 1
+    g["targets"][9, 2, int(X[:, j].argmax()), j] = 0.5
+    problems = verify_store(open_store(store_copy))
+    assert len(problems) == 1 and "reference base" in problems[0] and "unit 2" in problems[0]
+
+
+def test_verify_reports_nonzero_at_n_position(store_copy):
+    g = _group(store_copy, "valid")
+    X = np.asarray(g["reference"][0])
+    y = np.asarray(g["targets"][0])
+    j = int(np.flatnonzero(np.abs(y).sum(axis=(0, 1)))[0])  # a position with nonzero effects
+    X[:, j] = 0  # make it an N in the reference, leaving its effects
+    g["reference"][0] = X
+    problems = verify_store(open_store(store_copy))
+    assert len(problems) == 1 and "N positions" in problems[0]
+
+
+def test_open_store_refuses_non_stores(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        open_store(tmp_path / "nothing.zarr")
+    a_file = tmp_path / "file.zarr"
+    a_file.write_text("x")
+    with pytest.raises(UserError, match="file"):
+        open_store(a_file)
+    zarr.open_group(str(tmp_path / "plain.zarr"), mode="w")
+    with pytest.raises(UserError, match="not a multiplexer store"):
+        open_store(tmp_path / "plain.zarr")
+
+
+def test_require_complete_names_the_unit(store_copy):
+    _group(store_copy, "valid")["complete"][1] = 0
+    with pytest.raises(UserError, match="unit 1"):
+        open_store(store_copy).require_complete("valid")
+    with pytest.raises(UserError, match="holdout"):
+        open_store(store_copy).split_group("holdout")
