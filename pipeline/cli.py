@@ -129,6 +129,9 @@ _engine_option = click.option(
 @click.option("--shard", help="I/N: write only the units u with u % N == I (e.g. a SLURM array task).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Variants per base-model pass (default: the spec's).")
 @click.option("--overwrite", is_flag=True, help="Discard an existing store at the path first.")
+@click.option(
+    "--no-overlap", is_flag=True, help="Do not prepare and write units on background threads (for benchmarks)."
+)
 @click.pass_context
 def distill(
     ctx: click.Context,
@@ -140,9 +143,16 @@ def distill(
     shard: str | None,
     batch_size: int | None,
     overwrite: bool,
+    no_overlap: bool,
 ) -> None:
     """Stage 1: write (or resume) the Zarr store of SPEC: sampled windows, the base model's
-    reference predictions and the effect of every SNV. Complete write units are skipped on rerun."""
+    reference predictions and the effect of every SNV. Complete write units are skipped on rerun.
+
+    \b
+    Scale out with torchrun (each process takes the units u % WORLD_SIZE == RANK):
+      torchrun --nproc_per_node 4 -m pipeline.cli distill SPEC.yaml
+    or with a scheduler's job array (each job takes u % N == I):
+      multiplexer distill SPEC.yaml --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT"""
     from pipeline.distill import distill as run
     from pipeline.distill import parse_shard
     from pipeline.spec import load_spec
@@ -158,8 +168,11 @@ def distill(
         batch_size=batch_size,
         progress=_progress(ctx),
         notify=lambda message: click.echo(message, err=True),
+        overlap=not no_overlap,
     )
     click.echo(summary.line())
+    if summary.total is not None and summary.rank == 0:
+        click.echo(summary.total_line())
 
 
 # ------------------------------------------------------------------------------------------------

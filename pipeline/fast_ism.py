@@ -380,7 +380,9 @@ def _reference(plan: Plan, X: torch.Tensor) -> tuple[list[torch.Tensor], torch.T
         if i == 0:
             first_out = x
     acts.append(x)
-    lin = F.linear(x.reshape(x.shape[0], -1), plan.first_linear.weight, plan.first_linear.bias)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        flat = x.float().reshape(x.shape[0], -1)
+        lin = F.linear(flat, plan.first_linear.weight, plan.first_linear.bias)
     return acts, first_out, lin
 
 
@@ -441,7 +443,7 @@ def _variant_alt(
             ctx = _gather(acts[i], seq, new_start * kk, new_width * kk)
             offset = start - new_start * kk
             index = (offset[:, None] + torch.arange(width, device=ctx.device))[:, None, :].expand(-1, ctx.shape[1], -1)
-            ctx.scatter_(2, index, patch)
+            ctx.scatter_(2, index, patch.to(ctx.dtype))
             patch = F.max_pool1d(ctx, kk) if step.kind == "max" else F.avg_pool1d(ctx, kk)
             start, width = new_start, new_width
             patch = _mask(patch, start, step.length_out)
@@ -450,7 +452,8 @@ def _variant_alt(
             patch = _mask(step.fn(patch), start, length)
     # first Linear as a low-rank update over the patch's columns
     L_last = plan.flat_length
-    delta = patch - _gather(acts[-1], seq, start, width)  # [V, C, w], zero outside [0, L_last)
+    # in float32 also under bf16 autocast: the targets are differences of nearby values
+    delta = patch.float() - _gather(acts[-1], seq, start, width).float()  # [V, C, w], 0 outside [0, L_last)
     win = min(width, L_last)
     aligned = start.clamp(0, L_last - win)
     shift = aligned - start  # window position t holds patch t + shift
@@ -463,10 +466,11 @@ def _variant_alt(
     order = torch.argsort(aligned, stable=True)
     starts, counts = torch.unique_consecutive(aligned[order], return_counts=True)
     offset = 0
-    for a, n in zip(starts.tolist(), counts.tolist()):
-        rows = order[offset : offset + n]
-        out[rows] += delta[rows] @ Wwin[a : a + win].reshape(-1, Wwin.shape[-1])
-        offset += n
+    with torch.autocast(device_type=out.device.type, enabled=False):
+        for a, n in zip(starts.tolist(), counts.tolist()):
+            rows = order[offset : offset + n]
+            out[rows] += delta[rows] @ Wwin[a : a + win].reshape(-1, Wwin.shape[-1])
+            offset += n
     return out
 
 
@@ -538,6 +542,8 @@ def fast_ism(
     batch_size: int = 1024,
     device: str | torch.device | None = None,
     progress: Callable[[int], None] | None = None,
+    precision: str = "float32",
+    out_dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact ISM with incremental computation; same contract as :func:`pipeline.ism.naive_ism`.
 
@@ -555,13 +561,20 @@ def fast_ism(
         Defaults to the model's device.
     progress : callable, optional
         Called with the number of variants finished after each batch.
+    precision : str
+        ``float32`` or ``bf16`` (convolution trunk under bfloat16 autocast; the first Linear's
+        update, the head and the targets in float32).
+    out_dtype : torch.dtype
+        dtype of the returned effects (cast on the device).
 
     Returns
     -------
-    y : torch.Tensor, shape=(B, F, 4, L), float32, CPU
+    y : torch.Tensor, shape=(B, F, 4, L), ``out_dtype``, CPU
     ref_pred : torch.Tensor, shape=(B, F), float32, CPU
+        The plan's own reference output (equal to ``model(X)`` up to rounding), so a variant that
+        changes nothing has exactly zero effect.
     """
-    from pipeline.ism import TARGETS, _resolve_device, effects_from_alt, variant_index
+    from pipeline.ism import TARGETS, _resolve_device, autocast, effects_from_alt, variant_index
 
     if target not in TARGETS:
         raise ValueError(f"unknown target kind {target!r} (expected one of {', '.join(TARGETS)})")
@@ -573,8 +586,9 @@ def fast_ism(
     X = X.to(dev, torch.float32).contiguous()
     B, _, L = X.shape
     plan = get_plan(model, L, dev)
-    acts, first_out, lin = _reference(plan, X)
-    ref_pred = model(X)  # [B, F]
+    with autocast(dev, precision):
+        acts, first_out, lin = _reference(plan, X)
+    ref_pred = _head(plan, lin)  # [B, F], float32
     F_ = ref_pred.shape[1]
     fill = ref_pred if target == "alt" else torch.zeros_like(ref_pred)
     y = fill[:, :, None, None].expand(B, F_, 4, L).contiguous()
@@ -583,8 +597,10 @@ def fast_ism(
     for start in range(0, seq.numel(), batch_size):
         sl = slice(start, start + batch_size)
         s, p, b = seq[sl], pos[sl], base[sl]
-        alt = _head(plan, _variant_alt(plan, acts, first_out, lin, s, p, b, ref_base[sl]))
+        with autocast(dev, precision):
+            h = _variant_alt(plan, acts, first_out, lin, s, p, b, ref_base[sl])
+        alt = _head(plan, h)
         y[s, :, b, p] = effects_from_alt(alt, ref_pred[s], target)
         if progress is not None:
             progress(s.numel())
-    return y.float().cpu(), ref_pred.float().cpu()
+    return y.to(out_dtype).cpu(), ref_pred.float().cpu()

@@ -24,6 +24,16 @@ EPS = 1e-6
 ENGINES = ("fast", "naive")
 """``fast``: exact incremental ISM (:mod:`pipeline.fast_ism`); ``naive``: one pass per variant."""
 TARGETS = ("logfold", "diff", "alt")
+PRECISIONS = ("float32", "bf16")
+"""``float32`` (exact; TF32 off) or ``bf16`` (the base model's trunk under bfloat16 autocast, meant for
+CUDA; predictions and log-folds stay float32)."""
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The autocast context of a precision (disabled for ``float32``)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} (expected one of {', '.join(PRECISIONS)})")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def log_fold(alt: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -123,6 +133,8 @@ def naive_ism(
     batch_size: int = 1024,
     device: str | torch.device | None = None,
     progress: Callable[[int], None] | None = None,
+    precision: str = "float32",
+    out_dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Naive ISM: one base-model forward pass per variant, batched across sequences and variants.
 
@@ -140,10 +152,14 @@ def naive_ism(
         Where to run; defaults to the model's device.
     progress : callable, optional
         Called with the number of variants finished after each batch.
+    precision : str
+        ``float32`` or ``bf16`` (the whole model under bfloat16 autocast; effects in float32).
+    out_dtype : torch.dtype
+        dtype of the returned effects (cast on the device, e.g. float16 for storage).
 
     Returns
     -------
-    y : torch.Tensor, shape=(B, F, 4, L), float32, CPU
+    y : torch.Tensor, shape=(B, F, 4, L), ``out_dtype``, CPU
         Effects (see module docstring).
     ref_pred : torch.Tensor, shape=(B, F), float32, CPU
         The base model's prediction on each reference sequence.
@@ -157,7 +173,8 @@ def naive_ism(
     dev = _resolve_device(model, device)
     X = X.to(dev, torch.float32).contiguous()
     B, _, L = X.shape
-    ref_pred = predict_batched(model, X, batch_size, dev)  # [B, F]
+    with autocast(dev, precision):
+        ref_pred = predict_batched(model, X, batch_size, dev).float()  # [B, F]
     F = ref_pred.shape[1]
     fill = ref_pred if target == "alt" else torch.zeros_like(ref_pred)
     y = fill[:, :, None, None].expand(B, F, 4, L).contiguous()
@@ -169,11 +186,12 @@ def naive_ism(
         rows = torch.arange(n, device=dev)
         Xv[rows, :, p] = 0.0
         Xv[rows, b, p] = 1.0
-        alt = model(Xv)  # [n, F]
+        with autocast(dev, precision):
+            alt = model(Xv).float()  # [n, F]
         y[s, :, b, p] = effects_from_alt(alt, ref_pred[s], target)
         if progress is not None:
             progress(n)
-    return y.float().cpu(), ref_pred.float().cpu()
+    return y.to(out_dtype).cpu(), ref_pred.float().cpu()
 
 
 def choose_engine(
@@ -210,14 +228,24 @@ def run_ism(
     batch_size: int = 1024,
     device: str | torch.device | None = None,
     progress: Callable[[int], None] | None = None,
+    precision: str = "float32",
+    out_dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Effects ``[B, F, 4, L]`` and reference predictions ``[B, F]`` with the named engine."""
+    """Effects ``[B, F, 4, L]`` (``out_dtype``) and reference predictions ``[B, F]`` with the named engine."""
+    kwargs = {
+        "target": target,
+        "batch_size": batch_size,
+        "device": device,
+        "progress": progress,
+        "precision": precision,
+        "out_dtype": out_dtype,
+    }
     if engine == "fast":
         from pipeline.fast_ism import fast_ism
 
-        return fast_ism(model, X, target=target, batch_size=batch_size, device=device, progress=progress)
+        return fast_ism(model, X, **kwargs)
     if engine == "naive":
-        return naive_ism(model, X, target=target, batch_size=batch_size, device=device, progress=progress)
+        return naive_ism(model, X, **kwargs)
     raise ValueError(f"unknown ISM engine {engine!r} (available: {', '.join(ENGINES)})")
 
 

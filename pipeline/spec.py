@@ -24,6 +24,7 @@ SPLIT_NAMES = ("train", "valid", "test")
 TARGET_KINDS = ("logfold", "diff")
 STORAGE_DTYPES = ("float16", "float32")
 CODECS = ("blosc-lz4", "blosc-zstd", "zstd", "none")
+PRECISIONS = ("float32", "bf16")
 SHUFFLES = ("noshuffle", "shuffle", "bitshuffle")
 NON_CONTENT_KEYS = ("store", "ism_batch_size", "train")
 """Top-level keys that do not change a store's content and so are left out of the hash."""
@@ -56,7 +57,8 @@ class SplitSpec:
 @dataclass(frozen=True)
 class StorageSpec:
     """How targets are stored: dtype, codec (``blosc-lz4 | blosc-zstd | zstd | none``), its level
-    and Blosc shuffle, samples per chunk and per write unit (a multiple of the chunk)."""
+    and Blosc shuffle, samples per chunk and per write unit (a multiple of the chunk), and whether a
+    unit's targets form one shard."""
 
     dtype: str = "float16"
     codec: str = "blosc-zstd"
@@ -64,6 +66,8 @@ class StorageSpec:
     shuffle: str = "bitshuffle"
     chunk_samples: int = 1
     unit_samples: int = 16
+    shards: bool = False
+    """Store each write unit's targets as one Zarr shard (one file per unit instead of one per chunk)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,7 @@ class Spec:
     seed: int = 0
     max_n: int = 10
     target: str = "logfold"
+    precision: str = "float32"
     storage: StorageSpec = field(default_factory=StorageSpec)
     store: str | None = None
     ism_batch_size: int = 1024
@@ -258,6 +263,7 @@ def _storage_spec(where: str, data: Mapping[str, Any]) -> StorageSpec:
         shuffle=_choice(where, "shuffle", data.get("shuffle", d.shuffle), SHUFFLES),
         chunk_samples=_typed(where, "chunk_samples", data.get("chunk_samples", d.chunk_samples), int, minimum=1),
         unit_samples=_typed(where, "unit_samples", data.get("unit_samples", d.unit_samples), int, minimum=1),
+        shards=_typed(where, "shards", data.get("shards", d.shards), bool),
     )
     if s.unit_samples % s.chunk_samples:
         raise UserError(
@@ -323,6 +329,7 @@ def spec_from_dict(data: Mapping[str, Any], *, base_dir: str | os.PathLike = "."
         seed=_typed(where, "seed", data.get("seed", d.seed), int),
         max_n=_typed(where, "max_n", data.get("max_n", d.max_n), int, minimum=0),
         target=_choice(where, "target", data.get("target", d.target), TARGET_KINDS),
+        precision=_choice(where, "precision", data.get("precision", d.precision), PRECISIONS),
         storage=_storage_spec(where, _section(where, data, "storage")),
         store=_optional_str(where, "store", data.get("store")),
         ism_batch_size=_typed(where, "ism_batch_size", data.get("ism_batch_size", d.ism_batch_size), int, minimum=1),

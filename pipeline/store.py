@@ -22,6 +22,8 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import shutil
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -300,6 +302,10 @@ def create_or_open_store(
 ) -> Store:
     """Create the store for ``spec``, or reopen it for resuming if it was made from the same spec.
 
+    A local store is built in a temporary sibling folder and renamed into place, so processes that
+    start together (``--shard`` jobs) never see a half-created store: the first rename wins and the
+    others open the winner's store.
+
     Parameters
     ----------
     path : path or URL
@@ -321,28 +327,90 @@ def create_or_open_store(
         The path holds a store of another spec or base model, something that is not a store, or a
         file.
     """
-    import zarr
-
     path = str(path)
     if _exists(path):
         if overwrite:
             _remove(path)
         else:
-            store = open_store(path, mode="r+")
-            check_same_spec(store, spec, base_identity)
-            return store
+            return _reopen(path, spec, base_identity)
     if len(target_names) != n_targets:
         raise UserError(f"{len(target_names)} target names for a base model with {n_targets} outputs")
+    attrs = _root_attrs(spec, base_identity, n_targets, target_names)
+    if _is_url(path):
+        _build(path, spec, n_targets, attrs)
+        return open_store(path, mode="r+")
+    target = Path(path)
+    if not target.parent.exists():
+        raise UserError(f"cannot create store {path!r}: folder {str(target.parent)!r} does not exist")
+    tmp = target.with_name(f".{target.name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        _build(str(tmp), spec, n_targets, attrs)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not target.exists():
+                raise
+            # another process created it first: use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+            return _reopen(path, spec, base_identity)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return open_store(path, mode="r+")
+
+
+def _reopen(path: str, spec: Spec, base_identity: dict[str, Any] | None) -> Store:
+    store = open_store(path, mode="r+")
+    check_same_spec(store, spec, base_identity)
+    return store
+
+
+def wait_for_store(path: str | os.PathLike, spec: Spec, *, timeout: float = 600.0, poll: float = 0.2) -> Store:
+    """Open a store that another process is creating, once it exists (used by non-creating ranks)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return _reopen(str(path), spec, None)
+        except UserError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(poll)
+
+
+def _root_attrs(spec: Spec, base_identity: dict[str, Any], n_targets: int, target_names: list[str]) -> dict[str, Any]:
+    genome = spec.genome_path
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "spec": spec.to_dict(),
+        "spec_hash": spec.content_hash(),
+        "spec_dir": str(Path(spec.base_dir).resolve()),
+        "base": base_identity,
+        "alphabet": ALPHABET,
+        "target_kind": spec.target,
+        "target_names": list(target_names),
+        "n_targets": n_targets,
+        "seq_len": spec.seq_len,
+        "genome": str(genome.resolve()) if genome is not None else None,
+        "package_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _build(path: str, spec: Spec, n_targets: int, attrs: dict[str, Any]) -> None:
+    """Create the groups and empty arrays; the root attributes go last (they mark a finished store)."""
+    import zarr
+
     try:
         root = zarr.open_group(path, mode="w-")
     except Exception as exc:
         raise UserError(f"cannot create store {path!r}: {type(exc).__name__}: {exc}") from None
     L, F, st = spec.seq_len, n_targets, spec.storage
+    U = st.unit_samples
     # every written chunk exists (see Store.write_unit), so a missing one means lost data
     cfg = {"write_empty_chunks": True}
     for split, split_spec in spec.splits.items():
         n = split_spec.samples
-        U = st.unit_samples
         g = root.create_group(split)
         g.attrs.update(
             {
@@ -353,67 +421,36 @@ def create_or_open_store(
                 "chroms": list(split_spec.chroms),
             }
         )
-        g.create_array(
-            "reference",
-            config=cfg,
-            shape=(n, 4, L),
-            chunks=(U, 4, L),
-            dtype="uint8",
-            fill_value=0,
-            dimension_names=["sample", "base", "position"],
-        )
-        g.create_array(
-            "ref_pred",
-            config=cfg,
-            shape=(n, F),
-            chunks=(U, F),
-            dtype="float32",
-            fill_value=0.0,
-            dimension_names=["sample", "target"],
-        )
+        per_unit = {"config": cfg, "chunks": None}
+        for name, shape, dtype, fill, dims in (
+            ("reference", (n, 4, L), "uint8", 0, ["sample", "base", "position"]),
+            ("ref_pred", (n, F), "float32", 0.0, ["sample", "target"]),
+            ("center", (n,), "int64", 0, ["sample"]),
+        ):
+            per_unit["chunks"] = (U,) + shape[1:]
+            g.create_array(name, shape=shape, dtype=dtype, fill_value=fill, dimension_names=dims, **per_unit)
+        g.create_array("chrom", shape=(n,), chunks=(U,), dtype=str, config=cfg, dimension_names=["sample"])
         g.create_array(
             "targets",
-            config=cfg,
             shape=(n, F, 4, L),
             chunks=(st.chunk_samples, F, 4, L),
+            shards=(U, F, 4, L) if st.shards else None,
             dtype=st.dtype,
             fill_value=0.0,
             compressors=_codec(st),
+            config=cfg,
             dimension_names=["sample", "target", "base", "position"],
-        )
-        g.create_array("chrom", config=cfg, shape=(n,), chunks=(U,), dtype=str, dimension_names=["sample"])
-        g.create_array(
-            "center", config=cfg, shape=(n,), chunks=(U,), dtype="int64", fill_value=0, dimension_names=["sample"]
         )
         g.create_array(
             "complete",
-            config=cfg,
             shape=(n_units(n, U),),
             chunks=(1,),
             dtype="uint8",
             fill_value=0,
+            config=cfg,
             dimension_names=["unit"],
         )
-    genome = spec.genome_path
-    root.attrs.update(
-        {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "spec": spec.to_dict(),
-            "spec_hash": spec.content_hash(),
-            "spec_dir": str(Path(spec.base_dir).resolve()),
-            "base": base_identity,
-            "alphabet": ALPHABET,
-            "target_kind": spec.target,
-            "target_names": list(target_names),
-            "n_targets": F,
-            "seq_len": L,
-            "genome": str(genome.resolve()) if genome is not None else None,
-            "package_version": __version__,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        }
-    )
-    return open_store(path, mode="r+")
+    root.attrs.update(attrs)
 
 
 def _remove(path: str) -> None:
@@ -540,10 +577,12 @@ def _missing_chunk(g: Any, unit: int, start: int, stop: int) -> str | None:
         coords = (unit,) + (0,) * (g[name].ndim - 1)
         if not _chunk_exists(g[name], coords):
             return f"chunk {coords} of {name!r} is missing"
-    chunk = g["targets"].chunks[0]
-    for c in range(start // chunk, -(-stop // chunk)):
-        if not _chunk_exists(g["targets"], (c, 0, 0, 0)):
-            return f"chunk ({c}, 0, 0, 0) of 'targets' is missing"
+    targets = g["targets"]
+    block = (targets.shards or targets.chunks)[0]  # a shard holds a whole unit
+    for c in range(start // block, -(-stop // block)):
+        if not _chunk_exists(targets, (c, 0, 0, 0)):
+            kind = "shard" if targets.shards else "chunk"
+            return f"{kind} ({c}, 0, 0, 0) of 'targets' is missing"
     return None
 
 
