@@ -237,39 +237,55 @@ def store_verify(ctx: click.Context, path: str) -> None:
 @click.argument("source")
 @click.option("--run-dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--store", "store_path", help="With a SPEC: the store path (default: the spec's).")
-@click.option("--steps", type=click.IntRange(min=1), help="Total optimizer steps.")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Samples per step.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Adam learning rate.")
+@click.option("--steps", type=click.IntRange(min=1), help="Total optimizer steps (also with --resume).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Global samples per optimizer step (all ranks).")
+@click.option("--grad-accum", type=click.IntRange(min=1), help="Micro-steps per optimizer step.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak AdamW learning rate.")
+@click.option("--weight-decay", type=click.FloatRange(min=0), help="AdamW weight decay.")
+@click.option("--schedule", type=click.Choice(["cosine", "constant"]), help="Learning-rate schedule after warm-up.")
+@click.option("--warmup-steps", type=click.IntRange(min=0), help="Linear warm-up steps.")
+@click.option("--clip-grad", type=click.FloatRange(min=0, min_open=True), help="Clip the gradient norm to this.")
+@click.option("--loss-mask/--no-loss-mask", default=None, help="Leave reference-base and N entries out of the loss.")
+@click.option(
+    "--amp",
+    type=click.Choice(["auto", "none", "bf16", "fp16"]),
+    help="Mixed precision (auto: bf16 on CUDA, none on CPU).",
+)
+@click.option("--compile/--no-compile", default=None, help="torch.compile the model.")
 @click.option("--valid-every", type=click.IntRange(min=1), help="Validate and checkpoint every N steps.")
+@click.option("--valid-samples", type=click.IntRange(min=1), help="Validate on the first N valid samples.")
+@click.option("--log-every", type=click.IntRange(min=1), help="Write a metrics row every N steps.")
 @click.option("--multiplexer", "arch", help="conv, beluga_multiplexer, or package.module:Class / file.py:Class.")
 @click.option("--arch-kwargs", help="Constructor arguments as JSON, e.g. '{\"width1\": 64}'.")
-@click.option("--num-workers", type=click.IntRange(min=0), help="DataLoader worker processes.")
+@click.option("--num-workers", type=click.IntRange(min=0), help="DataLoader worker processes per rank.")
+@click.option("--prefetch-factor", type=click.IntRange(min=1), help="Batches each worker loads ahead.")
+@click.option("--shuffle-buffer", type=click.IntRange(min=1), help="Write units shuffled together.")
 @click.option("--seed", type=int, help="Seed of initialisation and data order.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option("--resume", is_flag=True, help="Continue from RUN_DIR/last.pt.")
+@click.option("--resume", is_flag=True, help="Continue exactly from RUN_DIR/last.pt.")
 @click.pass_context
 def train(
     ctx: click.Context,
     source: str,
     run_dir: str,
     store_path: str | None,
-    steps: int | None,
-    batch_size: int | None,
-    lr: float | None,
-    valid_every: int | None,
     arch: str | None,
     arch_kwargs: str | None,
-    num_workers: int | None,
-    seed: int | None,
     device: str,
     resume: bool,
+    **overrides: Any,
 ) -> None:
     """Stage 2: train a multiplexer on SOURCE (a spec .yaml, whose store must exist, or a store) and
-    write best.pt, last.pt, metrics.csv and config.json into RUN_DIR."""
+    write best.pt, last.pt, metrics.csv and config.json into RUN_DIR. Defaults come from the spec's
+    train: section.
+
+    \b
+    Several GPUs or nodes (DistributedDataParallel):
+      torchrun --nproc_per_node 8 -m pipeline.cli train SPEC.yaml --run-dir runs/x"""
     from pipeline.spec import TrainSpec, load_spec
     from pipeline.store import check_same_spec, open_store
-    from pipeline.train import TrainConfig
     from pipeline.train import train as run
+    from pipeline.train import train_config
 
     if source.endswith((".yaml", ".yml")):
         spec = load_spec(source)
@@ -293,23 +309,14 @@ def train(
             raise UserError(f"--arch-kwargs is not valid JSON: {exc}") from None
         if not isinstance(kwargs, dict):
             raise UserError("--arch-kwargs must be a JSON object")
-    config = TrainConfig.from_spec(
-        defaults,
-        multiplexer=arch,
-        kwargs=kwargs,
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        valid_every=valid_every,
-        num_workers=num_workers,
-        seed=seed,
-    )
+    config = train_config(defaults, multiplexer=arch, kwargs=kwargs, **overrides)
     result = run(path, run_dir, config, resume=resume, device=device, progress=_progress(ctx))
     m = result.last_metrics
-    click.echo(
-        f"trained to step {result.step}: valid loss {m.get('valid_loss', float('nan')):.5f}, valid weighted "
-        f"Pearson {m.get('valid_weighted_pearson', float('nan')):.4f}; best {result.best}, last {result.last}"
-    )
+    if m:
+        click.echo(
+            f"trained to step {result.step}: valid loss {m['valid_loss']:.5f}, valid weighted "
+            f"Pearson {m['valid_weighted_pearson']:.4f}; best {result.best}, last {result.last}"
+        )
 
 
 # ------------------------------------------------------------------------------------------------

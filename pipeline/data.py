@@ -1,9 +1,18 @@
-"""Reading a store for training: a map-style ``Dataset`` and a resumable, seeded batch order.
+"""Streaming a store into training: a map-style Dataset and a block-shuffled, rank-aware batch order.
 
-:class:`StoreDataset` opens the Zarr store lazily (inside each DataLoader worker), serves
-``(X, y)`` with ``X: [4, L]`` float32 one-hot and ``y: [F, 4, L]`` in the store's dtype (float16 by
-default; upcast on the device), and reads a whole batch in one call (``__getitems__``).
-:class:`EpochBatchSampler` yields batches of a per-epoch seeded permutation and can start in the
+:class:`StoreDataset` opens the Zarr store lazily inside each DataLoader worker and reads a whole
+batch with one orthogonal selection per array (``__getitems__``), so Zarr fetches and decodes the
+batch's chunks together. It returns ``X`` as uint8 and ``y`` in the store's dtype (float16 by
+default): both are moved to the device as they are and converted there.
+
+:class:`BlockShuffle` gives each epoch's global sample order: the store's write units are permuted,
+then the samples of a bounded buffer of units are shuffled together, so consecutive batches read from
+a few units (one shard each when the store is sharded) while the order is still well mixed. It depends
+only on ``(seed, epoch)``.
+
+:class:`RankBatchSampler` cuts that order into global micro-batches of the same size whatever the
+number of processes, and gives rank ``r`` the ``r``-th contiguous part of each (parts differ by at
+most one sample; all ranks together see every sample of the epoch exactly once). It can start in the
 middle of an epoch, which is what exact resume needs.
 """
 
@@ -19,7 +28,7 @@ from pipeline.store import open_store
 
 
 class StoreDataset(Dataset):
-    """One split of a store as ``(X, y)`` pairs.
+    """One split of a store as ``(X, y)`` batches.
 
     Parameters
     ----------
@@ -38,6 +47,10 @@ class StoreDataset(Dataset):
         n = store.split_info(split).n_samples
         self.n = n if limit is None else min(n, int(limit))
         self.seq_len, self.n_targets = store.seq_len, store.n_targets
+        targets = store.array(split, "targets")
+        self.chunk_samples = int(targets.chunks[0])
+        self.unit_samples = store.split_info(split).unit_samples
+        self.target_dtype = np.dtype(targets.dtype)
         self._arrays: dict[str, Any] | None = None
 
     def _open(self) -> dict[str, Any]:
@@ -46,49 +59,114 @@ class StoreDataset(Dataset):
             self._arrays = {name: store.array(self.split, name) for name in ("reference", "targets")}
         return self._arrays
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_arrays"] = None  # never ship open handles to worker processes
+        return state
+
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.__getitems__([index])[0]
+        X, y = self.__getitems__([index])
+        return X[0], y[0]
 
-    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Read several samples with one orthogonal selection per array (chunks fetched together)."""
-        arrays = self._open()
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Read a batch.
+
+        Returns
+        -------
+        X : torch.Tensor, shape=(n, 4, L), uint8
+        y : torch.Tensor, shape=(n, F, 4, L), the store's dtype
+        """
         idx = np.asarray(indices, dtype=np.int64)
-        if idx.size and (idx.min() < 0 or idx.max() >= self.n):
+        if idx.size == 0:
+            return (
+                torch.zeros(0, 4, self.seq_len, dtype=torch.uint8),
+                torch.from_numpy(np.zeros((0, self.n_targets, 4, self.seq_len), dtype=self.target_dtype)),
+            )
+        if idx.min() < 0 or idx.max() >= self.n:
             raise IndexError(f"sample index out of range 0..{self.n - 1}")
+        arrays = self._open()
         order = np.argsort(idx, kind="stable")
         sorted_idx = idx[order]
         X = arrays["reference"].get_orthogonal_selection((sorted_idx,))
         y = arrays["targets"].get_orthogonal_selection((sorted_idx,))
         inverse = np.empty_like(order)
         inverse[order] = np.arange(order.size)
-        X, y = X[inverse], y[inverse]
-        return [
-            (torch.from_numpy(X[i].astype(np.float32)), torch.from_numpy(np.ascontiguousarray(y[i])))
-            for i in range(idx.size)
-        ]
+        return torch.from_numpy(np.ascontiguousarray(X[inverse])), torch.from_numpy(np.ascontiguousarray(y[inverse]))
 
 
-class EpochBatchSampler(Sampler[list[int]]):
-    """Batches of a seeded permutation of ``range(n)``, starting at batch ``start`` of ``epoch``.
+def collate_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``collate_fn`` for :class:`StoreDataset`: ``__getitems__`` already returns a batch."""
+    return batch
 
-    Epoch ``e``'s order is ``torch.randperm(n)`` under a generator seeded with ``(seed, e)``, so it is
-    the same in every run and after a resume. The last partial batch is kept.
+
+class BlockShuffle:
+    """Per-epoch global order: blocks permuted, then samples shuffled within a buffer of blocks.
+
+    Parameters
+    ----------
+    n : int
+        Number of samples.
+    block : int
+        Samples per block (the store's write unit, a whole number of chunks).
+    buffer : int
+        Blocks whose samples are shuffled together.
+    seed : int
+        With the epoch, the only source of randomness.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, epoch: int = 0, start: int = 0) -> None:
-        self.n, self.batch_size, self.seed, self.epoch, self.start = n, batch_size, seed, epoch, start
+    def __init__(self, n: int, block: int, buffer: int, seed: int) -> None:
+        self.n, self.block, self.buffer, self.seed = n, max(1, block), max(1, buffer), seed
 
-    def order(self) -> torch.Tensor:
-        g = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + int(self.epoch))
-        return torch.randperm(self.n, generator=g)
+    def order(self, epoch: int) -> np.ndarray:
+        """The sample order of ``epoch`` (a permutation of ``range(n)``)."""
+        rng = np.random.default_rng([self.seed, epoch])
+        n_blocks = -(-self.n // self.block)
+        blocks = rng.permutation(n_blocks)
+        out = []
+        for start in range(0, n_blocks, self.buffer):
+            members = np.concatenate(
+                [
+                    np.arange(b * self.block, min((b + 1) * self.block, self.n))
+                    for b in blocks[start : start + self.buffer]
+                ]
+            )
+            out.append(rng.permutation(members))
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+class RankBatchSampler(Sampler[list[int]]):
+    """This rank's part of each global micro-batch of an epoch, from micro-batch ``start`` on.
+
+    Parameters
+    ----------
+    order : BlockShuffle
+        Gives the epoch's global order.
+    micro_batch : int
+        Global samples per micro-batch (the same for any number of ranks).
+    rank, world : int
+        This process and the number of processes.
+    """
+
+    def __init__(self, order: BlockShuffle, micro_batch: int, rank: int = 0, world: int = 1) -> None:
+        self.source, self.micro_batch, self.rank, self.world = order, micro_batch, rank, world
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Iterate epoch ``epoch`` from global micro-batch ``start``."""
+        self.epoch, self.start = epoch, start
+
+    def batches_per_epoch(self) -> int:
+        return -(-self.source.n // self.micro_batch)
 
     def __len__(self) -> int:
-        return max(0, -(-self.n // self.batch_size) - self.start)
+        return max(0, self.batches_per_epoch() - self.start)
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = self.order().tolist()
-        for b in range(self.start, -(-self.n // self.batch_size)):
-            yield order[b * self.batch_size : (b + 1) * self.batch_size]
+        order = self.source.order(self.epoch)
+        for k in range(self.start, self.batches_per_epoch()):
+            chunk = order[k * self.micro_batch : (k + 1) * self.micro_batch]
+            bounds = np.linspace(0, chunk.size, self.world + 1).round().astype(int)
+            yield chunk[bounds[self.rank] : bounds[self.rank + 1]].tolist()

@@ -70,7 +70,7 @@ def run_demo(
     from pipeline.regions import load_inputs
     from pipeline.spec import dump_spec, spec_from_dict
     from pipeline.store import open_store
-    from pipeline.train import TrainConfig, train
+    from pipeline.train import train, train_config
 
     t0 = time.perf_counter()
     work = Path(workdir)
@@ -89,7 +89,7 @@ def run_demo(
     echo(f"[2/5] {summary.line()}")
 
     run_dir = work / "run"
-    config = TrainConfig.from_spec(spec.train, steps=steps)
+    config = train_config(spec.train, steps=steps)
     last = run_dir / "last.pt"
     done_steps = int(read_checkpoint(last)["step"]) if last.exists() else 0
     if done_steps >= config.steps:

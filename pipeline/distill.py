@@ -134,7 +134,9 @@ def load_base(spec: Spec, device: torch.device) -> tuple[torch.nn.Module, dict[s
     """Build the spec's base model on ``device``; returns model, identity, ``F`` and target names."""
     weights = spec.weights_path
     kwargs = base_kwargs(spec)
-    model = build_base(spec.base_model, weights, **kwargs).to(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)  # a model without a weights file is initialised from the spec's seed
+        model = build_base(spec.base_model, weights, **kwargs).to(device)
     identity = base_identity(spec.base_model, weights, kwargs, model)
     n_targets = probe_outputs(model, spec.seq_len)
     names = target_names_for(model, n_targets, spec.resolve(spec.base.target_names))
@@ -200,16 +202,20 @@ def distill(
     for split in wanted:
         if split not in spec.splits:
             raise UserError(f"spec {spec.name!r} has no split {split!r} (it has {', '.join(spec.splits)})")
-    if spec.precision == "bf16" and dev.type != "cuda":
-        notify(f"note: precision bf16 on {dev.type} runs, but is meant for CUDA (it is slow on a CPU)")
     genome = Genome(spec.genome_path)
     samplers = {split: WindowSampler(genome, spec, split) for split in wanted}
     model, identity, n_targets, names = load_base(spec, dev)
-    engine = choose_engine(model, spec.seq_len, engine, dev, notify if launch.rank == 0 else None)
+    notes: list[str] = []  # said once the store is open, so a refused store gives just its error
+    engine = choose_engine(model, spec.seq_len, engine, dev, notes.append)
+    if spec.precision == "bf16" and dev.type != "cuda":
+        notes.append(f"note: precision bf16 on {dev.type} runs, but is meant for CUDA (it is slow on a CPU)")
     path = str(store_path) if store_path is not None else str(spec.store_path())
     group = _process_group(launch)
     try:
         store = _open_store_for(path, spec, identity, n_targets, names, overwrite, launch, group)
+        if launch.rank == 0:
+            for note in notes:
+                notify(note)
         summary = DistillSummary(store=path, engine=engine, rank=launch.rank, world=launch.world)
         start_time = time.perf_counter()
         batch = batch_size or spec.ism_batch_size

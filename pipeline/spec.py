@@ -72,17 +72,65 @@ class StorageSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """Training defaults (each can be overridden on the ``multiplexer train`` command line)."""
+    """Training settings: the spec's ``train:`` section, each overridable on the command line.
+
+    ``batch_size`` is the global number of samples per optimizer step (over all ranks and
+    ``grad_accum`` micro-steps). ``amp`` ``auto`` means bf16 autocast on CUDA and none on CPU.
+    ``loss_mask`` leaves the reference-base and ``N`` entries (0 by definition) out of the loss.
+    ``schedule`` ``cosine`` decays the learning rate from ``lr`` (after ``warmup_steps`` of linear
+    warm-up) to ``lr · min_lr_ratio`` at ``steps``. ``shuffle_buffer`` is the number of store chunks
+    whose samples are shuffled together (the order of chunks is shuffled too).
+    """
 
     multiplexer: str = "conv"
     kwargs: Mapping[str, Any] = field(default_factory=lambda: _frozen({}))
     steps: int = 1000
     batch_size: int = 8
+    grad_accum: int = 1
     lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    clip_grad: float | None = None
+    loss_mask: bool = False
+    amp: str = "auto"
+    compile: bool = False
     valid_every: int = 100
     valid_samples: int | None = None
+    log_every: int = 10
     num_workers: int = 0
+    prefetch_factor: int = 2
+    persistent_workers: bool = True
+    shuffle_buffer: int = 8
     seed: int = 0
+
+
+TRAIN_RULES: dict[str, tuple[Any, ...]] = {
+    # key: (type, minimum, choices, optional)
+    "multiplexer": (str, None, None, False),
+    "steps": (int, 1, None, False),
+    "batch_size": (int, 1, None, False),
+    "grad_accum": (int, 1, None, False),
+    "lr": (float, 0, None, False),
+    "weight_decay": (float, 0, None, False),
+    "schedule": (str, None, ("cosine", "constant"), False),
+    "warmup_steps": (int, 0, None, False),
+    "min_lr_ratio": (float, 0, None, False),
+    "clip_grad": (float, 0, None, True),
+    "loss_mask": (bool, None, None, False),
+    "amp": (str, None, ("auto", "none", "bf16", "fp16"), False),
+    "compile": (bool, None, None, False),
+    "valid_every": (int, 1, None, False),
+    "valid_samples": (int, 1, None, True),
+    "log_every": (int, 1, None, False),
+    "num_workers": (int, 0, None, False),
+    "prefetch_factor": (int, 1, None, False),
+    "persistent_workers": (bool, None, None, False),
+    "shuffle_buffer": (int, 1, None, False),
+    "seed": (int, None, None, False),
+}
+"""Validation of each :class:`TrainSpec` key (``kwargs`` is a free mapping)."""
 
 
 @dataclass(frozen=True)
@@ -272,22 +320,27 @@ def _storage_spec(where: str, data: Mapping[str, Any]) -> StorageSpec:
     return s
 
 
+def check_train_value(where: str, key: str, value: Any) -> Any:
+    """Validate one ``train:`` value by :data:`TRAIN_RULES` (also used for command-line overrides)."""
+    kind, minimum, choices, optional = TRAIN_RULES[key]
+    if value is None and optional:
+        return None
+    if choices is not None:
+        return _choice(where, key, value, choices)
+    return _typed(where, key, value, kind, minimum=minimum)
+
+
 def _train_spec(where: str, data: Mapping[str, Any]) -> TrainSpec:
     where = f"{where} train"
     _check_keys(where, data, tuple(f.name for f in fields(TrainSpec)))
     d = TrainSpec()
-    valid_samples = data.get("valid_samples", d.valid_samples)
-    return TrainSpec(
-        multiplexer=_typed(where, "multiplexer", data.get("multiplexer", d.multiplexer), str),
-        kwargs=_mapping_field(where, "kwargs", data.get("kwargs")),
-        steps=_typed(where, "steps", data.get("steps", d.steps), int, minimum=1),
-        batch_size=_typed(where, "batch_size", data.get("batch_size", d.batch_size), int, minimum=1),
-        lr=_typed(where, "lr", data.get("lr", d.lr), float, minimum=0),
-        valid_every=_typed(where, "valid_every", data.get("valid_every", d.valid_every), int, minimum=1),
-        valid_samples=None if valid_samples is None else _typed(where, "valid_samples", valid_samples, int, minimum=1),
-        num_workers=_typed(where, "num_workers", data.get("num_workers", d.num_workers), int, minimum=0),
-        seed=_typed(where, "seed", data.get("seed", d.seed), int),
-    )
+    values = {key: check_train_value(where, key, data.get(key, getattr(d, key))) for key in TRAIN_RULES}
+    spec = TrainSpec(kwargs=_mapping_field(where, "kwargs", data.get("kwargs")), **values)
+    if spec.batch_size % spec.grad_accum:
+        raise UserError(f"{where}: batch_size ({spec.batch_size}) must be a multiple of grad_accum ({spec.grad_accum})")
+    if spec.min_lr_ratio > 1:
+        raise UserError(f"{where}: key 'min_lr_ratio' must be <= 1, got {spec.min_lr_ratio}")
+    return spec
 
 
 def spec_from_dict(data: Mapping[str, Any], *, base_dir: str | os.PathLike = ".", where: str = "spec") -> Spec:

@@ -131,10 +131,10 @@ def store_copy(tiny_store: str, tmp_path: Path) -> str:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_spec, tiny_store: str) -> Path:
     """Run folder of a 4-step training on :func:`tiny_store` (``best.pt``, ``last.pt``, ...)."""
-    from pipeline.train import TrainConfig, train
+    from pipeline.train import train, train_config
 
     run = tmp_path_factory.mktemp("run") / "run"
-    train(tiny_store, str(run), TrainConfig.from_spec(tiny_spec.train), device="cpu", progress=False)
+    train(tiny_store, str(run), train_config(tiny_spec.train), device="cpu", progress=False)
     return run
 
 

@@ -1,0 +1,180 @@
+"""Benchmark: distillation throughput and store size.
+
+For the demo spec and a Beluga-sized spec (L = 2000, F = 2002, random weights, a handful of windows):
+samples/s and target bytes/s written by ``distill``, with and without the overlap of window
+preparation / device compute / compression and writing; then, on the targets each run produced,
+compressed bytes per sample against raw float32 for every codec, with write and read speed.
+
+    python scripts/bench_distill.py --json bench/distill.json
+    python scripts/bench_distill.py --quick          # fewer windows
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import zarr
+import zarr.codecs as zc
+
+from pipeline.demo import DEMO_SPEC
+from pipeline.distill import distill
+from pipeline.genome import synth_genome
+from pipeline.spec import spec_from_dict
+from pipeline.store import open_store, store_info
+
+CODECS = [
+    ("none", None),
+    ("blosc-lz4 shuffle", zc.BloscCodec(cname="lz4", clevel=5, shuffle=zc.BloscShuffle.shuffle)),
+    ("blosc-lz4 bitshuffle", zc.BloscCodec(cname="lz4", clevel=5, shuffle=zc.BloscShuffle.bitshuffle)),
+    ("blosc-zstd shuffle", zc.BloscCodec(cname="zstd", clevel=3, shuffle=zc.BloscShuffle.shuffle)),
+    ("blosc-zstd bitshuffle", zc.BloscCodec(cname="zstd", clevel=3, shuffle=zc.BloscShuffle.bitshuffle)),
+    ("zstd", zc.ZstdCodec(level=3)),
+]
+
+
+def run_distill(spec_dict: dict, work: Path, name: str, overlap: bool, device: str) -> dict:
+    spec = spec_from_dict(spec_dict, base_dir=work)
+    path = work / f"{name}-{'overlap' if overlap else 'sequential'}.zarr"
+    shutil.rmtree(path, ignore_errors=True)
+    summary = distill(
+        spec, store_path=str(path), device=device, overlap=overlap, progress=False, notify=lambda message: None
+    )
+    info = store_info(open_store(str(path)))["splits"]["train"]
+    return {
+        "spec": name,
+        "overlap": overlap,
+        "engine": summary.engine,
+        "samples": summary.computed_samples,
+        "seconds": round(summary.seconds, 3),
+        "samples_per_s": round(summary.computed_samples / summary.seconds, 3),
+        "stored_bytes_per_s": round(info["target_bytes_stored"] / summary.seconds),
+        "raw_float32_bytes_per_s": round(
+            info["raw_float32_bytes_per_sample"] * summary.computed_samples / summary.seconds
+        ),
+        "bytes_per_sample": round(info["bytes_per_sample"]),
+        "raw_float32_bytes_per_sample": info["raw_float32_bytes_per_sample"],
+        "store": str(path),
+    }
+
+
+def codec_table(store: str, name: str, work: Path) -> list[dict]:
+    targets = np.asarray(open_store(store).array("train", "targets")[:])  # float16 [N, F, 4, L]
+    n = targets.shape[0]
+    raw32 = targets[0].size * 4
+    rows = []
+    for label, codec in CODECS:
+        path = work / f"codec-{name}-{label.replace(' ', '-')}.zarr"
+        shutil.rmtree(path, ignore_errors=True)
+        arr = zarr.create_array(
+            str(path),
+            shape=targets.shape,
+            chunks=(1,) + targets.shape[1:],
+            dtype="float16",
+            compressors=codec,
+            fill_value=0.0,
+        )
+        start = time.perf_counter()
+        arr[:] = targets
+        write_s = time.perf_counter() - start
+        start = time.perf_counter()
+        back = zarr.open_array(str(path), mode="r")[:]
+        read_s = time.perf_counter() - start
+        assert np.array_equal(back, targets)
+        stored = arr.nbytes_stored()
+        rows.append(
+            {
+                "spec": name,
+                "codec": label,
+                "bytes_per_sample": round(stored / n),
+                "raw_float32_bytes_per_sample": raw32,
+                "ratio_vs_float32": round(raw32 * n / stored, 2),
+                "write_MB_per_s": round(targets.nbytes / write_s / 1e6, 1),
+                "read_MB_per_s": round(targets.nbytes / read_s / 1e6, 1),
+            }
+        )
+        shutil.rmtree(path, ignore_errors=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer windows")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--workdir", help="keep the stores here (default: a temporary folder)")
+    args = parser.parse_args()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-distill-"))
+    work.mkdir(parents=True, exist_ok=True)
+    genome = work / "genome.fa"
+    if not genome.exists():
+        synth_genome(genome)
+    demo = {
+        **DEMO_SPEC,
+        "genome": str(genome),
+        "store": None,
+        "splits": {"train": {"chroms": DEMO_SPEC["splits"]["train"]["chroms"], "samples": 128 if args.quick else 512}},
+    }
+    beluga = {
+        **DEMO_SPEC,
+        "name": "beluga_random",
+        "genome": str(genome),
+        "store": None,
+        "seq_len": 2000,
+        "base": {"model": "beluga"},
+        "ism_batch_size": 512,
+        "storage": {**DEMO_SPEC["storage"], "unit_samples": 2},
+        "splits": {"train": {"chroms": DEMO_SPEC["splits"]["train"]["chroms"], "samples": 2 if args.quick else 4}},
+    }
+    runs, codecs = [], []
+    # warm-up (page cache, kernels, thread pools) so the first timed run is not penalised
+    warm = {**demo, "name": "warmup", "splits": {"train": {**demo["splits"]["train"], "samples": 64}}}
+    run_distill(warm, work, "warmup", True, args.device)
+    for name, spec in (("demo", demo), ("beluga", beluga)):
+        for overlap in (True, False):
+            runs.append(run_distill(spec, work, name, overlap, args.device))
+            print(
+                f"{name:7} overlap={str(overlap):5} {runs[-1]['samples_per_s']:9.3f} samples/s "
+                f"{runs[-1]['stored_bytes_per_s'] / 1e6:8.2f} MB/s stored "
+                f"({runs[-1]['raw_float32_bytes_per_s'] / 1e6:.1f} MB/s as raw float32)",
+                flush=True,
+            )
+        codecs += codec_table(runs[-1]["store"], name, work)
+    print()
+    print(
+        f"{'spec':7} {'codec':22} {'bytes/sample':>13} {'raw float32':>12} {'ratio':>7} {'write MB/s':>11} "
+        f"{'read MB/s':>10}"
+    )
+    for r in codecs:
+        print(
+            f"{r['spec']:7} {r['codec']:22} {r['bytes_per_sample']:13d} {r['raw_float32_bytes_per_sample']:12d} "
+            f"{r['ratio_vs_float32']:6.2f}x {r['write_MB_per_s']:11.1f} {r['read_MB_per_s']:10.1f}"
+        )
+    result = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
+        "distill": runs,
+        "codecs": codecs,
+    }
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

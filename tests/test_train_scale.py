@@ -1,0 +1,174 @@
+"""Training at scale: DDP under torchrun equals one process, exact resume after SIGKILL, options."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.distributed import SyncBatchNorm, convert_sync_batchnorm
+from pipeline.models import read_checkpoint
+from pipeline.train import lr_factor, sample_losses, train, train_config
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def metrics(run: Path) -> list[dict[str, str]]:
+    with open(run / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def train_cli(*args: str, torchrun: int = 0) -> subprocess.CompletedProcess:
+    if torchrun:
+        cmd = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", str(torchrun), "-m", "pipeline.cli"]
+    else:
+        cmd = [str(BIN / "multiplexer")]
+    return subprocess.run(
+        [*cmd, "-q", "train", *args, "--device", "cpu"], env=ENV, capture_output=True, text=True, timeout=600
+    )
+
+
+COMMON = [
+    "--steps",
+    "10",
+    "--batch-size",
+    "6",
+    "--lr",
+    "0.0001",
+    "--log-every",
+    "1",
+    "--valid-every",
+    "5",
+    "--schedule",
+    "constant",
+]
+
+
+def test_ddp_two_processes_follow_the_one_process_loss_curve(tmp_path, tiny_store):
+    """Same global batch on 2 ranks (synchronized BatchNorm, gloo) and on 1 process. The curves agree
+    to float rounding amplified by training (Adam normalises near-zero gradients, and BatchNorm over
+    nearly constant channels amplifies differences), hence a small learning rate and rel=1e-3."""
+    ddp = train_cli(tiny_store, "--run-dir", str(tmp_path / "ddp"), *COMMON, torchrun=2)
+    assert ddp.returncode == 0, ddp.stderr
+    one = train_cli(tiny_store, "--run-dir", str(tmp_path / "one"), *COMMON)
+    assert one.returncode == 0, one.stderr
+    a, b = metrics(tmp_path / "ddp"), metrics(tmp_path / "one")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [str(i) for i in range(1, 11)]
+    loss_a = [float(r["train_loss"]) for r in a]
+    loss_b = [float(r["train_loss"]) for r in b]
+    assert loss_a[:2] == pytest.approx(loss_b[:2], rel=1e-5)
+    assert loss_a == pytest.approx(loss_b, rel=1e-3)
+    assert loss_a[-1] < loss_a[0]  # it learns
+    assert [float(r["valid_loss"]) for r in a if r["valid_loss"]] == pytest.approx(
+        [float(r["valid_loss"]) for r in b if r["valid_loss"]], rel=1e-3
+    )
+    assert [int(r["samples"]) for r in a] == [int(r["samples"]) for r in b] == [6, 10, 16, 20, 26, 30, 36, 40, 46, 50]
+    assert (
+        read_checkpoint(tmp_path / "ddp" / "last.pt")["model"].keys()
+        == read_checkpoint(tmp_path / "one" / "last.pt")["model"].keys()
+    )
+
+
+def test_sigkill_after_a_checkpoint_then_resume_equals_uninterrupted(tmp_path, tiny_store):
+    args = ["--steps", "12", "--batch-size", "4", "--lr", "0.01", "--valid-every", "3", "--warmup-steps", "2"]
+    straight = train_cli(tiny_store, "--run-dir", str(tmp_path / "straight"), *args)
+    assert straight.returncode == 0, straight.stderr
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [str(BIN / "multiplexer"), "-q", "train", tiny_store, "--run-dir", str(run), *args, "--device", "cpu"],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while not (run / "last.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    stopped_at = read_checkpoint(run / "last.pt")["step"]
+    assert 3 <= stopped_at <= 12
+    resumed = train_cli(tiny_store, "--run-dir", str(run), *args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = read_checkpoint(tmp_path / "straight" / "last.pt"), read_checkpoint(run / "last.pt")
+    assert a["step"] == b["step"] == 12
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in ("epoch", "position", "samples", "best_valid_loss"):
+        assert a["training"][key] == b["training"][key]
+    assert a["training"]["scheduler"] == b["training"]["scheduler"]
+
+
+def test_sample_losses_mask_reference_and_n_entries():
+    torch.manual_seed(0)
+    X = torch.nn.functional.one_hot(torch.randint(0, 4, (2, 10)), 4).permute(0, 2, 1).float()
+    X[1, :, 3] = 0
+    y = torch.randn(2, 3, 4, 10)
+    y_hat = torch.randn(2, 3, 4, 10)
+    plain = sample_losses(y_hat, y, X, False)
+    assert torch.allclose(plain, ((y_hat - y) ** 2).flatten(1).mean(1))
+    masked = sample_losses(y_hat, y, X, True)
+    changed = y_hat.clone()
+    changed[X.bool().unsqueeze(1).expand_as(changed)] += 100.0  # only reference-base entries
+    changed[1, :, :, 3] -= 50.0  # and the N column
+    assert torch.allclose(sample_losses(changed, y, X, True), masked)
+    assert (masked < plain).all()
+
+
+def test_lr_schedule():
+    cfg = train_config(_default(), steps=100, warmup_steps=10, lr=1.0, min_lr_ratio=0.1)
+    factors = [lr_factor(s, cfg) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert factors[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert lr_factor(100, cfg) == pytest.approx(0.1)
+    const = train_config(_default(), schedule="constant", warmup_steps=0)
+    assert {lr_factor(s, const) for s in range(0, 50, 7)} == {1.0}
+
+
+def _default():
+    from pipeline.spec import TrainSpec
+
+    return TrainSpec()
+
+
+@pytest.mark.parametrize("options", [{"amp": "bf16"}, {"grad_accum": 2}, {"loss_mask": True, "clip_grad": 0.5}])
+def test_training_options_run(tmp_path, tiny_spec, tiny_store, options):
+    cfg = train_config(tiny_spec.train, steps=4, valid_every=2, batch_size=4, **options)
+    result = train(tiny_store, str(tmp_path / "run"), cfg, device="cpu", progress=False)
+    assert result.step == 4
+    rows = metrics(tmp_path / "run")
+    assert all(float(r["train_loss"]) == float(r["train_loss"]) for r in rows)  # finite, not NaN
+    saved = read_checkpoint(tmp_path / "run" / "last.pt")
+    assert saved["train"][next(iter(options))] == next(iter(options.values()))
+
+
+def test_fp16_needs_cuda(tmp_path, tiny_spec, tiny_store):
+    from pipeline.errors import UserError
+
+    with pytest.raises(UserError, match="fp16 needs CUDA"):
+        train(tiny_store, str(tmp_path / "r"), train_config(tiny_spec.train, amp="fp16"), device="cpu", progress=False)
+
+
+def test_sync_batchnorm_is_plain_batchnorm_in_one_process():
+    torch.manual_seed(0)
+    bn = torch.nn.BatchNorm1d(3)
+    sync = convert_sync_batchnorm(torch.nn.Sequential(torch.nn.BatchNorm1d(3)), "cpu")[0]
+    assert isinstance(sync, SyncBatchNorm)
+    x = torch.randn(4, 3, 5)
+    assert torch.allclose(bn(x), sync(x))
+    assert torch.allclose(bn.running_mean, sync.running_mean)
+
+
+@pytest.mark.slow
+def test_compile_option(tmp_path, tiny_spec, tiny_store):
+    cfg = train_config(tiny_spec.train, steps=2, valid_every=2, batch_size=4, compile=True)
+    assert train(tiny_store, str(tmp_path / "run"), cfg, device="cpu", progress=False).step == 2
+    assert "model_one.0.weight" in read_checkpoint(tmp_path / "run" / "last.pt")["model"]
