@@ -7,7 +7,7 @@ WORK   ?= work
 export PYTHONDONTWRITEBYTECODE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint demo clean clean-work bench-ism bench-distill
+.PHONY: help install test test-all lint demo clean clean-work bench-ism bench-distill bench-loader
 
 help:  ## List every target with what it does
 	@grep -hE '^[a-zA-Z0-9_./%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-28s %s\n", $$1, $$2}'
@@ -42,6 +42,10 @@ bench-ism: $(VENV)/.installed  ## Naive vs fast ISM on Beluga (L=2000, F=2002) a
 bench-distill: $(VENV)/.installed  ## Distill samples/s and bytes/s (demo and Beluga-sized), per-codec bytes/sample -> bench/distill.json
 	@mkdir -p bench
 	$(BIN)/python scripts/bench_distill.py --json bench/distill.json
+
+bench-loader: $(VENV)/.installed  ## Loader samples/s and GB/s by workers, codec decode speed, training step times -> bench/loader.json
+	@mkdir -p bench
+	$(BIN)/python scripts/bench_loader.py --json bench/loader.json
 
 # ---- the pipeline as a DAG of real files (a store depends on its spec, a run on its store) ----
 $(WORK)/genome/demo.fa: | $(VENV)/.installed  ## The synthetic genome used by data_specs/demo.yaml
