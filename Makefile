@@ -7,7 +7,7 @@ WORK   ?= work
 export PYTHONDONTWRITEBYTECODE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint demo clean clean-work bench-ism bench-distill bench-loader
+.PHONY: help install test test-all lint demo clean clean-work bench bench-ism bench-distill bench-loader bench-demo docs-cli
 
 help:  ## List every target with what it does
 	@grep -hE '^[a-zA-Z0-9_./%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-28s %s\n", $$1, $$2}'
@@ -46,6 +46,16 @@ bench-distill: $(VENV)/.installed  ## Distill samples/s and bytes/s (demo and Be
 bench-loader: $(VENV)/.installed  ## Loader samples/s and GB/s by workers, codec decode speed, training step times -> bench/loader.json
 	@mkdir -p bench
 	$(BIN)/python scripts/bench_loader.py --json bench/loader.json
+
+bench-demo: $(VENV)/.installed  ## The demo end to end; its headline JSON -> bench/demo.json
+	@mkdir -p bench
+	$(BIN)/multiplexer -q demo --workdir $(WORK)/bench-demo | tail -n 1 > bench/demo.json
+
+bench: bench-ism bench-distill bench-loader bench-demo  ## Every benchmark, then bench/REPORT.md with all figures
+	$(BIN)/python scripts/bench_report.py
+
+docs-cli: $(VENV)/.installed  ## Regenerate docs/cli.md from the click commands
+	$(BIN)/python scripts/gen_cli_docs.py
 
 # ---- the pipeline as a DAG of real files (a store depends on its spec, a run on its store) ----
 $(WORK)/genome/demo.fa: | $(VENV)/.installed  ## The synthetic genome used by data_specs/demo.yaml

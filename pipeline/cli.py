@@ -81,7 +81,7 @@ def cli(quiet: bool) -> None:
     \b
     Stage 1: multiplexer distill SPEC.yaml      -> Zarr store of ISM targets
     Stage 2: multiplexer train SPEC.yaml --run-dir DIR
-    Then:    predict, ism, plot, evaluate; or `multiplexer demo` for all of it on a synthetic genome.
+    Then:    predict, ism, score-vcf, plot, evaluate; or `multiplexer demo` for all of it on a synthetic genome.
     """
 
 
@@ -132,6 +132,7 @@ _engine_option = click.option(
 @click.option(
     "--no-overlap", is_flag=True, help="Do not prepare and write units on background threads (for benchmarks)."
 )
+@click.option("--create-only", is_flag=True, help="Create (or check) the store and stop, e.g. before --shard jobs.")
 @click.pass_context
 def distill(
     ctx: click.Context,
@@ -144,6 +145,7 @@ def distill(
     batch_size: int | None,
     overwrite: bool,
     no_overlap: bool,
+    create_only: bool,
 ) -> None:
     """Stage 1: write (or resume) the Zarr store of SPEC: sampled windows, the base model's
     reference predictions and the effect of every SNV. Complete write units are skipped on rerun.
@@ -169,7 +171,11 @@ def distill(
         progress=_progress(ctx),
         notify=lambda message: click.echo(message, err=True),
         overlap=not no_overlap,
+        create_only=create_only,
     )
+    if create_only:
+        click.echo(f"store {summary.store} is ready")
+        return
     click.echo(summary.line())
     if summary.total is not None and summary.rank == 0:
         click.echo(summary.total_line())
@@ -331,19 +337,59 @@ def _input_options(f: Any) -> Any:
                 help="File of regions: 'chr pos' lines or BED (0-based start, end).",
             ),
             click.option("--fasta", type=click.Path(dir_okay=False), help="FASTA of sequences of the model's length."),
-            click.option("--genome", type=click.Path(dir_okay=False), help="Genome FASTA for --region/--regions."),
+            click.option(
+                "--genome",
+                type=click.Path(dir_okay=False),
+                help="Genome FASTA for --region/--regions (default: the checkpoint's or spec's).",
+            ),
             click.option("--out", required=True, help="Output: .npz, or a Zarr folder (any other name)."),
+            click.option(
+                "--tsv",
+                is_flag=True,
+                help="Also write OUT_STEM.<i>.<chrom>_<center>.tsv.gz per sequence: one row per variant "
+                "('chr:pos REF>ALT'), one column per target.",
+            ),
             click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto."),
-            click.option("--overwrite", is_flag=True, help="Replace an existing output."),
+            click.option("--overwrite", is_flag=True, help="Replace existing outputs."),
         ]
     ):
         f = option(f)
     return f
 
 
+def _diff_options(f: Any) -> Any:
+    for option in reversed(
+        [
+            click.option(
+                "--diff",
+                is_flag=True,
+                help="Write alt - ref instead of log-fold effects (runs the checkpoint's base model on each window).",
+            ),
+            click.option(
+                "--weights",
+                type=click.Path(dir_okay=False),
+                help="With --diff: the base model's weights file, if it moved (sha256 is checked).",
+            ),
+            click.option("--base", help="With --diff: the base model's import path, if its .py file moved."),
+        ]
+    ):
+        f = option(f)
+    return f
+
+
+def _tsv_note(out: str, inputs: Any, tsv: bool) -> str:
+    if not tsv:
+        return ""
+    from pipeline.outputs import tsv_paths
+
+    paths = tsv_paths(out, inputs.chrom, inputs.center)
+    return f" and {len(paths)} TSV file{'s' if len(paths) > 1 else ''} ({paths[0]}{', ...' if len(paths) > 1 else ''})"
+
+
 @cli.command()
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="best.pt or last.pt.")
 @_input_options
+@_diff_options
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Sequences per pass.")
 @click.pass_context
 def predict(
@@ -354,28 +400,43 @@ def predict(
     fasta: str | None,
     genome: str | None,
     out: str,
+    tsv: bool,
     device: str,
     overwrite: bool,
+    diff: bool,
+    weights: str | None,
+    base: str | None,
     batch_size: int,
 ) -> None:
     """Multiplexer effects [N, F, 4, L] for regions or sequences (L, F, targets and the default genome
     come from the checkpoint)."""
     from pipeline.models import read_checkpoint
     from pipeline.predict import predict_effects
-    from pipeline.regions import load_inputs
+    from pipeline.regions import load_inputs, resolve_genome
 
     meta = read_checkpoint(checkpoint)
     inputs = load_inputs(
         seq_len=meta["seq_len"],
-        genome=genome or meta.get("genome"),
+        genome=resolve_genome(genome, meta.get("genome"), f"checkpoint {checkpoint!r}") if fasta is None else None,
         region=region,
         regions_file=regions_file,
         fasta=fasta,
     )
     path = predict_effects(
-        checkpoint, inputs, out, device=device, batch_size=batch_size, overwrite=overwrite, progress=_progress(ctx)
+        checkpoint,
+        inputs,
+        out,
+        device=device,
+        batch_size=batch_size,
+        overwrite=overwrite,
+        progress=_progress(ctx),
+        diff=diff,
+        weights=weights,
+        base=base,
+        tsv=tsv,
     )
-    click.echo(f"wrote effects of {len(inputs.X)} sequences to {path}")
+    kind = "alt - ref" if diff else meta["target_kind"]
+    click.echo(f"wrote {kind} effects of {len(inputs.X)} sequences to {path}{_tsv_note(out, inputs, tsv)}")
 
 
 @cli.command()
@@ -385,8 +446,19 @@ def predict(
     type=click.Path(dir_okay=False),
     help="Take the base model, window length and genome from this spec.",
 )
-@click.option("--base", help="Base model: demo, beluga, or package.module:Class / file.py:Class.")
-@click.option("--weights", type=click.Path(dir_okay=False), help="Base-model state dict.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False),
+    help="Take the base model, window length, targets and genome recorded in this multiplexer checkpoint.",
+)
+@click.option(
+    "--base",
+    help="Base model: demo, beluga, or package.module:Class / file.py:Class (with --checkpoint: the recorded "
+    "model's new import path).",
+)
+@click.option(
+    "--weights", type=click.Path(dir_okay=False), help="Base-model state dict (with --checkpoint: its new path)."
+)
 @click.option("--base-kwargs", help="Base-model constructor arguments as JSON.")
 @click.option("--seq-len", type=click.IntRange(min=2), help="Window length (default: the spec's or the model's).")
 @click.option(
@@ -394,7 +466,7 @@ def predict(
     "kind",
     type=click.Choice(["logfold", "diff", "alt"]),
     default=None,
-    help="Effect kind (default: the spec's, else logfold).",
+    help="Effect kind (default: the spec's or checkpoint's, else logfold).",
 )
 @_input_options
 @_engine_option
@@ -403,6 +475,7 @@ def predict(
 def ism(
     ctx: click.Context,
     spec_path: str | None,
+    checkpoint: str | None,
     base: str | None,
     weights: str | None,
     base_kwargs: str | None,
@@ -413,38 +486,27 @@ def ism(
     fasta: str | None,
     genome: str | None,
     out: str,
+    tsv: bool,
     device: str,
     overwrite: bool,
     engine: str,
     batch_size: int,
 ) -> None:
     """Exact in-silico saturation mutagenesis with the base model (same output format as predict)."""
-    from pipeline.distill import load_base
-    from pipeline.models.registry import build_base, probe_outputs, target_names_for
-    from pipeline.predict import ism_effects
+    from pipeline.predict import ism_effects, ism_setup
     from pipeline.regions import load_inputs
-    from pipeline.spec import load_spec
 
-    if spec_path is not None:
-        if base or weights or base_kwargs:
-            raise UserError("--spec already names the base model; drop --base/--weights/--base-kwargs")
-        spec = load_spec(spec_path)
-        model, _, n_targets, names = load_base(spec, __import__("torch").device("cpu"))
-        L, kind, genome = seq_len or spec.seq_len, kind or spec.target, genome or str(spec.genome_path)
-    else:
-        if base is None:
-            raise UserError("give --spec, or --base (with --weights for trained models)")
-        try:
-            kwargs = json.loads(base_kwargs) if base_kwargs else {}
-        except json.JSONDecodeError as exc:
-            raise UserError(f"--base-kwargs is not valid JSON: {exc}") from None
-        model = build_base(base, weights, **kwargs)
-        L = seq_len or getattr(model, "seq_len", None)
-        if L is None:
-            raise UserError(f"{base} does not say its window length; pass --seq-len")
-        n_targets = probe_outputs(model, L)
-        names = target_names_for(model, n_targets)
-        kind = kind or "logfold"
+    model, L, kind, names, genome = ism_setup(
+        spec_path=spec_path,
+        checkpoint=checkpoint,
+        base=base,
+        weights=weights,
+        base_kwargs=base_kwargs,
+        seq_len=seq_len,
+        kind=kind,
+        genome=genome,
+        need_genome=fasta is None,
+    )
     inputs = load_inputs(seq_len=L, genome=genome, region=region, regions_file=regions_file, fasta=fasta)
     path = ism_effects(
         model,
@@ -457,8 +519,64 @@ def ism(
         batch_size=batch_size,
         overwrite=overwrite,
         progress=_progress(ctx),
+        tsv=tsv,
     )
-    click.echo(f"wrote exact ISM effects of {len(inputs.X)} sequences to {path}")
+    click.echo(f"wrote exact ISM {kind} effects of {len(inputs.X)} sequences to {path}{_tsv_note(out, inputs, tsv)}")
+
+
+@cli.command("score-vcf")
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="best.pt or last.pt.")
+@click.option("--vcf", required=True, type=click.Path(dir_okay=False), help="VCF, plain or gzipped (1-based POS).")
+@click.option("--out", required=True, help="Output table: .tsv or .tsv.gz.")
+@click.option(
+    "--genome", type=click.Path(dir_okay=False), help="Genome FASTA (default: the one recorded in the checkpoint)."
+)
+@_diff_options
+@click.option(
+    "--group-span",
+    type=click.IntRange(min=1),
+    help="Variants whose positions span at most this many bases share one window (default: the model's L; "
+    "1: a centred window per position).",
+)
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Windows per pass.")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.pass_context
+def score_vcf(
+    ctx: click.Context,
+    checkpoint: str,
+    vcf: str,
+    out: str,
+    genome: str | None,
+    diff: bool,
+    weights: str | None,
+    base: str | None,
+    group_span: int | None,
+    batch_size: int,
+    device: str,
+    overwrite: bool,
+) -> None:
+    """Per-variant effects of every SNV of a VCF, one multiplexer pass per window of nearby variants.
+    One output row per VCF record: chrom, pos, id, ref, alt, window_center, ref_check, status, then one
+    column per target. Indels, multi-allelic records, absent chromosomes, ... are rows marked
+    'skipped: <reason>'."""
+    from pipeline.vcf import score_vcf as run
+
+    summary = run(
+        checkpoint,
+        vcf,
+        out,
+        genome=genome,
+        device=device,
+        batch_size=batch_size,
+        group_span=group_span,
+        diff=diff,
+        weights=weights,
+        base=base,
+        overwrite=overwrite,
+        progress=_progress(ctx),
+    )
+    click.echo(summary.line())
 
 
 @cli.command()
@@ -467,27 +585,52 @@ def ism(
 @click.option("--index", default=0, show_default=True, help="Which sequence of PRED.")
 @click.option("--target", help="Target name or index (default: the one with the strongest effect).")
 @click.option("--width", default=100, show_default=True, help="Positions per row.")
+@click.option("--dpi", default=120, show_default=True, help="Pixels per inch of a PNG.")
+@click.option(
+    "--compare",
+    type=click.Path(),
+    help="A second effects file (e.g. `multiplexer ism` output) with the same sequence, drawn underneath "
+    "on the same colour scale.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing image.")
-def plot(pred: str, out: str, index: int, target: str | None, width: int, overwrite: bool) -> None:
+def plot(
+    pred: str,
+    out: str,
+    index: int,
+    target: str | None,
+    width: int,
+    dpi: int,
+    compare: str | None,
+    overwrite: bool,
+) -> None:
     """Heatmap of one target's [4, L] effects, reference letters underneath."""
     from pipeline.plot import plot_effects
 
-    click.echo(f"wrote {plot_effects(pred, out, index=index, target=target, width=width, overwrite=overwrite)}")
+    path = plot_effects(
+        pred, out, index=index, target=target, width=width, overwrite=overwrite, compare=compare, dpi=dpi
+    )
+    click.echo(f"wrote {path}")
 
 
 @cli.command()
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="best.pt or last.pt.")
 @click.option("--store", "store_path", required=True, help="Store with the held-out split.")
 @click.option("--split", help="Split (default: test if present, else valid).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for report.json and report.md.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for report.json, report.md and weighted_pearson_hist.png.",
+)
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option(
     "--timing-sequences",
     default=4,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Sequences timed through naive ISM.",
+    help="Sequences timed through naive and fast ISM.",
 )
+@click.option("--overwrite", is_flag=True, help="Replace an existing report in --out.")
 @click.pass_context
 def evaluate(
     ctx: click.Context,
@@ -497,9 +640,10 @@ def evaluate(
     out: str,
     device: str,
     timing_sequences: int,
+    overwrite: bool,
 ) -> None:
     """Accuracy against the base model's ISM (weighted Pearson per target) and speed against naive
-    ISM; writes report.json and report.md."""
+    and fast ISM; writes report.json, report.md and a histogram of the per-target correlations."""
     from pipeline.evaluate import evaluate as run
 
     r = run(
@@ -510,11 +654,14 @@ def evaluate(
         device=device,
         timing_sequences=timing_sequences,
         progress=_progress(ctx),
+        overwrite=overwrite,
     )
+    speedup = r["speedup_vs_naive_ism"]
     click.echo(
         f"mean weighted Pearson {r['weighted_pearson_mean']:.4f} on {r['split']} "
-        f"({r['n_sequences']} sequences); {r['speedup_vs_naive_ism']:.1f}x faster than naive ISM; "
-        f"report {r['report']}"
+        f"({r['n_sequences']} sequences); "
+        + (f"{speedup:.1f}x faster than naive ISM; " if speedup is not None else "")
+        + f"report {r['report']}"
     )
 
 

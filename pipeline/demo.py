@@ -99,7 +99,9 @@ def run_demo(
         train(store_path, str(run_dir), config, resume=last.exists(), device=device, progress=progress)
         echo(f"[3/5] trained {config.steps} steps in {time.perf_counter() - t:.1f}s -> {run_dir}")
 
-    report = evaluate(str(run_dir / "best.pt"), store_path, str(work / "eval"), device=device, progress=progress)
+    report = evaluate(
+        str(run_dir / "best.pt"), store_path, str(work / "eval"), device=device, progress=progress, overwrite=True
+    )
     echo(
         f"[4/5] held-out ({report['split']}) mean weighted Pearson {report['weighted_pearson_mean']:.3f}, "
         f"{report['speedup_vs_naive_ism']:.1f}x faster than naive ISM -> {report['report']}"

@@ -157,6 +157,7 @@ def distill(
     notify: Callable[[str], None] | None = None,
     overlap: bool = True,
     launch: Launch | None = None,
+    create_only: bool = False,
 ) -> DistillSummary:
     """Write (or resume) the store of ``spec``.
 
@@ -189,6 +190,9 @@ def distill(
         Prepare windows and write units on background threads while the device computes.
     launch : Launch, optional
         Rank and world size (default: from the ``torchrun`` environment).
+    create_only : bool
+        Create (or check) the store and stop: run once before starting ``--shard`` jobs on an object
+        store, where creation cannot be made atomic.
     """
     if engine not in ENGINES + ("auto",):
         raise UserError(f"unknown ISM engine {engine!r} (available: auto, {', '.join(ENGINES)})")
@@ -213,6 +217,8 @@ def distill(
     group = _process_group(launch)
     try:
         store = _open_store_for(path, spec, identity, n_targets, names, overwrite, launch, group)
+        if create_only:
+            return DistillSummary(store=path, engine=engine, rank=launch.rank, world=launch.world)
         if launch.rank == 0:
             for note in notes:
                 notify(note)

@@ -56,6 +56,27 @@ def log_unfold(ref: torch.Tensor, lf: torch.Tensor) -> torch.Tensor:
     return (z * (1 + EPS) - EPS) / (1 + z)
 
 
+def logfold_to_diff(y: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Turn log-fold effects into ``alt - ref`` with the exact inverse :func:`log_unfold`.
+
+    Parameters
+    ----------
+    y : torch.Tensor, shape=(B, F, 4, L)
+        Log-fold effects (e.g. a multiplexer's prediction).
+    ref : torch.Tensor, shape=(B, F)
+        The base model's prediction on each reference sequence.
+
+    Returns
+    -------
+    diff : torch.Tensor, shape=(B, F, 4, L), dtype of ``y``
+        Computed in float64; entries where ``y`` is exactly 0 (reference bases, ``N`` columns) stay
+        exactly 0.
+    """
+    ref64 = ref.to(device=y.device, dtype=torch.float64)[:, :, None, None]
+    diff = log_unfold(ref64, y.double()) - ref64
+    return torch.where(y == 0, torch.zeros((), dtype=diff.dtype, device=diff.device), diff).to(y.dtype)
+
+
 def effects_from_alt(alt: torch.Tensor, ref: torch.Tensor, target: str) -> torch.Tensor:
     """Turn alternative predictions into targets of kind ``target``.
 

@@ -2,6 +2,10 @@
 
 Rows of ``width`` positions; a diverging colour map centred at 0 (blue: lower, red: higher than
 the reference); the reference letter of each position, shaded by the mean effect of mutating it.
+With ``compare``, the maps of two effects files for the same sequence (a multiplexer prediction and
+exact ISM) are stacked with one shared colour scale. The figure's size is fixed by
+:func:`figure_size` and ``dpi`` (no tight bounding box), so a PNG is exactly
+``round(width_in * dpi) x round(height_in * dpi)`` pixels.
 """
 
 from __future__ import annotations
@@ -40,6 +44,52 @@ def _letter_colour(cmap: Any, norm: Any, value: float, vmax: float) -> tuple[flo
     return (grey + t * (r - grey), grey + t * (g - grey), grey + t * (b - grey))
 
 
+SOURCE_TITLES = {"multiplexer": "multiplexer", "ism": "exact ISM"}
+
+
+def figure_size(seq_len: int, width: int, n_panels: int = 1) -> tuple[float, float]:
+    """Figure size in inches: ``max(6, 0.12 * width)`` wide, 1.6 in per row of each panel plus titles."""
+    rows = -(-seq_len // width)
+    return max(6.0, width * 0.12), n_panels * (1.6 * rows + 0.5) + 0.4
+
+
+def _find_same_sequence(data: dict[str, Any], chrom: str, center: int, reference: np.ndarray, path: str) -> int:
+    """Index of the sequence of ``data`` with this name/center and this reference (else an error)."""
+    candidates = [k for k, (c, p) in enumerate(zip(data["chrom"], data["center"])) if c == chrom and int(p) == center]
+    where = f"{chrom}:{center}" if center > 0 else chrom
+    if not candidates:
+        raise UserError(f"--compare file {path!r} holds no sequence {where}")
+    for k in candidates:
+        if np.array_equal(data["reference"][k], reference):
+            return k
+    raise UserError(f"--compare file {path!r} has {where}, but with another reference sequence")
+
+
+def _read_pair(pred: str, compare: str | None, index: int) -> list[tuple[str, dict[str, Any], int]]:
+    """``(title, data, index)`` per panel: PRED's sequence ``index`` and the same sequence of ``compare``."""
+    data = read_effects(pred)
+    n = data["effects"].shape[0]
+    if not 0 <= index < n:
+        raise UserError(f"--index {index} is out of range: {pred!r} holds {n} sequences")
+    panels = [(SOURCE_TITLES.get(data["attrs"].get("source", ""), Path(pred).name), data, index)]
+    if compare is None:
+        return panels
+    other = read_effects(compare)
+    if other["effects"].shape[1:] != data["effects"].shape[1:]:
+        raise UserError(
+            f"{pred!r} has effects [F, 4, L] = {list(data['effects'].shape[1:])} but --compare file {compare!r} "
+            f"has {list(other['effects'].shape[1:])}"
+        )
+    if other["target_names"] != data["target_names"]:
+        raise UserError(f"{pred!r} and --compare file {compare!r} have different target names")
+    kinds = data["attrs"].get("kind"), other["attrs"].get("kind")
+    if kinds[0] != kinds[1]:
+        raise UserError(f"{pred!r} holds {kinds[0]} effects but --compare file {compare!r} holds {kinds[1]}")
+    k = _find_same_sequence(other, data["chrom"][index], int(data["center"][index]), data["reference"][index], compare)
+    panels.append((SOURCE_TITLES.get(other["attrs"].get("source", ""), Path(compare).name), other, k))
+    return panels
+
+
 def plot_effects(
     pred: str,
     out: str,
@@ -48,6 +98,8 @@ def plot_effects(
     target: str | int | None = None,
     width: int = 100,
     overwrite: bool = False,
+    compare: str | None = None,
+    dpi: int = 120,
 ) -> str:
     """Render one sequence's effect map for one target.
 
@@ -60,9 +112,20 @@ def plot_effects(
     index : int
         Which sequence of the file.
     target : str or int, optional
-        Target name or index (default: the one with the strongest effect).
+        Target name or index (default: the one with the strongest effect in ``pred``).
     width : int
         Positions per row.
+    overwrite : bool
+        Replace an existing ``out``.
+    compare : str, optional
+        A second effects file (e.g. ``ism`` output) holding the same sequence (same name, center and
+        reference); its map is drawn under the first with the same colour scale.
+    dpi : int
+        Pixels per inch of a PNG (the size in inches is :func:`figure_size`).
+
+    Returns
+    -------
+    path : str
     """
     import matplotlib
 
@@ -77,63 +140,67 @@ def plot_effects(
         raise UserError(f"output {str(out_path)!r} exists; remove it or pass --overwrite")
     if width < 10:
         raise UserError(f"--width must be at least 10 positions, got {width}")
-    data = read_effects(pred)
-    n = data["effects"].shape[0]
-    if not 0 <= index < n:
-        raise UserError(f"--index {index} is out of range: {pred!r} holds {n} sequences")
-    effects = data["effects"][index]  # [F, 4, L]
-    f = pick_target(effects, data["target_names"], target)
-    y = effects[f]  # [4, L]
-    seq = decode(data["reference"][index])
-    L = y.shape[1]
+    if not 10 <= dpi <= 1200:
+        raise UserError(f"--dpi must lie in 10..1200, got {dpi}")
+    panels = _read_pair(pred, compare, index)
+    first, i0 = panels[0][1], panels[0][2]
+    f = pick_target(first["effects"][i0], first["target_names"], target)
+    maps = [data["effects"][k][f] for _, data, k in panels]  # each [4, L]
+    seq = decode(first["reference"][i0])
+    L = maps[0].shape[1]
     rows = -(-L // width)
-    vmax = float(np.abs(y).max()) or 1.0
+    vmax = max(float(np.abs(y).max()) for y in maps) or 1.0
     norm = TwoSlopeNorm(vmin=-vmax, vcenter=0.0, vmax=vmax)
     cmap = plt.get_cmap("RdBu_r")
-    mean_effect = y.sum(axis=0) / 3.0
-    fig, axes = plt.subplots(rows, 1, figsize=(max(6.0, width * 0.12), 1.6 * rows + 0.8), squeeze=False)
-    chrom, center = data["chrom"][index], int(data["center"][index])
-    start = center - L // 2 + 1 if center > 0 else 1  # 1-based genomic position of column 0
-    image = None
-    for r in range(rows):
-        ax = axes[r, 0]
-        lo, hi = r * width, min(L, (r + 1) * width)
-        image = ax.imshow(
-            y[:, lo:hi],
-            aspect="auto",
-            cmap=cmap,
-            norm=norm,
-            interpolation="nearest",
-            extent=(lo - 0.5, hi - 0.5, 3.5, -0.5),
-        )
-        ax.set_xlim(lo - 0.5, lo + width - 0.5)
-        ax.set_yticks(range(4), list(ALPHABET), fontsize=7)
-        ax.set_xticks([])
-        for j in range(lo, hi):
-            ax.text(
-                j,
-                4.3,
-                seq[j],
-                ha="center",
-                va="center",
-                fontsize=max(4, min(8, 700 // width)),
-                family="monospace",
-                color=_letter_colour(cmap, norm, mean_effect[j], vmax),
-                clip_on=False,
-                bbox={"boxstyle": "square,pad=0.05", "fc": "0.92", "ec": "none"} if seq[j] == "N" else None,
+    chrom, center = first["chrom"][i0], int(first["center"][i0])
+    start = center - L // 2 + 1 if center > 0 else 1  # 1-based position of column 0
+
+    fig = plt.figure(figsize=figure_size(L, width, len(panels)), dpi=dpi, layout="constrained")
+    subfigs = fig.subfigures(len(panels), 1, squeeze=False)[:, 0] if len(panels) > 1 else [fig]
+    for subfig, (title, _, _), y in zip(subfigs, panels, maps):
+        axes = subfig.subplots(rows, 1, squeeze=False)[:, 0]
+        mean_effect = y.sum(axis=0) / 3.0
+        image = None
+        for r, ax in enumerate(axes):
+            lo, hi = r * width, min(L, (r + 1) * width)
+            image = ax.imshow(
+                y[:, lo:hi],
+                aspect="auto",
+                cmap=cmap,
+                norm=norm,
+                interpolation="nearest",
+                extent=(lo - 0.5, hi - 0.5, 3.5, -0.5),
             )
-        ax.set_ylim(4.8, -0.5)
-        ax.set_ylabel(f"{start + lo}", rotation=0, ha="right", va="center", fontsize=7)
-        for side in ("top", "right"):
-            ax.spines[side].set_visible(False)
-    where = f"{chrom}:{center}" if center > 0 else chrom
+            ax.set_xlim(lo - 0.5, lo + width - 0.5)
+            ax.set_yticks(range(4), list(ALPHABET), fontsize=7)
+            ax.set_xticks([])
+            for j in range(lo, hi):
+                ax.text(
+                    j,
+                    4.3,
+                    seq[j],
+                    ha="center",
+                    va="center",
+                    fontsize=max(4, min(8, 700 // width)),
+                    family="monospace",
+                    color=_letter_colour(cmap, norm, mean_effect[j], vmax),
+                    clip_on=False,
+                    bbox={"boxstyle": "square,pad=0.05", "fc": "0.92", "ec": "none"} if seq[j] == "N" else None,
+                )
+            ax.set_ylim(4.8, -0.5)
+            ax.set_ylabel(f"{start + lo}", rotation=0, ha="right", va="center", fontsize=7)
+            for side in ("top", "right"):
+                ax.spines[side].set_visible(False)
+        subfig.colorbar(image, ax=list(axes), fraction=0.02, pad=0.01, label="effect")
+        if len(panels) > 1:
+            subfig.suptitle(title, fontsize=9)
+    where = f"{chrom}:{center} ({chrom}:{start:,}-{start + L - 1:,})" if center > 0 else chrom
+    sources = " vs ".join(title for title, _, _ in panels)
     fig.suptitle(
-        f"{where}  |  target {data['target_names'][f]}  |  {data['attrs'].get('kind', '')} "
-        f"({data['attrs'].get('source', '')})",
+        f"{where}  |  target {first['target_names'][f]}  |  {first['attrs'].get('kind', '')} ({sources})",
         fontsize=9,
     )
-    fig.colorbar(image, ax=axes[:, 0].tolist(), fraction=0.02, pad=0.01, label="effect")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=120, bbox_inches="tight")
+    fig.savefig(out_path, dpi=dpi)
     plt.close(fig)
     return str(out_path)

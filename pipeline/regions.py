@@ -88,6 +88,27 @@ def read_fasta_sequences(path: str | Path, seq_len: int) -> Inputs:
     return Inputs(np.stack([one_hot(s) for s in seqs]), names, np.zeros(len(names), dtype=np.int64))
 
 
+def resolve_genome(explicit: str | Path | None, recorded: str | Path | None, source: str) -> str | None:
+    """The genome to read regions from: ``--genome`` when given, else the one ``source`` recorded.
+
+    Parameters
+    ----------
+    explicit : path, optional
+        ``--genome``; it overrides the recorded genome.
+    recorded : path, optional
+        The genome recorded in the checkpoint (or spec) at distillation time.
+    source : str
+        What recorded it, for the message when the recorded file is gone (``"the checkpoint"``).
+    """
+    if explicit is not None:
+        return str(explicit)
+    if recorded is None:
+        return None
+    if not Path(recorded).is_file():
+        raise UserError(f"the genome recorded in {source}, {str(recorded)!r}, does not exist; pass --genome FASTA")
+    return str(recorded)
+
+
 def load_inputs(
     *,
     seq_len: int,

@@ -59,6 +59,16 @@ def _is_url(path: str) -> bool:
     return "://" in path
 
 
+def open_group(path: str, mode: str) -> Any:
+    """``zarr.open_group`` for a local path or an fsspec URL (``file://`` URLs create folders)."""
+    import zarr
+
+    options = {"auto_mkdir": True} if path.startswith("file://") else None
+    if _is_url(path):
+        return zarr.open_group(path, mode=mode, storage_options=options)
+    return zarr.open_group(path, mode=mode)
+
+
 def _codec(storage: Any) -> Any:
     import zarr.codecs as zc
 
@@ -231,10 +241,8 @@ class Store:
 
 def _exists(path: str) -> bool:
     if _is_url(path):
-        import zarr
-
         try:
-            zarr.open_group(path, mode="r")
+            open_group(path, mode="r")
             return True
         except Exception:
             return False
@@ -243,7 +251,6 @@ def _exists(path: str) -> bool:
 
 def open_store(path: str | os.PathLike, mode: str = "r") -> Store:
     """Open an existing store (``mode`` ``"r"`` or ``"r+"``), checking it is one of ours."""
-    import zarr
 
     path = str(path)
     if not _is_url(path):
@@ -253,7 +260,7 @@ def open_store(path: str | os.PathLike, mode: str = "r") -> Store:
         if p.is_file():
             raise UserError(f"store path {path!r} is a file, not a Zarr store")
     try:
-        group = zarr.open_group(path, mode=mode)
+        group = open_group(path, mode=mode)
     except Exception as exc:
         raise UserError(f"{path!r} is not a readable Zarr store: {type(exc).__name__}: {exc}") from None
     attrs = dict(group.attrs)
@@ -399,10 +406,9 @@ def _root_attrs(spec: Spec, base_identity: dict[str, Any], n_targets: int, targe
 
 def _build(path: str, spec: Spec, n_targets: int, attrs: dict[str, Any]) -> None:
     """Create the groups and empty arrays; the root attributes go last (they mark a finished store)."""
-    import zarr
 
     try:
-        root = zarr.open_group(path, mode="w-")
+        root = open_group(path, mode="w-")
     except Exception as exc:
         raise UserError(f"cannot create store {path!r}: {type(exc).__name__}: {exc}") from None
     L, F, st = spec.seq_len, n_targets, spec.storage

@@ -138,6 +138,47 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_spec, tiny_store:
     return run
 
 
+TOY_MODELS = Path(__file__).with_name("toy_models.py")
+EXACT_KWARGS: dict[str, Any] = {"seq_len": SEQ_LEN, "n_targets": N_TARGETS, "channels": 12, "hidden": 8}
+"""Arguments of the demo base model inside :class:`toy_models.ExactMultiplexer`."""
+
+
+@pytest.fixture(scope="session")
+def make_exact_checkpoint() -> Callable[..., Path]:
+    """``make_exact_checkpoint(path, genome, weights=None)``: a checkpoint whose multiplexer is exact ISM.
+
+    The multiplexer is :class:`toy_models.ExactMultiplexer` (naive ISM of the demo base model built
+    from :data:`EXACT_KWARGS`), recorded with that base model's identity, so ``--diff`` must give
+    exactly the base model's ``alt - ref``. With ``weights``, the base model's state dict is saved
+    there and recorded (path and sha256) in the identity.
+    """
+    from pipeline.models import build_base, save_checkpoint
+    from pipeline.models.registry import base_identity
+
+    def make(path: Path, genome: Path, weights: Path | None = None) -> Path:
+        from toy_models import ExactMultiplexer
+
+        base = build_base("demo", **EXACT_KWARGS)
+        if weights is not None:
+            torch.save(base.state_dict(), weights)
+        payload = {
+            "model": ExactMultiplexer(**EXACT_KWARGS).state_dict(),
+            "architecture": {"name": f"{TOY_MODELS}:ExactMultiplexer", "kwargs": dict(EXACT_KWARGS)},
+            "seq_len": SEQ_LEN,
+            "n_targets": N_TARGETS,
+            "alphabet": "AGCT",
+            "target_names": [f"exact_{i}" for i in range(N_TARGETS)],
+            "target_kind": "logfold",
+            "spec": {"seed": 0},
+            "base": base_identity("demo", weights, EXACT_KWARGS, base),
+            "genome": str(genome),
+        }
+        save_checkpoint(path, payload)
+        return Path(path)
+
+    return make
+
+
 @pytest.fixture(
     params=[
         "cpu",

@@ -85,9 +85,14 @@ def test_end_to_end(workdir):
     assert "weighted Pearson" in result.stdout
     report = json.loads((workdir / "eval" / "report.json").read_text())
     assert report["split"] == "test" and "speedup_vs_naive_ism" in report
-    assert (workdir / "eval" / "report.md").is_file()
+    assert (workdir / "eval" / "report.md").is_file() and (workdir / "eval" / "weighted_pearson_hist.png").is_file()
+    assert_one_line_error(
+        invoke("evaluate", "--checkpoint", run / "best.pt", "--store", store, "--out", workdir / "eval"), "--overwrite"
+    )
 
-    ok("predict", "--checkpoint", run / "best.pt", "--region", "chr7:3000", "--out", workdir / "pred.npz")
+    result = ok("predict", "--checkpoint", run / "best.pt", "--region", "chr7:3000", "--out", workdir / "pred.npz",
+                "--tsv")  # fmt: skip
+    assert "1 TSV file" in result.stdout and (workdir / "pred.0.chr7_3000.tsv.gz").is_file()
     pred = read_effects(workdir / "pred.npz")
     assert pred["effects"].shape == (1, 4, 4, 80) and pred["chrom"] == ["chr7"] and pred["center"].tolist() == [3000]
 
@@ -105,6 +110,10 @@ def test_end_to_end(workdir):
     assert read_effects(workdir / "ism_demo.npz")["effects"].shape == (1, 3, 4, 64)
 
     ok("plot", workdir / "pred.npz", "--out", workdir / "pred.png")
+    ok("ism", "--checkpoint", run / "best.pt", "--region", "chr7:3000", "--out", workdir / "ism_ckpt.npz")
+    assert np.array_equal(read_effects(workdir / "ism_ckpt.npz")["effects"], ism["effects"])  # same base model
+    ok("plot", workdir / "pred.npz", "--compare", workdir / "ism.zarr", "--out", workdir / "compare.svg")
+    assert b"<svg" in (workdir / "compare.svg").read_bytes()[:1000]
     ok("plot", workdir / "ism.zarr", "--out", workdir / "ism.pdf", "--target", "0", "--width", "40")
     assert (workdir / "pred.png").read_bytes().startswith(b"\x89PNG")
     assert (workdir / "ism.pdf").read_bytes().startswith(b"%PDF")
@@ -128,7 +137,7 @@ COMMANDS = _all_commands(cli)
 
 def test_every_documented_command_exists():
     documented = {("genome", "synth"), ("distill",), ("store", "info"), ("store", "verify"), ("train",), ("ism",),
-                  ("predict",), ("plot",), ("evaluate",), ("demo",)}  # fmt: skip
+                  ("predict",), ("score-vcf",), ("plot",), ("evaluate",), ("demo",)}  # fmt: skip
     assert documented <= set(COMMANDS)
 
 
@@ -248,3 +257,149 @@ def test_demo_end_to_end(tmp_path):
     again = ok("demo", "--workdir", workdir, "--steps", "3", "--device", "cpu")
     assert "reusing" in again.stdout
     assert json.loads(again.stdout.strip().splitlines()[-1])["report"] == headline["report"]
+
+
+@pytest.fixture(scope="module")
+def bad_files(trained_run, tmp_path_factory) -> dict[str, Path]:
+    """A corrupt checkpoint, a checkpoint for L = 64, FASTA of the wrong length, a malformed VCF, ..."""
+    import torch
+
+    from pipeline.models import save_checkpoint
+
+    d = tmp_path_factory.mktemp("bad")
+    (d / "corrupt.pt").write_bytes(b"PK\x03\x04 this is not a checkpoint" * 10)
+    data = torch.load(trained_run / "best.pt", weights_only=True)
+    payload = {k: v for k, v in data.items() if k not in ("format", "format_version")}
+    payload["seq_len"] = 64
+    payload["architecture"] = {
+        **payload["architecture"],
+        "kwargs": {**payload["architecture"]["kwargs"], "seq_len": 64},
+    }
+    save_checkpoint(d / "l64.pt", payload)
+    (d / "seqs80.fa").write_text(">s1\n" + "ACGT" * 20 + "\n")
+    (d / "seqs79.fa").write_text(">short_one\n" + "ACGT" * 19 + "AGC\n")
+    (d / "bad.vcf").write_text("#CHROM\tPOS\tID\tREF\tALT\nchr7\tabc\t.\tA\tG\n")
+    moved = {**{k: v for k, v in data.items() if k not in ("format", "format_version")}, "genome": str(d / "gone.fa")}
+    save_checkpoint(d / "moved_genome.pt", moved)
+    return {p.name: p for p in d.iterdir()}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "region off the chromosome",
+        "sequences of the wrong length",
+        "checkpoint for another L (fasta)",
+        "checkpoint for another L (evaluate)",
+        "corrupt checkpoint",
+        "unknown target name",
+        "recorded genome is gone",
+        "ism seq-len differs from the checkpoint",
+        "malformed VCF",
+        "score-vcf output extension",
+        "plot --compare another region",
+    ],
+)
+def test_bad_model_inputs_give_one_error_line(trained_run, tiny_store, genome, bad_files, tmp_path, case):
+    ckpt = trained_run / "best.pt"
+    out = tmp_path / "x.npz"
+    end = genome.length("chr7")
+    pred, ism_other = tmp_path / "p.npz", tmp_path / "i.npz"
+    if case == "plot --compare another region":
+        ok("predict", "--checkpoint", ckpt, "--region", "chr7:3000", "--out", pred)
+        ok("ism", "--checkpoint", ckpt, "--region", "chr7:3001", "--out", ism_other)
+    args, fragments = {
+        "region off the chromosome": (
+            ["predict", "--checkpoint", ckpt, "--region", f"chr7:{end - 10}", "--out", out],
+            [f"chr7:{end - 10}", "does not fit"],
+        ),
+        "sequences of the wrong length": (
+            ["predict", "--checkpoint", ckpt, "--fasta", bad_files["seqs79.fa"], "--out", out],
+            ["short_one", "length 79", "80"],
+        ),
+        "checkpoint for another L (fasta)": (
+            ["predict", "--checkpoint", bad_files["l64.pt"], "--fasta", bad_files["seqs80.fa"], "--out", out],
+            ["length 80", "64"],
+        ),
+        "checkpoint for another L (evaluate)": (
+            ["evaluate", "--checkpoint", bad_files["l64.pt"], "--store", tiny_store, "--out", tmp_path / "e"],
+            ["L=64", "L=80"],
+        ),
+        "corrupt checkpoint": (
+            ["predict", "--checkpoint", bad_files["corrupt.pt"], "--region", "chr7:3000", "--out", out],
+            ["corrupt.pt", "corrupt"],
+        ),
+        "unknown target name": (
+            ["plot", pred, "--target", "no_such_profile", "--out", tmp_path / "p.png"],
+            ["no_such_profile"],
+        ),
+        "recorded genome is gone": (
+            ["predict", "--checkpoint", bad_files["moved_genome.pt"], "--region", "chr7:3000", "--out", out],
+            ["gone.fa", "--genome"],
+        ),
+        "ism seq-len differs from the checkpoint": (
+            ["ism", "--checkpoint", ckpt, "--seq-len", "81", "--region", "chr7:3000", "--out", out],
+            ["81", "80"],
+        ),
+        "malformed VCF": (
+            ["score-vcf", "--checkpoint", ckpt, "--vcf", bad_files["bad.vcf"], "--out", tmp_path / "s.tsv"],
+            ["bad.vcf:2", "abc"],
+        ),
+        "score-vcf output extension": (
+            ["score-vcf", "--checkpoint", ckpt, "--vcf", bad_files["bad.vcf"], "--out", tmp_path / "s.csv"],
+            ["s.csv", ".tsv"],
+        ),
+        "plot --compare another region": (
+            ["plot", pred, "--compare", ism_other, "--out", tmp_path / "c.png"],
+            ["chr7:3000"],
+        ),
+    }[case]
+    if case == "unknown target name":
+        ok("predict", "--checkpoint", ckpt, "--region", "chr7:3000", "--out", pred)
+    assert_one_line_error(invoke(*args), *fragments)
+    assert not out.exists() and not (tmp_path / "s.tsv").exists() and not (tmp_path / "c.png").exists()
+
+
+def test_predict_diff_tsv_and_genome_override(trained_run, tmp_path):
+    """``predict --diff --tsv --genome``: another genome than the checkpoint's, alt - ref from the base model."""
+    import gzip
+
+    import torch
+
+    from pipeline.encoding import one_hot
+    from pipeline.ism import logfold_to_diff, mask_effects
+    from pipeline.models import base_from_checkpoint, load_checkpoint
+    from pipeline.motifs import DEMO_MOTIFS
+
+    rng = np.random.default_rng(5)
+    seq = "".join(rng.choice(list("ACGT"), size=300))
+    seq = seq[:100] + DEMO_MOTIFS[0][1] + DEMO_MOTIFS[3][1] + seq[113:]
+    fasta = tmp_path / "other.fa"
+    fasta.write_text(f">chrQ\n{seq}\n")
+    out = tmp_path / "q.npz"
+    result = ok("predict", "--checkpoint", trained_run / "best.pt", "--region", "chrQ:110", "--genome", fasta,
+                "--out", out, "--diff", "--tsv")  # fmt: skip
+    assert "alt - ref effects of 1 sequences" in result.stdout
+    data = read_effects(out)
+    assert data["attrs"]["kind"] == "diff"
+    window = seq[110 - 40 : 110 + 40]  # 0-based [pos - L//2, pos - L//2 + L)
+    assert np.array_equal(data["reference"][0], one_hot(window))
+    model, meta = load_checkpoint(trained_run / "best.pt")
+    X = torch.from_numpy(one_hot(window)[None]).float()
+    with torch.no_grad():
+        expected = logfold_to_diff(mask_effects(model(X), X), base_from_checkpoint(meta)(X)).numpy()
+    np.testing.assert_allclose(data["effects"], expected, rtol=1e-5, atol=1e-7)
+    with gzip.open(tmp_path / "q.0.chrQ_110.tsv.gz", "rt") as handle:
+        lines = handle.read().splitlines()
+    assert len(lines) == 1 + 3 * 80
+    assert lines[1].startswith(f"chrQ:71 {window[0]}>")  # window index 0 is 1-based 110 - 40 + 1
+    assert lines[-1].startswith(f"chrQ:150 {window[-1]}>")
+
+
+def test_fasta_input_does_not_need_the_recorded_genome(bad_files, tmp_path):
+    """A checkpoint whose genome moved still predicts (and runs ISM) on FASTA sequences."""
+    ckpt, fasta = bad_files["moved_genome.pt"], bad_files["seqs80.fa"]
+    ok("predict", "--checkpoint", ckpt, "--fasta", fasta, "--out", tmp_path / "p.npz")
+    ok("ism", "--checkpoint", ckpt, "--fasta", fasta, "--out", tmp_path / "i.npz", "--tsv")
+    assert read_effects(tmp_path / "i.npz")["chrom"] == ["s1"] and (tmp_path / "i.0.s1.tsv.gz").is_file()
+    ok("plot", tmp_path / "p.npz", "--compare", tmp_path / "i.npz", "--out", tmp_path / "c.png", "--dpi", "40")

@@ -361,3 +361,19 @@ def test_codecs_and_store_info(tmp_path, spec_dict, codec):
         assert info["compression_vs_float32"] > 2.0
     out = cli("store", "info", path).stdout
     assert "MB/sample" in out and "raw float32" in out
+
+
+def test_store_at_an_fsspec_url(tmp_path, tiny_spec, tiny_store):
+    """A store given as a ``file://`` URL goes through fsspec: distill, resume, verify and train."""
+    from pipeline.train import train, train_config
+
+    url = f"file://{tmp_path}/url.zarr"
+    distill(tiny_spec, store_path=url, device="cpu", progress=False)
+    assert distill(tiny_spec, store_path=url, device="cpu", progress=False).computed_samples == 0
+    store = open_store(url)
+    assert verify_store(store) == []
+    assert_arrays_equal(str(tmp_path / "url.zarr"), tiny_store)
+    result = train(
+        url, str(tmp_path / "run"), train_config(tiny_spec.train, steps=2, valid_every=2), device="cpu", progress=False
+    )
+    assert result.step == 2

@@ -5,11 +5,21 @@ from __future__ import annotations
 import json
 import math
 
+import matplotlib.image
 import numpy as np
 import pytest
 import torch
 
-from pipeline.evaluate import PearsonAccumulator, evaluate, nanmean, weighted_pearson
+from pipeline.errors import UserError
+from pipeline.evaluate import (
+    HIST_DPI,
+    HIST_SIZE,
+    PearsonAccumulator,
+    evaluate,
+    nanmean,
+    pearson_histogram,
+    weighted_pearson,
+)
 from pipeline.ism import mask_effects
 from pipeline.models import load_checkpoint
 from pipeline.store import open_store
@@ -144,6 +154,37 @@ def test_evaluate_writes_the_report(trained_run, tiny_store, tmp_path):
     got = np.array([t["weighted_pearson"] for t in saved["per_target"]])
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
     assert saved["weighted_pearson_mean"] == pytest.approx(float(np.nanmean(expected)), rel=1e-5)
+    # ... and the weighted Pearson formula computed directly in numpy (float64)
+    direct = numpy_weighted_pearson(y.double().numpy(), y_hat.double().numpy())
+    np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-7)
+    unweighted = [np.corrcoef(y[:, f].numpy().ravel(), y_hat[:, f].numpy().ravel())[0, 1] for f in range(4)]
+    np.testing.assert_allclose([t["pearson"] for t in saved["per_target"]], unweighted, rtol=1e-5, atol=1e-7)
+
+    # best and worst targets by name
+    names = store.target_names
+    assert saved["best_targets"][0]["name"] == names[int(np.argmax(direct))]
+    assert saved["worst_targets"][0]["name"] == names[int(np.argmin(direct))]
+    assert [t["name"] for t in saved["best_targets"]] == [names[i] for i in np.argsort(-direct)]
+    assert saved["targets_without_effects"] == []
+
+    # timings of the three engines on the same device, and their ratios
+    t = saved["seconds_per_sequence"]
+    assert t["fast_ism"] is not None and t["fast_ism"] > 0  # the demo base model is supported by fast ISM
+    assert saved["speedup_vs_naive_ism"] == pytest.approx(t["naive_ism"] / t["multiplexer"])
+    assert saved["speedup_vs_fast_ism"] == pytest.approx(t["fast_ism"] / t["multiplexer"])
+    assert saved["timing_sequences"] == 4 and saved["device"] == "cpu"
+
+    # the histogram of per-target correlations, at its fixed size
+    hist = out / "weighted_pearson_hist.png"
+    assert saved["histogram"] == hist.name and report["histogram"] == str(hist)
+    image = matplotlib.image.imread(hist)
+    assert image.shape[:2] == (round(HIST_SIZE[1] * HIST_DPI), round(HIST_SIZE[0] * HIST_DPI))
+    assert image[..., :3].std() > 0.05
+    assert f"]({hist.name})" in markdown and names[int(np.argmax(direct))] in markdown
+
+    # an existing report is kept unless asked to replace it
+    with pytest.raises(UserError, match="--overwrite"):
+        evaluate(str(trained_run / "best.pt"), tiny_store, str(out), device="cpu", progress=False)
 
 
 def test_evaluate_on_another_split(trained_run, tiny_store, tmp_path):
@@ -151,3 +192,14 @@ def test_evaluate_on_another_split(trained_run, tiny_store, tmp_path):
         str(trained_run / "last.pt"), tiny_store, str(tmp_path / "v"), split="valid", device="cpu", progress=False
     )
     assert report["split"] == "valid" and report["n_sequences"] == 6
+
+
+def test_histogram_and_report_without_effects(tmp_path):
+    """Targets without any effect give NaN correlations: left out of the histogram, null in JSON."""
+    from pipeline.evaluate import _json_safe
+
+    path = pearson_histogram(np.array([0.9, np.nan, 0.5]), np.array([0.8, np.nan, 0.1]), tmp_path / "h.png")
+    assert matplotlib.image.imread(path).shape[:2] == (round(HIST_SIZE[1] * HIST_DPI), round(HIST_SIZE[0] * HIST_DPI))
+    empty = pearson_histogram(np.array([np.nan]), np.array([np.nan]), tmp_path / "e.png")
+    assert matplotlib.image.imread(empty).shape[:2] == (round(HIST_SIZE[1] * HIST_DPI), round(HIST_SIZE[0] * HIST_DPI))
+    assert json.loads(json.dumps(_json_safe({"a": [float("nan"), 1.0]}), allow_nan=False)) == {"a": [None, 1.0]}

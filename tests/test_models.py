@@ -360,3 +360,19 @@ def test_demo_base_ism_peaks_at_a_planted_motif(motif_name):
     # without the motif the map is much weaker
     background = saturation_mutagenesis(model, torch.from_numpy(one_hot("A" * L)[None]).float(), engine="naive")
     assert background.abs().max() < inside.max() / 2
+
+
+def test_base_from_identity_without_weights_uses_the_spec_seed():
+    """A base model recorded without weights is rebuilt exactly as ``distill`` built it (seeded)."""
+    from pipeline.models.registry import base_identity, build_base, build_base_from_identity
+
+    name = f"{Path(__file__).with_name('toy_models.py')}:DefaultInitNet"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        as_distilled = build_base(name, seq_len=10)
+    identity = base_identity(name, None, {"seq_len": 10}, as_distilled)
+    rebuilt = build_base_from_identity(identity, seed=7)
+    for a, b in zip(as_distilled.state_dict().values(), rebuilt.state_dict().values()):
+        assert torch.equal(a, b)
+    other = build_base_from_identity(identity, seed=8)
+    assert not torch.equal(other.dense.weight, as_distilled.dense.weight)

@@ -1,20 +1,21 @@
-"""``predict`` and ``ism`` outputs, region inputs, and the plot."""
+"""``predict`` and ``ism`` outputs (effects files, per-region TSVs, ``--diff``) and region inputs."""
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import EXACT_KWARGS
 
-from pipeline.encoding import one_hot
+from pipeline.encoding import decode, one_hot
 from pipeline.errors import UserError
 from pipeline.genome import center_range
-from pipeline.ism import naive_ism
-from pipeline.models import build_base, load_checkpoint
-from pipeline.outputs import read_effects
-from pipeline.plot import plot_effects
+from pipeline.ism import log_fold, logfold_to_diff, naive_ism
+from pipeline.models import build_base, load_checkpoint, save_checkpoint
+from pipeline.outputs import read_effects, tsv_paths, variant_table
 from pipeline.predict import ism_effects, predict_effects
 from pipeline.regions import Inputs, load_inputs, read_regions
 
@@ -158,46 +159,184 @@ def test_fasta_inputs(tmp_path):
         load_inputs(seq_len=L, fasta=fasta)
 
 
+# ------------------------------------------------------------------------------------------------
+# per-region TSVs
+
+
+def read_tsv(path: Path) -> tuple[list[str], list[str], np.ndarray]:
+    """Header, first column and the numeric columns of a gzipped TSV."""
+    with gzip.open(path, "rt") as handle:
+        header = handle.readline().rstrip("\n").split("\t")
+        rows = [line.rstrip("\n").split("\t") for line in handle]
+    return header, [r[0] for r in rows], np.array([[float(v) for v in r[1:]] for r in rows])
+
+
+def expected_rows(effects: np.ndarray, seq: str, name: str, first_pos: int) -> tuple[list[str], np.ndarray]:
+    """Rows built by hand from the effect tensor ``[F, 4, L]`` and the window's letters."""
+    labels, values = [], []
+    for j, letter in enumerate(seq.upper()):
+        ref = letter if letter in "ACGT" else "N"
+        for b, alt in enumerate("AGCT"):
+            if alt != ref:
+                labels.append(f"{name}:{first_pos + j} {ref}>{alt}")
+                values.append(effects[:, b, j])
+    return labels, np.array(values)
+
+
 @pytest.fixture(scope="module")
-def prediction(trained_run, genome_path, tmp_path_factory) -> Path:
-    inputs = load_inputs(seq_len=L, genome=genome_path, region="chr7:3000")
-    out = tmp_path_factory.mktemp("pred") / "pred.zarr"
-    return Path(predict_effects(str(trained_run / "best.pt"), inputs, str(out), progress=False))
+def n_edge_region(genome) -> tuple[str, int, int]:
+    """``(chrom, center, start0)`` of a window whose first five positions are ``N`` (chr7's leading run)."""
+    head = genome.fetch("chr7", 0, 1000).upper()
+    k = next(i for i, c in enumerate(head) if c in "ACGT")
+    start0 = k - 5
+    return "chr7", start0 + L // 2, start0
 
 
-@pytest.mark.parametrize("target", [None, 1, "1"])
-def test_plot_png(prediction, tmp_path, target):
-    import matplotlib.image
+def test_tsv_rows_match_the_effect_tensor(trained_run, genome, genome_path, n_edge_region, tmp_path):
+    chrom, center, start0 = n_edge_region
+    inputs = load_inputs(seq_len=L, genome=genome_path, region=f"{chrom}:{center}")
+    out = tmp_path / "pred.zarr"
+    predict_effects(str(trained_run / "best.pt"), inputs, str(out), progress=False, tsv=True)
+    data = read_effects(out)
+    (path,) = tsv_paths(out, [chrom], [center])
+    assert path == tmp_path / f"pred.0.{chrom}_{center}.tsv.gz" and path.is_file()
+    header, labels, values = read_tsv(path)
+    assert header == ["variant", *data["target_names"]]
 
-    out = tmp_path / "plot.png"
-    assert plot_effects(str(prediction), str(out), target=target, width=40) == str(out)
-    image = matplotlib.image.imread(out)
-    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
-    rgb = image[..., :3]
-    assert rgb.std() > 0.05  # not blank
-    assert len(np.unique(rgb.reshape(-1, 3), axis=0)) > 20  # a heatmap, letters and axes
+    seq = genome.fetch(chrom, start0, start0 + L)
+    want_labels, want_values = expected_rows(data["effects"][0], seq, chrom, start0 + 1)
+    assert labels == want_labels
+    np.testing.assert_allclose(values, want_values, rtol=1e-5, atol=1e-30)
+
+    # by hand: window index 0 is 1-based position center - L//2 + 1, an N with four rows of exact zeros
+    assert start0 + 1 == center - L // 2 + 1
+    assert labels[:4] == [f"{chrom}:{start0 + 1} N>{b}" for b in "AGCT"]
+    assert (values[:4] == 0).all()
+    # the last window position, center + L - L//2, with its genome letter as REF and three rows
+    last = center + L - L // 2
+    ref = genome.fetch(chrom, last - 1, last).upper()
+    assert labels[-3:] == [f"{chrom}:{last} {ref}>{b}" for b in "AGCT" if b != ref]
+    b = "AGCT".index(labels[-1][-1])
+    np.testing.assert_allclose(values[-1], data["effects"][0, :, b, L - 1], rtol=1e-5)
+    # reference-base rows are left out: 3 rows per real position, 4 per N
+    n_real = sum(c in "ACGT" for c in seq.upper())
+    assert len(labels) == 3 * n_real + 4 * (L - n_real)
 
 
-def test_plot_pdf_and_named_target(prediction, tmp_path):
-    names = read_effects(prediction)["target_names"]
-    out = tmp_path / "plot.pdf"
-    plot_effects(str(prediction), str(out), target=names[2])
-    assert out.read_bytes().startswith(b"%PDF") and out.stat().st_size > 1000
+def test_tsv_for_fasta_inputs_and_existing_files(trained_run, inputs, tmp_path):
+    out = tmp_path / "seqs.npz"
+    predict_effects(str(trained_run / "best.pt"), inputs, str(out), progress=False, tsv=True)
+    data = read_effects(out)
+    paths = tsv_paths(out, inputs.chrom, inputs.center)
+    assert [p.name for p in paths] == ["seqs.0.s0.tsv.gz", "seqs.1.s1.tsv.gz", "seqs.2.s2.tsv.gz"]
+    for i, path in enumerate(paths):
+        _, labels, values = read_tsv(path)
+        want_labels, want_values = expected_rows(data["effects"][i], decode(inputs.X[i]), inputs.chrom[i], 1)
+        assert labels == want_labels  # name:index with a 1-based index
+        np.testing.assert_allclose(values, want_values, rtol=1e-5, atol=1e-30)
+    out.unlink()
+    with pytest.raises(UserError, match="seqs.0.s0.tsv.gz"):  # a TSV left from before is not replaced
+        predict_effects(str(trained_run / "best.pt"), inputs, str(out), progress=False, tsv=True)
+    assert not out.exists()
+    predict_effects(str(trained_run / "best.pt"), inputs, str(out), progress=False, tsv=True, overwrite=True)
 
 
-def test_plot_errors(prediction, tmp_path):
-    with pytest.raises(UserError, match="no_such_target"):
-        plot_effects(str(prediction), str(tmp_path / "a.png"), target="no_such_target")
-    with pytest.raises(UserError, match="out of range"):
-        plot_effects(str(prediction), str(tmp_path / "a.png"), target=99)
-    with pytest.raises(UserError, match="index"):
-        plot_effects(str(prediction), str(tmp_path / "a.png"), index=5)
-    with pytest.raises(UserError, match=".jpg"):
-        plot_effects(str(prediction), str(tmp_path / "a.jpg"))
-    existing = tmp_path / "b.png"
-    plot_effects(str(prediction), str(existing))
-    with pytest.raises(UserError, match="exists"):
-        plot_effects(str(prediction), str(existing))
-    plot_effects(str(prediction), str(existing), overwrite=True)
-    with pytest.raises(UserError, match="does not exist"):
-        plot_effects(str(tmp_path / "missing.zarr"), str(tmp_path / "c.png"))
+def test_ism_tsv(inputs, tmp_path):
+    base = build_base("demo", seq_len=L, n_targets=F, channels=12, hidden=8)
+    names = [f"t{i}" for i in range(F)]
+    out = ism_effects(base, inputs, str(tmp_path / "ism"), target="diff", target_names=names, progress=False, tsv=True)
+    data = read_effects(out)
+    header, labels, values = read_tsv(tmp_path / "ism.1.s1.tsv.gz")
+    assert header == ["variant", *names]
+    want_labels, want_values = expected_rows(data["effects"][1], decode(inputs.X[1]), "s1", 1)
+    assert labels == want_labels
+    np.testing.assert_allclose(values, want_values, rtol=1e-5, atol=1e-30)
+
+
+def test_variant_table_shapes():
+    X = one_hot("ANCT")
+    effects = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 4, 4)
+    labels, values = variant_table(effects, X, "chr1", 10)  # L = 4: positions 9..12
+    assert labels == ["chr1:9 A>G", "chr1:9 A>C", "chr1:9 A>T", "chr1:10 N>A", "chr1:10 N>G", "chr1:10 N>C",
+                      "chr1:10 N>T", "chr1:11 C>A", "chr1:11 C>G", "chr1:11 C>T", "chr1:12 T>A", "chr1:12 T>G",
+                      "chr1:12 T>C"]  # fmt: skip
+    assert values.shape == (13, 2)
+    assert values[0].tolist() == effects[:, 1, 0].tolist() and values[-1].tolist() == effects[:, 2, 3].tolist()
+
+
+# ------------------------------------------------------------------------------------------------
+# --diff
+
+
+def test_logfold_to_diff_is_the_exact_inverse():
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(3, 5, generator=g, dtype=torch.float64) * 0.98 + 0.01
+    alt = torch.rand(3, 5, 4, 7, generator=g, dtype=torch.float64) * 0.98 + 0.01
+    lf = log_fold(alt, ref[:, :, None, None])
+    lf[:, :, 0, 2] = 0.0
+    diff = logfold_to_diff(lf, ref)
+    expected = alt - ref[:, :, None, None]
+    expected[:, :, 0, 2] = 0.0
+    torch.testing.assert_close(diff, expected, rtol=1e-9, atol=1e-12)
+    assert (diff[:, :, 0, 2] == 0).all()
+
+
+@pytest.fixture(scope="module")
+def region_inputs(genome_path, n_edge_region, tmp_path_factory) -> Inputs:
+    """Three genomic windows (the first starts with five N)."""
+    chrom, center, _ = n_edge_region
+    regions = tmp_path_factory.mktemp("regions") / "diff_regions.txt"
+    regions.write_text(f"{chrom} {center}\nchr3 2500\nchr5 3100\n")
+    return load_inputs(seq_len=L, genome=genome_path, regions_file=regions)
+
+
+def test_predict_diff_equals_base_model_alt_minus_ref(make_exact_checkpoint, genome_path, region_inputs, tmp_path):
+    ckpt = make_exact_checkpoint(tmp_path / "exact.pt", genome_path)
+    base = build_base("demo", **EXACT_KWARGS)
+    X = torch.from_numpy(region_inputs.X)
+    lf = read_effects(predict_effects(str(ckpt), region_inputs, str(tmp_path / "lf.npz"), progress=False))
+    expected_lf, _ = naive_ism(base, X, target="logfold")
+    np.testing.assert_allclose(lf["effects"], expected_lf.numpy(), rtol=1e-5, atol=1e-6)  # the toy is exact
+
+    out = predict_effects(str(ckpt), region_inputs, str(tmp_path / "diff.npz"), progress=False, diff=True, batch_size=2)
+    got = read_effects(out)
+    assert got["attrs"]["kind"] == "diff" and got["attrs"]["converted_from"] == "logfold"
+    expected, ref_pred = naive_ism(base, X, target="diff")
+    np.testing.assert_allclose(got["effects"], expected.numpy(), rtol=1e-4, atol=2e-7)
+    assert_zero_at_reference_and_n(got["effects"], region_inputs.X, dense=False)
+    # alt - ref by hand for one variant: the base model on the mutated sequence minus on the reference
+    Xv = X[1:2].clone().float()
+    j = 17
+    b = int((Xv[0, :, j] == 0).nonzero()[0])
+    Xv[0, :, j] = 0
+    Xv[0, b, j] = 1
+    with torch.no_grad():
+        by_hand = (base(Xv) - base(X[1:2].float()))[0].numpy()
+    np.testing.assert_allclose(got["effects"][1, :, b, j], by_hand, rtol=1e-4, atol=2e-7)
+
+
+def test_predict_diff_finds_moved_weights(make_exact_checkpoint, genome_path, region_inputs, tmp_path):
+    weights = tmp_path / "base.pt"
+    ckpt = make_exact_checkpoint(tmp_path / "exact.pt", genome_path, weights=weights)
+    moved = tmp_path / "moved.pt"
+    weights.rename(moved)
+    with pytest.raises(UserError, match="--weights"):
+        predict_effects(str(ckpt), region_inputs, str(tmp_path / "d.npz"), progress=False, diff=True)
+    out = predict_effects(str(ckpt), region_inputs, str(tmp_path / "d.npz"), progress=False, diff=True, weights=moved)
+    expected, _ = naive_ism(build_base("demo", **EXACT_KWARGS), torch.from_numpy(region_inputs.X), target="diff")
+    np.testing.assert_allclose(read_effects(out)["effects"], expected.numpy(), rtol=1e-4, atol=2e-7)
+    other = tmp_path / "other.pt"
+    torch.save({k: v + 1 for k, v in build_base("demo", **EXACT_KWARGS).state_dict().items()}, other)
+    with pytest.raises(UserError, match="sha256"):
+        predict_effects(str(ckpt), region_inputs, str(tmp_path / "e.npz"), progress=False, diff=True, weights=other)
+    with pytest.raises(UserError, match="--diff"):
+        predict_effects(str(ckpt), region_inputs, str(tmp_path / "e.npz"), progress=False, weights=moved)
+
+
+def test_checkpoint_with_inconsistent_length_is_refused(trained_run, inputs, tmp_path):
+    data = torch.load(trained_run / "best.pt", weights_only=True)
+    data["seq_len"] = L + 8
+    bad = tmp_path / "bad.pt"
+    save_checkpoint(bad, {k: v for k, v in data.items() if k not in ("format", "format_version")})
+    with pytest.raises(UserError, match=f"records seq_len {L + 8}"):
+        predict_effects(str(bad), inputs, str(tmp_path / "x.npz"), progress=False)

@@ -76,3 +76,39 @@ class PositionDetector(nn.Module):
         out = torch.full((X.shape[0], self.n_targets), 0.5, dtype=X.dtype, device=X.device)
         out[:, self.target] = torch.sigmoid(self.scale * X[:, self.base, self.position] - 1.0)
         return out
+
+
+class ExactMultiplexer(nn.Module):
+    """A "multiplexer" that is exact: its forward runs naive ISM with the demo base model.
+
+    Built from the same arguments as the base model (``seq_len``, ``n_targets``, ``channels``,
+    ``hidden``), so a checkpoint can record it with the base model's identity; its output is the base
+    model's log-fold effects ``[B, F, 4, L]`` (0 at reference bases and ``N`` columns).
+    """
+
+    def __init__(self, seq_len: int = 80, n_targets: int = 4, channels: int = 12, hidden: int = 8) -> None:
+        super().__init__()
+        from pipeline.models import build_base
+
+        self.seq_len, self.n_targets = seq_len, n_targets
+        self.base = build_base("demo", seq_len=seq_len, n_targets=n_targets, channels=channels, hidden=hidden)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        """``X: [B, 4, L]`` -> log-fold effects ``[B, F, 4, L]``."""
+        from pipeline.ism import naive_ism
+
+        y, _ = naive_ism(self.base, X, target="logfold", device=X.device)
+        return y.to(X.device)
+
+
+class DefaultInitNet(nn.Module):
+    """A base model left at torch's default (random) initialisation: rebuilding it needs the seed."""
+
+    def __init__(self, seq_len: int = 24, n_targets: int = 3) -> None:
+        super().__init__()
+        self.seq_len = seq_len
+        self.dense = nn.Linear(4 * seq_len, n_targets)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        """``X: [B, 4, L]`` -> ``[B, F]`` probabilities."""
+        return torch.sigmoid(self.dense(X.flatten(1)))

@@ -6,7 +6,7 @@ always read with ``torch.load(..., weights_only=True)`` and checked key by key a
 """
 
 from pipeline.models.beluga import Beluga
-from pipeline.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from pipeline.models.checkpoint import base_from_checkpoint, load_checkpoint, read_checkpoint, save_checkpoint
 from pipeline.models.demo import DemoBase
 from pipeline.models.multiplexer import BelugaMultiplexer, ConvMultiplexer, positional_ramp
 from pipeline.models.registry import (
@@ -27,6 +27,7 @@ __all__ = [
     "BelugaMultiplexer",
     "ConvMultiplexer",
     "DemoBase",
+    "base_from_checkpoint",
     "build_base",
     "build_multiplexer",
     "file_sha256",

@@ -95,6 +95,35 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     arch = data["architecture"]
     model = build_multiplexer(arch["name"], **arch.get("kwargs", {}))
     load_weights(model, data["model"], source=f"checkpoint {str(path)!r}")
+    model_len = getattr(model, "seq_len", None)
+    if model_len is not None and int(model_len) != int(data["seq_len"]):
+        raise UserError(
+            f"checkpoint {str(path)!r} records seq_len {data['seq_len']} but its model takes sequences of "
+            f"length {model_len}"
+        )
     model.to(device).eval()
     meta = {k: v for k, v in data.items() if k not in ("model", "training")}
     return model, meta
+
+
+def base_from_checkpoint(
+    meta: dict[str, Any], *, weights: str | os.PathLike | None = None, model: str | None = None
+) -> nn.Module:
+    """Rebuild the base model a checkpoint's multiplexer was distilled from (eval mode, CPU).
+
+    Parameters
+    ----------
+    meta : dict
+        From :func:`read_checkpoint` or :func:`load_checkpoint`.
+    weights : path, optional
+        The recorded weights file's current path, if it moved (its sha256 must match).
+    model : str, optional
+        The base model's current import path, if its ``.py`` file moved.
+    """
+    from pipeline.models.registry import build_base_from_identity
+
+    identity = meta.get("base")
+    if not isinstance(identity, dict) or "model" not in identity:
+        raise UserError("the checkpoint does not record its base model")
+    seed = (meta.get("spec") or {}).get("seed")
+    return build_base_from_identity(identity, weights, model=model, seed=seed)

@@ -233,7 +233,13 @@ def base_identity(
     }
 
 
-def build_base_from_identity(identity: Mapping[str, Any], weights: str | os.PathLike | None = None) -> nn.Module:
+def build_base_from_identity(
+    identity: Mapping[str, Any],
+    weights: str | os.PathLike | None = None,
+    *,
+    model: str | None = None,
+    seed: int | None = None,
+) -> nn.Module:
     """Rebuild the base model recorded in a store or checkpoint, checking the weights' sha256.
 
     Parameters
@@ -242,13 +248,20 @@ def build_base_from_identity(identity: Mapping[str, Any], weights: str | os.Path
         As written by :func:`base_identity`.
     weights : path, optional
         Use this weights file instead of the recorded path (it must have the recorded sha256).
+    model : str, optional
+        Use this name or import path instead of the recorded one (e.g. when the model's ``.py``
+        file moved); the recorded constructor arguments and weights checksum still apply.
+    seed : int, optional
+        Seed the initialisation with this (the spec's ``seed``) when no weights file was recorded, as
+        ``distill`` does, so a model without weights is rebuilt identically.
     """
     path = weights if weights is not None else identity.get("weights")
     expected = identity.get("weights_sha256")
     if expected is not None:
         if path is None or not Path(path).is_file():
             raise UserError(
-                f"the base model's weights file {path!r} is not available; pass its current path with --weights"
+                f"the base model's weights file {str(path) if path is not None else '(none recorded)'!r} is not "
+                "available; pass its current path with --weights"
             )
         actual = file_sha256(path)
         if actual != expected:
@@ -256,7 +269,13 @@ def build_base_from_identity(identity: Mapping[str, Any], weights: str | os.Path
                 f"weights file {str(path)!r} has sha256 {actual[:12]}, but the base model was "
                 f"recorded with {expected[:12]}"
             )
-    return build_base(identity["model"], path if expected is not None else None, **identity.get("kwargs", {}))
+    name = model if model is not None else identity["model"]
+    kwargs = dict(identity.get("kwargs", {}))
+    if seed is None or expected is not None:
+        return build_base(name, path if expected is not None else None, **kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_base(name, None, **kwargs)
 
 
 def probe_outputs(model: nn.Module, seq_len: int) -> int:

@@ -1,0 +1,179 @@
+"""Collect the benchmark results (bench/*.json) into bench/REPORT.md.
+
+Run by `make bench` after `bench-ism`, `bench-distill`, `bench-loader` and `bench-demo`; a missing
+result is named in the report rather than invented.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _load(name: str) -> dict | None:
+    path = BENCH / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gb() -> str:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                return f"{int(line.split()[1]) / 1e6:.0f} GB"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def _mb(x: float) -> str:
+    return f"{x / 1e6:.2f} MB"
+
+
+def machine_section() -> list[str]:
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return [
+        "## Machine",
+        "",
+        f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- CPU: {_cpu_model()}, {os.cpu_count()} cores; memory {_memory_gb()}",
+        f"- GPU: {gpu}",
+        f"- {platform.platform()}, Python {platform.python_version()}, torch {torch.__version__}",
+        "",
+    ]
+
+
+def ism_section(r: dict | None) -> list[str]:
+    if r is None:
+        return ["## ISM engines", "", "not run (`make bench-ism`)", ""]
+    lines = [
+        "## ISM engines (`scripts/bench_ism.py`)",
+        "",
+        "| model | device | L | F | fast variants/s | naive variants/s | speedup | max err alt | max err log-fold |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for x in r["results"]:
+        lines.append(
+            f"| {x['model']} | {x['device']} | {x['seq_len']} | {x['n_targets']} | {x['fast_variants_per_s']} | "
+            f"{x['naive_variants_per_s']} | **{x['speedup']}x** | {x['max_abs_error_alt']:.2e} | "
+            f"{x['max_abs_error_logfold']:.2e} |"
+        )
+    return lines + ["", f"(run {r['date']})", ""]
+
+
+def distill_section(r: dict | None) -> list[str]:
+    if r is None:
+        return ["## Distillation", "", "not run (`make bench-distill`)", ""]
+    lines = [
+        "## Distillation (`scripts/bench_distill.py`)",
+        "",
+        "| spec | overlap | engine | samples/s | stored MB/s | as raw float32 MB/s | bytes/sample "
+        "| raw float32 bytes/sample |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for x in r["distill"]:
+        lines.append(
+            f"| {x['spec']} | {x['overlap']} | {x['engine']} | {x['samples_per_s']} | "
+            f"{x['stored_bytes_per_s'] / 1e6:.2f} | {x['raw_float32_bytes_per_s'] / 1e6:.2f} | "
+            f"{_mb(x['bytes_per_sample'])} | {_mb(x['raw_float32_bytes_per_sample'])} |"
+        )
+    lines += [
+        "",
+        "| spec | codec | bytes/sample | vs raw float32 | write MB/s | read MB/s |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for x in r["codecs"]:
+        lines.append(
+            f"| {x['spec']} | {x['codec']} | {_mb(x['bytes_per_sample'])} | {x['ratio_vs_float32']}x | "
+            f"{x['write_MB_per_s']} | {x['read_MB_per_s']} |"
+        )
+    return lines + ["", f"(run {r['date']})", ""]
+
+
+def loader_section(r: dict | None) -> list[str]:
+    if r is None:
+        return ["## Training loader", "", "not run (`make bench-loader`)", ""]
+    lines = [
+        "## Training loader (`scripts/bench_loader.py`)",
+        "",
+        f"Beluga-sized store (L = 2000, F = 2002, random float16 targets): "
+        f"{_mb(r['store']['bytes_per_sample'])} per sample stored. Raw decode of "
+        f"{r['raw_decode']['codec']} on one core: {r['raw_decode']['decoded_GB_per_s_one_core']} GB/s.",
+        "",
+        "| workers | samples/s | decoded GB/s |",
+        "| --- | --- | --- |",
+    ]
+    for x in r["loader"]:
+        lines.append(f"| {x['workers']} | {x['samples_per_s']} | {x['decoded_GB_per_s']} |")
+    lines += ["", "| training step | seconds |", "| --- | --- |"]
+    for name, seconds in r["step_seconds"].items():
+        lines.append(f"| {name} on {r['feed'].get('device', 'cpu') if r['feed'] else 'cpu'} | {seconds:.3f} |")
+    if r["feed"]:
+        f = r["feed"]
+        lines += [
+            "",
+            f"The {f['device']} trains the BelugaMultiplexer at {f['model_samples_per_s']} samples/s; one loader "
+            f"worker delivers {f['loader_samples_per_s_per_worker']} samples/s, so {f['workers_needed']} worker(s) "
+            "keep it fed.",
+        ]
+    return lines + ["", f"(run {r['date']})", ""]
+
+
+def demo_section(r: dict | None) -> list[str]:
+    if r is None:
+        return ["## Demo", "", "not run (`make bench-demo`)", ""]
+    lines = [
+        "## Demo (`multiplexer demo`)",
+        "",
+        f"- held-out mean weighted Pearson: **{r['weighted_pearson_mean']}** (unweighted {r['pearson_mean']})",
+        f"- multiplexer vs naive ISM, time per window on the same CPU: **{r['speedup_vs_naive_ism']}x**",
+        f"- whole demo: {r['seconds']} s",
+    ]
+    report = Path(r["report"])
+    if report.exists():
+        rep = json.loads(report.read_text())
+        sec = rep["seconds_per_sequence"]
+        lines.append(
+            f"- seconds per window: multiplexer {sec['multiplexer']:.5f}, naive ISM {sec['naive_ism']:.5f}, "
+            f"fast ISM {sec['fast_ism']:.5f}"
+            if sec.get("fast_ism")
+            else f"- seconds per window: multiplexer {sec['multiplexer']:.5f}, naive ISM {sec['naive_ism']:.5f}"
+        )
+    return lines + [""]
+
+
+def main() -> None:
+    lines = [
+        "# Benchmark report",
+        "",
+        "Every figure below comes from the JSON files the benchmark scripts wrote in",
+        "`bench/` during `make bench`.",
+        "",
+    ]
+    lines += machine_section()
+    lines += ism_section(_load("ism.json"))
+    lines += distill_section(_load("distill.json"))
+    lines += loader_section(_load("loader.json"))
+    lines += demo_section(_load("demo.json"))
+    (BENCH / "REPORT.md").write_text("\n".join(lines))
+    print(f"wrote {BENCH / 'REPORT.md'}")
+
+
+if __name__ == "__main__":
+    main()
