@@ -43,7 +43,7 @@ class StoreDataset(Dataset):
 
     def __init__(self, path: str, split: str, limit: int | None = None) -> None:
         store = open_store(path)
-        store.require_complete(split)
+        store.require_complete(split, limit=limit)
         self.path, self.split = str(path), split
         n = store.split_info(split).n_samples
         self.n = n if limit is None else min(n, int(limit))

@@ -69,7 +69,7 @@ def run_demo(
     from pipeline.predict import predict_effects
     from pipeline.regions import load_inputs
     from pipeline.spec import dump_spec, spec_from_dict
-    from pipeline.store import open_store
+    from pipeline.store import check_same_spec, open_store
     from pipeline.train import train, train_config
 
     t0 = time.perf_counter()
@@ -84,8 +84,14 @@ def run_demo(
     spec = spec_from_dict(DEMO_SPEC, base_dir=work, where="demo spec")
     dump_spec(spec, work / "spec.yaml")
 
-    summary = distill(spec, device=device, progress=progress)
     store_path = str(spec.store_path())
+    if Path(store_path).exists():  # say it in the demo's terms (it has no --store or --overwrite)
+        try:
+            check_same_spec(open_store(store_path), spec)
+        except UserError as exc:
+            reason = str(exc).split(". Use another")[0]
+            raise UserError(f"{reason}; it is not the demo's store: remove it or choose another --workdir") from None
+    summary = distill(spec, device=device, progress=progress)
     echo(f"[2/5] {summary.line()}")
 
     run_dir = work / "run"

@@ -358,7 +358,15 @@ def _run_units(
     def write(
         unit: int, X: np.ndarray, chrom: list[str], center: np.ndarray, y: torch.Tensor, ref: torch.Tensor
     ) -> int:
-        store.write_unit(split, unit, reference=X, ref_pred=ref.numpy(), targets=y.numpy(), chrom=chrom, center=center)
+        try:
+            store.write_unit(
+                split, unit, reference=X, ref_pred=ref.numpy(), targets=y.numpy(), chrom=chrom, center=center
+            )
+        except OSError as exc:  # disk full, permission, ...: the unit stays unmarked, a rerun redoes it
+            raise UserError(
+                f"cannot write unit {unit} of split {split!r} to store {store.path!r}: {exc.strerror or exc}; "
+                "the unit stays incomplete and a rerun of distill resumes there"
+            ) from None
         return len(chrom)
 
     def finished(n: int) -> None:

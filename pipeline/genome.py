@@ -68,6 +68,31 @@ def parse_region(text: str) -> tuple[str, int]:
     return chrom, value
 
 
+def _index_mismatch(path: Path, index: dict) -> str | None:
+    """Check each ``.fai`` record against the FASTA's bytes (a stale or edited index would otherwise
+    read the wrong bases silently): the sequence must start right after a header line and end where
+    the next header (or the file) begins. Two small reads per record; ``None`` when all agree."""
+    size = path.stat().st_size
+    last = max(index, key=lambda name: index[name].offset, default=None)
+    with open(path, "rb") as handle:
+        for name, rec in index.items():
+            # just past the last base: full lines of lenb bytes, then the rest of the last line
+            last_line, in_line = divmod(rec.rlen - 1, rec.lenc) if rec.lenc and rec.rlen else (0, -1)
+            end = rec.offset + last_line * rec.lenb + in_line + 1
+            if rec.offset < 1 or end > size:
+                return f"record {name!r}: length {rec.rlen} at offset {rec.offset} runs past the end of the file"
+            handle.seek(rec.offset - 1)
+            if handle.read(1) != b"\n":
+                return f"record {name!r}: offset {rec.offset} is not the start of a sequence line"
+            handle.seek(end)
+            after = handle.read(256).lstrip(b"\r\n")
+            if after and not after.startswith(b">"):
+                return f"record {name!r}: its sequence does not end after the {rec.rlen} bases the index says"
+            if name == last and after:
+                return f"the FASTA has records after {name!r}, the last one the index lists"
+    return None
+
+
 class Genome:
     """A FASTA genome read through its ``.fai`` index (built by pyfaidx when absent).
 
@@ -95,13 +120,30 @@ class Genome:
                 f"genome FASTA {str(self.path)!r} has Windows (CRLF) line endings; "
                 "convert it first, e.g. with `dos2unix`"
             )
+        fai = self.path.with_name(self.path.name + ".fai")
+        had_index = fai.is_file()
         try:
             self._fasta = pyfaidx.Fasta(str(self.path), as_raw=True, sequence_always_upper=False, build_index=True)
         except Exception as exc:  # pyfaidx raises several types for malformed files and indexes
-            raise UserError(f"cannot read genome FASTA {str(self.path)!r}: {exc}") from None
+            detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+            if had_index and fai.is_file():
+                raise UserError(
+                    f"cannot read genome FASTA {str(self.path)!r}: its index {str(fai)!r} is corrupt ({detail}); "
+                    "delete the .fai and it is rebuilt"
+                ) from None
+            raise UserError(f"cannot read genome FASTA {str(self.path)!r}: {detail}") from None
         self.chrom_lengths: dict[str, int] = {name: len(record) for name, record in self._fasta.records.items()}
-        if not self.chrom_lengths:
-            raise UserError(f"genome FASTA {str(self.path)!r} has no sequences")
+        if not self.chrom_lengths:  # the file starts with a header, so it has at least one record
+            raise UserError(
+                f"genome index {str(fai)!r} lists no sequences, but {str(self.path)!r} has some; "
+                "delete the .fai and it is rebuilt"
+            )
+        problem = _index_mismatch(self.path, self._fasta.faidx.index)
+        if problem:
+            raise UserError(
+                f"genome index {str(fai)!r} does not match {str(self.path)!r} ({problem}); "
+                "delete the .fai and it is rebuilt"
+            )
 
     def __contains__(self, chrom: str) -> bool:
         return chrom in self.chrom_lengths

@@ -25,8 +25,9 @@ import json
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -66,28 +67,49 @@ class EffectsWriter:
         self.attrs = {"alphabet": ALPHABET, "seq_len": seq_len, "n_targets": n_targets, **attrs}
         self.target_names = list(target_names)
         self.n, self.pos = n, 0
+        self._created = False  # whether self.path is ours to remove if writing fails
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}.npz")
         if self.npz:
             self.effects = np.zeros((n, n_targets, 4, seq_len), dtype=np.float32)
             self.reference = np.zeros((n, 4, seq_len), dtype=np.uint8)
         else:
-            g = zarr.open_group(str(self.path), mode="w-")
-            g.create_array(
-                "effects",
-                shape=(n, n_targets, 4, seq_len),
-                chunks=(1, n_targets, 4, seq_len),
-                dtype="float32",
-                dimension_names=["sample", "target", "base", "position"],
-            )
-            g.create_array(
-                "reference",
-                shape=(n, 4, seq_len),
-                chunks=(max(1, min(n, 64)), 4, seq_len),
-                dtype="uint8",
-                dimension_names=["sample", "base", "position"],
-            )
+            with self._writing():
+                self._created = True
+                g = zarr.open_group(str(self.path), mode="w-")
+                g.create_array(
+                    "effects",
+                    shape=(n, n_targets, 4, seq_len),
+                    chunks=(1, n_targets, 4, seq_len),
+                    dtype="float32",
+                    dimension_names=["sample", "target", "base", "position"],
+                )
+                g.create_array(
+                    "reference",
+                    shape=(n, 4, seq_len),
+                    chunks=(max(1, min(n, 64)), 4, seq_len),
+                    dtype="uint8",
+                    dimension_names=["sample", "base", "position"],
+                )
             self.group = g
         self.chrom: list[str] = []
         self.center: list[int] = []
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write that fails (disk full, permission) removes the partial output and is one UserError."""
+        try:
+            yield
+        except OSError as exc:
+            self.abort()
+            raise UserError(f"cannot write output {str(self.path)!r}: {exc.strerror or exc}") from None
+
+    def abort(self) -> None:
+        """Remove what this writer created (after a failure): no half-written output is left behind."""
+        if self._tmp.exists():
+            self._tmp.unlink()
+        if self._created and self.path.is_dir():
+            shutil.rmtree(self.path, ignore_errors=True)
+        self._created = False
 
     def write(self, effects: np.ndarray, reference: np.ndarray, chrom: list[str], center: np.ndarray) -> None:
         """Append a batch: ``effects [n, F, 4, L]``, ``reference [n, 4, L]``."""
@@ -96,8 +118,9 @@ class EffectsWriter:
         if self.npz:
             self.effects[sl], self.reference[sl] = effects, reference
         else:
-            self.group["effects"][sl] = effects.astype(np.float32)
-            self.group["reference"][sl] = reference.astype(np.uint8)
+            with self._writing():
+                self.group["effects"][sl] = effects.astype(np.float32)
+                self.group["reference"][sl] = reference.astype(np.uint8)
         self.chrom += list(chrom)
         self.center += [int(c) for c in center]
         self.pos += k
@@ -105,28 +128,31 @@ class EffectsWriter:
     def close(self) -> str:
         if self.pos != self.n:
             raise RuntimeError(f"wrote {self.pos} of {self.n} samples")
-        if self.npz:
-            np.savez_compressed(
-                self.path,
-                effects=self.effects,
-                reference=self.reference,
-                chrom=np.array(self.chrom),
-                center=np.array(self.center, dtype=np.int64),
-                target_names=np.array(self.target_names),
-                attrs=np.array(json.dumps(self.attrs)),
-            )
-        else:
-            g = self.group
-            g.create_array("chrom", shape=(self.n,), dtype=str, dimension_names=["sample"])[:] = np.array(
-                self.chrom, dtype=object
-            )
-            g.create_array("center", shape=(self.n,), dtype="int64", dimension_names=["sample"])[:] = np.array(
-                self.center
-            )
-            g.create_array("target_names", shape=(len(self.target_names),), dtype=str, dimension_names=["target"])[
-                :
-            ] = np.array(self.target_names, dtype=object)
-            g.attrs.update(self.attrs)
+        with self._writing():
+            if self.npz:  # written to a temporary file and renamed, so a failure leaves no partial file
+                np.savez_compressed(
+                    self._tmp,
+                    effects=self.effects,
+                    reference=self.reference,
+                    chrom=np.array(self.chrom),
+                    center=np.array(self.center, dtype=np.int64),
+                    target_names=np.array(self.target_names),
+                    attrs=np.array(json.dumps(self.attrs)),
+                )
+                os.replace(self._tmp, self.path)
+            else:
+                g = self.group
+                g.create_array("chrom", shape=(self.n,), dtype=str, dimension_names=["sample"])[:] = np.array(
+                    self.chrom, dtype=object
+                )
+                g.create_array("center", shape=(self.n,), dtype="int64", dimension_names=["sample"])[:] = np.array(
+                    self.center
+                )
+                g.create_array("target_names", shape=(len(self.target_names),), dtype=str, dimension_names=["target"])[
+                    :
+                ] = np.array(self.target_names, dtype=object)
+                g.attrs.update(self.attrs)  # the attributes go last: they mark a finished file
+        self._created = False
         return str(self.path)
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -18,7 +20,7 @@ from pipeline.device import exact_float32, resolve_device
 from pipeline.errors import UserError
 from pipeline.ism import logfold_to_diff, mask_effects
 from pipeline.outputs import EffectsWriter, check_free, tsv_paths, write_variant_tsv
-from pipeline.regions import Inputs
+from pipeline.regions import Inputs, require_bases
 
 
 @torch.no_grad()
@@ -120,6 +122,7 @@ def predict_effects(
     L = meta["seq_len"]
     if inputs.X.shape[-1] != L:
         raise UserError(f"inputs have length {inputs.X.shape[-1]}, the checkpoint's model takes {L}")
+    require_bases(inputs)
     base_model = load_diff_base(meta, dev, weights=weights, base=base) if diff else None
     kind = "diff" if diff else meta["target_kind"]
     tsv_files = tsv_paths(out, inputs.chrom, inputs.center) if tsv else []
@@ -136,13 +139,36 @@ def predict_effects(
         overwrite=overwrite,
         attrs=attrs,
     )
-    for start in tqdm(range(0, len(inputs.X), batch_size), desc="predict", unit="batch", disable=not progress):
-        sl = slice(start, start + batch_size)
-        y = multiplexer_effects(model, torch.from_numpy(inputs.X[sl]).to(dev), base=base_model).cpu().numpy()
-        writer.write(y, inputs.X[sl], inputs.chrom[sl], inputs.center[sl])
-        for k, i in enumerate(range(start, start + len(y)) if tsv else []):
-            write_variant_tsv(tsv_files[i], y[k], inputs.X[i], inputs.chrom[i], inputs.center[i], meta["target_names"])
-    return writer.close()
+    with _cleanup_on_failure(writer) as written:
+        for start in tqdm(range(0, len(inputs.X), batch_size), desc="predict", unit="batch", disable=not progress):
+            sl = slice(start, start + batch_size)
+            y = multiplexer_effects(model, torch.from_numpy(inputs.X[sl]).to(dev), base=base_model).cpu().numpy()
+            writer.write(y, inputs.X[sl], inputs.chrom[sl], inputs.center[sl])
+            for k, i in enumerate(range(start, start + len(y)) if tsv else []):
+                write_variant_tsv(
+                    tsv_files[i], y[k], inputs.X[i], inputs.chrom[i], inputs.center[i], meta["target_names"]
+                )
+                written.append(tsv_files[i])
+        return writer.close()
+
+
+@contextmanager
+def _cleanup_on_failure(writer: EffectsWriter) -> Iterator[list[Path]]:
+    """On any failure (disk full, an error, Ctrl-C) remove the partial effects file and the TSV files
+    this run wrote (the caller appends them to the list it gets), so no half-written output is
+    mistaken for a finished one; a write error (``OSError``) becomes one :class:`UserError` line
+    naming the file."""
+    written: list[Path] = []
+    try:
+        yield written
+    except BaseException as exc:
+        writer.abort()
+        for path in written:
+            path.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            where = exc.filename or writer.path
+            raise UserError(f"cannot write output {str(where)!r}: {exc.strerror or exc}") from None
+        raise
 
 
 def ism_effects(
@@ -182,6 +208,7 @@ def ism_effects(
 
     from pipeline.ism import choose_engine, run_ism
 
+    require_bases(inputs)
     dev = resolve_device(device)
     exact_float32()
     base = base.to(dev)
@@ -197,15 +224,22 @@ def ism_effects(
         overwrite=overwrite,
         attrs={"kind": target, "source": "ism", **(attrs or {})},
     )
-    for i in tqdm(range(len(inputs.X)), desc="ism", unit="seq", disable=not progress):
-        y, _ = run_ism(
-            base, torch.from_numpy(inputs.X[i : i + 1]), engine=engine, target=target, batch_size=batch_size, device=dev
-        )
-        y = y.numpy()
-        writer.write(y, inputs.X[i : i + 1], inputs.chrom[i : i + 1], inputs.center[i : i + 1])
-        if tsv:
-            write_variant_tsv(tsv_files[i], y[0], inputs.X[i], inputs.chrom[i], inputs.center[i], target_names)
-    return writer.close()
+    with _cleanup_on_failure(writer) as written:
+        for i in tqdm(range(len(inputs.X)), desc="ism", unit="seq", disable=not progress):
+            y, _ = run_ism(
+                base,
+                torch.from_numpy(inputs.X[i : i + 1]),
+                engine=engine,
+                target=target,
+                batch_size=batch_size,
+                device=dev,
+            )
+            y = y.numpy()
+            writer.write(y, inputs.X[i : i + 1], inputs.chrom[i : i + 1], inputs.center[i : i + 1])
+            if tsv:
+                write_variant_tsv(tsv_files[i], y[0], inputs.X[i], inputs.chrom[i], inputs.center[i], target_names)
+                written.append(tsv_files[i])
+        return writer.close()
 
 
 def ism_setup(

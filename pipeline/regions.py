@@ -88,6 +88,20 @@ def read_fasta_sequences(path: str | Path, seq_len: int) -> Inputs:
     return Inputs(np.stack([one_hot(s) for s in seqs]), names, np.zeros(len(names), dtype=np.int64))
 
 
+def require_bases(inputs: Inputs) -> None:
+    """Refuse a window or sequence that is all ``N`` (no base to mutate: every effect would be 0 by
+    definition, so it is almost certainly a region in an assembly gap, chosen by mistake)."""
+    empty = np.flatnonzero(~inputs.X.reshape(len(inputs.X), -1).any(axis=1))
+    if empty.size:
+        i = int(empty[0])
+        chrom, center = inputs.chrom[i], int(inputs.center[i])
+        name = f"window {chrom}:{center}" if center > 0 else f"sequence {chrom!r}"
+        more = f" (and {empty.size - 1} more)" if empty.size > 1 else ""
+        raise UserError(
+            f"{name} of length {inputs.X.shape[-1]} is all N{more}: it has no variants to score; choose another region"
+        )
+
+
 def resolve_genome(explicit: str | Path | None, recorded: str | Path | None, source: str) -> str | None:
     """The genome to read regions from: ``--genome`` when given, else the one ``source`` recorded.
 

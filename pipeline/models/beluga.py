@@ -12,6 +12,18 @@ import torch
 from torch import nn
 
 
+def _flat_length(seq_len: int) -> int:
+    """Positions left after the convolutions and poolings (106 for L = 2000)."""
+    length = seq_len
+    for _ in range(2):
+        length = (length - 14) // 4  # two convolutions of kernel 8, then max-pool 4
+    return length - 14
+
+
+MIN_SEQ_LEN = next(n for n in range(1, 4096) if _flat_length(n) >= 1)
+"""Shortest input Beluga's layers accept (310)."""
+
+
 class Beluga(nn.Module):
     """Beluga with the published layer layout (dropout is inactive in eval mode).
 
@@ -25,12 +37,9 @@ class Beluga(nn.Module):
 
     def __init__(self, seq_len: int = 2000, n_targets: int = 2002) -> None:
         super().__init__()
-        length = seq_len
-        for _ in range(2):
-            length = (length - 14) // 4
-        length -= 14
+        length = _flat_length(seq_len)
         if length < 1:
-            raise ValueError(f"Beluga needs seq_len >= 222, got {seq_len}")
+            raise ValueError(f"Beluga needs seq_len >= {MIN_SEQ_LEN}, got {seq_len}")
         self.seq_len, self.n_targets = seq_len, n_targets
         self.model = nn.Sequential(
             nn.Sequential(

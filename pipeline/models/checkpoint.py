@@ -42,6 +42,17 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     try:
         torch.save(data, tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        # a full disk is an OSError from Python's writer, a RuntimeError from torch's zip writer
+        # ("[enforce fail at inline_container.cc:...] unexpected pos ..." or "PytorchStreamWriter failed ...")
+        text = " ".join(str(exc).split())
+        if isinstance(exc, RuntimeError) and "inline_container" not in text and "Writer" not in text:
+            raise
+        if isinstance(exc, OSError) and exc.strerror:
+            reason = exc.strerror
+        else:
+            reason = f"the write failed ({text[:120]}); is the disk full?"
+        raise UserError(f"cannot write checkpoint {str(path)!r}: {reason}") from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -52,11 +63,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"checkpoint {str(path)!r} is corrupt or not a checkpoint ({first[:160]})") from None
+    from pipeline.models.registry import torch_load_safely
+
+    data = torch_load_safely(path, f"checkpoint {str(path)!r}")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UserError(f"{str(path)!r} is not a multiplexer checkpoint")
     if data.get("format_version") != FORMAT_VERSION:

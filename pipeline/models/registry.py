@@ -12,7 +12,9 @@ import importlib
 import importlib.util
 import inspect
 import os
+import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -76,6 +78,38 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def _load_refusal(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused or failed, in a few words (one line)."""
+    text = " ".join(str(exc).split())
+    if "Weights only load failed" in text:
+        found = re.search(r"(?:unsupported )?GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (
+            f"it holds pickled Python objects{what}, not only tensors; a weights-only load refuses them "
+            "without running their code"
+        )
+    detail = f"{type(exc).__name__}: {text[:120]}" if text else type(exc).__name__
+    return f"it is truncated, corrupt or not a PyTorch file ({detail})"
+
+
+def torch_load_safely(path: str | os.PathLike, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; any failure is one :class:`UserError` line.
+
+    Parameters
+    ----------
+    path : path
+        The file.
+    what : str
+        How the message names it (``"weights file '/x/y.pt'"``).
+    """
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the refusal below says it all
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{what} cannot be loaded: {_load_refusal(exc)}") from None
+
+
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state dict with ``weights_only=True``.
 
@@ -91,11 +125,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"weights file {str(path)!r} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"weights file {str(path)!r} is not a readable state dict (refused: {first[:200]})") from None
+    obj = torch_load_safely(path, f"weights file {str(path)!r}")
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model"):
             if key in obj and isinstance(obj[key], Mapping):

@@ -1,0 +1,736 @@
+"""The bad-input matrix: every command, driven through the CLI with bad inputs.
+
+For each case: a non-zero exit, exactly one ``error: ...`` line on stderr that names the problem, no
+traceback, no warning (it would be a second stderr line in a real run), and no existing data touched:
+every file under the inputs (the case's folder, the shared assets, store, run and genome) has the
+same sha256 before and after, none disappeared, and no new file appeared unless the case says which.
+
+Read-only folders: ``chmod 0o555`` where the operating system enforces it; as root (which ignores
+permission bits) the creation of anything inside the folder is refused by patching ``os.mkdir``,
+``os.open`` and ``open`` to raise ``PermissionError`` (EACCES), as the kernel would. A full disk is a
+failing writer: zarr's file write (or ``np.savez``) raises ``OSError(ENOSPC)``, and a checkpoint is
+written by torch's own writer into ``/dev/full``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import hashlib
+import io
+import os
+import pickle
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from click.testing import CliRunner, Result
+
+from pipeline.cli import cli
+from pipeline.store import open_store
+
+DEMO_KWARGS = {"seq_len": 80, "n_targets": 4, "channels": 12, "hidden": 8}
+"""The tiny spec's base model (``conftest.TINY_SPEC``), as ``ism --base demo --base-kwargs``."""
+DEMO_KWARGS_JSON = '{"seq_len": 80, "n_targets": 4, "channels": 12, "hidden": 8}'
+
+
+def invoke(*args: Any) -> Result:
+    return CliRunner().invoke(cli, ["-q", *map(str, args)], catch_exceptions=False)
+
+
+def snapshot(*roots: Path) -> dict[str, str]:
+    """sha256 of every file under ``roots`` (a root may be a file), by path."""
+    out = {}
+    for root in map(Path, roots):
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in files:
+            out[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# shared inputs (read by many cases; the snapshot checks that no case changes them)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory, genome_path, write_spec, tiny_store, trained_run) -> dict[str, Path]:
+    from pipeline.distill import distill
+    from pipeline.models import build_base
+    from pipeline.predict import predict_effects
+    from pipeline.regions import load_inputs
+    from pipeline.spec import load_spec
+
+    d = tmp_path_factory.mktemp("assets")
+    a: dict[str, Path] = {}
+    fasta = genome_path.read_bytes()
+    fai = genome_path.with_name(genome_path.name + ".fai").read_text()
+
+    def put(name: str, data: bytes | str) -> Path:
+        a[name] = d / name
+        (a[name].write_bytes if isinstance(data, bytes) else a[name].write_text)(data)
+        return a[name]
+
+    # genomes
+    put("crlf.fa", fasta.replace(b"\n", b"\r\n"))
+    put("empty.fa", b"")
+    put("noheader.fa", b"ACGT" * 20 + b"\nACGT\n")
+    put("garbage.fa", fasta)
+    put("garbage.fa.fai", "this is not a FASTA index\n")
+    put("stale.fa", fasta)
+    rows = [line.split("\t") for line in fai.splitlines()]
+    rows[0][1] = str(int(rows[0][1]) * 3)  # chr1 three times longer than it is
+    put("stale.fa.fai", "\n".join("\t".join(r) for r in rows) + "\n")
+    # inputs of predict / score-vcf
+    put("seqs79.fa", ">short_one\n" + "ACGT" * 19 + "AGC\n")
+    put("one.vcf", "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\nchr7\t3000\t.\tA\tG\n")
+    # weights files
+    base = build_base("demo", **DEMO_KWARGS)
+    torch.save(base.state_dict(), d / "demo.pt")
+    a["demo.pt"] = d / "demo.pt"
+    torch.save({k: v[:1] for k, v in base.state_dict().items()}, d / "wrong_shape.pt")
+    a["wrong_shape.pt"] = d / "wrong_shape.pt"
+    good = a["demo.pt"].read_bytes()
+    put("truncated.pt", good[: len(good) // 2])
+    put("plain_pickle.pt", pickle.dumps({"conv1.weight": [0.0] * 4}, protocol=4))
+    torch.save([torch.zeros(2)], d / "list.pt")
+    a["list.pt"] = d / "list.pt"
+    # checkpoints
+    best = (trained_run / "best.pt").read_bytes()
+    put("truncated_ckpt.pt", best[: len(best) // 3])
+    put("pickle_ckpt.pt", pickle.dumps({"format": "multiplexer-checkpoint", "model": [1, 2]}, protocol=4))
+    # stores: one with deleted chunk files (train unit 1, test unit 0), one of another L, one of another F
+    a["lost.zarr"] = d / "lost.zarr"
+    shutil.copytree(tiny_store, a["lost.zarr"])
+    (a["lost.zarr"] / "train/targets/c/5/0/0/0").unlink()  # sample 5 lies in unit 1 (unit_samples 4)
+    (a["lost.zarr"] / "test/targets/c/2/0/0/0").unlink()
+    for name, overrides in (("l81.zarr", {"seq_len": 81}), ("f3.zarr", {"base": {"kwargs": {"n_targets": 3}}})):
+        a[name] = d / name
+        a[f"{name}.yaml"] = write_spec(d, f"{name}.yaml", store=str(a[name]), **overrides)
+        spec = load_spec(a[f"{name}.yaml"])
+        distill(spec, splits=["test"], device="cpu", progress=False)
+    (d / "not_ours.zarr").mkdir()
+    zarr.open_group(str(d / "not_ours.zarr"), mode="w").attrs["what"] = "someone else's data"
+    a["not_ours.zarr"] = d / "not_ours.zarr"
+    (d / "empty_folder").mkdir()
+    a["empty_folder"] = d / "empty_folder"
+    put("a_file.zarr", "I am a file")
+    # an effects file, and a truncated copy
+    inputs = load_inputs(seq_len=80, genome=genome_path, region="chr7:3000")
+    predict_effects(str(trained_run / "best.pt"), inputs, str(d / "pred.npz"), device="cpu", progress=False)
+    a["pred.npz"] = d / "pred.npz"
+    effects = a["pred.npz"].read_bytes()
+    put("truncated_pred.npz", effects[: len(effects) // 2])
+    a["root"] = d
+    return a
+
+
+# ------------------------------------------------------------------------------------------------
+# simulated read-only folders and full disks
+# ------------------------------------------------------------------------------------------------
+
+
+def _deny_writes_inside(mp: pytest.MonkeyPatch, folder: Path) -> None:
+    """Refuse (EACCES) creating or writing anything inside ``folder``, as a read-only folder would."""
+    folder = folder.resolve()
+
+    def inside(path: Any) -> bool:
+        if isinstance(path, int):
+            return False
+        return folder in Path(os.fsdecode(path)).resolve().parents
+
+    def denied(path: Any) -> PermissionError:
+        return PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(path))
+
+    real_mkdir, real_open, real_os_open = os.mkdir, builtins.open, os.open
+
+    def mkdir(path: Any, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        if inside(path):
+            raise denied(path)
+        return real_mkdir(path, mode, dir_fd=dir_fd)
+
+    def open_(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(file, int) and any(m in mode for m in "wax+") and inside(file):
+            raise denied(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    def os_open(path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and inside(path):
+            raise denied(path)
+        return real_os_open(path, flags, mode, dir_fd=dir_fd)
+
+    mp.setattr(os, "mkdir", mkdir)
+    mp.setattr(os, "open", os_open)
+    mp.setattr(builtins, "open", open_)
+    mp.setattr(io, "open", open_)
+
+
+def _full_disk_for(mp: pytest.MonkeyPatch, fragment: str, after: int = 0) -> list[str]:
+    """zarr's local file write raises ENOSPC for keys containing ``fragment`` (after ``after`` of them
+    succeeded); returns the list of attempted paths."""
+    import zarr.storage._local as local
+
+    real = local._put
+    attempts: list[str] = []
+
+    def put(path: Path, value: Any, exclusive: bool = False) -> int:
+        if fragment in str(path):
+            attempts.append(str(path))
+            if len(attempts) > after:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(path, value, exclusive=exclusive)
+
+    mp.setattr(local, "_put", put)
+    return attempts
+
+
+# ------------------------------------------------------------------------------------------------
+# the cases
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Ctx:
+    """What a case builds its command line from."""
+
+    tmp: Path
+    assets: dict[str, Path]
+    genome: Path
+    store: str
+    run: Path
+    mp: pytest.MonkeyPatch
+    write_spec: Callable[..., Path]
+    n_specs: int = 0
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ckpt(self) -> Path:
+        return self.run / "best.pt"
+
+    def spec(self, **overrides: Any) -> Path:
+        """A tiny spec in the case folder (its store, unless given, is a path nothing may create)."""
+        self.n_specs += 1
+        overrides.setdefault("store", str(self.tmp / "never.zarr"))
+        return self.write_spec(self.tmp, f"spec{self.n_specs}.yaml", **overrides)
+
+    def read_only(self, name: str = "readonly") -> Path:
+        """A folder that refuses writes: chmod 0o555, or (as root) simulated, see the module docstring."""
+        folder = self.tmp / name
+        folder.mkdir()
+        folder.chmod(0o555)
+        self.state.setdefault("restore", []).append(folder)
+        probe = folder / ".probe"
+        try:
+            probe.write_text("x")
+        except PermissionError:
+            return folder  # the operating system enforces it
+        probe.unlink()
+        _deny_writes_inside(self.mp, folder)
+        return folder
+
+    def demo_dir(self, genome_bytes: bytes | None = None, store: bool = False) -> Path:
+        work = self.tmp / "demo"
+        work.mkdir()
+        if genome_bytes is None:
+            shutil.copy(self.genome, work / "genome.fa")
+            shutil.copy(self.genome.with_name(self.genome.name + ".fai"), work / "genome.fa.fai")
+        else:
+            (work / "genome.fa").write_bytes(genome_bytes)
+        if store:
+            shutil.copytree(self.store, work / "store.zarr")
+        return work
+
+
+@dataclass
+class Case:
+    id: str
+    command: tuple[str, ...]
+    build: Callable[[Ctx], list[Any]]
+    expect: tuple[str, ...]
+    allow_new: tuple[str, ...] = ()
+    """Paths (relative to the case folder; ``"dir/"``: everything below it) of files a failing run may
+    leave (never inputs)."""
+    check: Callable[[Ctx], None] | None = None
+    """Run after the common assertions."""
+
+
+CASES: list[Case] = []
+
+
+def case(
+    id: str,
+    command: str,
+    *expect: str,
+    allow_new: tuple[str, ...] = (),
+    check: Callable[[Ctx], None] | None = None,
+) -> Callable[[Callable[[Ctx], list[Any]]], Callable[[Ctx], list[Any]]]:
+    def register(build: Callable[[Ctx], list[Any]]) -> Callable[[Ctx], list[Any]]:
+        CASES.append(Case(id, tuple(command.split()), build, expect, allow_new, check))
+        return build
+
+    return register
+
+
+# --- genome synth --------------------------------------------------------------------------------
+@case("synth: divisor 0", "genome synth", "divisor", "0")
+def _(c: Ctx) -> list[Any]:
+    return ["genome", "synth", c.tmp / "g.fa", "--divisor", "0"]
+
+
+@case("synth: read-only folder", "genome synth", "Permission denied", "readonly")
+def _(c: Ctx) -> list[Any]:
+    return ["genome", "synth", c.read_only() / "g.fa"]
+
+
+# --- FASTA and .fai ------------------------------------------------------------------------------
+@case("distill: genome FASTA missing", "distill", "missing.fa", "does not exist")
+def _(c: Ctx) -> list[Any]:
+    return ["distill", c.spec(genome=str(c.tmp / "missing.fa")), "--device", "cpu"]
+
+
+@case("distill: empty genome FASTA", "distill", "empty.fa", "is empty")
+def _(c: Ctx) -> list[Any]:
+    return ["distill", c.spec(genome=str(c.assets["empty.fa"])), "--device", "cpu"]
+
+
+@case("predict: genome FASTA without a header", "predict", "noheader.fa", "'>' header")
+def _(c: Ctx) -> list[Any]:
+    return ["predict", "--checkpoint", c.ckpt, "--region", "chr7:3000", "--genome", c.assets["noheader.fa"],
+            "--out", c.tmp / "x.npz"]  # fmt: skip
+
+
+@case("ism: genome FASTA with Windows line endings", "ism", "crlf.fa", "Windows")
+def _(c: Ctx) -> list[Any]:
+    return ["ism", "--spec", c.spec(genome=str(c.assets["crlf.fa"])), "--region", "chr7:3000", "--out",
+            c.tmp / "x.npz"]  # fmt: skip
+
+
+@case("score-vcf: genome FASTA with Windows line endings", "score-vcf", "crlf.fa", "Windows")
+def _(c: Ctx) -> list[Any]:
+    return ["score-vcf", "--checkpoint", c.ckpt, "--vcf", c.assets["one.vcf"], "--genome", c.assets["crlf.fa"],
+            "--out", c.tmp / "s.tsv"]  # fmt: skip
+
+
+@case("distill: corrupt .fai (garbage)", "distill", "garbage.fa.fai", "corrupt")
+def _(c: Ctx) -> list[Any]:
+    return ["distill", c.spec(genome=str(c.assets["garbage.fa"])), "--device", "cpu"]
+
+
+@case("predict: .fai lengths do not match the FASTA", "predict", "stale.fa.fai", "does not match", "chr1")
+def _(c: Ctx) -> list[Any]:
+    return ["predict", "--checkpoint", c.ckpt, "--region", "chr7:3000", "--genome", c.assets["stale.fa"],
+            "--out", c.tmp / "x.npz"]  # fmt: skip
+
+
+@case("predict: empty --fasta file", "predict", "empty.fa", "no sequences")
+def _(c: Ctx) -> list[Any]:
+    return ["predict", "--checkpoint", c.ckpt, "--fasta", c.assets["empty.fa"], "--out", c.tmp / "x.npz"]
+
+
+@case("demo: work folder genome with Windows line endings", "demo", "Windows", allow_new=("demo/spec.yaml",))
+def _(c: Ctx) -> list[Any]:
+    return ["demo", "--workdir", c.demo_dir(genome_bytes=c.assets["crlf.fa"].read_bytes()), "--device", "cpu"]
+
+
+# --- chromosomes and windows ---------------------------------------------------------------------
+@case("distill: split chromosome absent from the genome", "distill", "chrZ", "not in genome")
+def _(c: Ctx) -> list[Any]:
+    return ["distill", c.spec(splits={"train": {"chroms": ["chr1", "chrZ"]}}), "--device", "cpu"]
+
+
+@case("predict: region chromosome absent", "predict", "chrZ", "not in genome")
+def _(c: Ctx) -> list[Any]:
+    return ["predict", "--checkpoint", c.ckpt, "--region", "chrZ:400", "--out", c.tmp / "x.npz"]
+
+
+@case("predict: window off the start", "predict", "chr7:39", "does not fit")
+def _(c: Ctx) -> list[Any]:
+    return ["predict", "--checkpoint", c.ckpt, "--region", "chr7:39", "--out", c.tmp / "x.npz"]
+
+
+@case("ism: window off the end", "ism", "does not fit", "chr7")
+def _(c: Ctx) -> list[Any]:
+    from pipeline.genome import Genome
+
+    end = Genome(c.genome).length("chr7")
+    return ["ism", "--checkpoint", c.ckpt, "--region", f"chr7:{end - 39}", "--out", c.tmp / "x.npz"]
+
+
+# chromosomes start with max(100, len/100) N's: the first window that fits (center L/2 = 40) is all N
+@case("predict: all-N window", "predict", "chr1:40", "all N")
+def _(c: Ctx) -> list[Any]:
+    return ["predict", "--checkpoint", c.ckpt, "--region", "chr1:40", "--out", c.tmp / "x.npz"]
+
+
+@case("ism: all-N window", "ism", "chr2:40", "all N")
+def _(c: Ctx) -> list[Any]:
+    return ["ism", "--spec", c.spec(), "--region", "chr2:40", "--out", c.tmp / "x.zarr"]
+
+
+# --- specs ---------------------------------------------------------------------------------------
+@case("distill: spec with an unknown key", "distill", "unknown key", "colour")
+def _(c: Ctx) -> list[Any]:
+    return ["distill", c.spec(colour="blue")]
+
+
+@case("train: spec with a wrong type", "train", "seq_len", "must be int")
+def _(c: Ctx) -> list[Any]:
+    return ["train", c.spec(seq_len="eighty"), "--run-dir", c.tmp / "run"]
+
+
+@case("distill: spec with a negative count", "distill", "samples", ">= 1", "-3")
+def _(c: Ctx) -> list[Any]:
+    return ["distill", c.spec(splits={"train": {"samples": -3}})]
+
+
+@case("train: spec with negative steps", "train", "steps", ">= 1")
+def _(c: Ctx) -> list[Any]:
+    return ["train", c.spec(train={"steps": -1}), "--run-dir", c.tmp / "run"]
+
+
+@case("ism: L too small for the demo base model", "ism", "seq_len >= 64", "40")
+def _(c: Ctx) -> list[Any]:
+    return ["ism", "--spec", c.spec(seq_len=40), "--region", "chr7:3000", "--out", c.tmp / "x.npz"]
+
+
+@case("distill: L too small for Beluga", "distill", "Beluga", "seq_len >= 310", "300")
+def _(c: Ctx) -> list[Any]:
+    return ["distill", c.spec(seq_len=300, base={"model": "beluga", "kwargs": None}), "--device", "cpu"]
+
+
+# --- weights files -------------------------------------------------------------------------------
+@case("distill: weights of the wrong shape", "distill", "wrong_shape.pt", "does not fit", "conv1.weight")
+def _(c: Ctx) -> list[Any]:
+    return ["distill", c.spec(base={"weights": str(c.assets["wrong_shape.pt"])}), "--device", "cpu"]
+
+
+@case("ism: weights of the wrong shape", "ism", "wrong_shape.pt", "does not fit DemoBase", "wrong shapes")
+def _(c: Ctx) -> list[Any]:
+    return ["ism", "--base", "demo", "--base-kwargs", DEMO_KWARGS_JSON, "--weights", c.assets["wrong_shape.pt"],
+            "--region", "chr7:3000", "--genome", c.genome, "--out", c.tmp / "x.npz"]  # fmt: skip
+
+
+@case("distill: truncated weights file", "distill", "truncated.pt", "truncated")
+def _(c: Ctx) -> list[Any]:
+    return ["distill", c.spec(base={"weights": str(c.assets["truncated.pt"])}), "--device", "cpu"]
+
+
+@case("ism: weights of another model", "ism", "demo.pt", "does not fit Beluga", "missing keys")
+def _(c: Ctx) -> list[Any]:
+    return ["ism", "--base", "beluga", "--base-kwargs", '{"seq_len": 310, "n_targets": 4}', "--weights",
+            c.assets["demo.pt"], "--region", "chr7:3000", "--genome", c.genome, "--out", c.tmp / "x.npz"]  # fmt: skip
+
+
+@case("ism: truncated weights file", "ism", "truncated.pt", "truncated")
+def _(c: Ctx) -> list[Any]:
+    return ["ism", "--base", "demo", "--base-kwargs", DEMO_KWARGS_JSON, "--weights", c.assets["truncated.pt"],
+            "--region", "chr7:3000", "--genome", c.genome, "--out", c.tmp / "x.npz"]  # fmt: skip
+
+
+@case("distill: weights file is a pickle, not a state dict", "distill", "plain_pickle.pt", "pickled")
+def _(c: Ctx) -> list[Any]:
+    return ["distill", c.spec(base={"weights": str(c.assets["plain_pickle.pt"])}), "--device", "cpu"]
+
+
+@case("ism: weights file holds a list, not a state dict", "ism", "list.pt", "does not hold a state dict")
+def _(c: Ctx) -> list[Any]:
+    return ["ism", "--base", "demo", "--base-kwargs", DEMO_KWARGS_JSON, "--weights", c.assets["list.pt"],
+            "--region", "chr7:3000", "--genome", c.genome, "--out", c.tmp / "x.npz"]  # fmt: skip
+
+
+@case("distill: weights file missing", "distill", "gone.pt", "does not exist")
+def _(c: Ctx) -> list[Any]:
+    return ["distill", c.spec(base={"weights": str(c.tmp / "gone.pt")}), "--device", "cpu"]
+
+
+# --- stores --------------------------------------------------------------------------------------
+@case("distill: store from another spec", "distill", "different spec", "seed", "--overwrite")
+def _(c: Ctx) -> list[Any]:
+    return ["distill", c.spec(seed=7, store=c.store), "--device", "cpu"]
+
+
+@case("train: store from another spec", "train", "different spec", "seed")
+def _(c: Ctx) -> list[Any]:
+    return ["train", c.spec(seed=7, store=c.store), "--run-dir", c.tmp / "run", "--device", "cpu"]
+
+
+@case("demo: work folder holds a store of another spec", "demo", "store.zarr", "not the demo's store",
+      allow_new=("demo/spec.yaml",))  # fmt: skip
+def _(c: Ctx) -> list[Any]:
+    return ["demo", "--workdir", c.demo_dir(store=True), "--device", "cpu"]
+
+
+@case("store verify: deleted chunk", "store verify", "lost.zarr", "unit 1", "(5, 0, 0, 0)", "missing")
+def _(c: Ctx) -> list[Any]:
+    return ["store", "verify", c.assets["lost.zarr"]]
+
+
+@case("train: store with a deleted chunk", "train", "lost.zarr", "'train' unit 1", "missing")
+def _(c: Ctx) -> list[Any]:
+    return ["train", c.assets["lost.zarr"], "--run-dir", c.tmp / "run", "--steps", "2", "--device", "cpu"]
+
+
+@case("evaluate: store with a deleted chunk", "evaluate", "lost.zarr", "'test' unit 0", "missing")
+def _(c: Ctx) -> list[Any]:
+    return ["evaluate", "--checkpoint", c.ckpt, "--store", c.assets["lost.zarr"], "--out", c.tmp / "eval"]
+
+
+@case("store info: store path is a file", "store info", "a_file.zarr", "is a file")
+def _(c: Ctx) -> list[Any]:
+    return ["store", "info", c.assets["a_file.zarr"]]
+
+
+@case("train: spec's store path is a file", "train", "a_file.zarr", "is a file")
+def _(c: Ctx) -> list[Any]:
+    return ["train", c.spec(store=str(c.assets["a_file.zarr"])), "--run-dir", c.tmp / "run"]
+
+
+@case("store info: a Zarr group that is not a multiplexer store", "store info", "not_ours.zarr",
+      "not a multiplexer store")  # fmt: skip
+def _(c: Ctx) -> list[Any]:
+    return ["store", "info", c.assets["not_ours.zarr"]]
+
+
+@case("store verify: an empty folder", "store verify", "empty_folder", "not a readable Zarr store")
+def _(c: Ctx) -> list[Any]:
+    return ["store", "verify", c.assets["empty_folder"]]
+
+
+# --- checkpoints for another L or F --------------------------------------------------------------
+@case("predict: FASTA of another length than the checkpoint's", "predict", "short_one", "length 79", "80")
+def _(c: Ctx) -> list[Any]:
+    return ["predict", "--checkpoint", c.ckpt, "--fasta", c.assets["seqs79.fa"], "--out", c.tmp / "x.npz"]
+
+
+@case("evaluate: store of another L", "evaluate", "L=80", "L=81", "l81.zarr")
+def _(c: Ctx) -> list[Any]:
+    return ["evaluate", "--checkpoint", c.ckpt, "--store", c.assets["l81.zarr"], "--out", c.tmp / "eval"]
+
+
+@case("evaluate: store of another F", "evaluate", "F=4", "F=3", "f3.zarr")
+def _(c: Ctx) -> list[Any]:
+    return ["evaluate", "--checkpoint", c.ckpt, "--store", c.assets["f3.zarr"], "--out", c.tmp / "eval"]
+
+
+@case("predict: truncated checkpoint", "predict", "truncated_ckpt.pt", "truncated")
+def _(c: Ctx) -> list[Any]:
+    return ["predict", "--checkpoint", c.assets["truncated_ckpt.pt"], "--region", "chr7:3000", "--out",
+            c.tmp / "x.npz"]  # fmt: skip
+
+
+@case("score-vcf: checkpoint is a plain pickle", "score-vcf", "pickle_ckpt.pt", "pickled")
+def _(c: Ctx) -> list[Any]:
+    return ["score-vcf", "--checkpoint", c.assets["pickle_ckpt.pt"], "--vcf", c.assets["one.vcf"], "--out",
+            c.tmp / "s.tsv"]  # fmt: skip
+
+
+# --- read-only output folders --------------------------------------------------------------------
+@case("predict: read-only output folder", "predict", "Permission denied", "readonly")
+def _(c: Ctx) -> list[Any]:
+    return ["predict", "--checkpoint", c.ckpt, "--region", "chr7:3000", "--out", c.read_only() / "x.zarr"]
+
+
+@case("evaluate: read-only output folder", "evaluate", "Permission denied", "readonly")
+def _(c: Ctx) -> list[Any]:
+    return ["evaluate", "--checkpoint", c.ckpt, "--store", c.store, "--out", c.read_only() / "eval"]
+
+
+@case("train: read-only run folder", "train", "Permission denied", "readonly")
+def _(c: Ctx) -> list[Any]:
+    return ["train", c.store, "--run-dir", c.read_only() / "run", "--steps", "2", "--device", "cpu"]
+
+
+# --- full disks ----------------------------------------------------------------------------------
+def _resumable_store(c: Ctx) -> Path:
+    """A copy of the tiny store whose train unit 1 is not marked complete (an interrupted run)."""
+    path = c.tmp / "resume.zarr"
+    shutil.copytree(c.store, path)
+    zarr.open_group(str(path), mode="r+")["train"]["complete"][1] = 0
+    return path
+
+
+def _unit_stays_incomplete(c: Ctx) -> None:
+    store = c.tmp / "resume.zarr"
+    assert open_store(store).complete_units("train").tolist() == [True, False, True]
+    assert len(c.state["attempts"]) >= 2  # the first chunk of unit 1 was written, the others failed
+    c.mp.undo()  # the disk has space again: a rerun resumes and completes the unit
+    spec = c.state["spec"]
+    assert invoke("distill", spec, "--device", "cpu").exit_code == 0
+    assert open_store(store).complete_units("train").all()
+    assert invoke("store", "verify", store).exit_code == 0
+
+
+@case("distill: disk full while writing a unit", "distill", "No space left on device", "unit 1", "'train'",
+      check=_unit_stays_incomplete)  # fmt: skip
+def _(c: Ctx) -> list[Any]:
+    store = _resumable_store(c)
+    c.state["spec"] = c.spec(store=str(store))
+    c.state["attempts"] = _full_disk_for(c.mp, "resume.zarr/train/targets/", after=1)
+    return ["distill", c.state["spec"], "--device", "cpu"]
+
+
+def _no_partial_output(c: Ctx) -> None:
+    assert c.state["attempts"], "the failing writer was never called"
+    assert not (c.tmp / "x.zarr").exists() and not list(c.tmp.glob("x.*.tsv.gz"))
+
+
+@case("predict: disk full while writing effects", "predict", "No space left on device", "x.zarr",
+      check=_no_partial_output)  # fmt: skip
+def _(c: Ctx) -> list[Any]:
+    c.state["attempts"] = _full_disk_for(c.mp, "x.zarr/effects/")
+    return ["predict", "--checkpoint", c.ckpt, "--region", "chr7:3000", "--out", c.tmp / "x.zarr", "--tsv"]
+
+
+def _no_npz(c: Ctx) -> None:
+    assert c.state["attempts"], "the failing writer was never called"
+    assert [p.name for p in c.tmp.iterdir()] == [], "a partial output was left behind"
+
+
+@case("ism: disk full while writing an .npz", "ism", "No space left on device", "x.npz", check=_no_npz)
+def _(c: Ctx) -> list[Any]:
+    real = np.savez_compressed
+    attempts: list[str] = []
+
+    def savez(file: Any, **arrays: Any) -> None:  # writes part of the file, then the disk is full
+        attempts.append(str(file))
+        real(file, **arrays)
+        with open(file, "r+b") as handle:
+            handle.truncate(100)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    c.mp.setattr(np, "savez_compressed", savez)
+    c.state["attempts"] = attempts
+    return ["ism", "--base", "demo", "--base-kwargs", DEMO_KWARGS_JSON, "--region", "chr7:3000", "--genome",
+            c.genome, "--out", c.tmp / "x.npz"]  # fmt: skip
+
+
+def _no_checkpoint(c: Ctx) -> None:
+    run = c.tmp / "run"
+    assert not list(run.glob("*.pt")) and not list(run.glob(".*tmp*"))
+
+
+@case("train: disk full while writing a checkpoint", "train", "cannot write checkpoint", "best.pt", "disk",
+      allow_new=("run/",), check=_no_checkpoint)  # fmt: skip
+def _(c: Ctx) -> list[Any]:
+    real = torch.save
+    if Path("/dev/full").exists():  # torch's own zip writer meets a real ENOSPC
+
+        def save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+            real(obj, "/dev/full", *args, **kwargs)
+    else:
+
+        def save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC) + " (is the disk full?)")
+
+    c.mp.setattr(torch, "save", save)
+    return ["train", c.store, "--run-dir", c.tmp / "run", "--steps", "2", "--valid-every", "2", "--device", "cpu"]
+
+
+# --- plot ----------------------------------------------------------------------------------------
+@case("plot: truncated effects file", "plot", "truncated_pred.npz", "not an effects file")
+def _(c: Ctx) -> list[Any]:
+    return ["plot", c.assets["truncated_pred.npz"], "--out", c.tmp / "p.png"]
+
+
+@case("plot: --index out of range", "plot", "--index 3", "out of range")
+def _(c: Ctx) -> list[Any]:
+    return ["plot", c.assets["pred.npz"], "--index", "3", "--out", c.tmp / "p.png"]
+
+
+@case("score-vcf: VCF missing", "score-vcf", "none.vcf", "does not exist")
+def _(c: Ctx) -> list[Any]:
+    return ["score-vcf", "--checkpoint", c.ckpt, "--vcf", c.tmp / "none.vcf", "--out", c.tmp / "s.tsv"]
+
+
+# ------------------------------------------------------------------------------------------------
+# the tests
+# ------------------------------------------------------------------------------------------------
+
+
+def _leaf_commands(group: Any, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    import click
+
+    out: set[tuple[str, ...]] = set()
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            out |= _leaf_commands(command, (*prefix, name))
+        else:
+            out.add((*prefix, name))
+    return out
+
+
+def _allowed(path: Path, folder: Path, allow_new: tuple[str, ...]) -> bool:
+    """Whether ``path`` is one of ``allow_new`` (paths in ``folder``; ``"dir/"`` allows all below it)."""
+    if folder not in path.parents:
+        return False
+    rel = path.relative_to(folder).as_posix()
+    return any(rel == a or (a.endswith("/") and rel.startswith(a)) for a in allow_new)
+
+
+def test_the_matrix_covers_every_command():
+    assert len(CASES) >= 30
+    assert len({c.id for c in CASES}) == len(CASES)
+    assert {c.command for c in CASES} == _leaf_commands(cli)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, assets, genome_path, tiny_store, trained_run, write_spec, tmp_path, monkeypatch):
+    c = Ctx(tmp_path, assets, genome_path, tiny_store, trained_run, monkeypatch, write_spec)
+    try:
+        args = case.build(c)
+        assert tuple(map(str, args[: len(case.command)])) == case.command
+        roots = (tmp_path, assets["root"], Path(tiny_store), trained_run, genome_path.parent)
+        before = snapshot(*roots)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = invoke(*args)
+        after = snapshot(*roots)
+
+        assert result.exit_code != 0, result.output
+        assert isinstance(result.exception, SystemExit), repr(result.exception)
+        assert "Traceback" not in result.output and "Traceback" not in result.stderr
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1, result.stderr
+        line = lines[0]
+        assert line.startswith("error: ") and line.strip() != "error:", line
+        assert "internal error" not in line, line
+        for fragment in case.expect:
+            assert fragment in line, (fragment, line)
+        shown = [w for w in caught if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]
+        assert not shown, [f"{w.category.__name__}: {w.message}" for w in shown]  # each an extra stderr line
+
+        changed = sorted(p for p in before if after.get(p) != before[p])
+        assert not changed, f"existing data modified or removed: {changed}"
+        new = sorted(p for p in set(after) - set(before) if not _allowed(Path(p), tmp_path, case.allow_new))
+        assert not new, f"files left behind: {new}"
+        if case.check is not None:
+            case.check(c)
+    finally:
+        for folder in c.state.get("restore", []):
+            folder.chmod(0o755)
+
+
+def test_an_odd_window_length_is_not_a_bad_input(assets, genome, tmp_path):
+    """L = 81: distill and ism follow the window convention (1-based ``pos - L//2 + 1 … pos + L - L//2``)."""
+    from pipeline.encoding import one_hot
+    from pipeline.outputs import read_effects
+
+    store = open_store(assets["l81.zarr"])
+    assert store.seq_len == 81
+    chrom, center = store.array("test", "chrom")[:], store.array("test", "center")[:]
+    reference = store.array("test", "reference")[:]
+    for k in range(len(center)):
+        start = int(center[k]) - 40  # 0-based [pos - L//2, pos - L//2 + L)
+        assert np.array_equal(reference[k], one_hot(genome.fetch(str(chrom[k]), start, start + 81)))
+    out = tmp_path / "x.npz"
+    result = invoke("ism", "--spec", assets["l81.zarr.yaml"], "--region", "chr7:3000", "--out", out)
+    assert result.exit_code == 0, result.output
+    data = read_effects(out)
+    assert data["effects"].shape == (1, 4, 4, 81)
+    assert np.array_equal(data["reference"][0], one_hot(genome.fetch("chr7", 3000 - 40, 3000 + 41)))
