@@ -113,6 +113,8 @@ class Genome:
             raise UserError(f"genome FASTA {str(self.path)!r} is empty")
         with open(self.path, "rb") as handle:
             head = handle.read(65536)
+        if head.startswith(b"\x1f\x8b"):
+            raise UserError(f"genome FASTA {str(self.path)!r} is gzip-compressed; decompress it first (gunzip)")
         if not head.startswith(b">"):
             raise UserError(f"genome FASTA {str(self.path)!r} does not start with a '>' header line")
         if b"\r" in head:

@@ -43,7 +43,7 @@ def _memory_gb() -> str:
 
 
 def _mb(x: float) -> str:
-    return f"{x / 1e6:.2f} MB"
+    return f"{x / 1e6:.2f} MB" if x >= 1e6 else f"{x / 1e3:.1f} kB"
 
 
 def machine_section() -> list[str]:
@@ -128,10 +128,20 @@ def loader_section(r: dict | None) -> list[str]:
         f = r["feed"]
         lines += [
             "",
-            f"The {f['device']} trains the BelugaMultiplexer at {f['model_samples_per_s']} samples/s; one loader "
-            f"worker delivers {f['loader_samples_per_s_per_worker']} samples/s, so {f['workers_needed']} worker(s) "
-            "keep it fed.",
+            f"Measured: the {f['device']} trains the BelugaMultiplexer at {f['model_samples_per_s']} samples/s; "
+            f"one loader worker delivers {f['loader_samples_per_s_per_worker']} samples/s, so "
+            f"{f['workers_needed']} worker(s) keep it fed.",
         ]
+        if f["device"] != "cuda":
+            per_worker = f["loader_samples_per_s_per_worker"]
+            assumed = 150.0
+            lines += [
+                "",
+                f"Estimate for a GPU (not a measurement): a BelugaMultiplexer training step costs about "
+                f"2.4 TFLOP per sample (3x the 0.8 TFLOP forward); at an assumed {assumed:.0f} samples/s (about "
+                f"360 TFLOP/s sustained in bf16 on an H100) a GPU needs {assumed / per_worker:.0f} loader workers "
+                f"at the per-worker rate above ({per_worker} samples/s on one core of this machine).",
+            ]
     return lines + ["", f"(run {r['date']})", ""]
 
 

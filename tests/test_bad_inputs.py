@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import builtins
 import errno
+import gzip
 import hashlib
 import io
 import os
@@ -79,6 +80,7 @@ def assets(tmp_path_factory, genome_path, write_spec, tiny_store, trained_run) -
 
     # genomes
     put("crlf.fa", fasta.replace(b"\n", b"\r\n"))
+    put("genome.fa.gz", gzip.compress(fasta[:5000]))
     put("empty.fa", b"")
     put("noheader.fa", b"ACGT" * 20 + b"\nACGT\n")
     put("garbage.fa", fasta)
@@ -302,6 +304,12 @@ def _(c: Ctx) -> list[Any]:
 @case("predict: genome FASTA without a header", "predict", "noheader.fa", "'>' header")
 def _(c: Ctx) -> list[Any]:
     return ["predict", "--checkpoint", c.ckpt, "--region", "chr7:3000", "--genome", c.assets["noheader.fa"],
+            "--out", c.tmp / "x.npz"]  # fmt: skip
+
+
+@case("predict: gzip-compressed genome FASTA", "predict", "genome.fa.gz", "gunzip")
+def _(c: Ctx) -> list[Any]:
+    return ["predict", "--checkpoint", c.ckpt, "--region", "chr7:3000", "--genome", c.assets["genome.fa.gz"],
             "--out", c.tmp / "x.npz"]  # fmt: skip
 
 
