@@ -574,24 +574,15 @@ def fast_ism(
         The plan's own reference output (equal to ``model(X)`` up to rounding), so a variant that
         changes nothing has exactly zero effect.
     """
-    from pipeline.ism import TARGETS, _resolve_device, autocast, effects_from_alt, variant_index
+    from pipeline.ism import autocast, effects_buffer, effects_from_alt, prepare_inputs, variant_index
 
-    if target not in TARGETS:
-        raise ValueError(f"unknown target kind {target!r} (expected one of {', '.join(TARGETS)})")
-    if X.ndim != 3 or X.shape[1] != 4:
-        raise ValueError(f"X must have shape [B, 4, L], got {list(X.shape)}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    dev = _resolve_device(model, device)
-    X = X.to(dev, torch.float32).contiguous()
-    B, _, L = X.shape
+    dev, X = prepare_inputs(model, X, target, batch_size, device)
+    L = X.shape[-1]
     plan = get_plan(model, L, dev)
     with autocast(dev, precision):
         acts, first_out, lin = _reference(plan, X)
     ref_pred = _head(plan, lin)  # [B, F], float32
-    F_ = ref_pred.shape[1]
-    fill = ref_pred if target == "alt" else torch.zeros_like(ref_pred)
-    y = fill[:, :, None, None].expand(B, F_, 4, L).contiguous()
+    y = effects_buffer(ref_pred, target, L)
     seq, pos, base = variant_index(X)
     ref_base = X[seq, :, pos].argmax(dim=1)
     for start in range(0, seq.numel(), batch_size):

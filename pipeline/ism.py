@@ -145,6 +145,29 @@ def predict_batched(model: nn.Module, X: torch.Tensor, batch_size: int, device: 
     return torch.cat(outs) if outs else torch.empty(0, device=device)
 
 
+def prepare_inputs(
+    model: nn.Module, X: torch.Tensor, target: str, batch_size: int, device: str | torch.device | None
+) -> tuple[torch.device, torch.Tensor]:
+    """Check the arguments shared by the ISM engines; returns the device and ``X`` as contiguous
+    float32 on it (the published Beluga's reshape needs contiguous input)."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown target kind {target!r} (expected one of {', '.join(TARGETS)})")
+    if X.ndim != 3 or X.shape[1] != 4:
+        raise ValueError(f"X must have shape [B, 4, L], got {list(X.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    dev = _resolve_device(model, device)
+    return dev, X.to(dev, torch.float32).contiguous()
+
+
+def effects_buffer(ref_pred: torch.Tensor, target: str, seq_len: int) -> torch.Tensor:
+    """The ``[B, F, 4, L]`` output before any variant is filled in: 0, or for ``alt`` the reference
+    prediction (the value at reference bases and ``N`` columns)."""
+    fill = ref_pred if target == "alt" else torch.zeros_like(ref_pred)
+    B, F = ref_pred.shape
+    return fill[:, :, None, None].expand(B, F, 4, seq_len).contiguous()
+
+
 @torch.no_grad()
 def naive_ism(
     model: nn.Module,
@@ -185,20 +208,10 @@ def naive_ism(
     ref_pred : torch.Tensor, shape=(B, F), float32, CPU
         The base model's prediction on each reference sequence.
     """
-    if target not in TARGETS:
-        raise ValueError(f"unknown target kind {target!r} (expected one of {', '.join(TARGETS)})")
-    if X.ndim != 3 or X.shape[1] != 4:
-        raise ValueError(f"X must have shape [B, 4, L], got {list(X.shape)}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    dev = _resolve_device(model, device)
-    X = X.to(dev, torch.float32).contiguous()
-    B, _, L = X.shape
+    dev, X = prepare_inputs(model, X, target, batch_size, device)
     with autocast(dev, precision):
         ref_pred = predict_batched(model, X, batch_size, dev).float()  # [B, F]
-    F = ref_pred.shape[1]
-    fill = ref_pred if target == "alt" else torch.zeros_like(ref_pred)
-    y = fill[:, :, None, None].expand(B, F, 4, L).contiguous()
+    y = effects_buffer(ref_pred, target, X.shape[-1])
     seq, pos, base = variant_index(X)
     for start in range(0, seq.numel(), batch_size):
         s, p, b = seq[start : start + batch_size], pos[start : start + batch_size], base[start : start + batch_size]

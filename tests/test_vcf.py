@@ -93,7 +93,7 @@ def check_rows(rows, records, genome_seq: str, effect_at) -> list[bool]:
             continue
         center = row["window_center"]
         start = center - L // 2 + 1  # 1-based window start
-        assert 1 <= start and start + L - 1 <= CHR_A  # the window fits in the chromosome
+        assert start >= 1 and start + L - 1 <= CHR_A  # the window fits in the chromosome
         j = pos - start
         assert 0 <= j < L
         expected = effect_at(genome_seq[start - 1 : start - 1 + L], alt, j)
