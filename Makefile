@@ -10,7 +10,7 @@ export PYTHONDONTWRITEBYTECODE=1
 .PHONY: help install test test-all lint demo clean clean-work bench bench-ism bench-distill bench-loader bench-demo docs-cli
 
 help:  ## List every target with what it does
-	@grep -hE '^[a-zA-Z0-9_./%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-28s %s\n", $$1, $$2}'
+	@grep -hE '^[$$()a-zA-Z0-9_./%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-28s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,7 +73,10 @@ runs/%/best.pt: stores/%.zarr.done  ## Train on a store with its spec's train: d
 		$(if $(wildcard runs/$*/last.pt),--resume,)
 
 runs/%/eval/report.json: runs/%/best.pt  ## Evaluate a run against its store's held-out split
-	$(BIN)/multiplexer evaluate --checkpoint $< --store stores/$*.zarr --out runs/$*/eval
+	$(BIN)/multiplexer evaluate --checkpoint $< --store stores/$*.zarr --out runs/$*/eval --overwrite
+
+# real files that later steps depend on: never delete them as intermediates
+.PRECIOUS: stores/%.zarr.done runs/%/best.pt
 
 clean-work:  ## Remove work/, stores/ and runs/ (generated data)
 	rm -rf $(WORK) stores runs

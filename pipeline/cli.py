@@ -318,7 +318,9 @@ def train(
     config = train_config(defaults, multiplexer=arch, kwargs=kwargs, **overrides)
     result = run(path, run_dir, config, resume=resume, device=device, progress=_progress(ctx))
     m = result.last_metrics
-    if m:
+    if result.finished_before:
+        click.echo(f"{result.last} is already at step {result.step} (>= --steps): nothing to do")
+    elif m:
         click.echo(
             f"trained to step {result.step}: valid loss {m['valid_loss']:.5f}, valid weighted "
             f"Pearson {m['valid_weighted_pearson']:.4f}; best {result.best}, last {result.last}"

@@ -364,8 +364,10 @@ def create_or_open_store(
         _build(path, spec, n_targets, attrs)
         return open_store(path, mode="r+")
     target = Path(path)
-    if not target.parent.exists():
-        raise UserError(f"cannot create store {path!r}: folder {str(target.parent)!r} does not exist")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)  # like the default stores/ folder
+    except OSError as exc:
+        raise UserError(f"cannot create store {path!r}: {exc.strerror or exc} ({target.parent})") from None
     tmp = target.with_name(f".{target.name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         _build(str(tmp), spec, n_targets, attrs)

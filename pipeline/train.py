@@ -77,6 +77,8 @@ class TrainResult:
     step: int
     best_valid_loss: float
     last_metrics: dict[str, Any]
+    finished_before: bool = False
+    """``--resume`` found the run already at ``--steps``: nothing was done."""
 
     @property
     def best(self) -> str:
@@ -298,8 +300,10 @@ def _train(
         _set_rng_state(t["rng"])
     elif d.main:
         run.mkdir(parents=True, exist_ok=True)
-    if step >= config.steps:
-        raise UserError(f"{str(last_path)!r} is already at step {step} >= --steps {config.steps}")
+    if step >= config.steps:  # resuming a finished run is a no-op (so `make` can rerun it safely)
+        return TrainResult(
+            run_dir=str(run), step=step, best_valid_loss=best_loss, last_metrics={}, finished_before=True
+        )
     model: torch.nn.Module = core
     if d.active:
         model = torch.nn.parallel.DistributedDataParallel(

@@ -111,8 +111,10 @@ def test_existing_checkpoints_are_refused_without_resume(trained_run, tiny_spec,
 def test_resume_errors(tiny_spec, tiny_store, trained_run, tmp_path):
     with pytest.raises(UserError, match="last.pt"):
         run(tiny_store, tmp_path / "empty", config(tiny_spec), resume=True)
-    with pytest.raises(UserError, match="already at step"):
-        run(tiny_store, trained_run, config(tiny_spec), resume=True)
+    before = (trained_run / "last.pt").read_bytes()
+    done = run(tiny_store, trained_run, config(tiny_spec), resume=True)  # already finished: a no-op
+    assert done.finished_before and done.step == tiny_spec.train.steps
+    assert (trained_run / "last.pt").read_bytes() == before
     wider = config(tiny_spec, steps=10, kwargs={**dict(tiny_spec.train.kwargs), "width1": 6})
     with pytest.raises(UserError, match="architecture"):
         run(tiny_store, trained_run, wider, resume=True)
