@@ -61,6 +61,31 @@ def cli(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess
     return result
 
 
+def torchrun_distill(spec: str, store: str) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 -m pipeline.cli distill SPEC --store STORE`` on the CPU."""
+    return subprocess.run(
+        [
+            str(BIN / "torchrun"),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "pipeline.cli",
+            "-q",
+            "distill",
+            spec,
+            "--store",
+            store,
+            "--device",
+            "cpu",
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 @pytest.fixture()
 def spec_file(tmp_path, write_spec) -> Path:
     return write_spec(tmp_path)
@@ -76,27 +101,7 @@ def single(tmp_path, spec_file) -> str:
 
 def test_torchrun_two_processes_equal_one(tmp_path, spec_file, single):
     path = str(tmp_path / "torchrun.zarr")
-    result = subprocess.run(
-        [
-            str(BIN / "torchrun"),
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "pipeline.cli",
-            "-q",
-            "distill",
-            str(spec_file),
-            "--store",
-            path,
-            "--device",
-            "cpu",
-        ],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = torchrun_distill(str(spec_file), path)
     assert result.returncode == 0, result.stderr
     assert "rank 0/2" in result.stdout and "rank 1/2" in result.stdout and "all 2 ranks" in result.stdout
     assert_arrays_equal(path, single)
@@ -266,27 +271,7 @@ def test_changed_spec_is_one_error_line_from_the_cli(tmp_path, write_spec, singl
 
 def test_torchrun_refusal_reaches_every_rank(tmp_path, write_spec, single):
     changed = write_spec(tmp_path / "changed", seed=5)
-    result = subprocess.run(
-        [
-            str(BIN / "torchrun"),
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "pipeline.cli",
-            "-q",
-            "distill",
-            str(changed),
-            "--store",
-            single,
-            "--device",
-            "cpu",
-        ],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = torchrun_distill(str(changed), single)
     assert result.returncode != 0
     assert result.stderr.count("error: store") >= 2  # both ranks say why, neither hangs
     # torchrun prints its own launcher traceback when a worker fails; none comes from our code
