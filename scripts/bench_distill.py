@@ -25,10 +25,10 @@ import torch
 import zarr
 import zarr.codecs as zc
 
+from pipeline.core.spec import spec_from_dict
 from pipeline.demo import DEMO_SPEC
+from pipeline.demo.synthetic import synth_genome
 from pipeline.distill import distill
-from pipeline.genome import synth_genome
-from pipeline.spec import spec_from_dict
 from pipeline.store import open_store, store_info
 
 CODECS = [

@@ -21,9 +21,8 @@ from datetime import datetime, timezone
 
 import torch
 
-from pipeline.device import exact_float32
-from pipeline.fast_ism import fast_ism, get_plan
-from pipeline.ism import log_fold, variant_index
+from pipeline.core.runtime import exact_float32
+from pipeline.ism import fast_ism, get_plan, log_fold, variant_index
 from pipeline.models import Beluga, DemoBase
 
 
@@ -108,6 +107,7 @@ def bench(
     }
 
 
+@exact_float32()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Beluga on fewer naive variants (smoke run)")
@@ -117,7 +117,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    exact_float32()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) if args.devices == "auto" else [args.devices]
     rows = []
     for dev_name in devices:

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline.data import BlockShuffle, RankBatchSampler, StoreDataset, collate_batch
+from pipeline.core.spec import spec_from_dict
 from pipeline.models import BelugaMultiplexer, ConvMultiplexer
-from pipeline.spec import spec_from_dict
 from pipeline.store import create_or_open_store, open_store, store_info
+from pipeline.train.data import BlockShuffle, RankBatchSampler, StoreDataset, collate_batch
 
 L, F = 2000, 2002
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -64,7 +64,7 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def genome_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The synthetic genome with chromosomes of about 2.4-12 kb (and its ``.fai``)."""
-    from pipeline.genome import synth_genome
+    from pipeline.demo.synthetic import synth_genome
 
     path = tmp_path_factory.mktemp("genome") / "genome.fa"
     synth_genome(path, divisor=20000)
@@ -73,8 +73,8 @@ def genome_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def genome(genome_path: Path):
-    """:class:`pipeline.genome.Genome` of :func:`genome_path`."""
-    from pipeline.genome import Genome
+    """:class:`pipeline.core.genome.Genome` of :func:`genome_path`."""
+    from pipeline.core.genome import Genome
 
     return Genome(genome_path)
 
@@ -105,7 +105,7 @@ def write_spec(spec_dict: Callable[..., dict[str, Any]]) -> Callable[..., Path]:
 @pytest.fixture(scope="session")
 def tiny_spec(tmp_path_factory: pytest.TempPathFactory, write_spec: Callable[..., Path]):
     """The tiny spec, loaded."""
-    from pipeline.spec import load_spec
+    from pipeline.core.spec import load_spec
 
     return load_spec(write_spec(tmp_path_factory.mktemp("spec")))
 
@@ -152,8 +152,7 @@ def make_exact_checkpoint() -> Callable[..., Path]:
     exactly the base model's ``alt - ref``. With ``weights``, the base model's state dict is saved
     there and recorded (path and sha256) in the identity.
     """
-    from pipeline.models import build_base, save_checkpoint
-    from pipeline.models.registry import base_identity
+    from pipeline.models import base_identity, build_base, save_checkpoint
 
     def make(path: Path, genome: Path, weights: Path | None = None) -> Path:
         from toy_models import ExactMultiplexer
@@ -185,13 +184,13 @@ def make_exact_checkpoint() -> Callable[..., Path]:
         pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")),
     ]
 )
-def device(request: pytest.FixtureRequest) -> torch.device:
-    """Each device the tests can run on: CPU always, CUDA when present (with exact float32, no TF32)."""
-    if request.param == "cuda":
-        from pipeline.device import exact_float32
+def device(request: pytest.FixtureRequest) -> Iterator[torch.device]:
+    """Each device the tests can run on: CPU always, CUDA when present (exact float32, no TF32, for the
+    test only: the flags are restored afterwards)."""
+    from pipeline.core.runtime import exact_float32
 
-        exact_float32()
-    return torch.device(request.param)
+    with exact_float32():
+        yield torch.device(request.param)
 
 
 @pytest.fixture

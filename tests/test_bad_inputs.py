@@ -62,11 +62,11 @@ def snapshot(*roots: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory, genome_path, write_spec, tiny_store, trained_run) -> dict[str, Path]:
+    from pipeline.apply.inputs import load_inputs
+    from pipeline.apply.predict import predict_effects
+    from pipeline.core.spec import load_spec
     from pipeline.distill import distill
     from pipeline.models import build_base
-    from pipeline.predict import predict_effects
-    from pipeline.regions import load_inputs
-    from pipeline.spec import load_spec
 
     d = tmp_path_factory.mktemp("assets")
     a: dict[str, Path] = {}
@@ -364,7 +364,7 @@ def _(c: Ctx) -> list[Any]:
 
 @case("ism: window off the end", "ism", "does not fit", "chr7")
 def _(c: Ctx) -> list[Any]:
-    from pipeline.genome import Genome
+    from pipeline.core.genome import Genome
 
     end = Genome(c.genome).length("chr7")
     return ["ism", "--checkpoint", c.ckpt, "--region", f"chr7:{end - 39}", "--out", c.tmp / "x.npz"]
@@ -726,8 +726,8 @@ def test_bad_input(case: Case, assets, genome_path, tiny_store, trained_run, wri
 
 def test_an_odd_window_length_is_not_a_bad_input(assets, genome, tmp_path):
     """L = 81: distill and ism follow the window convention (1-based ``pos - L//2 + 1 … pos + L - L//2``)."""
-    from pipeline.encoding import one_hot
-    from pipeline.outputs import read_effects
+    from pipeline.apply.outputs import read_effects
+    from pipeline.core.encoding import one_hot
 
     store = open_store(assets["l81.zarr"])
     assert store.seq_len == 81

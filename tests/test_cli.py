@@ -14,8 +14,8 @@ import yaml
 import zarr
 from click.testing import CliRunner, Result
 
+from pipeline.apply.outputs import read_effects
 from pipeline.cli import cli
-from pipeline.outputs import read_effects
 
 
 def invoke(*args: str) -> Result:
@@ -366,10 +366,10 @@ def test_predict_diff_tsv_and_genome_override(trained_run, tmp_path):
 
     import torch
 
-    from pipeline.encoding import one_hot
+    from pipeline.core.encoding import one_hot
     from pipeline.ism import logfold_to_diff, mask_effects
     from pipeline.models import base_from_checkpoint, load_checkpoint
-    from pipeline.motifs import DEMO_MOTIFS
+    from pipeline.models.motifs import DEMO_MOTIFS
 
     rng = np.random.default_rng(5)
     seq = "".join(rng.choice(list("ACGT"), size=300))

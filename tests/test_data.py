@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline.data import BlockShuffle, RankBatchSampler, StoreDataset, collate_batch
 from pipeline.store import open_store
+from pipeline.train.data import BlockShuffle, RankBatchSampler, StoreDataset, collate_batch
 
 
 def test_dataset_reads_batches_in_any_order(tiny_store):

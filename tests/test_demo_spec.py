@@ -7,8 +7,8 @@ from pathlib import Path
 import yaml
 
 import pipeline
+from pipeline.core.spec import load_spec, spec_from_dict
 from pipeline.demo import DEMO_SPEC
-from pipeline.spec import load_spec, spec_from_dict
 
 DEMO_YAML = Path(pipeline.__file__).resolve().parents[1] / "data_specs" / "demo.yaml"
 PATH_KEYS = ("genome", "store")

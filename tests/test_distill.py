@@ -11,13 +11,13 @@ import torch
 import yaml
 import zarr
 
+from pipeline.core.encoding import one_hot
+from pipeline.core.spec import load_spec
 from pipeline.distill import distill, parse_shard
-from pipeline.encoding import one_hot
+from pipeline.distill.sampling import WindowSampler
 from pipeline.errors import UserError
 from pipeline.ism import naive_ism
 from pipeline.models import build_base
-from pipeline.sampling import WindowSampler
-from pipeline.spec import load_spec
 from pipeline.store import open_store, verify_store
 
 TOY_MODELS = Path(__file__).with_name("toy_models.py")
@@ -207,7 +207,7 @@ def test_hand_placed_mutation_lands_at_f_b_j_in_the_store(tmp_path, spec_dict):
             assert nonzero == set()
     assert hits > 0
     # the training data path serves the same layout
-    from pipeline.data import StoreDataset
+    from pipeline.train.data import StoreDataset
 
     ds = StoreDataset(str(tmp_path / "pos.zarr"), "train")
     X0, y0 = ds[0]
@@ -228,8 +228,8 @@ def test_changed_base_weights_are_refused(tmp_path, spec_dict):
     spec = load_spec(path)
     run(spec, tmp_path / "w.zarr")
     store = open_store(tmp_path / "w.zarr")
-    assert store.attrs["base"]["weights_sha256"] is not None
-    assert Path(store.attrs["base"]["weights"]) == weights.resolve()
+    assert store.meta.base["weights_sha256"] is not None
+    assert Path(store.meta.base["weights"]) == weights.resolve()
     assert run(spec, tmp_path / "w.zarr").computed_samples == 0
     torch.save(DemoBase(seq_len=80, seed=1, **kwargs).state_dict(), weights)
     with pytest.raises(UserError, match="sha256"):
@@ -239,8 +239,8 @@ def test_changed_base_weights_are_refused(tmp_path, spec_dict):
 
 def test_user_model_file_resolves_against_the_spec_folder(tmp_path, spec_dict, monkeypatch):
     """``base.model: toy.py:Net`` in a spec means the file next to the spec, wherever distill runs."""
+    from pipeline.core.spec import load_spec
     from pipeline.distill import distill
-    from pipeline.spec import load_spec
     from pipeline.store import open_store
 
     folder = tmp_path / "specs"
@@ -267,5 +267,5 @@ def test_user_model_file_resolves_against_the_spec_folder(tmp_path, spec_dict, m
     summary = distill(spec, store_path=str(tmp_path / "user.zarr"), device="cpu", progress=False)
     assert summary.engine == "fast"
     store = open_store(str(tmp_path / "user.zarr"))
-    assert store.attrs["base"]["model"] == f"{folder / 'toy.py'}:Net"
+    assert store.meta.base["model"] == f"{folder / 'toy.py'}:Net"
     assert store.n_targets == 2

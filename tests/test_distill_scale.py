@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import zarr
 
+from pipeline.core.spec import spec_from_dict
 from pipeline.distill import Launch, distill
 from pipeline.errors import UserError
-from pipeline.spec import spec_from_dict
 from pipeline.store import open_store, store_info, verify_store
 
 BIN = Path(sys.executable).parent
@@ -250,7 +250,7 @@ def test_same_spec_reuses_without_recomputing(tmp_path, spec_file, single):
     ],
 )
 def test_any_content_key_change_refuses_reuse(tmp_path, spec_dict, tiny_store, change, key):
-    from pipeline.spec import spec_from_dict
+    from pipeline.core.spec import spec_from_dict
 
     changed = spec_from_dict(spec_dict(**change), base_dir=tmp_path)
     before = {p: p.stat().st_mtime_ns for p in Path(tiny_store).rglob("*") if p.is_file()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.encoding import ALPHABET, base_codes, codes_to_one_hot, decode, one_hot
+from pipeline.core.encoding import ALPHABET, base_codes, codes_to_one_hot, decode, one_hot
 
 
 def test_alphabet_order_is_agct():

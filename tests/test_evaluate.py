@@ -10,17 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.apply.evaluate import HIST_DPI, HIST_SIZE, evaluate, json_safe, pearson_histogram
 from pipeline.errors import UserError
-from pipeline.evaluate import (
-    HIST_DPI,
-    HIST_SIZE,
-    PearsonAccumulator,
-    evaluate,
-    nanmean,
-    pearson_histogram,
-    weighted_pearson,
-)
 from pipeline.ism import mask_effects
+from pipeline.metrics import PearsonAccumulator, nanmean, weighted_pearson
 from pipeline.models import load_checkpoint
 from pipeline.store import open_store
 
@@ -196,10 +189,8 @@ def test_evaluate_on_another_split(trained_run, tiny_store, tmp_path):
 
 def test_histogram_and_report_without_effects(tmp_path):
     """Targets without any effect give NaN correlations: left out of the histogram, null in JSON."""
-    from pipeline.evaluate import _json_safe
-
     path = pearson_histogram(np.array([0.9, np.nan, 0.5]), np.array([0.8, np.nan, 0.1]), tmp_path / "h.png")
     assert matplotlib.image.imread(path).shape[:2] == (round(HIST_SIZE[1] * HIST_DPI), round(HIST_SIZE[0] * HIST_DPI))
     empty = pearson_histogram(np.array([np.nan]), np.array([np.nan]), tmp_path / "e.png")
     assert matplotlib.image.imread(empty).shape[:2] == (round(HIST_SIZE[1] * HIST_DPI), round(HIST_SIZE[0] * HIST_DPI))
-    assert json.loads(json.dumps(_json_safe({"a": [float("nan"), 1.0]}), allow_nan=False)) == {"a": [None, 1.0]}
+    assert json.loads(json.dumps(json_safe({"a": [float("nan"), 1.0]}), allow_nan=False)) == {"a": [None, 1.0]}

@@ -8,8 +8,16 @@ import torch
 from torch import nn
 
 from pipeline.errors import UserError
-from pipeline.fast_ism import UnsupportedModelError, build_plan, fast_ism, supports
-from pipeline.ism import choose_engine, naive_ism, saturation_mutagenesis, variant_index
+from pipeline.ism import (
+    UnsupportedModelError,
+    build_plan,
+    choose_engine,
+    fast_ism,
+    naive_ism,
+    saturation_mutagenesis,
+    supports,
+    variant_index,
+)
 from pipeline.models import Beluga, DemoBase
 
 ALT_TOL = 1e-5
@@ -296,8 +304,8 @@ def test_fast_engine_runs_on_cuda_when_present():
 def test_stores_from_fast_and_naive_engines_match(tmp_path, spec_dict):
     """The same spec distilled with each engine (float32 storage, so the comparison is not limited by
     float16 rounding) gives the same windows and targets within the engine tolerances."""
+    from pipeline.core.spec import spec_from_dict
     from pipeline.distill import distill
-    from pipeline.spec import spec_from_dict
     from pipeline.store import open_store
 
     spec = spec_from_dict(spec_dict(storage={"dtype": "float32"}, target="logfold"), base_dir=tmp_path)

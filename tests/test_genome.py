@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.core.genome import Genome
+from pipeline.core.windows import center_range, parse_region, window_bounds
+from pipeline.demo.synthetic import synth_genome
 from pipeline.errors import UserError
-from pipeline.genome import Genome, center_range, parse_region, synth_genome, window_bounds
 
 
 def read_fasta(path: Path) -> dict[str, str]:

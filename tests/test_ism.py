@@ -8,7 +8,7 @@ import torch
 from toy_models import CountingModel, PositionDetector, TinyConvNet
 
 import pipeline.ism
-from pipeline.encoding import one_hot
+from pipeline.core.encoding import one_hot
 from pipeline.ism import (
     ENGINES,
     effects_from_alt,

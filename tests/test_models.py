@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.encoding import one_hot
+from pipeline.core.encoding import one_hot
 from pipeline.errors import UserError
 from pipeline.ism import saturation_mutagenesis
 from pipeline.models import (
@@ -23,7 +23,7 @@ from pipeline.models import (
     load_weights,
     positional_ramp,
 )
-from pipeline.motifs import DEMO_MOTIFS
+from pipeline.models.motifs import DEMO_MOTIFS
 
 # ------------------------------------------------------------------------------------------------
 # Beluga: the published state dict (Conv2d weights [out, in, 1, 8]) loads unchanged
@@ -364,7 +364,7 @@ def test_demo_base_ism_peaks_at_a_planted_motif(motif_name):
 
 def test_base_from_identity_without_weights_uses_the_spec_seed():
     """A base model recorded without weights is rebuilt exactly as ``distill`` built it (seeded)."""
-    from pipeline.models.registry import base_identity, build_base, build_base_from_identity
+    from pipeline.models import base_identity, build_base, build_base_from_identity
 
     name = f"{Path(__file__).with_name('toy_models.py')}:DefaultInitNet"
     with torch.random.fork_rng(devices=[]):

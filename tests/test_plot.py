@@ -9,12 +9,13 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from pipeline.apply.exact_ism import ism_effects
+from pipeline.apply.inputs import load_inputs
+from pipeline.apply.outputs import read_effects
+from pipeline.apply.plot import figure_size, pick_target, plot_effects
+from pipeline.apply.predict import predict_effects
 from pipeline.errors import UserError
 from pipeline.models import base_from_checkpoint, read_checkpoint
-from pipeline.outputs import read_effects
-from pipeline.plot import figure_size, pick_target, plot_effects
-from pipeline.predict import ism_effects, predict_effects
-from pipeline.regions import load_inputs
 
 L = 80
 

@@ -10,14 +10,15 @@ import pytest
 import torch
 from conftest import EXACT_KWARGS
 
-from pipeline.encoding import decode, one_hot
+from pipeline.apply.exact_ism import ism_effects
+from pipeline.apply.inputs import Inputs, load_inputs, read_regions
+from pipeline.apply.outputs import read_effects, tsv_paths, variant_table
+from pipeline.apply.predict import predict_effects
+from pipeline.core.encoding import decode, one_hot
+from pipeline.core.windows import center_range
 from pipeline.errors import UserError
-from pipeline.genome import center_range
 from pipeline.ism import log_fold, logfold_to_diff, naive_ism
 from pipeline.models import build_base, load_checkpoint, save_checkpoint
-from pipeline.outputs import read_effects, tsv_paths, variant_table
-from pipeline.predict import ism_effects, predict_effects
-from pipeline.regions import Inputs, load_inputs, read_regions
 
 L, F = 80, 4
 

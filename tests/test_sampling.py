@@ -6,11 +6,11 @@ import dataclasses
 
 import pytest
 
-from pipeline.encoding import base_codes
+from pipeline.core.encoding import base_codes
+from pipeline.core.spec import spec_from_dict
+from pipeline.core.windows import center_range
+from pipeline.distill.sampling import WindowSampler
 from pipeline.errors import UserError
-from pipeline.genome import center_range
-from pipeline.sampling import WindowSampler
-from pipeline.spec import spec_from_dict
 
 
 @pytest.fixture(scope="module")

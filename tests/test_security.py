@@ -166,8 +166,8 @@ def test_the_payload_is_live(evil):
 
 
 def test_malicious_pickles_are_refused_by_the_api(evil, trained_run):
+    from pipeline.apply.outputs import read_effects
     from pipeline.models import build_base, build_multiplexer, load_checkpoint, load_state_dict_file, read_checkpoint
-    from pipeline.outputs import read_effects
 
     for path in (evil["weights"], evil["raw"]):
         with pytest.raises(UserError, match="pickled Python objects"):

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 import pipeline
+from pipeline.core.spec import Spec, load_spec, spec_from_dict
 from pipeline.errors import UserError
-from pipeline.spec import Spec, load_spec, spec_from_dict
 
 DATA_SPECS = Path(pipeline.__file__).resolve().parents[1] / "data_specs"
 
@@ -185,7 +185,7 @@ def test_beluga_spec_is_the_paper_setting():
 
 
 def test_dump_spec_round_trips(tmp_path, tiny_spec):
-    from pipeline.spec import dump_spec
+    from pipeline.core.spec import dump_spec
 
     dump_spec(tiny_spec, tmp_path / "dumped.yaml")
     again = load_spec(tmp_path / "dumped.yaml")

@@ -52,8 +52,8 @@ def test_layout_shapes_dtypes_and_dimension_names(tiny_store, tiny_spec):
 
 def test_root_attributes(tiny_store, tiny_spec):
     store = open_store(tiny_store)
-    assert set(ROOT_ATTRS) <= set(store.attrs)
-    attrs = store.attrs
+    attrs = dict(store.group.attrs)  # the on-disk contract
+    assert set(ROOT_ATTRS) <= set(attrs)
     assert attrs["alphabet"] == "AGCT"
     assert attrs["spec_hash"] == tiny_spec.content_hash()
     assert attrs["spec"] == tiny_spec.to_dict()
@@ -66,6 +66,15 @@ def test_root_attributes(tiny_store, tiny_spec):
     assert attrs["base"]["kwargs"]["seq_len"] == SEQ_LEN
     assert Path(attrs["genome"]) == tiny_spec.genome_path.resolve()
     assert store.spec().content_hash() == tiny_spec.content_hash()
+    # the record read once at opening says the same
+    meta = store.meta
+    assert (meta.spec_hash, meta.seq_len, meta.n_targets, meta.target_kind) == (
+        attrs["spec_hash"],
+        SEQ_LEN,
+        N_TARGETS,
+        "logfold",
+    )
+    assert list(meta.target_names) == attrs["target_names"] and dict(meta.base) == attrs["base"]
 
 
 def test_units_cover_all_samples_once():

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline.core.spec import TrainSpec
 from pipeline.errors import UserError
 from pipeline.models import ConvMultiplexer, load_checkpoint, read_checkpoint
-from pipeline.spec import TrainSpec
 from pipeline.store import open_store
 from pipeline.train import METRIC_FIELDS, train, train_config
 
@@ -54,7 +54,7 @@ def test_checkpoint_rebuilds_the_model_with_its_metadata(trained_run, tiny_spec,
     assert meta["spec_hash"] == tiny_spec.content_hash() == store.spec_hash
     assert meta["target_kind"] == "logfold"
     assert meta["step"] == tiny_spec.train.steps
-    assert meta["base"] == store.attrs["base"]
+    assert meta["base"] == store.meta.base
     assert "model" not in meta and "training" not in meta
     # plain tensors and types only: loads with weights_only=True
     raw = torch.load(trained_run / "best.pt", map_location="cpu", weights_only=True)

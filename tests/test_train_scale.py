@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.distributed import SyncBatchNorm, convert_sync_batchnorm
 from pipeline.models import read_checkpoint
 from pipeline.train import lr_factor, sample_losses, train, train_config
+from pipeline.train.sync_bn import SyncBatchNorm, convert_sync_batchnorm
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -134,7 +134,7 @@ def test_lr_schedule():
 
 
 def _default():
-    from pipeline.spec import TrainSpec
+    from pipeline.core.spec import TrainSpec
 
     return TrainSpec()
 

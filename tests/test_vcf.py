@@ -11,13 +11,14 @@ import torch
 from click.testing import CliRunner
 from conftest import EXACT_KWARGS
 
+from pipeline.apply.vcf import COLUMNS, read_scores, read_vcf, score_vcf
 from pipeline.cli import cli
-from pipeline.encoding import one_hot
+from pipeline.core.encoding import one_hot
+from pipeline.core.windows import fitted_first
 from pipeline.errors import UserError
 from pipeline.ism import log_fold, mask_effects
 from pipeline.models import build_base, load_checkpoint
-from pipeline.motifs import DEMO_MOTIFS
-from pipeline.vcf import COLUMNS, read_scores, read_vcf, score_vcf, window_start
+from pipeline.models.motifs import DEMO_MOTIFS
 
 L = 80
 CHR_A = 400
@@ -189,13 +190,13 @@ def test_score_vcf_cli_with_a_trained_multiplexer(trained_run, small_genome, vcf
     check_rows(rows1, vcf_records, g, effect_at)
 
 
-def test_window_start_shifts_to_fit():
-    assert window_start(100, 100, 1000, 80) == 61  # centred: index L//2 - 1 is the variant
-    assert window_start(100, 179, 1000, 80) == 100
-    assert window_start(3, 3, 1000, 80) == 1
-    assert window_start(998, 998, 1000, 80) == 921
+def test_fitted_window_shifts_to_fit():
+    assert fitted_first(100, 100, 1000, 80) == 61  # centred: index L//2 - 1 is the variant
+    assert fitted_first(100, 179, 1000, 80) == 100
+    assert fitted_first(3, 3, 1000, 80) == 1
+    assert fitted_first(998, 998, 1000, 80) == 921
     with pytest.raises(ValueError):
-        window_start(1, 81, 1000, 80)
+        fitted_first(1, 81, 1000, 80)
 
 
 def test_read_vcf_errors(tmp_path):

@@ -3,39 +3,50 @@
 Stable API: :func:`build_base`, :func:`build_multiplexer`, :func:`load_checkpoint`. A model is named
 by a built-in name or an import path ``package.module:Class`` / ``path/to/file.py:Class``; weights are
 always read with ``torch.load(..., weights_only=True)`` and checked key by key and shape by shape.
+
+Modules: :mod:`~pipeline.models.registry` (names and import paths), :mod:`~pipeline.models.weights`
+(safe loading), :mod:`~pipeline.models.base` (the :class:`BaseModel` record of a frozen base model),
+:mod:`~pipeline.models.checkpoint` (self-describing training checkpoints), and the architectures
+:mod:`~pipeline.models.beluga`, :mod:`~pipeline.models.demo`, :mod:`~pipeline.models.multiplexer`.
 """
 
+from pipeline.models.base import (
+    BaseModel,
+    base_identity,
+    build_base_from_identity,
+    load_base,
+    probe_outputs,
+    target_names_for,
+)
 from pipeline.models.beluga import Beluga
 from pipeline.models.checkpoint import base_from_checkpoint, load_checkpoint, read_checkpoint, save_checkpoint
 from pipeline.models.demo import DemoBase
 from pipeline.models.multiplexer import BelugaMultiplexer, ConvMultiplexer, positional_ramp
-from pipeline.models.registry import (
-    BASE_MODELS,
-    MULTIPLEXERS,
-    build_base,
-    build_multiplexer,
-    file_sha256,
-    import_object,
-    load_state_dict_file,
-    load_weights,
-)
+from pipeline.models.registry import BASE_MODELS, MULTIPLEXERS, build_base, build_multiplexer, import_object
+from pipeline.models.weights import file_sha256, load_state_dict_file, load_weights
 
 __all__ = [
     "BASE_MODELS",
     "MULTIPLEXERS",
+    "BaseModel",
     "Beluga",
     "BelugaMultiplexer",
     "ConvMultiplexer",
     "DemoBase",
     "base_from_checkpoint",
+    "base_identity",
     "build_base",
+    "build_base_from_identity",
     "build_multiplexer",
     "file_sha256",
     "import_object",
+    "load_base",
     "load_checkpoint",
     "load_state_dict_file",
     "load_weights",
     "positional_ramp",
+    "probe_outputs",
     "read_checkpoint",
     "save_checkpoint",
+    "target_names_for",
 ]

@@ -26,22 +26,25 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.encoding import ALPHABET
-from pipeline.errors import UserError
+from pipeline.core.encoding import ALPHABET
+from pipeline.core.files import atomic_path
+from pipeline.errors import UserError, WriteError
+from pipeline.models.base import build_base_from_identity
+from pipeline.models.registry import build_multiplexer
+from pipeline.models.weights import load_weights, torch_load_safely
 
 FORMAT = "multiplexer-checkpoint"
 FORMAT_VERSION = 1
 REQUIRED = ("model", "architecture", "seq_len", "n_targets", "alphabet", "target_names", "target_kind")
 
 
-def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
     """Write a checkpoint atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     data = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
     try:
-        torch.save(data, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(data, tmp)
     except (OSError, RuntimeError) as exc:
         # a full disk is an OSError from Python's writer, a RuntimeError from torch's zip writer
         # ("[enforce fail at inline_container.cc:...] unexpected pos ..." or "PytorchStreamWriter failed ...")
@@ -52,19 +55,14 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
             reason = exc.strerror
         else:
             reason = f"the write failed ({text[:120]}); is the disk full?"
-        raise UserError(f"cannot write checkpoint {str(path)!r}: {reason}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        raise WriteError(f"cannot write checkpoint {str(path)!r}: {reason}") from None
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate a checkpoint (``weights_only=True``); a bad file is a :class:`UserError`."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {str(path)!r} does not exist")
-    from pipeline.models.registry import torch_load_safely
-
     data = torch_load_safely(path, f"checkpoint {str(path)!r}")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UserError(f"{str(path)!r} is not a multiplexer checkpoint")
@@ -81,7 +79,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_checkpoint(
+    path: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the multiplexer of a checkpoint.
 
     Parameters
@@ -98,8 +98,6 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     meta : dict
         Everything else in the checkpoint (see module docstring), without the state dicts.
     """
-    from pipeline.models.registry import build_multiplexer, load_weights
-
     data = read_checkpoint(path)
     arch = data["architecture"]
     model = build_multiplexer(arch["name"], **arch.get("kwargs", {}))
@@ -116,7 +114,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
 
 
 def base_from_checkpoint(
-    meta: dict[str, Any], *, weights: str | os.PathLike | None = None, model: str | None = None
+    meta: dict[str, Any], *, weights: str | os.PathLike[str] | None = None, model: str | None = None
 ) -> nn.Module:
     """Rebuild the base model a checkpoint's multiplexer was distilled from (eval mode, CPU).
 
@@ -129,8 +127,6 @@ def base_from_checkpoint(
     model : str, optional
         The base model's current import path, if its ``.py`` file moved.
     """
-    from pipeline.models.registry import build_base_from_identity
-
     identity = meta.get("base")
     if not isinstance(identity, dict) or "model" not in identity:
         raise UserError("the checkpoint does not record its base model")

@@ -1,7 +1,7 @@
 """The demo base model: a small DeepSEA-style CNN built deterministically, no download needed.
 
 ``[B, 4, L] -> [B, F]`` probabilities. Its first convolution holds one filter per planted motif of
-:data:`pipeline.motifs.DEMO_MOTIFS` (+1 for the consensus base, -1 otherwise, a bias that makes an
+:data:`pipeline.models.motifs.DEMO_MOTIFS` (+1 for the consensus base, -1 otherwise, a bias that makes an
 exact match score 3 and a one-mismatch copy 1) plus weak random filters; a second convolution mixes
 motif channels (single motifs and motif pairs); each target reads a few motif channels through a
 positional envelope centred near the middle of the window, as trained DeepSEA models do. In-silico
@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pipeline.encoding import ALPHABET
-from pipeline.motifs import DEMO_MOTIFS, MOTIF_WIDTH
+from pipeline.core.encoding import ALPHABET
+from pipeline.models.motifs import DEMO_MOTIFS, MOTIF_WIDTH
 
 
 def _flat_length(seq_len: int, kernel2: int) -> int:

@@ -22,17 +22,40 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import re
 import shutil
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
+import zarr
 
-from pipeline.encoding import ALPHABET
-from pipeline.errors import UserError
+from pipeline.core.encoding import ALPHABET
+from pipeline.core.files import atomic_path, refuse_existing, remove_output
+from pipeline.core.windows import first_position
+from pipeline.errors import UserError, WriteError
+
+
+@dataclass
+class WrittenEffects:
+    """What ``predict`` or ``ism`` wrote: the effects file and the TSV files beside it."""
+
+    path: str
+    n_sequences: int
+    what: str
+    """How the effects are described (``"logfold effects"``, ``"exact ISM diff effects"``)."""
+    tsv: list[Path] = field(default_factory=list)
+
+    def line(self) -> str:
+        """One line for the command line."""
+        note = ""
+        if self.tsv:
+            plural = "s" if len(self.tsv) > 1 else ""
+            note = f" and {len(self.tsv)} TSV file{plural} ({self.tsv[0]}{', ...' if len(self.tsv) > 1 else ''})"
+        return f"wrote {self.what} of {self.n_sequences} sequences to {self.path}{note}"
 
 
 class EffectsWriter:
@@ -49,26 +72,16 @@ class EffectsWriter:
         attrs: dict[str, Any],
         overwrite: bool = False,
     ) -> None:
-        import zarr
-
         self.path = Path(path)
         self.npz = self.path.suffix == ".npz"
-        if self.path.exists():
-            if not overwrite:
-                raise UserError(f"output {str(self.path)!r} exists; remove it or pass --overwrite")
-            if self.path.is_dir():
-                if not (self.path / "zarr.json").exists():
-                    raise UserError(f"refusing to replace folder {str(self.path)!r}: it is not a Zarr store")
-                shutil.rmtree(self.path)
-            else:
-                self.path.unlink()
+        refuse_existing([self.path], overwrite)
+        remove_output(self.path)
         if not self.path.parent.exists():
             raise UserError(f"output folder {str(self.path.parent)!r} does not exist")
         self.attrs = {"alphabet": ALPHABET, "seq_len": seq_len, "n_targets": n_targets, **attrs}
         self.target_names = list(target_names)
         self.n, self.pos = n, 0
         self._created = False  # whether self.path is ours to remove if writing fails
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}.npz")
         if self.npz:
             self.effects = np.zeros((n, n_targets, 4, seq_len), dtype=np.float32)
             self.reference = np.zeros((n, 4, seq_len), dtype=np.uint8)
@@ -90,7 +103,7 @@ class EffectsWriter:
                     dtype="uint8",
                     dimension_names=["sample", "base", "position"],
                 )
-            self.group = g
+                self.group = g
         self.chrom: list[str] = []
         self.center: list[int] = []
 
@@ -101,12 +114,10 @@ class EffectsWriter:
             yield
         except OSError as exc:
             self.abort()
-            raise UserError(f"cannot write output {str(self.path)!r}: {exc.strerror or exc}") from None
+            raise WriteError(f"cannot write output {str(self.path)!r}: {exc.strerror or exc}") from None
 
     def abort(self) -> None:
         """Remove what this writer created (after a failure): no half-written output is left behind."""
-        if self._tmp.exists():
-            self._tmp.unlink()
         if self._created and self.path.is_dir():
             shutil.rmtree(self.path, ignore_errors=True)
         self._created = False
@@ -130,16 +141,16 @@ class EffectsWriter:
             raise RuntimeError(f"wrote {self.pos} of {self.n} samples")
         with self._writing():
             if self.npz:  # written to a temporary file and renamed, so a failure leaves no partial file
-                np.savez_compressed(
-                    self._tmp,
-                    effects=self.effects,
-                    reference=self.reference,
-                    chrom=np.array(self.chrom),
-                    center=np.array(self.center, dtype=np.int64),
-                    target_names=np.array(self.target_names),
-                    attrs=np.array(json.dumps(self.attrs)),
-                )
-                os.replace(self._tmp, self.path)
+                with atomic_path(self.path, suffix=".npz") as tmp:
+                    np.savez_compressed(
+                        tmp,
+                        effects=self.effects,
+                        reference=self.reference,
+                        chrom=np.array(self.chrom),
+                        center=np.array(self.center, dtype=np.int64),
+                        target_names=np.array(self.target_names),
+                        attrs=np.array(json.dumps(self.attrs)),
+                    )
             else:
                 g = self.group
                 g.create_array("chrom", shape=(self.n,), dtype=str, dimension_names=["sample"])[:] = np.array(
@@ -156,10 +167,27 @@ class EffectsWriter:
         return str(self.path)
 
 
+@contextmanager
+def cleanup_on_failure(writer: EffectsWriter) -> Iterator[list[Path]]:
+    """On any failure (disk full, an error, Ctrl-C) remove the partial effects file and the TSV files
+    this run wrote (the caller appends them to the list it gets), so no half-written output is
+    mistaken for a finished one; a write error (``OSError``) becomes one :class:`UserError` line
+    naming the file."""
+    written: list[Path] = []
+    try:
+        yield written
+    except BaseException as exc:
+        writer.abort()
+        for path in written:
+            path.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            where = exc.filename or writer.path
+            raise WriteError(f"cannot write output {str(where)!r}: {exc.strerror or exc}") from None
+        raise
+
+
 def read_effects(path: str | Path) -> dict[str, Any]:
     """Read an effects file into numpy arrays plus ``attrs``."""
-    import zarr
-
     path = Path(path)
     if not path.exists():
         raise UserError(f"effects file {str(path)!r} does not exist")
@@ -209,14 +237,6 @@ def tsv_paths(out: str | Path, chrom: list[str], center: np.ndarray | list[int])
     return names
 
 
-def check_free(paths: list[Path], overwrite: bool) -> None:
-    """Refuse when one of ``paths`` exists (unless ``overwrite``)."""
-    existing = [p for p in paths if p.exists()]
-    if existing and not overwrite:
-        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise UserError(f"output {str(existing[0])!r}{more} exists; remove it or pass --overwrite")
-
-
 def variant_table(effects: np.ndarray, reference: np.ndarray, chrom: str, center: int) -> tuple[list[str], np.ndarray]:
     """One row per single-nucleotide variant of a window: labels and per-target effects.
 
@@ -250,7 +270,7 @@ def variant_table(effects: np.ndarray, reference: np.ndarray, chrom: str, center
     ref_code = np.where(present, reference.argmax(axis=0), 4)  # [L], 4 = N
     keep = np.arange(4)[None, :] != ref_code[:, None]  # [L, 4]
     js, bs = np.nonzero(keep)  # row-major: position, then base
-    first = int(center) - L // 2 + 1 if int(center) > 0 else 1
+    first = first_position(center, L) if int(center) > 0 else 1
     letters = ALPHABET + "N"
     labels = [f"{chrom}:{first + j} {letters[ref_code[j]]}>{ALPHABET[b]}" for j, b in zip(js.tolist(), bs.tolist())]
     values = np.ascontiguousarray(effects[:, bs, js].T)
@@ -263,20 +283,16 @@ def write_tsv(path: str | Path, header: list[str], rows: Iterable[list[str]]) ->
     ``rows`` yields lists of already formatted strings.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with (
+    with atomic_path(path) as tmp:
+        handle = (
             gzip.open(tmp, "wt", compresslevel=TSV_GZIP_LEVEL, newline="")
             if path.suffix == ".gz"
             else open(tmp, "w", newline="")
-        ) as handle:
+        )
+        with handle:
             handle.write("\t".join(header) + "\n")
             for row in rows:
                 handle.write("\t".join(row) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_variant_tsv(

@@ -1,6 +1,6 @@
 """Transcription-factor-like motifs shared by the synthetic genome and the demo base model.
 
-The synthetic genome (:func:`pipeline.genome.synth_genome`) plants these motifs, exact and with one
+The synthetic genome (:func:`pipeline.demo.synthetic.synth_genome`) plants these motifs, exact and with one
 mismatch; the demo base model's first convolution has one filter matching each, so in-silico
 mutagenesis of the demo model shows real, interpretable structure at the planted sites.
 """

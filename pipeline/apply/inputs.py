@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.encoding import one_hot
+from pipeline.core.encoding import one_hot
+from pipeline.core.genome import Genome
+from pipeline.core.windows import bed_center, parse_region
 from pipeline.errors import UserError
-from pipeline.genome import Genome, parse_region
 
 
 @dataclass
@@ -46,7 +47,7 @@ def read_regions(path: str | Path) -> list[tuple[str, int]]:
                 start, end = int(cols[1]), int(cols[2])
                 if end <= start or start < 0:
                     raise ValueError
-                chrom, pos = cols[0], start + (end - start) // 2
+                chrom, pos = cols[0], bed_center(start, end)
             else:
                 raise ValueError
         except ValueError:
@@ -66,7 +67,9 @@ def read_fasta_sequences(path: str | Path, seq_len: int) -> Inputs:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"FASTA file {str(path)!r} does not exist")
-    names, seqs, current = [], [], []
+    names: list[str] = []
+    seqs: list[str] = []
+    current: list[str] = []
     for line in path.read_text().splitlines():
         line = line.strip()
         if line.startswith(">"):
@@ -132,12 +135,11 @@ def load_inputs(
     fasta: str | Path | None = None,
 ) -> Inputs:
     """Encode exactly one of ``region`` (``chr:pos``), ``regions_file`` or ``fasta``."""
-    given = [x is not None for x in (region, regions_file, fasta)]
-    if sum(given) != 1:
+    if sum(x is not None for x in (region, regions_file, fasta)) != 1:
         raise UserError("give exactly one of --region, --regions or --fasta")
     if fasta is not None:
         return read_fasta_sequences(fasta, seq_len)
-    regions = [parse_region(region)] if region is not None else read_regions(regions_file)
+    regions = [parse_region(region)] if region is not None else read_regions(str(regions_file))
     if genome is None:
         raise UserError("no genome: pass --genome FASTA")
     g = Genome(genome)

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.encoding import base_codes
+from pipeline.core.encoding import base_codes
+from pipeline.core.genome import Genome
+from pipeline.core.spec import SPLIT_NAMES, Spec
+from pipeline.core.windows import center_range
 from pipeline.errors import UserError
-from pipeline.genome import Genome, center_range
-from pipeline.spec import SPLIT_NAMES, Spec
 
 MAX_DRAWS = 1000
 """Draws per sample before giving up on finding a window with at most ``max_n`` unknown bases."""

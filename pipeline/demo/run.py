@@ -9,10 +9,21 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from pipeline.errors import UserError
+from pipeline.apply.evaluate import evaluate
+from pipeline.apply.inputs import load_inputs
+from pipeline.apply.plot import plot_effects
+from pipeline.apply.predict import predict_effects
+from pipeline.core.spec import dump_spec, spec_from_dict
+from pipeline.demo.synthetic import synth_genome
+from pipeline.distill import distill
+from pipeline.errors import StoreMismatchError, UserError
+from pipeline.models import read_checkpoint
+from pipeline.store import check_same_spec, open_store
+from pipeline.train import train, train_config
 
 TRAIN_CHROMS = [f"chr{i}" for i in range(1, 23) if i not in (8, 9)] + ["chrX"]
 
@@ -61,17 +72,6 @@ def run_demo(
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the demo in ``workdir`` and return the headline dict (also printed as the last line)."""
-    from pipeline.distill import distill
-    from pipeline.evaluate import evaluate
-    from pipeline.genome import synth_genome
-    from pipeline.models import read_checkpoint
-    from pipeline.plot import plot_effects
-    from pipeline.predict import predict_effects
-    from pipeline.regions import load_inputs
-    from pipeline.spec import dump_spec, spec_from_dict
-    from pipeline.store import check_same_spec, open_store
-    from pipeline.train import train, train_config
-
     t0 = time.perf_counter()
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -88,9 +88,10 @@ def run_demo(
     if Path(store_path).exists():  # say it in the demo's terms (it has no --store or --overwrite)
         try:
             check_same_spec(open_store(store_path), spec)
-        except UserError as exc:
-            reason = str(exc).split(". Use another")[0]
-            raise UserError(f"{reason}; it is not the demo's store: remove it or choose another --workdir") from None
+        except StoreMismatchError as exc:
+            raise UserError(
+                f"{exc.reason}; it is not the demo's store: remove it or choose another --workdir"
+            ) from None
     summary = distill(spec, device=device, progress=progress)
     echo(f"[2/5] {summary.line()}")
 

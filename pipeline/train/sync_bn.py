@@ -1,74 +1,14 @@
-"""torchrun / DistributedDataParallel helpers for training (nccl on CUDA, gloo on CPU).
+"""A synchronized BatchNorm that also works on CPU (``torch.nn.SyncBatchNorm`` is CUDA-only).
 
-Besides setup and reductions, this module provides a synchronized BatchNorm that also works on CPU
-(``torch.nn.SyncBatchNorm`` is CUDA-only): with it, training on ``world`` processes with local batches
-of ``b`` computes the same batch statistics, and so the same loss curve, as one process with a batch
-of ``world · b``.
+With it, training on ``world`` processes with local batches of ``b`` computes the same batch
+statistics, and so the same loss curve, as one process with a batch of ``world · b``.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 import torch
 import torch.distributed as dist
 from torch import nn
-
-from pipeline.errors import UserError
-
-
-@dataclass(frozen=True)
-class Dist:
-    """This process's place in the job (``world == 1`` when not under torchrun)."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world > 1
-
-
-def init(device_type: str) -> Dist:
-    """Join the torchrun job if there is one (``RANK``/``WORLD_SIZE`` set): nccl for CUDA, gloo otherwise."""
-    try:
-        world = int(os.environ.get("WORLD_SIZE", 1))
-        rank = int(os.environ.get("RANK", 0))
-        local = int(os.environ.get("LOCAL_RANK", 0))
-    except ValueError:
-        raise UserError("RANK, WORLD_SIZE and LOCAL_RANK must be integers") from None
-    if world == 1:
-        return Dist()
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-    return Dist(rank, world, local)
-
-
-def shutdown(d: Dist) -> None:
-    if d.active and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def all_reduce_sum(t: torch.Tensor, d: Dist) -> torch.Tensor:
-    """Sum ``t`` over ranks in place (a no-op for one process)."""
-    if d.active:
-        dist.all_reduce(t)
-    return t
-
-
-def broadcast_object(obj: object, d: Dist) -> object:
-    """Rank 0's ``obj`` on every rank."""
-    if not d.active:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 class _SyncBatchNormFn(torch.autograd.Function):

@@ -13,11 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
+from matplotlib.colors import Colormap, Normalize, TwoSlopeNorm
+from matplotlib.figure import Figure
 
-from pipeline.encoding import ALPHABET, decode
+from pipeline.apply.outputs import read_effects
+from pipeline.core.encoding import ALPHABET, decode
+from pipeline.core.files import refuse_existing
+from pipeline.core.windows import first_position
 from pipeline.errors import UserError
-from pipeline.outputs import read_effects
 
 FORMATS = (".png", ".pdf", ".svg")
 
@@ -36,7 +41,7 @@ def pick_target(effects: np.ndarray, target_names: list[str], target: str | int 
     return target_names.index(target)
 
 
-def _letter_colour(cmap: Any, norm: Any, value: float, vmax: float) -> tuple[float, float, float]:
+def _letter_colour(cmap: Colormap, norm: Normalize, value: float, vmax: float) -> tuple[float, float, float]:
     """Dark grey for no effect, blending into the colour map's colour as ``|value|`` grows."""
     t = min(1.0, abs(float(value)) / vmax) ** 0.5
     r, g, b, _ = cmap(norm(value))
@@ -127,17 +132,10 @@ def plot_effects(
     -------
     path : str
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import TwoSlopeNorm
-
     out_path = Path(out)
     if out_path.suffix.lower() not in FORMATS:
         raise UserError(f"plot output must end in {', '.join(FORMATS)}, got {out_path.name!r}")
-    if out_path.exists() and not overwrite:
-        raise UserError(f"output {str(out_path)!r} exists; remove it or pass --overwrite")
+    refuse_existing([out_path], overwrite)
     if width < 10:
         raise UserError(f"--width must be at least 10 positions, got {width}")
     if not 10 <= dpi <= 1200:
@@ -151,11 +149,11 @@ def plot_effects(
     rows = -(-L // width)
     vmax = max(float(np.abs(y).max()) for y in maps) or 1.0
     norm = TwoSlopeNorm(vmin=-vmax, vcenter=0.0, vmax=vmax)
-    cmap = plt.get_cmap("RdBu_r")
+    cmap = matplotlib.colormaps["RdBu_r"]
     chrom, center = first["chrom"][i0], int(first["center"][i0])
-    start = center - L // 2 + 1 if center > 0 else 1  # 1-based position of column 0
+    start = first_position(center, L) if center > 0 else 1  # 1-based position of column 0
 
-    fig = plt.figure(figsize=figure_size(L, width, len(panels)), dpi=dpi, layout="constrained")
+    fig = Figure(figsize=figure_size(L, width, len(panels)), dpi=dpi, layout="constrained")
     subfigs = fig.subfigures(len(panels), 1, squeeze=False)[:, 0] if len(panels) > 1 else [fig]
     for subfig, (title, _, _), y in zip(subfigs, panels, maps):
         axes = subfig.subplots(rows, 1, squeeze=False)[:, 0]
@@ -202,5 +200,4 @@ def plot_effects(
     )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=dpi)
-    plt.close(fig)
     return str(out_path)

@@ -4,9 +4,10 @@ Reads a VCF (plain text, or gzip/bgzip; detected from the file's first bytes), h
 with ``#``, 1-based ``POS``. Variants are scored in the order they come: consecutive SNVs on one
 chromosome whose positions span at most ``group_span`` bases (default: the model's ``L``) share one
 window, centred on them; a window that would not fit in the chromosome is shifted until it fits, and
-each variant's effect is read at its own index ``j = pos - window_start`` of that window
-(``y[f, ALT, j]``). Windows are batched through the multiplexer, so memory stays flat and the output
-streams; a sorted VCF gives the fewest windows.
+each variant's effect is read at its own index ``j = pos - first`` of that window (``y[f, ALT, j]``;
+``first`` is the window's 1-based position of index 0, :func:`pipeline.core.windows.fitted_first`).
+Windows are batched through the multiplexer, so memory stays flat and the output streams; a sorted
+VCF gives the fewest windows.
 
 Output: a TSV (gzipped when its name ends in ``.gz``), one row per VCF record, in VCF order::
 
@@ -25,16 +26,25 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from pipeline.encoding import ALPHABET, one_hot
+from pipeline.apply.inputs import resolve_genome
+from pipeline.apply.outputs import TSV_FORMAT, write_tsv
+from pipeline.apply.predict import load_diff_base
+from pipeline.core.encoding import ALPHABET, one_hot
+from pipeline.core.files import refuse_existing
+from pipeline.core.genome import Genome
+from pipeline.core.runtime import exact_float32, resolve_device
+from pipeline.core.windows import center_of, fitted_first
 from pipeline.errors import UserError
-from pipeline.genome import Genome
-from pipeline.outputs import TSV_FORMAT, write_tsv
+from pipeline.ism import logfold_to_diff, mask_effects
+from pipeline.models import load_checkpoint
 
 COLUMNS = ["chrom", "pos", "id", "ref", "alt", "window_center", "ref_check", "status"]
 """The fixed columns of the output; one column per target name follows."""
@@ -54,7 +64,7 @@ class VcfRecord:
     alt: str
 
 
-def _open_text(path: Path) -> io.TextIOBase:
+def _open_text(path: Path) -> io.TextIOWrapper:
     with open(path, "rb") as handle:
         magic = handle.read(2)
     if magic == b"\x1f\x8b":
@@ -151,21 +161,10 @@ def _genome_ref(record: VcfRecord, genome: Genome) -> str | None:
     return genome.fetch(record.chrom, start, end)
 
 
-def window_start(first: int, last: int, chrom_len: int, seq_len: int) -> int:
-    """1-based start of the window of length ``seq_len`` centred on positions ``first..last``.
-
-    Shifted to fit inside the chromosome when the centred window would not; the result always
-    contains ``first`` and ``last`` (which must span at most ``seq_len`` bases).
-    """
-    span = last - first + 1
-    if span > seq_len or chrom_len < seq_len:
-        raise ValueError(f"positions {first}..{last} do not fit in one window of {seq_len} in {chrom_len} bp")
-    start = first - (seq_len - span) // 2
-    return min(max(start, 1), chrom_len - seq_len + 1)
-
-
 @dataclass
 class _Row:
+    """One VCF record on its way to the output: its status, REF check, window and effects."""
+
     record: VcfRecord
     status: str = "scored"
     check: str = "n/a"
@@ -173,14 +172,40 @@ class _Row:
     values: np.ndarray | None = None
     group: _Group | None = None
 
+    @property
+    def done(self) -> bool:
+        """Skipped, or its window has been computed."""
+        return self.group is None or self.group.done
+
+    def format(self, n_targets: int) -> list[str]:
+        """The output row: the fixed :data:`COLUMNS`, then one formatted effect per target."""
+        r = self.record
+        if self.values is not None:
+            values = [TSV_FORMAT % v for v in self.values.astype(np.float64).tolist()]
+        else:
+            values = [""] * n_targets
+        center = "" if self.center is None else str(self.center)
+        return [r.chrom, str(r.pos), r.id, r.ref, r.alt, center, self.check, self.status, *values]
+
 
 @dataclass
 class _Group:
+    """Consecutive SNVs of one chromosome that share a window (their span is at most ``group_span``)."""
+
     chrom: str
     first: int
     last: int
     rows: list[_Row] = field(default_factory=list)
     done: bool = False
+
+    def takes(self, record: VcfRecord, span: int) -> bool:
+        """Whether ``record`` can join without the group spanning more than ``span`` bases."""
+        return self.chrom == record.chrom and max(self.last, record.pos) - min(self.first, record.pos) + 1 <= span
+
+    def add(self, row: _Row) -> None:
+        self.first, self.last = min(self.first, row.record.pos), max(self.last, row.record.pos)
+        self.rows.append(row)
+        row.group = self
 
 
 @dataclass
@@ -192,8 +217,18 @@ class VcfSummary:
     n_scored: int = 0
     n_windows: int = 0
     n_mismatch: int = 0
-    skipped: Counter = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
     """Skipped records by reason (the text before any parenthesis or semicolon)."""
+
+    def count(self, row: _Row) -> None:
+        """Count one finished row."""
+        self.n_records += 1
+        if row.status == "scored":
+            self.n_scored += 1
+        else:
+            self.skipped[_reason_key(row.status)] += 1
+        if row.check.startswith("mismatch"):
+            self.n_mismatch += 1
 
     def line(self) -> str:
         """One line for the command line."""
@@ -230,21 +265,16 @@ class _Scorer:
         Only the ``[F]`` effects of the variants are gathered on the device and copied back, never
         the whole ``[G, F, 4, L]`` output.
         """
-        from pipeline.ism import logfold_to_diff, mask_effects
-
         if not groups:
             return
         L = self.L
-        starts, seqs = [], []
-        for g in groups:
-            start = window_start(g.first, g.last, self.genome.length(g.chrom), L)
-            starts.append(start)
-            seqs.append(self.genome.fetch(g.chrom, start - 1, start - 1 + L))
+        firsts = [fitted_first(g.first, g.last, self.genome.length(g.chrom), L) for g in groups]
+        seqs = [self.genome.fetch(g.chrom, first - 1, first - 1 + L) for g, first in zip(groups, firsts)]
         rows, ks, bs, js = [], [], [], []
-        for k, (g, start, seq) in enumerate(zip(groups, starts, seqs)):
+        for k, (g, first, seq) in enumerate(zip(groups, firsts, seqs)):
             for row in g.rows:
-                j = row.record.pos - start
-                row.center = start + L // 2 - 1
+                j = row.record.pos - first
+                row.center = center_of(first, L)
                 row.check = ref_check(row.record, seq[j])
                 if seq[j].upper() not in _BASES:
                     row.status = f"skipped: the genome has {seq[j]} at this position (effects are 0 by definition)"
@@ -260,23 +290,76 @@ class _Scorer:
         if self.base is not None:
             ref = self.base(X).float()[k_]  # [R, F]
             values = logfold_to_diff(values[:, :, None, None], ref)[:, :, 0, 0]
-        values = values.cpu().numpy()
-        for row, v in zip(rows, values):
+        for row, v in zip(rows, values.cpu().numpy()):
             row.values = v
         for g in groups:
             g.done = True
         self.n_windows += len(groups)
 
 
-def _format(row: _Row, n_targets: int) -> list[str]:
-    r = row.record
-    values = (
-        [TSV_FORMAT % v for v in row.values.astype(np.float64).tolist()] if row.values is not None else [""] * n_targets
-    )
-    center = "" if row.center is None else str(row.center)
-    return [r.chrom, str(r.pos), r.id, r.ref, r.alt, center, row.check, row.status, *values]
+class _Batcher:
+    """Groups the scoreable rows into windows as they stream in and scores closed groups in batches.
+
+    Rows leave (:meth:`add`, :meth:`finish`) in VCF order as soon as they and every row before them
+    are finished, so memory holds at most ``batch_size`` windows of rows.
+    """
+
+    def __init__(self, scorer: _Scorer, span: int, batch_size: int) -> None:
+        self.scorer, self.span, self.batch_size = scorer, span, batch_size
+        self.pending: list[_Row] = []  # rows not yet written, in VCF order
+        self.closed: list[_Group] = []  # groups waiting for the next batch
+        self.open: _Group | None = None  # the group the next variant may join
+
+    def add(self, row: _Row, scoreable: bool) -> Iterator[_Row]:
+        """Take the next row (``scoreable``: an SNV to score); yields the rows now finished."""
+        self.pending.append(row)
+        if not scoreable:
+            return
+        if self.open is None or not self.open.takes(row.record, self.span):
+            if self.open is not None:
+                self.closed.append(self.open)
+            self.open = _Group(row.record.chrom, row.record.pos, row.record.pos)
+        self.open.add(row)
+        if len(self.closed) >= self.batch_size:
+            yield from self._score()
+
+    def finish(self) -> Iterator[_Row]:
+        """Score what is left; yields every remaining row."""
+        if self.open is not None:
+            self.closed.append(self.open)
+            self.open = None
+        yield from self._score()
+
+    def _score(self) -> Iterator[_Row]:
+        self.scorer.run(self.closed)
+        self.closed = []
+        done = next((i for i, row in enumerate(self.pending) if not row.done), len(self.pending))
+        yield from self.pending[:done]
+        self.pending = self.pending[done:]
 
 
+def _classify(record: VcfRecord, genome: Genome, seq_len: int) -> tuple[_Row, bool]:
+    """The row of a record, and whether it is an SNV to score (else its status says why not)."""
+    row = _Row(record)
+    reason = skip_reason(record, genome, seq_len)
+    if reason is None:
+        return row, True
+    row.status = f"skipped: {reason}"
+    row.check = ref_check(record, _genome_ref(record, genome))
+    return row, False
+
+
+def _check_paths(out_path: Path, vcf: str, overwrite: bool) -> None:
+    if not out_path.name.endswith((".tsv", ".tsv.gz")):
+        raise UserError(f"score-vcf output must end in .tsv or .tsv.gz, got {out_path.name!r}")
+    refuse_existing([out_path], overwrite)
+    if not out_path.parent.exists():
+        raise UserError(f"output folder {str(out_path.parent)!r} does not exist")
+    if not Path(vcf).is_file():
+        raise UserError(f"VCF file {str(vcf)!r} does not exist")
+
+
+@exact_float32()
 def score_vcf(
     checkpoint: str,
     vcf: str,
@@ -287,7 +370,7 @@ def score_vcf(
     batch_size: int = 8,
     group_span: int | None = None,
     diff: bool = False,
-    weights: str | os.PathLike | None = None,
+    weights: str | os.PathLike[str] | None = None,
     base: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -323,26 +406,11 @@ def score_vcf(
     -------
     summary : VcfSummary
     """
-    from tqdm import tqdm
-
-    from pipeline.device import exact_float32, resolve_device
-    from pipeline.models import load_checkpoint
-    from pipeline.predict import load_diff_base
-    from pipeline.regions import resolve_genome
-
     out_path = Path(out)
-    if not out_path.name.endswith((".tsv", ".tsv.gz")):
-        raise UserError(f"score-vcf output must end in .tsv or .tsv.gz, got {out_path.name!r}")
-    if out_path.exists() and not overwrite:
-        raise UserError(f"output {str(out_path)!r} exists; remove it or pass --overwrite")
-    if not out_path.parent.exists():
-        raise UserError(f"output folder {str(out_path.parent)!r} does not exist")
-    if not Path(vcf).is_file():
-        raise UserError(f"VCF file {str(vcf)!r} does not exist")
+    _check_paths(out_path, vcf, overwrite)
     if not diff and (weights is not None or base is not None):
         raise UserError("--weights/--base only matter with --diff (the base model is not run otherwise)")
     dev = resolve_device(device)
-    exact_float32()
     model, meta = load_checkpoint(checkpoint, dev)
     L = int(meta["seq_len"])
     span = L if group_span is None else group_span
@@ -357,61 +425,13 @@ def score_vcf(
     summary = VcfSummary(out=str(out_path))
 
     def rows() -> Iterator[list[str]]:
-        pending: list[_Row] = []
-        closed: list[_Group] = []
-        open_group: _Group | None = None
-        bar = tqdm(desc="score-vcf", unit=" variants", disable=not progress)
-
-        def flush() -> Iterator[list[str]]:
-            """Yield the finished rows at the front of ``pending`` (VCF order is kept)."""
-            nonlocal pending
-            done = 0
-            for row in pending:
-                if row.group is not None and not row.group.done:
-                    break
-                done += 1
-            for row in pending[:done]:
-                summary.n_records += 1
-                if row.status == "scored":
-                    summary.n_scored += 1
-                else:
-                    summary.skipped[_reason_key(row.status)] += 1
-                if row.check.startswith("mismatch"):
-                    summary.n_mismatch += 1
-                yield _format(row, len(names))
-            bar.update(done)
-            pending = pending[done:]
-
-        for record in read_vcf(vcf):
-            row = _Row(record)
-            pending.append(row)
-            reason = skip_reason(record, g, L)
-            if reason is not None:
-                row.status = f"skipped: {reason}"
-                row.check = ref_check(record, _genome_ref(record, g))
-                continue
-            if (
-                open_group is not None
-                and open_group.chrom == record.chrom
-                and max(open_group.last, record.pos) - min(open_group.first, record.pos) + 1 <= span
-            ):
-                open_group.first = min(open_group.first, record.pos)
-                open_group.last = max(open_group.last, record.pos)
-            else:
-                if open_group is not None:
-                    closed.append(open_group)
-                open_group = _Group(record.chrom, record.pos, record.pos)
-            open_group.rows.append(row)
-            row.group = open_group
-            if len(closed) >= batch_size:
-                scorer.run(closed)
-                closed = []
-                yield from flush()
-        if open_group is not None:
-            closed.append(open_group)
-        scorer.run(closed)
-        yield from flush()
-        bar.close()
+        batcher = _Batcher(scorer, span, batch_size)
+        added = chain.from_iterable(batcher.add(*_classify(record, g, L)) for record in read_vcf(vcf))
+        with tqdm(desc="score-vcf", unit=" variants", disable=not progress) as bar:
+            for row in chain(added, batcher.finish()):
+                summary.count(row)
+                bar.update(1)
+                yield row.format(len(names))
 
     write_tsv(out_path, [*COLUMNS, *names], rows())
     summary.n_windows = scorer.n_windows

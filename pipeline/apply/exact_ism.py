@@ -1,0 +1,245 @@
+"""``ism``: exact in-silico mutagenesis with the base model, in the same output format as ``predict``.
+
+The base model comes from a spec (``--spec``), from the identity recorded in a multiplexer checkpoint
+(``--checkpoint``, so exact ISM of the same windows is one flag away from ``predict``), or from a
+name or import path (``--base`` with ``--weights``/``--base-kwargs``); :func:`ism_setup` resolves
+which, and :func:`ism_effects` runs the engine (:mod:`pipeline.ism`) and writes the effects file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from pipeline.apply.inputs import Inputs, load_inputs, require_bases, resolve_genome
+from pipeline.apply.outputs import EffectsWriter, WrittenEffects, cleanup_on_failure, tsv_paths, write_variant_tsv
+from pipeline.core.files import refuse_existing
+from pipeline.core.runtime import exact_float32, resolve_device
+from pipeline.core.spec import ISM_BATCH_SIZE, load_spec
+from pipeline.errors import UserError, check_choice
+from pipeline.ism import TARGETS, choose_engine, run_ism
+from pipeline.models import (
+    BaseModel,
+    base_from_checkpoint,
+    build_base,
+    load_base,
+    probe_outputs,
+    read_checkpoint,
+    target_names_for,
+)
+
+
+@exact_float32()
+def ism_effects(
+    base: torch.nn.Module,
+    inputs: Inputs,
+    out: str,
+    *,
+    target: str = "logfold",
+    target_names: list[str],
+    engine: str = "auto",
+    device: str | None = None,
+    batch_size: int = ISM_BATCH_SIZE,
+    overwrite: bool = False,
+    progress: bool = True,
+    attrs: dict[str, Any] | None = None,
+    tsv: bool = False,
+) -> str:
+    """Exact ISM with the base model for encoded inputs; writes the same format as ``predict``.
+
+    Parameters
+    ----------
+    base : nn.Module
+        Base model ``[B, 4, L] -> [B, F]``.
+    inputs : Inputs
+        ``X [N, 4, L]`` with names and centers.
+    out : str
+        Output path (``.npz`` or Zarr).
+    target : str
+        ``logfold``, ``diff`` or ``alt``.
+    target_names : list of str, length F
+    engine : str
+        ``auto``, ``fast`` or ``naive`` (:func:`pipeline.ism.choose_engine`).
+    tsv : bool
+        Also write one ``.tsv.gz`` per sequence.
+
+    Returns
+    -------
+    path : str
+        The effects file.
+    """
+    check_choice("target kind", target, TARGETS)
+    require_bases(inputs)
+    dev = resolve_device(device)
+    base = base.to(dev)
+    tsv_files = tsv_paths(out, inputs.chrom, inputs.center) if tsv else []
+    refuse_existing(tsv_files, overwrite)
+    engine = choose_engine(base, inputs.X.shape[-1], engine, dev, lambda m: tqdm.write(m, file=sys.stderr))
+    writer = EffectsWriter(
+        out,
+        n=len(inputs.X),
+        n_targets=len(target_names),
+        seq_len=inputs.X.shape[-1],
+        target_names=target_names,
+        overwrite=overwrite,
+        attrs={"kind": target, "source": "ism", **(attrs or {})},
+    )
+    with cleanup_on_failure(writer) as written:
+        for i in tqdm(range(len(inputs.X)), desc="ism", unit="seq", disable=not progress):
+            effects, _ = run_ism(
+                base,
+                torch.from_numpy(inputs.X[i : i + 1]),
+                engine=engine,
+                target=target,
+                batch_size=batch_size,
+                device=dev,
+            )
+            y = effects.numpy()
+            writer.write(y, inputs.X[i : i + 1], inputs.chrom[i : i + 1], inputs.center[i : i + 1])
+            if tsv:
+                write_variant_tsv(tsv_files[i], y[0], inputs.X[i], inputs.chrom[i], inputs.center[i], target_names)
+                written.append(tsv_files[i])
+        return writer.close()
+
+
+@dataclass
+class IsmSetup:
+    """What ``ism`` runs: the base model, the effect kind, and the genome to read regions from."""
+
+    base: BaseModel
+    kind: str
+    genome: str | None
+
+
+def ism_setup(
+    *,
+    spec_path: str | None = None,
+    checkpoint: str | None = None,
+    base: str | None = None,
+    weights: str | None = None,
+    base_kwargs: str | None = None,
+    seq_len: int | None = None,
+    kind: str | None = None,
+    genome: str | None = None,
+    need_genome: bool = True,
+) -> IsmSetup:
+    """Resolve what ``ism`` runs from ``--spec``, ``--checkpoint`` or ``--base``.
+
+    ``--spec``: the spec's base model, window length, kind, target names and genome.
+    ``--checkpoint``: the base model recorded in a multiplexer checkpoint (``--weights``/``--base``
+    point at a moved weights file / model file), with its ``L``, kind, target names and genome.
+    ``--base``: a model by name or import path with ``--weights``/``--base-kwargs``.
+    ``--genome`` always overrides the recorded genome; with ``need_genome=False`` (FASTA input) the
+    recorded genome is not looked at.
+    """
+    if spec_path is not None and checkpoint is not None:
+        raise UserError("give one of --spec or --checkpoint, not both")
+    if spec_path is not None:
+        if base or weights or base_kwargs:
+            raise UserError("--spec already names the base model; drop --base/--weights/--base-kwargs")
+        return _from_spec(spec_path, seq_len, kind, genome, need_genome)
+    if checkpoint is not None:
+        if base_kwargs:
+            raise UserError("--checkpoint records the base model's arguments; drop --base-kwargs")
+        return _from_checkpoint(checkpoint, weights, base, seq_len, kind, genome, need_genome)
+    if base is None:
+        raise UserError("give --spec, --checkpoint, or --base (with --weights for trained models)")
+    return _from_name(base, weights, base_kwargs, seq_len, kind, genome)
+
+
+def _from_spec(
+    spec_path: str, seq_len: int | None, kind: str | None, genome: str | None, need_genome: bool
+) -> IsmSetup:
+    spec = load_spec(spec_path)
+    loaded = load_base(spec)
+    if seq_len is not None and seq_len != spec.seq_len:
+        raise UserError(f"--seq-len {seq_len} differs from the spec's window length {spec.seq_len}")
+    genome = resolve_genome(genome, spec.genome_path if need_genome else None, f"spec {spec_path!r}")
+    return IsmSetup(loaded, kind or spec.target, genome)
+
+
+def _from_checkpoint(
+    checkpoint: str,
+    weights: str | None,
+    base: str | None,
+    seq_len: int | None,
+    kind: str | None,
+    genome: str | None,
+    need_genome: bool,
+) -> IsmSetup:
+    meta = read_checkpoint(checkpoint)
+    L = int(meta["seq_len"])
+    if seq_len is not None and seq_len != L:
+        raise UserError(f"--seq-len {seq_len} differs from the checkpoint's window length {L}")
+    module = base_from_checkpoint(meta, weights=weights, model=base)
+    n_targets = probe_outputs(module, L)
+    if n_targets != meta["n_targets"]:
+        raise UserError(
+            f"the rebuilt base model has {n_targets} outputs but checkpoint {checkpoint!r} records {meta['n_targets']}"
+        )
+    loaded = BaseModel(module, dict(meta["base"]), L, n_targets, list(meta["target_names"]))
+    genome = resolve_genome(genome, meta.get("genome") if need_genome else None, f"checkpoint {checkpoint!r}")
+    return IsmSetup(loaded, kind or meta["target_kind"], genome)
+
+
+def _from_name(
+    name: str, weights: str | None, base_kwargs: str | None, seq_len: int | None, kind: str | None, genome: str | None
+) -> IsmSetup:
+    try:
+        kwargs = json.loads(base_kwargs) if base_kwargs else {}
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--base-kwargs is not valid JSON: {exc}") from None
+    if not isinstance(kwargs, dict):
+        raise UserError("--base-kwargs must be a JSON object")
+    module = build_base(name, weights, **kwargs)
+    L = seq_len or getattr(module, "seq_len", None)
+    if L is None:
+        raise UserError(f"{name} does not say its window length; pass --seq-len")
+    n_targets = probe_outputs(module, int(L))
+    identity = {"model": name, "kwargs": kwargs, "weights": weights}
+    return IsmSetup(
+        BaseModel(module, identity, int(L), n_targets, target_names_for(module, n_targets)), kind or "logfold", genome
+    )
+
+
+def exact_ism_regions(
+    out: str,
+    *,
+    region: str | None = None,
+    regions_file: str | None = None,
+    fasta: str | None = None,
+    genome: str | None = None,
+    spec_path: str | None = None,
+    checkpoint: str | None = None,
+    base: str | None = None,
+    weights: str | None = None,
+    base_kwargs: str | None = None,
+    seq_len: int | None = None,
+    kind: str | None = None,
+    tsv: bool = False,
+    **options: Any,
+) -> WrittenEffects:
+    """``multiplexer ism``: resolve the base model (:func:`ism_setup`), encode the inputs and run
+    :func:`ism_effects` (``options``: its keyword arguments)."""
+    setup = ism_setup(
+        spec_path=spec_path,
+        checkpoint=checkpoint,
+        base=base,
+        weights=weights,
+        base_kwargs=base_kwargs,
+        seq_len=seq_len,
+        kind=kind,
+        genome=genome,
+        need_genome=fasta is None,
+    )
+    L = setup.base.seq_len
+    inputs = load_inputs(seq_len=L, genome=setup.genome, region=region, regions_file=regions_file, fasta=fasta)
+    names = setup.base.target_names
+    path = ism_effects(setup.base.module, inputs, out, target=setup.kind, target_names=names, tsv=tsv, **options)
+    files = tsv_paths(out, inputs.chrom, inputs.center) if tsv else []
+    return WrittenEffects(path, len(inputs.X), f"exact ISM {setup.kind} effects", files)

@@ -1,0 +1,175 @@
+"""``predict``: a trained multiplexer's effects for regions or sequences, one forward pass per window.
+
+Writes the same effects file as ``ism`` (:mod:`pipeline.apply.outputs`), and optionally one TSV per
+sequence. ``predict`` needs only the checkpoint: ``L``, ``F``, target names, kind, the default genome
+and the base model's identity (for ``--diff``) come from it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from pipeline.apply.inputs import Inputs, load_inputs, require_bases, resolve_genome
+from pipeline.apply.outputs import EffectsWriter, WrittenEffects, cleanup_on_failure, tsv_paths, write_variant_tsv
+from pipeline.core.files import refuse_existing
+from pipeline.core.runtime import exact_float32, resolve_device
+from pipeline.errors import UserError
+from pipeline.ism import logfold_to_diff, mask_effects
+from pipeline.models import base_from_checkpoint, load_checkpoint, read_checkpoint
+
+
+@torch.no_grad()
+def multiplexer_effects(model: nn.Module, X: torch.Tensor, *, base: nn.Module | None = None) -> torch.Tensor:
+    """One multiplexer pass, with exact zeros at reference bases and ``N`` columns.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Multiplexer predicting log-fold (or diff) effects.
+    X : torch.Tensor, shape=(B, 4, L)
+        One-hot sequences on the model's device.
+    base : nn.Module, optional
+        The base model the multiplexer was distilled from; when given, the log-fold effects are
+        turned into ``alt - ref`` with its prediction on ``X`` as ``ref``
+        (:func:`pipeline.ism.effects.logfold_to_diff`).
+
+    Returns
+    -------
+    y : torch.Tensor, shape=(B, F, 4, L), float32, on ``X``'s device
+    """
+    X = X.float()
+    y = mask_effects(model(X).float(), X)
+    if base is not None:
+        y = logfold_to_diff(y, base(X).float())
+    return y
+
+
+def load_diff_base(
+    meta: dict[str, Any],
+    device: torch.device,
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    base: str | None = None,
+) -> nn.Module | None:
+    """The base model needed to convert a checkpoint's log-fold effects to ``alt - ref``.
+
+    ``None`` when the checkpoint already predicts ``diff``.
+    """
+    if meta["target_kind"] == "diff":
+        return None
+    if meta["target_kind"] != "logfold":
+        raise UserError(f"--diff converts log-fold effects; this checkpoint predicts {meta['target_kind']!r}")
+    return base_from_checkpoint(meta, weights=weights, model=base).to(device)
+
+
+@exact_float32()
+def predict_effects(
+    checkpoint: str,
+    inputs: Inputs,
+    out: str,
+    *,
+    device: str | None = None,
+    batch_size: int = 8,
+    overwrite: bool = False,
+    progress: bool = True,
+    diff: bool = False,
+    weights: str | os.PathLike[str] | None = None,
+    base: str | None = None,
+    tsv: bool = False,
+) -> str:
+    """Run a trained multiplexer on encoded inputs and write the effects file.
+
+    Parameters
+    ----------
+    checkpoint : str
+        ``best.pt``/``last.pt``.
+    inputs : Inputs
+        ``X [N, 4, L]`` with names and centers (see :func:`pipeline.apply.inputs.load_inputs`).
+    out : str
+        Output path (``.npz`` or Zarr).
+    device : str, optional
+        ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+    batch_size : int
+        Sequences per multiplexer pass.
+    overwrite : bool
+        Replace existing outputs.
+    diff : bool
+        Write ``alt - ref`` instead of log-fold effects: the checkpoint's recorded base model is
+        rebuilt and run on each reference sequence (see :func:`multiplexer_effects`).
+    weights : path, optional
+        With ``diff``: the base model's weights file, if it moved since distillation.
+    base : str, optional
+        With ``diff``: the base model's import path, if its file moved.
+    tsv : bool
+        Also write one ``.tsv.gz`` per sequence (:func:`pipeline.apply.outputs.tsv_paths`).
+
+    Returns
+    -------
+    path : str
+        The effects file.
+    """
+    if not diff and (weights is not None or base is not None):
+        raise UserError("--weights/--base only matter with --diff (the base model is not run otherwise)")
+    dev = resolve_device(device)
+    model, meta = load_checkpoint(checkpoint, dev)
+    L = meta["seq_len"]
+    if inputs.X.shape[-1] != L:
+        raise UserError(f"inputs have length {inputs.X.shape[-1]}, the checkpoint's model takes {L}")
+    require_bases(inputs)
+    base_model = load_diff_base(meta, dev, weights=weights, base=base) if diff else None
+    kind = "diff" if diff else meta["target_kind"]
+    tsv_files = tsv_paths(out, inputs.chrom, inputs.center) if tsv else []
+    refuse_existing(tsv_files, overwrite)
+    attrs = {"kind": kind, "source": "multiplexer", "checkpoint": str(checkpoint)}
+    if base_model is not None:
+        attrs["converted_from"] = "logfold"
+    writer = EffectsWriter(
+        out,
+        n=len(inputs.X),
+        n_targets=meta["n_targets"],
+        seq_len=L,
+        target_names=meta["target_names"],
+        overwrite=overwrite,
+        attrs=attrs,
+    )
+    with cleanup_on_failure(writer) as written:
+        for start in tqdm(range(0, len(inputs.X), batch_size), desc="predict", unit="batch", disable=not progress):
+            sl = slice(start, start + batch_size)
+            y = multiplexer_effects(model, torch.from_numpy(inputs.X[sl]).to(dev), base=base_model).cpu().numpy()
+            writer.write(y, inputs.X[sl], inputs.chrom[sl], inputs.center[sl])
+            for k, i in enumerate(range(start, start + len(y)) if tsv else []):
+                write_variant_tsv(
+                    tsv_files[i], y[k], inputs.X[i], inputs.chrom[i], inputs.center[i], meta["target_names"]
+                )
+                written.append(tsv_files[i])
+        return writer.close()
+
+
+def predict_regions(
+    checkpoint: str,
+    out: str,
+    *,
+    region: str | None = None,
+    regions_file: str | None = None,
+    fasta: str | None = None,
+    genome: str | None = None,
+    diff: bool = False,
+    tsv: bool = False,
+    **options: Any,
+) -> WrittenEffects:
+    """``multiplexer predict``: encode the inputs with the checkpoint's ``L`` (regions from ``genome``,
+    default the checkpoint's) and run :func:`predict_effects` (``options``: its keyword arguments)."""
+    meta = read_checkpoint(checkpoint)
+    recorded = resolve_genome(genome, meta.get("genome"), f"checkpoint {checkpoint!r}") if fasta is None else None
+    inputs = load_inputs(
+        seq_len=meta["seq_len"], genome=recorded, region=region, regions_file=regions_file, fasta=fasta
+    )
+    path = predict_effects(checkpoint, inputs, out, diff=diff, tsv=tsv, **options)
+    kind = "alt - ref" if diff else meta["target_kind"]
+    files = tsv_paths(out, inputs.chrom, inputs.center) if tsv else []
+    return WrittenEffects(path, len(inputs.X), f"{kind} effects", files)

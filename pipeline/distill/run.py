@@ -1,0 +1,233 @@
+"""Stage 1, ``distill``: sample windows, run ISM with the base model, write the Zarr store.
+
+Main flow (:func:`distill`): load the spec's genome and base model -> create or reopen the store
+(refusing one made from another spec; under ``torchrun`` rank 0 creates it and the others open it
+once it exists) -> for each split, for each write unit this process owns (``u % parts == part`` over
+``torchrun`` ranks and ``--shard I/N``, :class:`~pipeline.core.runtime.Launch`) that is not complete
+yet: prepare, compute and write it (:mod:`pipeline.distill.units`). A rerun skips complete units, so
+an interrupted run resumes where it stopped, and the result does not depend on how the work was split.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from pipeline.core.genome import Genome
+from pipeline.core.runtime import Launch, exact_float32, process_group
+from pipeline.core.spec import Spec
+from pipeline.distill.sampling import WindowSampler
+from pipeline.distill.units import Unit, UnitWriter, run_units
+from pipeline.errors import UserError, check_choice
+from pipeline.ism import ENGINE_CHOICES, choose_engine, run_ism
+from pipeline.models import BaseModel, load_base
+from pipeline.store import Store, create_or_open_store, wait_for_store
+
+
+@dataclass
+class DistillSummary:
+    """What a distill run did."""
+
+    store: str
+    engine: str = "naive"
+    rank: int = 0
+    world: int = 1
+    computed_units: int = 0
+    computed_samples: int = 0
+    skipped_units: int = 0
+    seconds: float = 0.0
+    per_split: dict[str, dict[str, int]] = field(default_factory=dict)
+    total: dict[str, int] | None = None
+    """Counts summed over all torchrun ranks (set on every rank when ``world > 1``)."""
+
+    def line(self) -> str:
+        rate = self.computed_samples / self.seconds if self.seconds > 0 else 0.0
+        who = f"rank {self.rank}/{self.world}: " if self.world > 1 else ""
+        return (
+            f"{who}distilled {self.computed_samples} samples ({self.computed_units} units) in "
+            f"{self.seconds:.1f}s ({rate:.2f} samples/s, {self.engine} ISM); {self.skipped_units} units were already "
+            f"complete; store {self.store}"
+        )
+
+    def total_line(self) -> str:
+        """One line for all ranks together (rank 0 prints it under torchrun)."""
+        t = self.total or {}
+        return (
+            f"all {self.world} ranks: distilled {t.get('computed_samples', 0)} samples "
+            f"({t.get('computed_units', 0)} units); {t.get('skipped_units', 0)} units were already complete; "
+            f"store {self.store}"
+        )
+
+
+def distill(
+    spec: Spec,
+    *,
+    store_path: str | None = None,
+    splits: list[str] | None = None,
+    device: str | None = None,
+    engine: str = "auto",
+    shard: tuple[int, int] = (0, 1),
+    overwrite: bool = False,
+    batch_size: int | None = None,
+    progress: bool = True,
+    notify: Callable[[str], None] | None = None,
+    overlap: bool = True,
+    launch: Launch | None = None,
+    create_only: bool = False,
+) -> DistillSummary:
+    """Write (or resume) the store of ``spec``.
+
+    Parameters
+    ----------
+    spec : Spec
+        The dataset spec.
+    store_path : str, optional
+        Defaults to :meth:`Spec.store_path`.
+    splits : list of str, optional
+        Only these splits (default: all of the spec's).
+    device : str, optional
+        ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (default). Under ``torchrun``, ``cuda``/``auto``
+        means ``cuda:LOCAL_RANK``.
+    engine : str
+        ``auto`` (default: the fast engine when it supports the base model, else naive, said once),
+        ``fast`` (an error for unsupported models) or ``naive``.
+    shard : (int, int)
+        ``(I, N)``: this process writes the units ``u`` with ``u % N == I`` (combined with
+        ``torchrun`` ranks: ``u % (N · world) == I · world + rank``).
+    overwrite : bool
+        Discard an existing store at the path first (not with ``N > 1`` shards).
+    batch_size : int, optional
+        Variants per batch (default: the spec's ``ism_batch_size``).
+    progress : bool
+        Show a progress bar (samples/s and ETA).
+    notify : callable, optional
+        Receives one-line notices (e.g. falling back to the naive engine); default: stderr.
+    overlap : bool
+        Prepare windows and write units on background threads while the device computes.
+    launch : Launch, optional
+        Rank and world size (default: from the ``torchrun`` environment).
+    create_only : bool
+        Create (or check) the store and stop: run once before starting ``--shard`` jobs on an object
+        store, where creation cannot be made atomic.
+    """
+    check_choice("ISM engine", engine, ENGINE_CHOICES)
+    launch = launch or Launch.from_env(shard)
+    if overwrite and launch.shard[1] > 1:
+        raise UserError("--overwrite cannot be combined with --shard: remove the store once, then start the shards")
+    wanted = list(spec.splits) if not splits else list(splits)
+    for split in wanted:
+        if split not in spec.splits:
+            raise UserError(f"spec {spec.name!r} has no split {split!r} (it has {', '.join(spec.splits)})")
+    notify = notify or (lambda m: print(m, file=sys.stderr))
+    path = str(store_path) if store_path is not None else str(spec.store_path())
+    dev = launch.device(device)
+    with exact_float32(), process_group(launch, "gloo") as grouped:
+        genome = Genome(spec.genome_path)
+        samplers = {split: WindowSampler(genome, spec, split) for split in wanted}
+        base = load_base(spec, dev)
+        notes: list[str] = []  # said once the store is open, so a refused store gives just its error
+        engine = choose_engine(base.module, spec.seq_len, engine, dev, notes.append)
+        if spec.precision == "bf16" and dev.type != "cuda":
+            notes.append(f"note: precision bf16 on {dev.type} runs, but is meant for CUDA (it is slow on a CPU)")
+        store = _open_store_for(path, spec, base, overwrite, launch, grouped)
+        summary = DistillSummary(store=path, engine=engine, rank=launch.rank, world=launch.world)
+        if create_only:
+            return summary
+        if launch.main:
+            for note in notes:
+                notify(note)
+        start_time = time.perf_counter()
+        compute = _compute_fn(spec, base, engine, dev, batch_size or spec.ism_batch_size)
+        for split in wanted:
+            _distill_split(store, split, samplers[split], compute, launch, summary, overlap=overlap, progress=progress)
+        summary.seconds = time.perf_counter() - start_time
+        if grouped:
+            _reduce_summary(summary)
+    return summary
+
+
+def _compute_fn(
+    spec: Spec, base: BaseModel, engine: str, dev: torch.device, batch: int
+) -> Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]]:
+    """The unit computation: all effects of a unit's windows, cast to the store's dtype on the device."""
+    out_dtype = torch.float16 if spec.storage.dtype == "float16" else torch.float32
+
+    def compute(X: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return run_ism(
+            base.module,
+            torch.from_numpy(X),
+            engine=engine,
+            target=spec.target,
+            batch_size=batch,
+            device=dev,
+            precision=spec.precision,
+            out_dtype=out_dtype,
+        )
+
+    return compute
+
+
+def _distill_split(
+    store: Store,
+    split: str,
+    sampler: WindowSampler,
+    compute: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]],
+    launch: Launch,
+    summary: DistillSummary,
+    *,
+    overlap: bool,
+    progress: bool,
+) -> None:
+    """Compute and write this process's incomplete units of ``split``, counting them in ``summary``."""
+    complete = store.complete_units(split)
+    mine = [Unit(u, a, b) for u, a, b in store.iter_units(split) if launch.owns(u)]
+    todo = [unit for unit in mine if not complete[unit.index]]
+    summary.skipped_units += len(mine) - len(todo)
+    label = f"distill {split}" + (f" [rank {launch.rank}]" if launch.world > 1 else "")
+    for n in run_units(
+        todo, sampler, compute, UnitWriter(store, split), overlap=overlap, progress=progress, label=label
+    ):
+        summary.computed_units += 1
+        summary.computed_samples += n
+    summary.per_split[split] = {"units": len(mine), "computed": len(todo)}
+
+
+def _open_store_for(path: str, spec: Spec, base: BaseModel, overwrite: bool, launch: Launch, grouped: bool) -> Store:
+    """Rank 0 creates or reopens the store; under torchrun the others open it once rank 0 is done."""
+    kwargs: dict[str, Any] = {
+        "base_identity": base.identity,
+        "n_targets": base.n_targets,
+        "target_names": base.target_names,
+        "overwrite": overwrite,
+    }
+    if not grouped:
+        return create_or_open_store(path, spec, **kwargs)
+    message: list[str | None] = [None]
+    store = None
+    if launch.main:
+        try:
+            store = create_or_open_store(path, spec, **kwargs)
+        except UserError as exc:
+            message = [str(exc)]
+    dist.broadcast_object_list(message, src=0)
+    if message[0] is not None:
+        raise UserError(message[0])
+    return store if store is not None else wait_for_store(path, spec)
+
+
+def _reduce_summary(summary: DistillSummary) -> None:
+    counts = torch.tensor([summary.computed_units, summary.computed_samples, summary.skipped_units], dtype=torch.long)
+    dist.all_reduce(counts)
+    summary.total = {
+        "computed_units": int(counts[0]),
+        "computed_samples": int(counts[1]),
+        "skipped_units": int(counts[2]),
+    }
+    dist.barrier()

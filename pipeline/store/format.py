@@ -1,0 +1,194 @@
+"""The store's layout: format constants, write units, codecs, and :class:`StoreMeta` (root attributes).
+
+Layout (Zarr format 3), one group per split::
+
+    <store>/                     root attributes: see ROOT_ATTRS (read once into StoreMeta)
+      train/ valid/ test/        group attributes: n_samples, unit_samples, chunk_samples, n_units, chroms
+        reference  uint8   [N, 4, L]     one-hot windows (A, G, C, T; N columns all 0)
+        ref_pred   float32 [N, F]        base-model prediction on each reference window
+        targets    float16 [N, F, 4, L]  effects (log-fold or diff), chunk = whole samples
+        chrom      string  [N]           chromosome of each window
+        center     int64   [N]           1-based window center
+        complete   uint8   [n_units]     completion marker per write unit (one chunk each)
+
+Sample ``k`` belongs to write unit ``k // unit_samples``. Every array is chunked so that a write unit
+covers whole chunks: two writers never share a chunk. Readers trust only the root attributes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zarr.codecs as zc
+
+from pipeline import __version__
+from pipeline.core.encoding import ALPHABET
+from pipeline.core.spec import SPLIT_NAMES, Spec, StorageSpec
+from pipeline.errors import UserError
+
+FORMAT = "multiplexer-store"
+FORMAT_VERSION = 1
+ROOT_ATTRS = (
+    "format",
+    "format_version",
+    "spec",
+    "spec_hash",
+    "base",
+    "alphabet",
+    "target_kind",
+    "target_names",
+    "n_targets",
+    "seq_len",
+    "genome",
+    "package_version",
+    "created",
+)
+ARRAYS = ("reference", "ref_pred", "targets", "chrom", "center", "complete")
+DIMENSIONS = {
+    "reference": ["sample", "base", "position"],
+    "ref_pred": ["sample", "target"],
+    "targets": ["sample", "target", "base", "position"],
+    "chrom": ["sample"],
+    "center": ["sample"],
+    "complete": ["unit"],
+}
+"""``dimension_names`` of each array (so xarray can open a split)."""
+
+
+def unit_range(n_samples: int, unit_samples: int, unit: int) -> tuple[int, int]:
+    """Half-open sample range ``[start, stop)`` of write unit ``unit``."""
+    start = unit * unit_samples
+    return start, min(start + unit_samples, n_samples)
+
+
+def n_units(n_samples: int, unit_samples: int) -> int:
+    """Number of write units of a split."""
+    return -(-n_samples // unit_samples)
+
+
+def target_codec(storage: StorageSpec) -> zc.BloscCodec | zc.ZstdCodec | None:
+    """The compressor of the ``targets`` array for a spec's storage settings (``None``: raw)."""
+    if storage.codec == "none":
+        return None
+    if storage.codec == "zstd":
+        return zc.ZstdCodec(level=storage.level)
+    shuffle = {
+        "noshuffle": zc.BloscShuffle.noshuffle,
+        "shuffle": zc.BloscShuffle.shuffle,
+        "bitshuffle": zc.BloscShuffle.bitshuffle,
+    }[storage.shuffle]
+    cname = storage.codec.split("-", 1)[1]
+    return zc.BloscCodec(cname=cname, clevel=storage.level, shuffle=shuffle)
+
+
+@dataclass(frozen=True)
+class StoreMeta:
+    """A store's root attributes, read and checked once when the store is opened.
+
+    Attributes
+    ----------
+    spec : dict
+        The fully resolved spec the store was made from; ``spec_hash`` its content hash.
+    spec_dir : str
+        The spec's folder, against which its relative paths resolve.
+    base : dict
+        The base model's identity (name, class, kwargs, weights path and sha256).
+    seq_len, n_targets : int
+        ``L`` and ``F``.
+    target_kind : str
+        ``logfold`` or ``diff``.
+    target_names : tuple of str
+    genome : str or None
+        Absolute path of the genome at distillation time.
+    """
+
+    format_version: int
+    spec: Mapping[str, Any]
+    spec_hash: str
+    spec_dir: str
+    base: Mapping[str, Any]
+    alphabet: str
+    target_kind: str
+    target_names: tuple[str, ...]
+    n_targets: int
+    seq_len: int
+    genome: str | None
+    package_version: str
+    created: str
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any], path: str) -> StoreMeta:
+        """Check and read the root attributes of the store at ``path``."""
+        if attrs.get("format") != FORMAT:
+            raise UserError(
+                f"{path!r} is not a multiplexer store (or its creation was interrupted); "
+                "remove it or rerun distill with --overwrite"
+            )
+        if attrs.get("format_version") != FORMAT_VERSION:
+            raise UserError(
+                f"store {path!r} has format version {attrs.get('format_version')}, expected {FORMAT_VERSION}"
+            )
+        missing = [k for k in ROOT_ATTRS if k not in attrs]
+        if missing:
+            raise UserError(f"store {path!r} lacks root attributes {', '.join(missing)}")
+        return cls(
+            format_version=int(attrs["format_version"]),
+            spec=attrs["spec"],
+            spec_hash=str(attrs["spec_hash"]),
+            spec_dir=str(attrs.get("spec_dir", ".")),
+            base=attrs["base"],
+            alphabet=str(attrs["alphabet"]),
+            target_kind=str(attrs["target_kind"]),
+            target_names=tuple(str(t) for t in attrs["target_names"]),
+            n_targets=int(attrs["n_targets"]),
+            seq_len=int(attrs["seq_len"]),
+            genome=attrs["genome"],
+            package_version=str(attrs["package_version"]),
+            created=str(attrs["created"]),
+        )
+
+    @property
+    def name(self) -> str:
+        """The spec's name."""
+        return str(self.spec["name"])
+
+    @property
+    def splits(self) -> list[str]:
+        """The store's splits, in ``train, valid, test`` order."""
+        return [s for s in SPLIT_NAMES if s in self.spec["splits"]]
+
+    @property
+    def seed(self) -> int | None:
+        """The spec's seed (a base model without weights is initialised from it)."""
+        seed = self.spec.get("seed")
+        return None if seed is None else int(seed)
+
+    @property
+    def ism_batch_size(self) -> int | None:
+        """The spec's ISM batch size, if it records one."""
+        value = self.spec.get("ism_batch_size")
+        return None if value is None else int(value)
+
+
+def root_attrs(spec: Spec, base_identity: Mapping[str, Any], n_targets: int, target_names: list[str]) -> dict[str, Any]:
+    """The root attributes a new store gets (see :data:`ROOT_ATTRS`, plus ``spec_dir``)."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "spec": spec.to_dict(),
+        "spec_hash": spec.content_hash(),
+        "spec_dir": str(Path(spec.base_dir).resolve()),
+        "base": dict(base_identity),
+        "alphabet": ALPHABET,
+        "target_kind": spec.target,
+        "target_names": list(target_names),
+        "n_targets": n_targets,
+        "seq_len": spec.seq_len,
+        "genome": str(spec.genome_path.resolve()),
+        "package_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,434 @@
+"""The Zarr store: the contract between ``distill`` (writer) and ``train``/``evaluate`` (readers).
+
+:func:`create_or_open_store` creates a spec's store (atomically, for local paths) or reopens it to
+resume, refusing one made from another spec or base model (:class:`~pipeline.errors.StoreMismatchError`);
+:func:`open_store` opens an existing one for reading. A unit's completion marker is set only after
+all its arrays are written, so a crash leaves it unmarked and a rerun redoes it. The layout is in
+:mod:`pipeline.store.format`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import fsspec
+import numpy as np
+import zarr
+
+from pipeline.core.files import is_zarr_folder
+from pipeline.core.spec import Spec, differing_keys, spec_from_dict
+from pipeline.errors import StoreMismatchError, StoreNotFoundError, UserError
+from pipeline.store.chunks import missing_chunks
+from pipeline.store.format import DIMENSIONS, StoreMeta, n_units, root_attrs, target_codec, unit_range
+
+Mode = Literal["r", "r+", "a", "w", "w-"]
+
+
+def is_url(path: str) -> bool:
+    """Whether ``path`` is an fsspec URL (``memory://``, ``s3://``, ``file://``, ...)."""
+    return "://" in path
+
+
+def open_group(path: str, mode: Mode) -> zarr.Group:
+    """``zarr.open_group`` for a local path or an fsspec URL (``file://`` URLs create folders)."""
+    options = {"auto_mkdir": True} if path.startswith("file://") else None
+    if is_url(path):
+        return zarr.open_group(path, mode=mode, storage_options=options)
+    return zarr.open_group(path, mode=mode)
+
+
+def group_array(group: zarr.Group, name: str) -> zarr.Array:
+    """The array ``name`` of a group (a :class:`UserError` if it is missing or a group)."""
+    node = group.get(name)
+    if not isinstance(node, zarr.Array):
+        raise UserError(f"{group.store_path}: {name!r} is not an array of this store")
+    return node
+
+
+@dataclass
+class SplitInfo:
+    """Counts of one split."""
+
+    name: str
+    n_samples: int
+    unit_samples: int
+    n_units: int
+    n_complete: int
+
+
+class Store:
+    """An open multiplexer store. Use :func:`open_store` or :func:`create_or_open_store`.
+
+    Attributes
+    ----------
+    group : zarr.Group
+        The root group.
+    path : str
+        Where the store lives.
+    meta : StoreMeta
+        The root attributes, read once.
+    """
+
+    def __init__(self, group: zarr.Group, path: str) -> None:
+        self.group, self.path = group, path
+        self.meta = StoreMeta.from_attrs(dict(group.attrs), path)
+
+    # -- attributes ------------------------------------------------------------------------
+    @property
+    def seq_len(self) -> int:
+        return self.meta.seq_len
+
+    @property
+    def n_targets(self) -> int:
+        return self.meta.n_targets
+
+    @property
+    def target_names(self) -> list[str]:
+        return list(self.meta.target_names)
+
+    @property
+    def target_kind(self) -> str:
+        return self.meta.target_kind
+
+    @property
+    def spec_hash(self) -> str:
+        return self.meta.spec_hash
+
+    @property
+    def splits(self) -> list[str]:
+        return self.meta.splits
+
+    def spec(self) -> Spec:
+        """The spec the store was made from (relative paths resolve against the spec's folder)."""
+        return spec_from_dict(self.meta.spec, base_dir=self.meta.spec_dir)
+
+    # -- splits and units ------------------------------------------------------------------
+    def split_group(self, split: str) -> zarr.Group:
+        if split not in self.splits:
+            raise UserError(f"store {self.path!r} has no split {split!r} (it has {', '.join(self.splits)})")
+        node = self.group[split]
+        if not isinstance(node, zarr.Group):
+            raise UserError(f"store {self.path!r}: {split!r} is not a group")
+        return node
+
+    def array(self, split: str, name: str) -> zarr.Array:
+        return group_array(self.split_group(split), name)
+
+    def split_info(self, split: str) -> SplitInfo:
+        g = self.split_group(split)
+        complete = self.complete_units(split)
+        attrs = g.attrs
+        return SplitInfo(
+            split, int(attrs["n_samples"]), int(attrs["unit_samples"]), int(attrs["n_units"]), int(complete.sum())
+        )
+
+    def complete_units(self, split: str) -> np.ndarray:
+        """Boolean ``[n_units]``: which write units are complete."""
+        return np.asarray(self.array(split, "complete")[:]).astype(bool)
+
+    def unit_range(self, split: str, unit: int) -> tuple[int, int]:
+        info = self.split_info(split)
+        return unit_range(info.n_samples, info.unit_samples, unit)
+
+    def iter_units(self, split: str) -> Iterator[tuple[int, int, int]]:
+        """``(unit, start, stop)`` for every unit of a split."""
+        info = self.split_info(split)
+        for u in range(info.n_units):
+            yield (u, *unit_range(info.n_samples, info.unit_samples, u))
+
+    def write_unit(
+        self,
+        split: str,
+        unit: int,
+        *,
+        reference: np.ndarray,
+        ref_pred: np.ndarray,
+        targets: np.ndarray,
+        chrom: list[str],
+        center: np.ndarray,
+    ) -> None:
+        """Write one whole unit, then mark it complete.
+
+        Parameters
+        ----------
+        reference : np.ndarray, shape=(n, 4, L), uint8
+        ref_pred : np.ndarray, shape=(n, F), float32
+        targets : np.ndarray, shape=(n, F, 4, L)
+            Cast to the store's target dtype.
+        chrom : list of str, length n
+        center : np.ndarray, shape=(n,)
+        """
+        g = self.split_group(split)
+        start, stop = self.unit_range(split, unit)
+        n = stop - start
+        F, L = self.n_targets, self.seq_len
+        expected = {"reference": (n, 4, L), "ref_pred": (n, F), "targets": (n, F, 4, L), "center": (n,)}
+        values = {"reference": reference, "ref_pred": ref_pred, "targets": targets, "center": center}
+        for name, value in values.items():
+            if tuple(np.shape(value)) != expected[name]:
+                raise ValueError(
+                    f"unit {unit} of {split}: {name} has shape {np.shape(value)}, expected {expected[name]}"
+                )
+        if len(chrom) != n:
+            raise ValueError(f"unit {unit} of {split}: {len(chrom)} chromosome names for {n} samples")
+        with zarr.config.set({"array.write_empty_chunks": True}):  # a missing chunk then means lost data
+            targets_array = group_array(g, "targets")
+            targets_array[start:stop] = np.asarray(targets).astype(targets_array.dtype, copy=False)
+            group_array(g, "reference")[start:stop] = np.asarray(reference, dtype=np.uint8)
+            group_array(g, "ref_pred")[start:stop] = np.asarray(ref_pred, dtype=np.float32)
+            group_array(g, "chrom")[start:stop] = np.asarray(chrom, dtype=object)
+            group_array(g, "center")[start:stop] = np.asarray(center, dtype=np.int64)
+            group_array(g, "complete")[unit] = 1
+
+    def require_complete(self, split: str, *, limit: int | None = None, chunks: bool = True) -> None:
+        """Raise a :class:`UserError` unless every unit of ``split`` is complete and, with ``chunks``,
+        every chunk of the first ``limit`` samples (default: all) is present.
+
+        A unit marked complete whose chunk file was deleted would read back as zeros (the fill value);
+        this finds it by checking that the chunk keys exist, without reading any data.
+        """
+        info = self.split_info(split)
+        if info.n_complete < info.n_units:
+            first = int(np.flatnonzero(~self.complete_units(split))[0])
+            raise UserError(
+                f"store {self.path!r}: split {split!r} has {info.n_units - info.n_complete} of "
+                f"{info.n_units} write units incomplete (first: unit {first}); rerun `multiplexer distill`"
+            )
+        if not chunks:
+            return
+        n = info.n_samples if limit is None else min(info.n_samples, int(limit))
+        units = [(u, a, b) for u, a, b in self.iter_units(split) if a < n]
+        found = missing_chunks(self.split_group(split), units)
+        if found is not None:
+            u, a, b, problem = found
+            raise UserError(
+                f"store {self.path!r}: split {split!r} unit {u} (samples {a}-{b - 1}) is marked complete but its "
+                f"{problem} (lost data); see `multiplexer store verify`, and redistill it "
+                "(`multiplexer distill --overwrite`)"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# opening and creating
+# ---------------------------------------------------------------------------------------------
+
+
+def store_exists(path: str) -> bool:
+    """Whether something (a store, or anything else) is at ``path``."""
+    if is_url(path):
+        try:
+            open_group(path, mode="r")
+            return True
+        except Exception:  # noqa: BLE001 - any failure to open means there is no store to reuse
+            return False
+    return Path(path).exists()
+
+
+def open_store(path: str | os.PathLike[str], mode: Literal["r", "r+"] = "r") -> Store:
+    """Open an existing store (``mode`` ``"r"`` or ``"r+"``), checking it is one of ours.
+
+    Raises
+    ------
+    StoreNotFoundError
+        Nothing exists at a local ``path``.
+    UserError
+        ``path`` is a file, not a Zarr store, or a Zarr group that is not a multiplexer store.
+    """
+    path = str(path)
+    if not is_url(path):
+        p = Path(path)
+        if not p.exists():
+            raise StoreNotFoundError(path)
+        if p.is_file():
+            raise UserError(f"store path {path!r} is a file, not a Zarr store")
+    try:
+        group = open_group(path, mode=mode)
+    except Exception as exc:  # zarr raises several types for what is not a group
+        raise UserError(f"{path!r} is not a readable Zarr store: {type(exc).__name__}: {exc}") from None
+    return Store(group, path)
+
+
+def check_same_spec(store: Store, spec: Spec, base_identity: Mapping[str, Any] | None = None) -> None:
+    """Refuse a store made from another spec (or another base-model weights file), saying what differs.
+
+    Raises
+    ------
+    StoreMismatchError
+        With ``reason`` naming the differing spec keys or the two weights checksums.
+    """
+    if store.spec_hash != spec.content_hash():
+        keys = differing_keys(store.meta.spec, spec.to_dict())
+        raise StoreMismatchError(
+            store.path,
+            f"store {store.path!r} was made from a different spec (hash {store.spec_hash[:12]} vs "
+            f"{spec.content_hash()[:12]}); differing keys: {', '.join(keys) or 'unknown'}",
+        )
+    if base_identity is not None:
+        old = store.meta.base.get("weights_sha256")
+        new = base_identity.get("weights_sha256")
+        if old != new:
+            raise StoreMismatchError(
+                store.path,
+                f"store {store.path!r} was made with base-model weights sha256 {str(old)[:12]}, but "
+                f"{base_identity.get('weights')!r} has sha256 {str(new)[:12]}",
+            )
+
+
+def create_or_open_store(
+    path: str | os.PathLike[str],
+    spec: Spec,
+    *,
+    base_identity: Mapping[str, Any],
+    n_targets: int,
+    target_names: list[str],
+    overwrite: bool = False,
+) -> Store:
+    """Create the store for ``spec``, or reopen it for resuming if it was made from the same spec.
+
+    A local store is built in a temporary sibling folder and renamed into place, so processes that
+    start together (``--shard`` jobs) never see a half-created store: the first rename wins and the
+    others open the winner's store.
+
+    Parameters
+    ----------
+    path : path or URL
+        Where the store lives.
+    spec : Spec
+        The dataset spec.
+    base_identity : dict
+        The base model's identity (recorded, and compared on reopening).
+    n_targets : int
+        ``F``, the base model's number of outputs.
+    target_names : list of str
+        ``F`` names.
+    overwrite : bool
+        Discard an existing store at ``path`` (the only way to do so).
+
+    Raises
+    ------
+    UserError
+        The path holds a store of another spec or base model, something that is not a store, or a
+        file.
+    """
+    path = str(path)
+    if store_exists(path):
+        if not overwrite:
+            return _reopen(path, spec, base_identity)
+        remove_store(path)
+    if len(target_names) != n_targets:
+        raise UserError(f"{len(target_names)} target names for a base model with {n_targets} outputs")
+    attrs = root_attrs(spec, base_identity, n_targets, target_names)
+    if is_url(path):
+        _build(path, spec, n_targets, attrs)
+        return open_store(path, mode="r+")
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)  # like the default stores/ folder
+    except OSError as exc:
+        raise UserError(f"cannot create store {path!r}: {exc.strerror or exc} ({target.parent})") from None
+    tmp = target.with_name(f".{target.name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        _build(str(tmp), spec, n_targets, attrs)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not target.exists():
+                raise
+            # another process created it first: use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+            return _reopen(path, spec, base_identity)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return open_store(path, mode="r+")
+
+
+def _reopen(path: str, spec: Spec, base_identity: Mapping[str, Any] | None) -> Store:
+    store = open_store(path, mode="r+")
+    check_same_spec(store, spec, base_identity)
+    return store
+
+
+def wait_for_store(path: str | os.PathLike[str], spec: Spec, *, timeout: float = 600.0, poll: float = 0.2) -> Store:
+    """Open a store that another process is creating, once it exists (used by non-creating ranks)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return _reopen(str(path), spec, None)
+        except UserError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(poll)
+
+
+def _build(path: str, spec: Spec, n_targets: int, attrs: dict[str, Any]) -> None:
+    """Create the groups and empty arrays; the root attributes go last (they mark a finished store)."""
+    try:
+        root = open_group(path, mode="w-")
+    except Exception as exc:  # zarr and fsspec raise several types
+        raise UserError(f"cannot create store {path!r}: {type(exc).__name__}: {exc}") from None
+    for split, split_spec in spec.splits.items():
+        _build_split(root.create_group(split), spec, split_spec.samples, split_spec.chroms, n_targets)
+    root.attrs.update(attrs)
+
+
+def _build_split(g: zarr.Group, spec: Spec, n: int, chroms: tuple[str, ...], n_targets: int) -> None:
+    L, F, st = spec.seq_len, n_targets, spec.storage
+    U = st.unit_samples
+    units = n_units(n, U)
+    g.attrs.update(
+        {"n_samples": n, "unit_samples": U, "chunk_samples": st.chunk_samples, "n_units": units, "chroms": list(chroms)}
+    )
+    # every written chunk exists (see Store.write_unit), so a missing one means lost data
+    cfg = {"write_empty_chunks": True}
+    for name, shape, dtype, fill in (
+        ("reference", (n, 4, L), "uint8", 0),
+        ("ref_pred", (n, F), "float32", 0.0),
+        ("center", (n,), "int64", 0),
+    ):
+        chunks = (U, *shape[1:])
+        g.create_array(
+            name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill, dimension_names=DIMENSIONS[name], config=cfg
+        )
+    g.create_array("chrom", shape=(n,), chunks=(U,), dtype=str, config=cfg, dimension_names=DIMENSIONS["chrom"])
+    g.create_array(
+        "targets",
+        shape=(n, F, 4, L),
+        chunks=(st.chunk_samples, F, 4, L),
+        shards=(U, F, 4, L) if st.shards else None,
+        dtype=st.dtype,
+        fill_value=0.0,
+        compressors=target_codec(st),
+        config=cfg,
+        dimension_names=DIMENSIONS["targets"],
+    )
+    g.create_array(
+        "complete",
+        shape=(units,),
+        chunks=(1,),
+        dtype="uint8",
+        fill_value=0,
+        config=cfg,
+        dimension_names=DIMENSIONS["complete"],
+    )
+
+
+def remove_store(path: str) -> None:
+    """Delete the store at ``path`` (``--overwrite``); a folder that is not a Zarr store is refused."""
+    if is_url(path):
+        fs, root = fsspec.core.url_to_fs(path)
+        fs.rm(root, recursive=True)
+        return
+    p = Path(path)
+    if p.is_file():
+        raise UserError(f"store path {path!r} is a file, not a Zarr store")
+    if not is_zarr_folder(p):
+        raise UserError(f"refusing to remove {path!r}: it is a folder but not a Zarr store")
+    shutil.rmtree(p)

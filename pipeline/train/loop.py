@@ -1,0 +1,405 @@
+"""Stage 2, ``train``: stream a store into a multiplexer; checkpoints, validation, exact resume.
+
+Main flow (:func:`train`): open the store (trusting only its attributes for ``L``, ``F``, target
+names and kind) -> build the multiplexer (synchronized BatchNorm and DistributedDataParallel under
+``torchrun``; ``torch.compile`` on request), AdamW with warm-up and cosine schedule -> the loop
+(:meth:`Trainer.run`): each optimizer step takes ``grad_accum`` global micro-batches of a
+block-shuffled per-epoch order (:class:`~pipeline.train.data.RankBatchSampler`; each rank reads its
+contiguous part), runs the forward under bf16 autocast on CUDA, MSE (optionally without the
+reference-base entries), gradient clipping; every ``valid_every`` steps the validation loss and mean
+weighted Pearson over all ranks, and ``last.pt`` (always) and ``best.pt`` (lowest validation loss)
+written atomically by rank 0. ``--resume`` restores the :class:`~pipeline.train.state.TrainState` and
+continues exactly where ``last.pt`` left off.
+
+The loss of a step is the mean over its global batch, whatever the number of ranks: each rank's
+loss is the sum over its samples scaled by ``world / micro_batch``, and DDP averages gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from pipeline import __version__
+from pipeline.core.runtime import Launch, all_reduce_sum, broadcast_object, exact_float32, process_group
+from pipeline.core.spec import TrainSpec
+from pipeline.errors import UserError
+from pipeline.ism import mask_effects
+from pipeline.metrics import PearsonAccumulator, nanmean
+from pipeline.models import build_multiplexer, load_weights
+from pipeline.store import Store, open_store
+from pipeline.train.config import Precision, lr_factor, multiplexer_kwargs, precision_for
+from pipeline.train.data import BlockShuffle, RankBatchSampler, StoreDataset, collate_batch
+from pipeline.train.logging import MetricsWriter, Window
+from pipeline.train.state import RunDir, TrainState
+from pipeline.train.sync_bn import convert_sync_batchnorm
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class TrainResult:
+    """Where the outputs are and the final metrics."""
+
+    run_dir: str
+    step: int
+    best_valid_loss: float
+    last_metrics: dict[str, Any] = field(default_factory=dict)
+    finished_before: bool = False
+    """``--resume`` found the run already at ``--steps``: nothing was done."""
+
+    @property
+    def best(self) -> str:
+        return str(RunDir(self.run_dir).best)
+
+    @property
+    def last(self) -> str:
+        return str(RunDir(self.run_dir).last)
+
+    def line(self) -> str:
+        """One line for the command line (empty when no metrics row was written)."""
+        m = self.last_metrics
+        if self.finished_before:
+            return f"{self.last} is already at step {self.step} (>= --steps): nothing to do"
+        if not m:
+            return ""
+        return (
+            f"trained to step {self.step}: valid loss {m['valid_loss']:.5f}, valid weighted "
+            f"Pearson {m['valid_weighted_pearson']:.4f}; best {self.best}, last {self.last}"
+        )
+
+
+def sample_losses(y_hat: torch.Tensor, y: torch.Tensor, X: torch.Tensor, loss_mask: bool) -> torch.Tensor:
+    """Per-sample mean squared error.
+
+    Parameters
+    ----------
+    y_hat, y : torch.Tensor, shape=(B, F, 4, L)
+    X : torch.Tensor, shape=(B, 4, L)
+        One-hot inputs (for the mask).
+    loss_mask : bool
+        Zero the error at reference bases and ``N`` columns (0 by definition); the mean still divides
+        by ``F · 4 · L`` so the scale does not depend on the number of ``N`` columns.
+
+    Returns
+    -------
+    loss : torch.Tensor, shape=(B,)
+    """
+    err = y_hat.float() - y
+    if loss_mask:
+        err = mask_effects(err, X)
+    return err.pow(2).flatten(1).mean(dim=1)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The multiplexer inside DistributedDataParallel and ``torch.compile`` wrappers."""
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    inner: torch.nn.Module = getattr(model, "_orig_mod", model)  # torch.compile
+    return inner
+
+
+@torch.no_grad()
+def validate(
+    model: torch.nn.Module,
+    ds: StoreDataset,
+    batch_size: int,
+    device: torch.device,
+    launch: Launch,
+    precision: Precision | None = None,
+) -> tuple[float, float]:
+    """Mean MSE and mean weighted Pearson of ``model`` on ``ds``, over all ranks (each takes a part)."""
+    was_training = model.training
+    model.eval()
+    acc = PearsonAccumulator(ds.n_targets)
+    bounds = np.linspace(0, len(ds), launch.world + 1).round().astype(int)
+    mine = list(range(bounds[launch.rank], bounds[launch.rank + 1]))
+    autocast = precision.autocast(device) if precision is not None else contextlib.nullcontext()
+    for i in range(0, len(mine), batch_size):
+        X, y = ds.__getitems__(mine[i : i + batch_size])
+        X, y = X.to(device).float(), y.to(device).float()
+        with autocast:
+            y_hat = model(X)
+        acc.update(y, y_hat.float())
+    acc.all_reduce(launch)
+    model.train(was_training)
+    return float(acc.mse().mean()), nanmean(acc.weighted_pearson())
+
+
+def _micro_batches(
+    loader: DataLoader[Batch], sampler: RankBatchSampler, epoch: int, start: int
+) -> Iterator[tuple[int, int, Batch]]:
+    """Endless ``(epoch, index_in_epoch, batch)`` stream from micro-batch ``start`` of ``epoch`` on."""
+    while True:
+        sampler.set_epoch(epoch, start)
+        for k, batch in enumerate(loader, start=start):
+            yield epoch, k, batch
+        epoch, start = epoch + 1, 0
+
+
+def _validation_line(row: dict[str, Any]) -> str:
+    return (
+        f"step {row['step']}: train loss {row['train_loss']:.5f}, valid loss {row['valid_loss']:.5f}, "
+        f"valid weighted Pearson {row['valid_weighted_pearson']:.4f}"
+    )
+
+
+def train(
+    store_path: str,
+    run_dir: str,
+    config: TrainSpec,
+    *,
+    resume: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a multiplexer on a store (one process, or every rank of a ``torchrun`` job).
+
+    Parameters
+    ----------
+    store_path : str
+        A complete store (``train`` and ``valid`` splits).
+    run_dir : str
+        Gets ``config.json``, ``metrics.csv``, ``best.pt``, ``last.pt`` (and ``tensorboard/`` when
+        TensorBoard is installed). A folder that already holds a checkpoint is refused unless
+        ``resume``.
+    config : TrainSpec
+        Settings; ``steps`` is the total number of optimizer steps (also when resuming).
+    resume : bool
+        Continue from ``run_dir/last.pt``.
+    device : str, optional
+        ``cpu``, ``cuda``, ``cuda:N`` or ``auto``; under torchrun ``cuda`` means ``cuda:LOCAL_RANK``.
+    """
+    launch = Launch.from_env()
+    dev = launch.device(device)
+    with process_group(launch, "nccl" if dev.type == "cuda" else "gloo"), exact_float32():
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        trainer = Trainer(store_path, RunDir(run_dir), config, launch=launch, device=dev, resume=resume)
+        return trainer.run(progress=progress)
+
+
+class Trainer:
+    """One training run: its model, data, state and outputs (see the module docstring).
+
+    Parameters
+    ----------
+    store_path : str
+        The store.
+    run : RunDir
+        The run folder.
+    config : TrainSpec
+        The settings.
+    launch : Launch
+        This process's rank and world size.
+    device : torch.device
+        This rank's device.
+    resume : bool
+        Continue from ``run.last``.
+    """
+
+    def __init__(
+        self, store_path: str, run: RunDir, config: TrainSpec, *, launch: Launch, device: torch.device, resume: bool
+    ) -> None:
+        self.store_path, self.run_dir, self.config, self.launch, self.device = store_path, run, config, launch, device
+        self.store = self._open_store()
+        problem = broadcast_object(run.problem(resume) if launch.main else None, launch)
+        if problem:
+            raise UserError(str(problem))
+        self.micro = config.batch_size // config.grad_accum
+        if self.micro < launch.world:
+            raise UserError(
+                f"batch size {config.batch_size} / grad_accum {config.grad_accum} gives micro-batches of "
+                f"{self.micro} samples, fewer than the {launch.world} processes"
+            )
+        self.precision = precision_for(config, device)
+        self.train_ds = StoreDataset(store_path, "train")
+        self.valid_ds = StoreDataset(store_path, "valid", limit=config.valid_samples)
+        self.kwargs = multiplexer_kwargs(config.multiplexer, self.store, config.kwargs)
+        self.core = self._build_model()
+        optimizer = torch.optim.AdamW(self.core.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
+        self.state = TrainState(optimizer, scheduler, torch.amp.GradScaler(device.type, enabled=self.precision.scaler))
+        if resume:
+            last = run.read_last(self.store.spec_hash, self.architecture)
+            load_weights(self.core, last["model"], source=str(run.last))
+            self.state.load_state_dict(last["training"])
+        elif launch.main:
+            run.create()
+
+    @property
+    def architecture(self) -> dict[str, Any]:
+        return {"name": self.config.multiplexer, "kwargs": self.kwargs}
+
+    def _open_store(self) -> Store:
+        store = open_store(self.store_path)
+        for split in ("train", "valid"):
+            if split not in store.splits:
+                raise UserError(f"store {self.store_path!r} has no {split!r} split; training needs train and valid")
+        return store
+
+    def _build_model(self) -> torch.nn.Module:
+        torch.manual_seed(self.config.seed)
+        core = build_multiplexer(self.config.multiplexer, **self.kwargs)
+        if self.launch.active:
+            core = convert_sync_batchnorm(core, self.device.type)
+        return core.to(self.device)
+
+    def _wrap(self) -> torch.nn.Module:
+        """The model the loop calls: DDP under torchrun, compiled on request."""
+        model: torch.nn.Module = self.core
+        if self.launch.active:
+            model = torch.nn.parallel.DistributedDataParallel(
+                self.core,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False,
+            )
+        if self.config.compile:
+            model = torch.compile(model)  # type: ignore[assignment]  # compile returns a callable wrapper
+        return model
+
+    def _loader(self) -> tuple[DataLoader[Batch], RankBatchSampler]:
+        config, ds = self.config, self.train_ds
+        order = BlockShuffle(len(ds), ds.unit_samples, config.shuffle_buffer, config.seed)
+        sampler = RankBatchSampler(order, self.micro, self.launch.rank, self.launch.world)
+        workers = config.num_workers
+        loader: DataLoader[Batch] = DataLoader(
+            ds,
+            batch_sampler=sampler,
+            collate_fn=collate_batch,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0 and config.persistent_workers,
+            prefetch_factor=config.prefetch_factor if workers > 0 else None,
+        )
+        return loader, sampler
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self, *, progress: bool = True) -> TrainResult:
+        """Train until ``config.steps``; returns where the outputs are and the last metrics."""
+        state, config, main = self.state, self.config, self.launch.main
+        if state.step >= config.steps:  # resuming a finished run is a no-op (so `make` can rerun it)
+            return TrainResult(str(self.run_dir.path), state.step, state.best_valid_loss, finished_before=True)
+        model = self._wrap()
+        loader, sampler = self._loader()
+        stream = _micro_batches(loader, sampler, state.epoch, state.position)
+        if main:
+            self.run_dir.write_config(self._config_record())
+        model.train()
+        window, row = Window(), {}
+        bar = tqdm(
+            total=config.steps,
+            initial=state.step,
+            desc="train",
+            unit="step",
+            disable=not (progress and main),
+            dynamic_ncols=True,
+        )
+        with MetricsWriter(self.run_dir.metrics, enabled=main) as writer, bar:
+            while state.step < config.steps:
+                # forward, backward and update over grad_accum micro-batches
+                loss, samples = self.train_step(model, stream, sampler.batches_per_epoch())
+                window.add(loss, samples)
+                bar.update(1)
+                validate_now = state.step % config.valid_every == 0 or state.step == config.steps
+                if state.step % config.log_every and not validate_now:
+                    continue
+                # timing and logging; at validation steps, evaluate and write checkpoints
+                row = window.row(state.step, state.epoch, state.samples, state.optimizer.param_groups[0]["lr"])
+                bar.set_postfix(loss=f"{row['train_loss']:.4g}", samples_s=f"{row['samples_per_s']:.1f}")
+                if validate_now:
+                    row.update(self.validate_and_checkpoint(model, row))
+                    if main:
+                        bar.write(_validation_line(row))
+                writer.row(row)
+        return TrainResult(str(self.run_dir.path), state.step, state.best_valid_loss, row)
+
+    def train_step(
+        self, model: torch.nn.Module, stream: Iterator[tuple[int, int, Batch]], per_epoch: int
+    ) -> tuple[float, int]:
+        """One optimizer step; returns its mean loss over the global batch and its samples (all ranks)."""
+        config, launch, state = self.config, self.launch, self.state
+        step_loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        step_samples = 0
+        for a in range(config.grad_accum):
+            epoch, k, (X, y) = next(stream)
+            sync = a == config.grad_accum - 1 or not launch.active
+            X = X.to(self.device, non_blocking=True).float()
+            y = y.to(self.device, non_blocking=True).float()
+            with contextlib.nullcontext() if sync else model.no_sync():  # type: ignore[operator]
+                with self.precision.autocast(self.device):
+                    y_hat = model(X)
+                per_sample = sample_losses(y_hat, y, X, config.loss_mask)
+                n_micro = min(self.micro, len(self.train_ds) - k * self.micro)
+                loss = per_sample.sum() * (launch.world / n_micro / config.grad_accum)
+                state.scaler.scale(loss).backward()
+            step_loss += loss.detach().double() / launch.world
+            step_samples += X.shape[0]
+        state.advance(epoch, k + 1, per_epoch)
+        if config.clip_grad:
+            state.scaler.unscale_(state.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.core.parameters(), config.clip_grad)
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        state.optimizer.zero_grad(set_to_none=True)
+        state.scheduler.step()
+        state.step += 1
+        all_reduce_sum(step_loss, launch)
+        samples = int(all_reduce_sum(torch.tensor([step_samples], dtype=torch.long, device=self.device), launch).item())
+        state.samples += samples
+        return float(step_loss), samples
+
+    def validate_and_checkpoint(self, model: torch.nn.Module, row: dict[str, Any]) -> dict[str, float]:
+        """Validation loss and weighted Pearson; ``best.pt`` when the loss improved, ``last.pt`` always."""
+        state = self.state
+        valid_loss, valid_wp = validate(
+            unwrap(model), self.valid_ds, self.micro, self.device, self.launch, self.precision
+        )
+        metrics = {"valid_loss": valid_loss, "valid_weighted_pearson": valid_wp}
+        improved = valid_loss < state.best_valid_loss
+        state.best_valid_loss = min(state.best_valid_loss, valid_loss)
+        if self.launch.main:
+            payload = {
+                **self._meta(),
+                "model": unwrap(model).state_dict(),
+                "step": state.step,
+                "metrics": {**row, **metrics},
+            }
+            self.run_dir.save(payload, state, improved=improved)
+        return metrics
+
+    # -- what the outputs record ------------------------------------------------------------------
+    def _meta(self) -> dict[str, Any]:
+        """Everything ``predict``/``evaluate`` need besides the weights (see :mod:`pipeline.models.checkpoint`)."""
+        meta = self.store.meta
+        return {
+            "architecture": self.architecture,
+            "seq_len": meta.seq_len,
+            "n_targets": meta.n_targets,
+            "alphabet": meta.alphabet,
+            "target_names": list(meta.target_names),
+            "target_kind": meta.target_kind,
+            "spec": dict(meta.spec),
+            "spec_hash": meta.spec_hash,
+            "base": dict(meta.base),
+            "genome": meta.genome,
+            "store": str(self.store_path),
+            "package_version": __version__,
+            "train": self.config.to_dict(),
+        }
+
+    def _config_record(self) -> dict[str, Any]:
+        return {
+            "store": str(self.store_path),
+            "spec_hash": self.store.spec_hash,
+            "device": str(self.device),
+            "world_size": self.launch.world,
+            "package_version": __version__,
+            "train": {**self.config.to_dict(), "kwargs": self.kwargs},
+        }

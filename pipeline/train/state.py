@@ -1,0 +1,150 @@
+"""What survives a restart, and where it lives: :class:`TrainState` and the run folder, :class:`RunDir`.
+
+:class:`TrainState` is everything ``--resume`` needs besides the model weights: the optimizer,
+scheduler and gradient-scaler states, the step, the data position (epoch and micro-batch), the best
+validation loss, the samples seen and the RNG states, as one ``state_dict()``/``load_state_dict()``.
+:class:`RunDir` owns the run folder: ``best.pt`` and ``last.pt`` (written atomically by rank 0),
+``config.json`` and the checks that keep a finished run from being overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.core.files import atomic_path
+from pipeline.errors import UserError
+from pipeline.models import read_checkpoint, save_checkpoint
+
+
+def rng_state() -> dict[str, Any]:
+    """Torch RNG states (the only randomness after initialisation: the data order has its own seeds)."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class TrainState:
+    """The resumable state of a run (the model's weights are saved beside it, in the checkpoint).
+
+    Parameters
+    ----------
+    optimizer, scheduler, scaler
+        The run's optimizer, learning-rate scheduler and gradient scaler (their states are saved).
+
+    Attributes
+    ----------
+    step : int
+        Optimizer steps done.
+    epoch, position : int
+        The next micro-batch of the data order: ``position`` of epoch ``epoch``.
+    best_valid_loss : float
+        Lowest validation loss so far (``inf`` before the first validation).
+    samples : int
+        Training samples seen, over all ranks.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        scaler: torch.amp.GradScaler,
+    ) -> None:
+        self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
+        self.step, self.epoch, self.position = 0, 0, 0
+        self.best_valid_loss = math.inf
+        self.samples = 0
+
+    def advance(self, epoch: int, position: int, batches_per_epoch: int) -> None:
+        """Record that micro-batch ``position - 1`` of ``epoch`` was the last one used."""
+        self.epoch, self.position = (epoch + 1, 0) if position >= batches_per_epoch else (epoch, position)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything to continue exactly where this state is (plain types and tensors only)."""
+        return {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "position": self.position,
+            "best_valid_loss": self.best_valid_loss,
+            "samples": self.samples,
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (the RNG states are restored too)."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch, self.position = int(state["step"]), int(state["epoch"]), int(state["position"])
+        self.best_valid_loss, self.samples = float(state["best_valid_loss"]), int(state["samples"])
+        set_rng_state(state["rng"])
+
+
+class RunDir:
+    """A run folder: ``best.pt``, ``last.pt``, ``config.json``, ``metrics.csv``.
+
+    Parameters
+    ----------
+    path : path
+        The folder (created by :meth:`create`).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.last, self.best = self.path / "last.pt", self.path / "best.pt"
+        self.config, self.metrics = self.path / "config.json", self.path / "metrics.csv"
+
+    def problem(self, resume: bool) -> str | None:
+        """Why this folder cannot be used (``--resume`` without ``last.pt``; checkpoints without it)."""
+        if resume and not self.last.is_file():
+            return f"--resume: {str(self.last)!r} does not exist"
+        if not resume and (self.last.exists() or self.best.exists()):
+            return f"run folder {str(self.path)!r} already holds checkpoints; pass --resume or another --run-dir"
+        return None
+
+    def create(self) -> None:
+        """Create the folder (with its parents)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def read_last(self, spec_hash: str, architecture: dict[str, Any]) -> dict[str, Any]:
+        """``last.pt``, checked to belong to this store and architecture.
+
+        Returns
+        -------
+        checkpoint : dict
+            With ``"training"`` the :meth:`TrainState.state_dict` to resume from.
+        """
+        data = read_checkpoint(self.last)
+        if data.get("spec_hash") != spec_hash:
+            raise UserError(f"{str(self.last)!r} was trained on another store (spec hash differs)")
+        if data["architecture"] != architecture:
+            raise UserError(f"{str(self.last)!r} has architecture {data['architecture']}, not the requested one")
+        # checkpoints before the state carried its step recorded it only at the top level
+        data["training"] = {"step": data["step"], **data["training"]}
+        return data
+
+    def save(self, payload: dict[str, Any], state: TrainState, *, improved: bool) -> None:
+        """Write ``best.pt`` (when ``improved``) and ``last.pt`` (always, with the training state)."""
+        if improved:
+            save_checkpoint(self.best, payload)
+        save_checkpoint(self.last, {**payload, "training": state.state_dict()})
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Write ``config.json`` (the resolved settings, for replaying the run)."""
+        with atomic_path(self.config) as tmp:
+            tmp.write_text(json.dumps(config, indent=2) + "\n")
