@@ -7,7 +7,7 @@ WORK   ?= work
 export PYTHONDONTWRITEBYTECODE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint demo clean clean-work bench bench-ism bench-distill bench-loader bench-demo docs-cli
+.PHONY: help install test test-processes test-all lint demo clean clean-work bench bench-ism bench-distill bench-loader bench-demo docs-cli
 
 help:  ## List every target with what it does
 	@grep -hE '^[$$()a-zA-Z0-9_./%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-28s %s\n", $$1, $$2}'
@@ -23,14 +23,20 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python  ## (file) virtual env with t
 
 install: $(VENV)/.installed  ## Create .venv and install torch (CPU build pinned) and the package
 
-test: $(VENV)/.installed  ## Run the test suite (without tests marked slow)
-	$(BIN)/python -m pytest -q -m "not slow"
+test: $(VENV)/.installed  ## Run the test suite in-process (without tests marked slow or processes)
+	$(BIN)/python -m pytest -q -m "not slow and not processes"
 
-test-all: $(VENV)/.installed  ## Run every test, slow ones included
+test-processes: $(VENV)/.installed  ## Run the tests that start processes: torchrun, SIGKILL, the console script
+	$(BIN)/python -m pytest -q -m "processes and not slow"
+
+test-all: $(VENV)/.installed  ## Run every test, slow and multi-process ones included
 	$(BIN)/python -m pytest -q
 
-lint: $(VENV)/.installed  ## ruff check
+lint: $(VENV)/.installed  ## ruff (check, format, complexity <= 15), mypy, and the import contract (import-linter)
 	$(BIN)/ruff check pipeline tests scripts
+	$(BIN)/ruff format --check pipeline tests scripts
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 demo: $(VENV)/.installed  ## Synthetic genome -> distill -> train -> evaluate -> plot, in work/demo
 	$(BIN)/multiplexer demo --workdir $(WORK)/demo

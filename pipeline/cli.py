@@ -35,7 +35,7 @@ def _fail(message: str, code: int) -> NoReturn:
 class _Cli(click.Group):
     """Group whose errors are one ``error:`` line (usage errors included) instead of a traceback."""
 
-    def main(  # type: ignore[override]  # click's overloads; this one always returns or exits
+    def main(
         self,
         args: Any = None,
         prog_name: str | None = None,
@@ -160,7 +160,8 @@ def _train_option(name: str) -> Callable[[F], F]:
     rule = TRAIN_RULES[name]
     if rule.kind is bool:
         return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=text)
-    kind = {int: click.INT, float: click.FLOAT, str: click.STRING}[rule.kind]
+    kinds: dict[type, click.ParamType] = {int: click.INT, float: click.FLOAT, str: click.STRING}
+    kind = kinds[rule.kind]
     metavar = "[" + "|".join(rule.choices) + "]" if rule.choices else kind.name.upper()
     bounds = rule.describe()
     return click.option(flag, name, type=kind, metavar=metavar, help=f"{text}  [{bounds}]" if bounds else text)

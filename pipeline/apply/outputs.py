@@ -82,28 +82,33 @@ class EffectsWriter:
         self.target_names = list(target_names)
         self.n, self.pos = n, 0
         self._created = False  # whether self.path is ours to remove if writing fails
+        # where batches go: numpy buffers saved on close (.npz), or the Zarr arrays themselves
+        self._sinks: dict[str, np.ndarray | zarr.Array]
         if self.npz:
-            self.effects = np.zeros((n, n_targets, 4, seq_len), dtype=np.float32)
-            self.reference = np.zeros((n, 4, seq_len), dtype=np.uint8)
+            self._sinks = {
+                "effects": np.zeros((n, n_targets, 4, seq_len), dtype=np.float32),
+                "reference": np.zeros((n, 4, seq_len), dtype=np.uint8),
+            }
         else:
             with self._writing():
                 self._created = True
-                g = zarr.open_group(str(self.path), mode="w-")
-                g.create_array(
-                    "effects",
-                    shape=(n, n_targets, 4, seq_len),
-                    chunks=(1, n_targets, 4, seq_len),
-                    dtype="float32",
-                    dimension_names=["sample", "target", "base", "position"],
-                )
-                g.create_array(
-                    "reference",
-                    shape=(n, 4, seq_len),
-                    chunks=(max(1, min(n, 64)), 4, seq_len),
-                    dtype="uint8",
-                    dimension_names=["sample", "base", "position"],
-                )
-                self.group = g
+                self.group = zarr.open_group(str(self.path), mode="w-")
+                self._sinks = {
+                    "effects": self.group.create_array(
+                        "effects",
+                        shape=(n, n_targets, 4, seq_len),
+                        chunks=(1, n_targets, 4, seq_len),
+                        dtype="float32",
+                        dimension_names=["sample", "target", "base", "position"],
+                    ),
+                    "reference": self.group.create_array(
+                        "reference",
+                        shape=(n, 4, seq_len),
+                        chunks=(max(1, min(n, 64)), 4, seq_len),
+                        dtype="uint8",
+                        dimension_names=["sample", "base", "position"],
+                    ),
+                }
         self.chrom: list[str] = []
         self.center: list[int] = []
 
@@ -126,12 +131,9 @@ class EffectsWriter:
         """Append a batch: ``effects [n, F, 4, L]``, ``reference [n, 4, L]``."""
         k = effects.shape[0]
         sl = slice(self.pos, self.pos + k)
-        if self.npz:
-            self.effects[sl], self.reference[sl] = effects, reference
-        else:
-            with self._writing():
-                self.group["effects"][sl] = effects.astype(np.float32)
-                self.group["reference"][sl] = reference.astype(np.uint8)
+        with self._writing():
+            self._sinks["effects"][sl] = effects.astype(np.float32)
+            self._sinks["reference"][sl] = reference.astype(np.uint8)
         self.chrom += list(chrom)
         self.center += [int(c) for c in center]
         self.pos += k
@@ -144,8 +146,8 @@ class EffectsWriter:
                 with atomic_path(self.path, suffix=".npz") as tmp:
                     np.savez_compressed(
                         tmp,
-                        effects=self.effects,
-                        reference=self.reference,
+                        effects=np.asarray(self._sinks["effects"]),
+                        reference=np.asarray(self._sinks["reference"]),
                         chrom=np.array(self.chrom),
                         center=np.array(self.center, dtype=np.int64),
                         target_names=np.array(self.target_names),
@@ -186,6 +188,13 @@ def cleanup_on_failure(writer: EffectsWriter) -> Iterator[list[Path]]:
         raise
 
 
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    node = group[name]
+    if not isinstance(node, zarr.Array):
+        raise TypeError(f"{name!r} is a group, not an array")
+    return node
+
+
 def read_effects(path: str | Path) -> dict[str, Any]:
     """Read an effects file into numpy arrays plus ``attrs``."""
     path = Path(path)
@@ -198,7 +207,7 @@ def read_effects(path: str | Path) -> dict[str, Any]:
                 out["attrs"] = json.loads(str(z["attrs"]))
         else:
             g = zarr.open_group(str(path), mode="r")
-            out = {k: np.asarray(g[k][:]) for k in ("effects", "reference", "chrom", "center", "target_names")}
+            out = {k: np.asarray(_array(g, k)[:]) for k in ("effects", "reference", "chrom", "center", "target_names")}
             out["attrs"] = dict(g.attrs)
     except Exception as exc:
         raise UserError(

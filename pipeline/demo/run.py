@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.apply.evaluate import evaluate
 from pipeline.apply.inputs import load_inputs
 from pipeline.apply.plot import plot_effects
@@ -115,7 +117,7 @@ def run_demo(
     )
 
     store = open_store(store_path)
-    chrom, center = str(store.array("test", "chrom")[0]), int(store.array("test", "center")[0])
+    chrom, center = str(store.array("test", "chrom")[0]), int(np.asarray(store.array("test", "center")[:1])[0])
     inputs = load_inputs(seq_len=spec.seq_len, genome=spec.genome_path, region=f"{chrom}:{center}")
     pred = predict_effects(
         str(run_dir / "best.pt"), inputs, str(work / "prediction.zarr"), device=device, overwrite=True, progress=False

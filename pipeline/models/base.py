@@ -166,7 +166,7 @@ def target_names_for(model: nn.Module, n_targets: int, names_file: str | os.Path
                 f"target names file {str(path)!r} has {len(names)} names, the base model has {n_targets} outputs"
             )
         return names
-    names = getattr(model, "target_names", None)
-    if isinstance(names, (list, tuple)) and len(names) == n_targets:
-        return [str(n) for n in names]
+    own = getattr(model, "target_names", None)
+    if isinstance(own, (list, tuple)) and len(own) == n_targets:
+        return [str(n) for n in own]
     return [f"target_{i}" for i in range(n_targets)]

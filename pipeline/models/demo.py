@@ -23,6 +23,14 @@ def _flat_length(seq_len: int, kernel2: int) -> int:
     return (length - kernel2 + 1) // 4
 
 
+def _fill(layer: nn.Conv1d | nn.Linear, weight: torch.Tensor, bias: torch.Tensor) -> None:
+    """Copy ``weight`` and ``bias`` into a layer built with a bias."""
+    if layer.bias is None:
+        raise ValueError(f"{type(layer).__name__} was built without a bias")
+    layer.weight.copy_(weight)
+    layer.bias.copy_(bias)
+
+
 class DemoBase(nn.Module):
     """Deterministic demo base model.
 
@@ -82,8 +90,7 @@ class DemoBase(nn.Module):
                 w1[c, :, i] = -1.0
                 w1[c, ALPHABET.index(base), i] = 1.0
             b1[c] = -(len(motif) - 3.0)
-        self.conv1.weight.copy_(w1)
-        self.conv1.bias.copy_(b1)
+        _fill(self.conv1, w1, b1)
 
         # conv2: pass-through of each motif channel (smoothed), then motif-pair channels
         w2 = 0.02 * randn(channels, channels, self.kernel2)
@@ -95,8 +102,7 @@ class DemoBase(nn.Module):
             w2[c, i] += 0.8
             w2[c, j, 1:4] += 0.8
             b2[c] = -3.0
-        self.conv2.weight.copy_(w2)
-        self.conv2.bias.copy_(b2)
+        _fill(self.conv2, w2, b2)
 
         # dense1: each hidden unit reads 1-3 channels through a Gaussian positional envelope
         grid = torch.arange(positions, dtype=torch.float32)
@@ -108,8 +114,7 @@ class DemoBase(nn.Module):
             n_read = 1 + int(torch.randint(3, (1,), generator=g))
             for c in torch.randperm(channels, generator=g)[:n_read].tolist():
                 w3[h, c] += (0.4 + 0.6 * torch.rand(1, generator=g).item()) * envelope
-        self.dense1.weight.copy_(w3.reshape(hidden, -1))
-        self.dense1.bias.copy_(torch.full((hidden,), -0.5))
+        _fill(self.dense1, w3.reshape(hidden, -1), torch.full((hidden,), -0.5))
 
         # dense2: each target is a signed mix of a few hidden units
         w4 = torch.zeros(self.n_targets, hidden)
@@ -117,8 +122,7 @@ class DemoBase(nn.Module):
             picks = torch.randperm(hidden, generator=g)[:4]
             signs = torch.where(torch.rand(4, generator=g) < 0.7, 1.0, -1.0)
             w4[f, picks] = signs * (0.5 + torch.rand(4, generator=g))
-        self.dense2.weight.copy_(w4)
-        self.dense2.bias.copy_(-1.5 + 0.5 * randn(self.n_targets))
+        _fill(self.dense2, w4, -1.5 + 0.5 * randn(self.n_targets))
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         """Predict.

@@ -74,10 +74,10 @@ class ConvMultiplexer(nn.Module):
         dilations: tuple[int, int, int, int, int] | list[int] = (4, 16, 64, 16, 4),
     ) -> None:
         super().__init__()
-        dilations = tuple(int(d) for d in dilations)
-        if len(dilations) != 5:
-            raise ValueError(f"dilations must have 5 entries (model_two … model_six), got {len(dilations)}")
-        for d in dilations:
+        dils = tuple(int(d) for d in dilations)
+        if len(dils) != 5:
+            raise ValueError(f"dilations must have 5 entries (model_two … model_six), got {len(dils)}")
+        for d in dils:
             if d * (kernel_size - 1) % 2:
                 raise ValueError(
                     f"dilation {d} with kernel_size {kernel_size} cannot keep the length "
@@ -92,7 +92,7 @@ class ConvMultiplexer(nn.Module):
             "width1": width1,
             "width2": width2,
             "kernel_size": kernel_size,
-            "dilations": list(dilations),
+            "dilations": list(dils),
         }
         k = kernel_size
         first = (k - 1) // 2
@@ -101,7 +101,7 @@ class ConvMultiplexer(nn.Module):
         def same(d: int) -> tuple[int, int]:
             return (d * (k - 1) // 2,) * 2
 
-        d2, d3, d4, d5, d6 = dilations
+        d2, d3, d4, d5, d6 = dils
         self.model_two = _pair(width1, width2, k, d2, same(d2))
         self.model_three = _pair(width2, width2, k, d3, same(d3))
         self.model_four = _pair(width2, width2, k, d4, same(d4))

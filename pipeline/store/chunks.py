@@ -13,6 +13,8 @@ import zarr
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
+from pipeline.store.format import group_array
+
 
 def chunks_exist(array: zarr.Array, coords: list[tuple[int, ...]]) -> list[bool]:
     """Whether each chunk (or shard) ``coords`` of ``array`` is present in its store.
@@ -44,13 +46,14 @@ def missing_chunks(g: zarr.Group, units: list[tuple[int, int, int]]) -> tuple[in
         return None
     first: tuple[int, int, int, int, str] | None = None  # (unit index in units, ...) of the earliest problem
     for name in ("reference", "ref_pred", "chrom", "center"):
-        coords = [(u,) + (0,) * (g[name].ndim - 1) for u, _, _ in units]
-        for k, ok in enumerate(chunks_exist(g[name], coords)):
+        array = group_array(g, name)
+        coords = [(u,) + (0,) * (array.ndim - 1) for u, _, _ in units]
+        for k, ok in enumerate(chunks_exist(array, coords)):
             if not ok:
                 if first is None or k < first[0]:
                     first = (k, *units[k], f"chunk {coords[k]} of {name!r} is missing")
                 break
-    targets = g["targets"]
+    targets = group_array(g, "targets")
     block = (targets.shards or targets.chunks)[0]  # a shard holds a whole unit
     owners = [(k, c) for k, (_, a, b) in enumerate(units) for c in range(a // block, -(-b // block))]
     kind = "shard" if targets.shards else "chunk"

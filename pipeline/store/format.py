@@ -21,8 +21,9 @@ import datetime as _dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import zarr
 import zarr.codecs as zc
 
 from pipeline import __version__
@@ -59,6 +60,22 @@ DIMENSIONS = {
 """``dimension_names`` of each array (so xarray can open a split)."""
 
 
+def group_array(group: zarr.Group, name: str) -> zarr.Array:
+    """The array ``name`` of a group (a :class:`UserError` if it is missing or a group)."""
+    node = group.get(name)
+    if not isinstance(node, zarr.Array):
+        raise UserError(f"{group.store_path}: {name!r} is not an array of this store")
+    return node
+
+
+def int_attr(group: zarr.Group, key: str) -> int:
+    """An integer attribute of a group (a :class:`UserError` if it is missing or not an integer)."""
+    value = group.attrs.get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise UserError(f"{group.store_path}: attribute {key!r} is {value!r}, not an integer")
+    return value
+
+
 def unit_range(n_samples: int, unit_samples: int, unit: int) -> tuple[int, int]:
     """Half-open sample range ``[start, stop)`` of write unit ``unit``."""
     start = unit * unit_samples
@@ -68,6 +85,9 @@ def unit_range(n_samples: int, unit_samples: int, unit: int) -> tuple[int, int]:
 def n_units(n_samples: int, unit_samples: int) -> int:
     """Number of write units of a split."""
     return -(-n_samples // unit_samples)
+
+
+_BLOSC_CODECS: dict[str, Literal["lz4", "zstd"]] = {"blosc-lz4": "lz4", "blosc-zstd": "zstd"}
 
 
 def target_codec(storage: StorageSpec) -> zc.BloscCodec | zc.ZstdCodec | None:
@@ -81,7 +101,7 @@ def target_codec(storage: StorageSpec) -> zc.BloscCodec | zc.ZstdCodec | None:
         "shuffle": zc.BloscShuffle.shuffle,
         "bitshuffle": zc.BloscShuffle.bitshuffle,
     }[storage.shuffle]
-    cname = storage.codec.split("-", 1)[1]
+    cname = _BLOSC_CODECS[storage.codec]
     return zc.BloscCodec(cname=cname, clevel=storage.level, shuffle=shuffle)
 
 

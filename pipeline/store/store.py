@@ -21,12 +21,22 @@ from typing import Any, Literal
 import fsspec
 import numpy as np
 import zarr
+from zarr.core.array_spec import ArrayConfigParams
 
 from pipeline.core.files import is_zarr_folder
 from pipeline.core.spec import Spec, differing_keys, spec_from_dict
 from pipeline.errors import StoreMismatchError, StoreNotFoundError, UserError
 from pipeline.store.chunks import missing_chunks
-from pipeline.store.format import DIMENSIONS, StoreMeta, n_units, root_attrs, target_codec, unit_range
+from pipeline.store.format import (
+    DIMENSIONS,
+    StoreMeta,
+    group_array,
+    int_attr,
+    n_units,
+    root_attrs,
+    target_codec,
+    unit_range,
+)
 
 Mode = Literal["r", "r+", "a", "w", "w-"]
 
@@ -42,14 +52,6 @@ def open_group(path: str, mode: Mode) -> zarr.Group:
     if is_url(path):
         return zarr.open_group(path, mode=mode, storage_options=options)
     return zarr.open_group(path, mode=mode)
-
-
-def group_array(group: zarr.Group, name: str) -> zarr.Array:
-    """The array ``name`` of a group (a :class:`UserError` if it is missing or a group)."""
-    node = group.get(name)
-    if not isinstance(node, zarr.Array):
-        raise UserError(f"{group.store_path}: {name!r} is not an array of this store")
-    return node
 
 
 @dataclass
@@ -124,9 +126,8 @@ class Store:
     def split_info(self, split: str) -> SplitInfo:
         g = self.split_group(split)
         complete = self.complete_units(split)
-        attrs = g.attrs
         return SplitInfo(
-            split, int(attrs["n_samples"]), int(attrs["unit_samples"]), int(attrs["n_units"]), int(complete.sum())
+            split, int_attr(g, "n_samples"), int_attr(g, "unit_samples"), int_attr(g, "n_units"), int(complete.sum())
         )
 
     def complete_units(self, split: str) -> np.ndarray:
@@ -387,7 +388,7 @@ def _build_split(g: zarr.Group, spec: Spec, n: int, chroms: tuple[str, ...], n_t
         {"n_samples": n, "unit_samples": U, "chunk_samples": st.chunk_samples, "n_units": units, "chroms": list(chroms)}
     )
     # every written chunk exists (see Store.write_unit), so a missing one means lost data
-    cfg = {"write_empty_chunks": True}
+    cfg: ArrayConfigParams = {"write_empty_chunks": True}
     for name, shape, dtype, fill in (
         ("reference", (n, 4, L), "uint8", 0),
         ("ref_pred", (n, F), "float32", 0.0),

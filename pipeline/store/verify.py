@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from pipeline.errors import UserError
 from pipeline.store.chunks import missing_chunks
+from pipeline.store.format import group_array, int_attr
 from pipeline.store.store import Store
 
 
@@ -89,44 +90,54 @@ def verify_store(store: Store, *, progress: bool = False) -> list[str]:
     offending unit of each split.
     """
     problems: list[str] = []
-    F, L = store.n_targets, store.seq_len
+    F = store.n_targets
     if len(store.target_names) != F:
         problems.append(f"{len(store.target_names)} target names but n_targets = {F}")
     for split in store.splits:
-        g = store.split_group(split)
-        n = int(g.attrs["n_samples"])
-        shapes = {
-            "reference": (n, 4, L),
-            "ref_pred": (n, F),
-            "targets": (n, F, 4, L),
-            "chrom": (n,),
-            "center": (n,),
-            "complete": (int(g.attrs["n_units"]),),
-        }
-        bad = False
-        for name, shape in shapes.items():
-            if name not in g:
-                problems.append(f"{split}: array {name!r} is missing")
-                bad = True
-            elif tuple(g[name].shape) != shape:
-                problems.append(f"{split}: array {name!r} has shape {tuple(g[name].shape)}, expected {shape}")
-                bad = True
-        if bad:
-            continue
-        complete = store.complete_units(split)
-        if not complete.all():
-            problems.append(
-                f"{split}: unit {int(np.flatnonzero(~complete)[0])} is not complete "
-                f"({int((~complete).sum())} of {complete.size} incomplete)"
-            )
-            continue
-        units = list(store.iter_units(split))
-        for u, start, stop in tqdm(units, desc=f"verify {split}", disable=not progress, unit="unit"):
-            problem = _missing_chunk(g, u, start, stop) or _check_unit(g, start, stop)
-            if problem:
-                problems.append(f"{split}: unit {u} (samples {start}-{stop - 1}): {problem}")
-                break
+        problem = _check_shapes(store, split) or _check_complete(store, split) or _check_units(store, split, progress)
+        if problem:
+            problems.append(f"{split}: {problem}")
     return problems
+
+
+def _check_shapes(store: Store, split: str) -> str | None:
+    """The first array of ``split`` that is missing or has a shape its attributes do not say."""
+    g = store.split_group(split)
+    n, F, L = int_attr(g, "n_samples"), store.n_targets, store.seq_len
+    shapes = {
+        "reference": (n, 4, L),
+        "ref_pred": (n, F),
+        "targets": (n, F, 4, L),
+        "chrom": (n,),
+        "center": (n,),
+        "complete": (int_attr(g, "n_units"),),
+    }
+    for name, shape in shapes.items():
+        node = g.get(name)
+        if not isinstance(node, zarr.Array):
+            return f"array {name!r} is missing"
+        if tuple(node.shape) != shape:
+            return f"array {name!r} has shape {tuple(node.shape)}, expected {shape}"
+    return None
+
+
+def _check_complete(store: Store, split: str) -> str | None:
+    complete = store.complete_units(split)
+    if complete.all():
+        return None
+    first, missing = int(np.flatnonzero(~complete)[0]), int((~complete).sum())
+    return f"unit {first} is not complete ({missing} of {complete.size} incomplete)"
+
+
+def _check_units(store: Store, split: str, progress: bool) -> str | None:
+    """The first unit with a missing chunk or data that breaks a convention."""
+    g = store.split_group(split)
+    units = list(store.iter_units(split))
+    for u, start, stop in tqdm(units, desc=f"verify {split}", disable=not progress, unit="unit"):
+        problem = _missing_chunk(g, u, start, stop) or _check_unit(g, start, stop)
+        if problem:
+            return f"unit {u} (samples {start}-{stop - 1}): {problem}"
+    return None
 
 
 def _missing_chunk(g: zarr.Group, unit: int, start: int, stop: int) -> str | None:
@@ -136,10 +147,10 @@ def _missing_chunk(g: zarr.Group, unit: int, start: int, stop: int) -> str | Non
 
 def _check_unit(g: zarr.Group, start: int, stop: int) -> str | None:
     try:
-        X = np.asarray(g["reference"][start:stop])
-        y = np.asarray(g["targets"][start:stop])
-        ref_pred = np.asarray(g["ref_pred"][start:stop])
-        center = np.asarray(g["center"][start:stop])
+        X = np.asarray(group_array(g, "reference")[start:stop])
+        y = np.asarray(group_array(g, "targets")[start:stop])
+        ref_pred = np.asarray(group_array(g, "ref_pred")[start:stop])
+        center = np.asarray(group_array(g, "center")[start:stop])
     except Exception as exc:  # a deleted or corrupt chunk
         return f"cannot read: {type(exc).__name__}: {exc}"
     if X.max(initial=0) > 1 or (X.sum(axis=1) > 1).any():

@@ -19,10 +19,13 @@ middle of an epoch, which is what exact resume needs.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
+import numcodecs
 import numpy as np
 import torch
+import zarr
 from torch.utils.data import Dataset, Sampler
 
 from pipeline.store import open_store
@@ -111,16 +114,14 @@ class StoreDataset(Dataset):
 
 
 def _single_threaded_decoding() -> None:
-    import numcodecs
-    import zarr
-
     zarr.config.set({"threading.max_workers": 1})
     numcodecs.blosc.set_nthreads(1)
 
 
-def collate_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``collate_fn`` for :class:`StoreDataset`: ``__getitems__`` already returns a batch."""
-    return batch
+def collate_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``collate_fn`` for :class:`StoreDataset`: ``__getitems__`` already returns the batch ``(X, y)``."""
+    X, y = batch
+    return X, y
 
 
 class BlockShuffle:

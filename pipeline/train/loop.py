@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -223,6 +223,7 @@ class Trainer:
         self.valid_ds = StoreDataset(store_path, "valid", limit=config.valid_samples)
         self.kwargs = multiplexer_kwargs(config.multiplexer, self.store, config.kwargs)
         self.core = self._build_model()
+        self.ddp: torch.nn.parallel.DistributedDataParallel | None = None
         optimizer = torch.optim.AdamW(self.core.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
         self.state = TrainState(optimizer, scheduler, torch.amp.GradScaler(device.type, enabled=self.precision.scaler))
@@ -252,16 +253,17 @@ class Trainer:
         return core.to(self.device)
 
     def _wrap(self) -> torch.nn.Module:
-        """The model the loop calls: DDP under torchrun, compiled on request."""
+        """The model the loop calls: DDP under torchrun (kept as :attr:`ddp`), compiled on request."""
         model: torch.nn.Module = self.core
         if self.launch.active:
-            model = torch.nn.parallel.DistributedDataParallel(
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
                 self.core,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 broadcast_buffers=False,
             )
+            model = self.ddp
         if self.config.compile:
-            model = torch.compile(model)  # type: ignore[assignment]  # compile returns a callable wrapper
+            model = cast(torch.nn.Module, torch.compile(model))  # an OptimizedModule, typed as a callable
         return model
 
     def _loader(self) -> tuple[DataLoader[Batch], RankBatchSampler]:
@@ -332,7 +334,7 @@ class Trainer:
             sync = a == config.grad_accum - 1 or not launch.active
             X = X.to(self.device, non_blocking=True).float()
             y = y.to(self.device, non_blocking=True).float()
-            with contextlib.nullcontext() if sync else model.no_sync():  # type: ignore[operator]
+            with contextlib.nullcontext() if sync or self.ddp is None else self.ddp.no_sync():
                 with self.precision.autocast(self.device):
                     y_hat = model(X)
                 per_sample = sample_losses(y_hat, y, X, config.loss_mask)

@@ -67,9 +67,13 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(input)
-        if self.track_running_stats:
-            self.num_batches_tracked.add_(1)
-        momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        tracked = self.num_batches_tracked if self.track_running_stats else None
+        if tracked is not None:
+            tracked.add_(1)
+        if self.momentum is not None:
+            momentum = self.momentum
+        else:  # a cumulative average, as torch's BatchNorm does without momentum
+            momentum = 1.0 / float(tracked) if tracked is not None else 0.0
         return _SyncBatchNormFn.apply(
             input, self.weight, self.bias, self.running_mean, self.running_var, self.eps, momentum
         )
