@@ -19,7 +19,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from pipeline import __version__
-from pipeline.core.spec import TRAIN_RULES, TrainSpec, option_flag
+from pipeline.core.spec import ISM_BATCH_SIZE, TRAIN_RULES, TrainSpec, option_flag
 from pipeline.errors import SpecError, UserError
 
 EXIT_ERROR = 1
@@ -363,7 +363,9 @@ def predict(ctx: click.Context, checkpoint: str, out: str, **options: Any) -> No
 )
 @_input_options
 @_engine
-@click.option("--batch-size", default=1024, show_default=True, type=click.IntRange(min=1), help="Variants per pass.")
+@click.option(
+    "--batch-size", default=ISM_BATCH_SIZE, show_default=True, type=click.IntRange(min=1), help="Variants per pass."
+)
 @click.pass_context
 def ism(ctx: click.Context, out: str, **options: Any) -> None:
     """Exact in-silico saturation mutagenesis with the base model (same output format as predict)."""

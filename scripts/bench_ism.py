@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 import torch
 
 from pipeline.core.runtime import exact_float32
-from pipeline.ism import fast_ism, get_plan, log_fold, variant_index
+from pipeline.ism import fast_ism, get_plan, log_fold, mutate_batch, variant_index
 from pipeline.models import Beluga, DemoBase
 
 
@@ -51,11 +51,7 @@ def naive_sample(model: torch.nn.Module, X: torch.Tensor, n_variants: int | None
     start = time.perf_counter()
     for i in range(0, seq.numel(), batch):
         s, p, b = seq[i : i + batch], pos[i : i + batch], base[i : i + batch]
-        Xv = Xd[s.to(device)].clone()
-        rows = torch.arange(s.numel(), device=device)
-        Xv[rows, :, p.to(device)] = 0.0
-        Xv[rows, b.to(device), p.to(device)] = 1.0
-        outs.append(model(Xv))
+        outs.append(model(mutate_batch(Xd, s.to(device), p.to(device), b.to(device))))
     sync(device)
     seconds = time.perf_counter() - start
     return (seq, pos, base), torch.cat(outs).cpu(), seconds

@@ -6,7 +6,9 @@ Everything is built under pytest's temporary folders; nothing is written into th
 from __future__ import annotations
 
 import copy
+import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -14,11 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
-SEQ_LEN = 80
-"""Window length of the tiny spec (the demo base model needs at least 64)."""
-
-N_TARGETS = 4
+from helpers import DEMO_KWARGS, N_TARGETS, SEQ_LEN, TOY_MODELS
 
 TINY_SPEC: dict[str, Any] = {
     "name": "tiny",
@@ -27,7 +25,7 @@ TINY_SPEC: dict[str, Any] = {
     "seed": 0,
     "max_n": 10,
     "target": "logfold",
-    "base": {"model": "demo", "kwargs": {"n_targets": N_TARGETS, "channels": 12, "hidden": 8}},
+    "base": {"model": "demo", "kwargs": {k: v for k, v in DEMO_KWARGS.items() if k != "seq_len"}},
     "splits": {
         "train": {"chroms": ["chr1", "chr2", "chr3"], "samples": 10},
         "valid": {"chroms": ["chr8"], "samples": 6},
@@ -138,17 +136,12 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_spec, tiny_store:
     return run
 
 
-TOY_MODELS = Path(__file__).with_name("toy_models.py")
-EXACT_KWARGS: dict[str, Any] = {"seq_len": SEQ_LEN, "n_targets": N_TARGETS, "channels": 12, "hidden": 8}
-"""Arguments of the demo base model inside :class:`toy_models.ExactMultiplexer`."""
-
-
 @pytest.fixture(scope="session")
 def make_exact_checkpoint() -> Callable[..., Path]:
     """``make_exact_checkpoint(path, genome, weights=None)``: a checkpoint whose multiplexer is exact ISM.
 
     The multiplexer is :class:`toy_models.ExactMultiplexer` (naive ISM of the demo base model built
-    from :data:`EXACT_KWARGS`), recorded with that base model's identity, so ``--diff`` must give
+    from :data:`helpers.DEMO_KWARGS`), recorded with that base model's identity, so ``--diff`` must give
     exactly the base model's ``alt - ref``. With ``weights``, the base model's state dict is saved
     there and recorded (path and sha256) in the identity.
     """
@@ -157,19 +150,19 @@ def make_exact_checkpoint() -> Callable[..., Path]:
     def make(path: Path, genome: Path, weights: Path | None = None) -> Path:
         from toy_models import ExactMultiplexer
 
-        base = build_base("demo", **EXACT_KWARGS)
+        base = build_base("demo", **DEMO_KWARGS)
         if weights is not None:
             torch.save(base.state_dict(), weights)
         payload = {
-            "model": ExactMultiplexer(**EXACT_KWARGS).state_dict(),
-            "architecture": {"name": f"{TOY_MODELS}:ExactMultiplexer", "kwargs": dict(EXACT_KWARGS)},
+            "model": ExactMultiplexer(**DEMO_KWARGS).state_dict(),
+            "architecture": {"name": f"{TOY_MODELS}:ExactMultiplexer", "kwargs": dict(DEMO_KWARGS)},
             "seq_len": SEQ_LEN,
             "n_targets": N_TARGETS,
             "alphabet": "AGCT",
             "target_names": [f"exact_{i}" for i in range(N_TARGETS)],
             "target_kind": "logfold",
             "spec": {"seed": 0},
-            "base": base_identity("demo", weights, EXACT_KWARGS, base),
+            "base": base_identity("demo", weights, DEMO_KWARGS, base),
             "genome": str(genome),
         }
         save_checkpoint(path, payload)
@@ -218,3 +211,47 @@ def assert_same_store() -> Callable[[str, str], None]:
                 assert np.array_equal(x, y), f"{split}/{name} differs"
 
     return check
+
+
+NOT_THE_TESTS_ENV = ("PYTEST_CURRENT_TEST", "TORCHINDUCTOR_", "_TORCHINDUCTOR_")
+"""Prefixes of environment variables that are no test's doing: pytest's own, and those torch's compiler
+sets for itself when first imported or used."""
+
+
+def _process_state() -> dict[str, Any]:
+    """The process-wide settings a test could change and forget: torch's numerics and threads, the
+    working folder, the environment, matplotlib's backend, zarr's and blosc's threading."""
+    state: dict[str, Any] = {
+        "torch threads": torch.get_num_threads(),
+        "TF32": (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32),
+        "float32 matmul precision": torch.get_float32_matmul_precision(),
+        "cudnn": (torch.backends.cudnn.enabled, torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic),
+        "deterministic algorithms": torch.are_deterministic_algorithms_enabled(),
+        "default dtype": torch.get_default_dtype(),
+        "grad enabled": torch.is_grad_enabled(),
+        "working folder": os.getcwd(),
+        "environment": {k: v for k, v in os.environ.items() if not k.startswith(NOT_THE_TESTS_ENV)},
+    }
+    if "matplotlib" in sys.modules:
+        state["matplotlib backend"] = sys.modules["matplotlib"].get_backend()
+    if "zarr" in sys.modules:
+        state["zarr threads"] = sys.modules["zarr"].config.get("threading.max_workers")
+    if "numcodecs.blosc" in sys.modules:
+        state["blosc threads"] = sys.modules["numcodecs.blosc"].get_nthreads()
+    return state
+
+
+@pytest.fixture(autouse=True)
+def process_state_is_restored() -> Iterator[None]:
+    """Every test leaves the process-wide settings as it found them (use ``monkeypatch`` or a restoring
+    context manager such as :func:`pipeline.core.runtime.exact_float32` to change one)."""
+    before = _process_state()
+    yield
+    after = _process_state()
+    changed = {k: (before[k], after.get(k)) for k in before if after.get(k) != before[k]}
+    if "environment" in changed:
+        old, new = changed["environment"]
+        changed["environment"] = {
+            k: (old.get(k), new.get(k)) for k in old.keys() | new.keys() if old.get(k) != new.get(k)
+        }
+    assert not changed, f"the test changed process-wide state (before, after): {changed}"

@@ -1,4 +1,6 @@
-"""The ``multiplexer`` command line, end to end through click's ``CliRunner``, and its error contract."""
+"""The ``multiplexer`` command line, end to end through click's ``CliRunner``.
+
+Bad inputs of every command (one ``error: ...`` line, nothing touched) are the matrix in ``test_bad_inputs.py``."""
 
 from __future__ import annotations
 
@@ -12,35 +14,11 @@ import numpy as np
 import pytest
 import yaml
 import zarr
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
+from helpers import assert_one_line_error, invoke, ok, rewrite_checkpoint
 
 from pipeline.apply.outputs import read_effects
 from pipeline.cli import cli
-
-
-def invoke(*args: str) -> Result:
-    """Run ``multiplexer -q ARGS``; unexpected exceptions propagate (click turns exits into codes)."""
-    return CliRunner().invoke(cli, ["-q", *map(str, args)], catch_exceptions=False)
-
-
-def ok(*args: str) -> Result:
-    result = invoke(*args)
-    assert result.exit_code == 0, f"{args}: exit {result.exit_code}\n{result.output}"
-    assert "Traceback" not in result.output
-    return result
-
-
-def assert_one_line_error(result: Result, *fragments: str) -> str:
-    """Non-zero exit, exactly one ``error: ...`` line on stderr, no traceback anywhere."""
-    assert result.exit_code != 0
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    assert "Traceback" not in result.output and "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +127,7 @@ def test_help(command):
     assert result.stderr == ""
 
 
+@pytest.mark.processes
 def test_console_script_help_is_light():
     """``multiplexer --help`` works as a program, and importing the CLI does not import torch."""
     result = subprocess.run(
@@ -170,59 +149,6 @@ def test_console_script_help_is_light():
 def test_version():
     result = CliRunner().invoke(cli, ["--version"])
     assert result.exit_code == 0 and "multiplexer" in result.stdout
-
-
-@pytest.fixture(scope="module")
-def bad_spec(workdir) -> Path:
-    path = workdir / "bad.yaml"
-    data = yaml.safe_load((workdir / "spec.yaml").read_text())
-    data["storage"]["codek"] = "zstd"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-@pytest.mark.parametrize(
-    "case",
-    [
-        "missing spec",
-        "unknown key",
-        "region off the end",
-        "missing checkpoint",
-        "unknown option",
-        "bad region",
-        "missing store",
-        "existing genome",
-        "bad shard",
-        "unknown split",
-        "missing effects file",
-        "no input",
-    ],
-)
-def test_bad_inputs_give_one_error_line(workdir, bad_spec, genome, case):
-    spec = workdir / "spec.yaml"
-    end = genome.length("chr7")
-    args, fragments = {
-        "missing spec": (["distill", workdir / "nope.yaml"], ["nope.yaml"]),
-        "unknown key": (["distill", bad_spec], ["codek"]),
-        "region off the end": (
-            ["ism", "--spec", spec, "--region", f"chr7:{end}", "--out", workdir / "x.npz"],
-            ["chr7", "does not fit"],
-        ),
-        "missing checkpoint": (
-            ["predict", "--checkpoint", workdir / "missing.pt", "--region", "chr7:3000", "--out", workdir / "x.npz"],
-            ["missing.pt"],
-        ),
-        "unknown option": (["distill", spec, "--bogus"], ["--bogus"]),
-        "bad region": (["ism", "--spec", spec, "--region", "chr7-3000", "--out", workdir / "x.npz"], ["chr7-3000"]),
-        "missing store": (["store", "info", workdir / "nowhere.zarr"], ["nowhere.zarr"]),
-        "existing genome": (["genome", "synth", workdir / "genome.fa"], ["exists"]),
-        "bad shard": (["distill", spec, "--shard", "3/2"], ["3/2"]),
-        "unknown split": (["distill", spec, "--split", "holdout"], ["holdout"]),
-        "missing effects file": (["plot", workdir / "none.npz", "--out", workdir / "p.png"], ["none.npz"]),
-        "no input": (["ism", "--spec", spec, "--out", workdir / "x.npz"], ["--region"]),
-    }[case]
-    assert_one_line_error(invoke(*args), *fragments)
-    assert not (workdir / "x.npz").exists()
 
 
 def test_train_without_a_store_says_to_distill(tmp_path, write_spec):
@@ -257,107 +183,6 @@ def test_demo_end_to_end(tmp_path):
     again = ok("demo", "--workdir", workdir, "--steps", "3", "--device", "cpu")
     assert "reusing" in again.stdout
     assert json.loads(again.stdout.strip().splitlines()[-1])["report"] == headline["report"]
-
-
-@pytest.fixture(scope="module")
-def bad_files(trained_run, tmp_path_factory) -> dict[str, Path]:
-    """A corrupt checkpoint, a checkpoint for L = 64, FASTA of the wrong length, a malformed VCF, ..."""
-    import torch
-
-    from pipeline.models import save_checkpoint
-
-    d = tmp_path_factory.mktemp("bad")
-    (d / "corrupt.pt").write_bytes(b"PK\x03\x04 this is not a checkpoint" * 10)
-    data = torch.load(trained_run / "best.pt", weights_only=True)
-    payload = {k: v for k, v in data.items() if k not in ("format", "format_version")}
-    payload["seq_len"] = 64
-    payload["architecture"] = {
-        **payload["architecture"],
-        "kwargs": {**payload["architecture"]["kwargs"], "seq_len": 64},
-    }
-    save_checkpoint(d / "l64.pt", payload)
-    (d / "seqs80.fa").write_text(">s1\n" + "ACGT" * 20 + "\n")
-    (d / "seqs79.fa").write_text(">short_one\n" + "ACGT" * 19 + "AGC\n")
-    (d / "bad.vcf").write_text("#CHROM\tPOS\tID\tREF\tALT\nchr7\tabc\t.\tA\tG\n")
-    moved = {**{k: v for k, v in data.items() if k not in ("format", "format_version")}, "genome": str(d / "gone.fa")}
-    save_checkpoint(d / "moved_genome.pt", moved)
-    return {p.name: p for p in d.iterdir()}
-
-
-@pytest.mark.parametrize(
-    "case",
-    [
-        "region off the chromosome",
-        "sequences of the wrong length",
-        "checkpoint for another L (fasta)",
-        "checkpoint for another L (evaluate)",
-        "corrupt checkpoint",
-        "unknown target name",
-        "recorded genome is gone",
-        "ism seq-len differs from the checkpoint",
-        "malformed VCF",
-        "score-vcf output extension",
-        "plot --compare another region",
-    ],
-)
-def test_bad_model_inputs_give_one_error_line(trained_run, tiny_store, genome, bad_files, tmp_path, case):
-    ckpt = trained_run / "best.pt"
-    out = tmp_path / "x.npz"
-    end = genome.length("chr7")
-    pred, ism_other = tmp_path / "p.npz", tmp_path / "i.npz"
-    if case == "plot --compare another region":
-        ok("predict", "--checkpoint", ckpt, "--region", "chr7:3000", "--out", pred)
-        ok("ism", "--checkpoint", ckpt, "--region", "chr7:3001", "--out", ism_other)
-    args, fragments = {
-        "region off the chromosome": (
-            ["predict", "--checkpoint", ckpt, "--region", f"chr7:{end - 10}", "--out", out],
-            [f"chr7:{end - 10}", "does not fit"],
-        ),
-        "sequences of the wrong length": (
-            ["predict", "--checkpoint", ckpt, "--fasta", bad_files["seqs79.fa"], "--out", out],
-            ["short_one", "length 79", "80"],
-        ),
-        "checkpoint for another L (fasta)": (
-            ["predict", "--checkpoint", bad_files["l64.pt"], "--fasta", bad_files["seqs80.fa"], "--out", out],
-            ["length 80", "64"],
-        ),
-        "checkpoint for another L (evaluate)": (
-            ["evaluate", "--checkpoint", bad_files["l64.pt"], "--store", tiny_store, "--out", tmp_path / "e"],
-            ["L=64", "L=80"],
-        ),
-        "corrupt checkpoint": (
-            ["predict", "--checkpoint", bad_files["corrupt.pt"], "--region", "chr7:3000", "--out", out],
-            ["corrupt.pt", "corrupt"],
-        ),
-        "unknown target name": (
-            ["plot", pred, "--target", "no_such_profile", "--out", tmp_path / "p.png"],
-            ["no_such_profile"],
-        ),
-        "recorded genome is gone": (
-            ["predict", "--checkpoint", bad_files["moved_genome.pt"], "--region", "chr7:3000", "--out", out],
-            ["gone.fa", "--genome"],
-        ),
-        "ism seq-len differs from the checkpoint": (
-            ["ism", "--checkpoint", ckpt, "--seq-len", "81", "--region", "chr7:3000", "--out", out],
-            ["81", "80"],
-        ),
-        "malformed VCF": (
-            ["score-vcf", "--checkpoint", ckpt, "--vcf", bad_files["bad.vcf"], "--out", tmp_path / "s.tsv"],
-            ["bad.vcf:2", "abc"],
-        ),
-        "score-vcf output extension": (
-            ["score-vcf", "--checkpoint", ckpt, "--vcf", bad_files["bad.vcf"], "--out", tmp_path / "s.csv"],
-            ["s.csv", ".tsv"],
-        ),
-        "plot --compare another region": (
-            ["plot", pred, "--compare", ism_other, "--out", tmp_path / "c.png"],
-            ["chr7:3000"],
-        ),
-    }[case]
-    if case == "unknown target name":
-        ok("predict", "--checkpoint", ckpt, "--region", "chr7:3000", "--out", pred)
-    assert_one_line_error(invoke(*args), *fragments)
-    assert not out.exists() and not (tmp_path / "s.tsv").exists() and not (tmp_path / "c.png").exists()
 
 
 def test_predict_diff_tsv_and_genome_override(trained_run, tmp_path):
@@ -396,9 +221,11 @@ def test_predict_diff_tsv_and_genome_override(trained_run, tmp_path):
     assert lines[-1].startswith(f"chrQ:150 {window[-1]}>")
 
 
-def test_fasta_input_does_not_need_the_recorded_genome(bad_files, tmp_path):
+def test_fasta_input_does_not_need_the_recorded_genome(trained_run, tmp_path):
     """A checkpoint whose genome moved still predicts (and runs ISM) on FASTA sequences."""
-    ckpt, fasta = bad_files["moved_genome.pt"], bad_files["seqs80.fa"]
+    ckpt = rewrite_checkpoint(trained_run / "best.pt", tmp_path / "moved_genome.pt", genome=str(tmp_path / "gone.fa"))
+    fasta = tmp_path / "seqs80.fa"
+    fasta.write_text(">s1\n" + "ACGT" * 20 + "\n")
     ok("predict", "--checkpoint", ckpt, "--fasta", fasta, "--out", tmp_path / "p.npz")
     ok("ism", "--checkpoint", ckpt, "--fasta", fasta, "--out", tmp_path / "i.npz", "--tsv")
     assert read_effects(tmp_path / "i.npz")["chrom"] == ["s1"] and (tmp_path / "i.0.s1.tsv.gz").is_file()

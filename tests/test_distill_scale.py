@@ -1,5 +1,8 @@
 """Distillation at scale: torchrun and --shard equal one process, SIGKILL + rerun equals an
-uninterrupted run, the spec hash guards reuse, overlap/sharding/precision options."""
+uninterrupted run, the spec hash guards reuse, overlap/sharding/precision options.
+
+The tests that start processes (the console script, torchrun, a SIGKILL driver) are marked
+``processes``; the rest run in this process."""
 
 from __future__ import annotations
 
@@ -14,14 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from helpers import assert_one_line_error, ok, process_env, run_cli, start_cli, torchrun
 
 from pipeline.core.spec import spec_from_dict
 from pipeline.distill import Launch, distill
 from pipeline.errors import UserError
 from pipeline.store import open_store, store_info, verify_store
 
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 ARRAYS = ("reference", "ref_pred", "targets", "chrom", "center", "complete")
 
 KILL_DRIVER = """
@@ -54,38 +56,6 @@ def assert_arrays_equal(a: str, b: str) -> None:
             assert np.array_equal(ga[split][name][:], gb[split][name][:]), f"{split}/{name} differs"
 
 
-def cli(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(BIN / "multiplexer"), "-q", *args], env=ENV, capture_output=True, text=True, **kwargs)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
-
-
-def torchrun_distill(spec: str, store: str) -> subprocess.CompletedProcess:
-    """``torchrun --nproc_per_node 2 -m pipeline.cli distill SPEC --store STORE`` on the CPU."""
-    return subprocess.run(
-        [
-            str(BIN / "torchrun"),
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "pipeline.cli",
-            "-q",
-            "distill",
-            spec,
-            "--store",
-            store,
-            "--device",
-            "cpu",
-        ],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 @pytest.fixture()
 def spec_file(tmp_path, write_spec) -> Path:
     return write_spec(tmp_path)
@@ -95,45 +65,26 @@ def spec_file(tmp_path, write_spec) -> Path:
 def single(tmp_path, spec_file) -> str:
     """The store of one uninterrupted single-process run (same thread count as the workers)."""
     path = str(tmp_path / "single.zarr")
-    cli("distill", str(spec_file), "--store", path, "--device", "cpu")
+    run_cli("distill", spec_file, "--store", path, "--device", "cpu")
     return path
 
 
+@pytest.mark.processes
 def test_torchrun_two_processes_equal_one(tmp_path, spec_file, single):
     path = str(tmp_path / "torchrun.zarr")
-    result = torchrun_distill(str(spec_file), path)
-    assert result.returncode == 0, result.stderr
+    result = torchrun(2, "distill", spec_file, "--store", path, "--device", "cpu")
     assert "rank 0/2" in result.stdout and "rank 1/2" in result.stdout and "all 2 ranks" in result.stdout
     assert_arrays_equal(path, single)
     assert verify_store(open_store(path)) == []
 
 
+@pytest.mark.processes
 def test_concurrent_shards_equal_one(tmp_path, spec_file, single):
     """Two --shard jobs started at the same moment (both try to create the store) equal one run."""
     path = str(tmp_path / "shards.zarr")
-    procs = [
-        subprocess.Popen(
-            [
-                str(BIN / "multiplexer"),
-                "-q",
-                "distill",
-                str(spec_file),
-                "--store",
-                path,
-                "--device",
-                "cpu",
-                "--shard",
-                f"{i}/2",
-            ],
-            env=ENV,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
+    procs = [start_cli("distill", spec_file, "--store", path, "--device", "cpu", "--shard", f"{i}/2") for i in range(2)]
     for p in procs:
-        out, err = p.communicate(timeout=300)
+        _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
     assert_arrays_equal(path, single)
     assert not [p for p in Path(tmp_path).iterdir() if ".creating-" in p.name]
@@ -152,6 +103,7 @@ def test_launch_partitions_units():
     assert {u for u in range(30) if Launch(rank=1, world=2).owns(u)} == set(range(1, 30, 2))
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(
     "kill_at",
     [1, 8, 14, 18],
@@ -164,70 +116,47 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path, spec_file, single, ki
     driver.write_text(KILL_DRIVER)
     path = str(tmp_path / "killed.zarr")
     killed = subprocess.run(
-        [
-            sys.executable,
-            str(driver),
-            str(kill_at),
-            "distill",
-            str(spec_file),
-            "--store",
-            path,
-            "--device",
-            "cpu",
-            "--no-overlap",
-        ],
-        env=ENV,
+        [sys.executable, str(driver), str(kill_at), "distill", str(spec_file), "--store", path, "--device", "cpu",
+         "--no-overlap"],
+        env=process_env(),
         capture_output=True,
         text=True,
-    )
+        timeout=300,
+    )  # fmt: skip
     assert killed.returncode == -signal.SIGKILL
     before = open_store(path)
     done = {split: before.complete_units(split).sum() for split in before.splits}
     assert sum(done.values()) == (kill_at - 1) // 6  # only units whose marker was written count
     assert verify_store(before)  # the interrupted store is not complete
-    cli("distill", str(spec_file), "--store", path, "--device", "cpu")
+    run_cli("distill", spec_file, "--store", path, "--device", "cpu")
     assert_arrays_equal(path, single)
     assert verify_store(open_store(path)) == []
-    assert "complete and consistent" in cli("store", "verify", path).stdout
+    assert "complete and consistent" in run_cli("store", "verify", path).stdout
 
 
+@pytest.mark.processes
 def test_sigkill_at_a_random_moment_with_overlap(tmp_path, write_spec):
     """A kill at a random time while writer threads are busy; the rerun still equals one run."""
     spec_file = write_spec(tmp_path, splits={"train": {"samples": 48}}, storage={"unit_samples": 2})
     reference = str(tmp_path / "reference.zarr")
-    cli("distill", str(spec_file), "--store", reference, "--device", "cpu", "--engine", "naive")
+    run_cli("distill", spec_file, "--store", reference, "--device", "cpu", "--engine", "naive")
     path = str(tmp_path / "killed.zarr")
-    proc = subprocess.Popen(
-        [
-            str(BIN / "multiplexer"),
-            "-q",
-            "distill",
-            str(spec_file),
-            "--store",
-            path,
-            "--device",
-            "cpu",
-            "--engine",
-            "naive",
-        ],
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_cli("distill", spec_file, "--store", path, "--device", "cpu", "--engine", "naive")
     deadline = time.monotonic() + 60
     while not (Path(path) / "zarr.json").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     time.sleep(random.Random(os.getpid()).uniform(0.0, 0.3))
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    cli("distill", str(spec_file), "--store", path, "--device", "cpu", "--engine", "naive")
+    run_cli("distill", spec_file, "--store", path, "--device", "cpu", "--engine", "naive")
     assert_arrays_equal(path, reference)
     assert verify_store(open_store(path)) == []
 
 
+@pytest.mark.processes
 def test_same_spec_reuses_without_recomputing(tmp_path, spec_file, single):
     files = {p: p.stat().st_mtime_ns for p in Path(single).rglob("*") if p.is_file()}
-    result = cli("distill", str(spec_file), "--store", single, "--device", "cpu")
+    result = run_cli("distill", spec_file, "--store", single, "--device", "cpu")
     assert "distilled 0 samples" in result.stdout
     assert {p: p.stat().st_mtime_ns for p in Path(single).rglob("*") if p.is_file()} == files
 
@@ -250,8 +179,6 @@ def test_same_spec_reuses_without_recomputing(tmp_path, spec_file, single):
     ],
 )
 def test_any_content_key_change_refuses_reuse(tmp_path, spec_dict, tiny_store, change, key):
-    from pipeline.core.spec import spec_from_dict
-
     changed = spec_from_dict(spec_dict(**change), base_dir=tmp_path)
     before = {p: p.stat().st_mtime_ns for p in Path(tiny_store).rglob("*") if p.is_file()}
     with pytest.raises(UserError, match=f"differing keys: .*{key}"):
@@ -259,19 +186,20 @@ def test_any_content_key_change_refuses_reuse(tmp_path, spec_dict, tiny_store, c
     assert {p: p.stat().st_mtime_ns for p in Path(tiny_store).rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.processes
 def test_changed_spec_is_one_error_line_from_the_cli(tmp_path, write_spec, single):
     changed = write_spec(tmp_path / "changed", precision="bf16")
     before = {p: p.stat().st_mtime_ns for p in Path(single).rglob("*") if p.is_file()}
-    result = cli("distill", str(changed), "--store", single, "--device", "cpu", check=False)
+    result = run_cli("distill", changed, "--store", single, "--device", "cpu", check=False)
     assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "precision" in lines[0]
+    assert_one_line_error(result, "precision")
     assert {p: p.stat().st_mtime_ns for p in Path(single).rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.processes
 def test_torchrun_refusal_reaches_every_rank(tmp_path, write_spec, single):
     changed = write_spec(tmp_path / "changed", seed=5)
-    result = torchrun_distill(str(changed), single)
+    result = torchrun(2, "distill", changed, "--store", single, "--device", "cpu", check=False)
     assert result.returncode != 0
     assert result.stderr.count("error: store") >= 2  # both ranks say why, neither hangs
     # torchrun prints its own launcher traceback when a worker fails; none comes from our code
@@ -344,7 +272,7 @@ def test_codecs_and_store_info(tmp_path, spec_dict, codec):
         assert info["compression_vs_float32"] == pytest.approx(2.0, rel=0.05)  # float16, uncompressed
     else:
         assert info["compression_vs_float32"] > 2.0
-    out = cli("store", "info", path).stdout
+    out = ok("store", "info", path).stdout
     assert "MB/sample" in out and "raw float32" in out
 
 

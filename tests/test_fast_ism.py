@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline.core.runtime import exact_float32
 from pipeline.errors import UserError
 from pipeline.ism import (
     UnsupportedModelError,
@@ -289,14 +290,12 @@ def test_unsupported_models_are_named(model, L, named):
     assert saturation_mutagenesis(model, random_onehot(1, L), engine="naive").shape == (1, 2, 4, L)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
 def test_fast_engine_runs_on_cuda_when_present():
-    if not torch.cuda.is_available():
-        pytest.skip("CUDA is not available")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
     model = randomize(PaddedDilatedNet(64), seed=4).cuda()
     X = random_onehot(2, 64, n_columns=(0, 63), seed=4)
-    alt_cuda, _ = fast_ism(model, X, target="alt", device="cuda")
+    with exact_float32():  # no TF32 for this test only: the caller's flags come back afterwards
+        alt_cuda, _ = fast_ism(model, X, target="alt", device="cuda")
     alt_cpu, _ = naive_ism(model.cpu(), X, target="alt")
     assert np.abs((alt_cuda - alt_cpu).numpy()).max() <= ALT_TOL
 

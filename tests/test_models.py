@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import DEMO_KWARGS, TOY_MODELS
 
 from pipeline.core.encoding import one_hot
 from pipeline.errors import UserError
@@ -176,10 +177,10 @@ def test_weights_file_problems_are_user_errors(tmp_path):
 
 
 def test_demo_weights_round_trip(tmp_path):
-    model = DemoBase(seq_len=80, n_targets=4, channels=12, hidden=8, seed=3)
+    model = DemoBase(**DEMO_KWARGS, seed=3)
     path = tmp_path / "demo.pth"
     torch.save({"state_dict": model.state_dict()}, path)
-    loaded = build_base("demo", weights=path, seq_len=80, n_targets=4, channels=12, hidden=8, seed=0)
+    loaded = build_base("demo", weights=path, **DEMO_KWARGS, seed=0)
     for k, v in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v)
 
@@ -366,7 +367,7 @@ def test_base_from_identity_without_weights_uses_the_spec_seed():
     """A base model recorded without weights is rebuilt exactly as ``distill`` built it (seeded)."""
     from pipeline.models import base_identity, build_base, build_base_from_identity
 
-    name = f"{Path(__file__).with_name('toy_models.py')}:DefaultInitNet"
+    name = f"{TOY_MODELS}:DefaultInitNet"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(7)
         as_distilled = build_base(name, seq_len=10)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import EXACT_KWARGS
+from helpers import DEMO_KWARGS, rewrite_checkpoint
 
 from pipeline.apply.exact_ism import ism_effects
 from pipeline.apply.inputs import Inputs, load_inputs, read_regions
@@ -18,7 +18,7 @@ from pipeline.core.encoding import decode, one_hot
 from pipeline.core.windows import center_range
 from pipeline.errors import UserError
 from pipeline.ism import log_fold, logfold_to_diff, naive_ism
-from pipeline.models import build_base, load_checkpoint, save_checkpoint
+from pipeline.models import build_base, load_checkpoint
 
 L, F = 80, 4
 
@@ -95,7 +95,7 @@ def test_predict_checks_the_length(trained_run, tmp_path):
 
 
 def test_ism_effects_are_exact_base_model_ism(inputs, tmp_path):
-    base = build_base("demo", seq_len=L, n_targets=F, channels=12, hidden=8)
+    base = build_base("demo", **DEMO_KWARGS)
     names = [f"t{i}" for i in range(F)]
     out = ism_effects(base, inputs, str(tmp_path / "ism.npz"), target="diff", target_names=names, progress=False)
     data = read_effects(out)
@@ -210,8 +210,7 @@ def test_tsv_rows_match_the_effect_tensor(trained_run, genome, genome_path, n_ed
     np.testing.assert_allclose(values, want_values, rtol=1e-5, atol=1e-30)
 
     # by hand: window index 0 is 1-based position center - L//2 + 1, an N with four rows of exact zeros
-    assert start0 + 1 == center - L // 2 + 1
-    assert labels[:4] == [f"{chrom}:{start0 + 1} N>{b}" for b in "AGCT"]
+    assert labels[:4] == [f"{chrom}:{center - L // 2 + 1} N>{b}" for b in "AGCT"]
     assert (values[:4] == 0).all()
     # the last window position, center + L - L//2, with its genome letter as REF and three rows
     last = center + L - L // 2
@@ -243,7 +242,7 @@ def test_tsv_for_fasta_inputs_and_existing_files(trained_run, inputs, tmp_path):
 
 
 def test_ism_tsv(inputs, tmp_path):
-    base = build_base("demo", seq_len=L, n_targets=F, channels=12, hidden=8)
+    base = build_base("demo", **DEMO_KWARGS)
     names = [f"t{i}" for i in range(F)]
     out = ism_effects(base, inputs, str(tmp_path / "ism"), target="diff", target_names=names, progress=False, tsv=True)
     data = read_effects(out)
@@ -293,7 +292,7 @@ def region_inputs(genome_path, n_edge_region, tmp_path_factory) -> Inputs:
 
 def test_predict_diff_equals_base_model_alt_minus_ref(make_exact_checkpoint, genome_path, region_inputs, tmp_path):
     ckpt = make_exact_checkpoint(tmp_path / "exact.pt", genome_path)
-    base = build_base("demo", **EXACT_KWARGS)
+    base = build_base("demo", **DEMO_KWARGS)
     X = torch.from_numpy(region_inputs.X)
     lf = read_effects(predict_effects(str(ckpt), region_inputs, str(tmp_path / "lf.npz"), progress=False))
     expected_lf, _ = naive_ism(base, X, target="logfold")
@@ -324,10 +323,10 @@ def test_predict_diff_finds_moved_weights(make_exact_checkpoint, genome_path, re
     with pytest.raises(UserError, match="--weights"):
         predict_effects(str(ckpt), region_inputs, str(tmp_path / "d.npz"), progress=False, diff=True)
     out = predict_effects(str(ckpt), region_inputs, str(tmp_path / "d.npz"), progress=False, diff=True, weights=moved)
-    expected, _ = naive_ism(build_base("demo", **EXACT_KWARGS), torch.from_numpy(region_inputs.X), target="diff")
+    expected, _ = naive_ism(build_base("demo", **DEMO_KWARGS), torch.from_numpy(region_inputs.X), target="diff")
     np.testing.assert_allclose(read_effects(out)["effects"], expected.numpy(), rtol=1e-4, atol=2e-7)
     other = tmp_path / "other.pt"
-    torch.save({k: v + 1 for k, v in build_base("demo", **EXACT_KWARGS).state_dict().items()}, other)
+    torch.save({k: v + 1 for k, v in build_base("demo", **DEMO_KWARGS).state_dict().items()}, other)
     with pytest.raises(UserError, match="sha256"):
         predict_effects(str(ckpt), region_inputs, str(tmp_path / "e.npz"), progress=False, diff=True, weights=other)
     with pytest.raises(UserError, match="--diff"):
@@ -335,9 +334,6 @@ def test_predict_diff_finds_moved_weights(make_exact_checkpoint, genome_path, re
 
 
 def test_checkpoint_with_inconsistent_length_is_refused(trained_run, inputs, tmp_path):
-    data = torch.load(trained_run / "best.pt", weights_only=True)
-    data["seq_len"] = L + 8
-    bad = tmp_path / "bad.pt"
-    save_checkpoint(bad, {k: v for k, v in data.items() if k not in ("format", "format_version")})
+    bad = rewrite_checkpoint(trained_run / "best.pt", tmp_path / "bad.pt", seq_len=L + 8)
     with pytest.raises(UserError, match=f"records seq_len {L + 8}"):
         predict_effects(str(bad), inputs, str(tmp_path / "x.npz"), progress=False)

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import ast
-import json
 import os
 import pickle
 import socket
@@ -26,29 +25,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from click.testing import CliRunner, Result
+from helpers import DEMO_KWARGS, DEMO_KWARGS_JSON, assert_one_line_error, invoke, ok
 
-from pipeline.cli import cli
 from pipeline.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted([*(ROOT / "pipeline").rglob("*.py"), *(ROOT / "scripts").rglob("*.py")])
-DEMO_KWARGS = {"seq_len": 80, "n_targets": 4, "channels": 12, "hidden": 8}
-
-
-def invoke(*args: Any) -> Result:
-    return CliRunner().invoke(cli, ["-q", *map(str, args)], catch_exceptions=False)
-
-
-def one_error_line(result: Result, *fragments: str) -> str:
-    assert result.exit_code != 0, result.output
-    assert "Traceback" not in result.output and "Traceback" not in result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "internal error" not in lines[0], lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -209,7 +191,7 @@ def test_malicious_pickles_are_refused_by_every_command(command, evil, tmp_path,
     run.mkdir()
     (run / "last.pt").write_bytes(evil["checkpoint"].read_bytes())
     spec = write_spec(tmp_path, base={"weights": str(evil["weights"])}, store=str(out / "store.zarr"))
-    base_weights = ["--base", "demo", "--base-kwargs", json.dumps(DEMO_KWARGS), "--weights", evil["weights"]]
+    base_weights = ["--base", "demo", "--base-kwargs", DEMO_KWARGS_JSON, "--weights", evil["weights"]]
     args, name = {
         "distill (spec base.weights)": (["distill", spec, "--device", "cpu"], "weights.pt"),
         "ism --base --weights": (
@@ -235,7 +217,7 @@ def test_malicious_pickles_are_refused_by_every_command(command, evil, tmp_path,
         ),
         "plot": (["plot", evil["effects"], "--out", out / "p.png"], "effects.npz"),
     }[command]
-    one_error_line(invoke(*args), name)
+    assert_one_line_error(invoke(*args), name)
     assert not evil["marker"].exists()
     assert list(out.iterdir()) == []
 
@@ -354,11 +336,6 @@ def test_end_to_end_without_network(tmp_path, monkeypatch, spec_dict):
     monkeypatch.setattr(socket, "create_connection", refuse("socket.create_connection"))
     monkeypatch.setattr(socket, "getaddrinfo", refuse("socket.getaddrinfo"))
     monkeypatch.delenv("WORLD_SIZE", raising=False)  # one process: no gloo rendezvous in this sequence
-
-    def ok(*args: Any) -> Result:
-        result = invoke(*args)
-        assert result.exit_code == 0, (args, result.output)
-        return result
 
     ok("genome", "synth", tmp_path / "genome.fa", "--divisor", "20000")
     spec = tmp_path / "spec.yaml"

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 import pipeline
-from pipeline.core.spec import Spec, load_spec, spec_from_dict
+from pipeline.core.spec import load_spec, spec_from_dict
 from pipeline.errors import UserError
 
 DATA_SPECS = Path(pipeline.__file__).resolve().parents[1] / "data_specs"
@@ -17,7 +17,6 @@ DATA_SPECS = Path(pipeline.__file__).resolve().parents[1] / "data_specs"
 
 def test_tiny_spec_loads_with_defaults(tmp_path, write_spec):
     spec = load_spec(write_spec(tmp_path))
-    assert isinstance(spec, Spec)
     assert spec.seq_len == 80
     assert spec.splits["train"].chroms == ("chr1", "chr2", "chr3")
     assert spec.train.num_workers == 0  # default filled in
@@ -191,3 +190,29 @@ def test_dump_spec_round_trips(tmp_path, tiny_spec):
     again = load_spec(tmp_path / "dumped.yaml")
     assert again.to_dict() == tiny_spec.to_dict()
     assert yaml.safe_load((tmp_path / "dumped.yaml").read_text()) == tiny_spec.to_dict()
+
+
+def test_every_train_setting_is_a_train_option_with_its_rule():
+    """The train command's options are derived from the TrainSpec declarations: one per setting."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+    from pipeline.core.spec import TRAIN_RULES, TrainSpec, option_flag
+
+    text = CliRunner().invoke(cli, ["train", "--help"], terminal_width=200).output
+    for f in dataclasses.fields(TrainSpec):
+        assert option_flag(f.name) in text, f.name
+    assert "[x>=1]" in text and "[cosine|constant]" in text
+    assert set(TRAIN_RULES) == {f.name for f in dataclasses.fields(TrainSpec)} - {"kwargs"}
+
+
+@pytest.mark.parametrize(("key", "value"), [("lr", 0), ("clip_grad", 0.0), ("min_lr_ratio", 1.5), ("amp", "fp8")])
+def test_a_training_rule_is_the_same_in_a_spec_and_on_the_command_line(spec_dict, key, value):
+    from pipeline.core.spec import TrainSpec
+    from pipeline.errors import SpecError
+    from pipeline.train import train_config
+
+    with pytest.raises(SpecError, match=key):
+        spec_from_dict(spec_dict(train={key: value}))
+    with pytest.raises(SpecError, match="--" + key.replace("_", "-")):
+        train_config(TrainSpec(), **{key: value})

@@ -139,6 +139,7 @@ class EffectsWriter:
         self.pos += k
 
     def close(self) -> str:
+        """Finish the file (names, centers, targets, then the attributes that mark it complete); returns its path."""
         if self.pos != self.n:
             raise RuntimeError(f"wrote {self.pos} of {self.n} samples")
         with self._writing():

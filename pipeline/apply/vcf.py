@@ -108,35 +108,53 @@ def read_vcf(path: str | os.PathLike) -> Iterator[VcfRecord]:
         raise UserError(f"cannot read VCF {str(path)!r} (after line {number}): {exc}") from None
 
 
-def skip_reason(record: VcfRecord, genome: Genome, seq_len: int) -> str | None:
+@dataclass(frozen=True)
+class Skip:
+    """Why a record is not scored: ``kind`` (what the summary counts) and the row's full ``reason``."""
+
+    kind: str
+    reason: str
+
+
+def skip_reason(record: VcfRecord, genome: Genome, seq_len: int) -> Skip | None:
     """Why a record cannot be scored (``None`` when it is an SNV inside a long enough chromosome).
 
-    The N check needs the window and happens later (:func:`score_vcf`).
+    The ``N`` check needs the window and happens later (when the window is read).
     """
     ref, alt = record.ref.upper(), record.alt.upper()
     if "," in alt:
-        return f"multi-allelic (ALT {record.alt}); split it into biallelic records first, e.g. bcftools norm -m -"
+        return Skip(
+            "multi-allelic",
+            f"multi-allelic (ALT {record.alt}); split it into biallelic records first, e.g. bcftools norm -m -",
+        )
     if alt in (".", "*", "") or alt.startswith("<") or "[" in alt or "]" in alt:
-        return f"no plain alternate allele (ALT {record.alt})"
+        return Skip("no plain alternate allele", f"no plain alternate allele (ALT {record.alt})")
     if len(ref) != len(alt):
-        return f"indel ({record.ref}>{record.alt})"
+        return Skip("indel", f"indel ({record.ref}>{record.alt})")
     if len(ref) > 1:
-        return f"multi-nucleotide variant ({record.ref}>{record.alt})"
+        return Skip("multi-nucleotide variant", f"multi-nucleotide variant ({record.ref}>{record.alt})")
     if ref not in _BASES or alt not in _BASES:
-        return f"REF or ALT is not A/C/G/T ({record.ref}>{record.alt})"
+        return Skip("REF or ALT is not A/C/G/T", f"REF or ALT is not A/C/G/T ({record.ref}>{record.alt})")
     if ref == alt:
-        return f"REF equals ALT ({record.ref})"
+        return Skip("REF equals ALT", f"REF equals ALT ({record.ref})")
+    return _chromosome_problem(record, genome, seq_len)
+
+
+def _chromosome_problem(record: VcfRecord, genome: Genome, seq_len: int) -> Skip | None:
     if record.chrom not in genome:
         hint = ""
         for other in (f"chr{record.chrom}", record.chrom.removeprefix("chr")):
             if other != record.chrom and other in genome:
                 hint = f"; the genome has {other!r}"
-        return f"chromosome {record.chrom!r} is not in the genome{hint}"
+        return Skip("chromosome not in the genome", f"chromosome {record.chrom!r} is not in the genome{hint}")
     n = genome.length(record.chrom)
     if n < seq_len:
-        return f"chromosome {record.chrom} ({n} bp) is shorter than the model's window ({seq_len} bp)"
+        return Skip(
+            "chromosome shorter than the window",
+            f"chromosome {record.chrom} ({n} bp) is shorter than the model's window ({seq_len} bp)",
+        )
     if not 1 <= record.pos <= n:
-        return f"position outside {record.chrom} (1..{n})"
+        return Skip("position outside the chromosome", f"position outside {record.chrom} (1..{n})")
     return None
 
 
@@ -166,11 +184,16 @@ class _Row:
     """One VCF record on its way to the output: its status, REF check, window and effects."""
 
     record: VcfRecord
-    status: str = "scored"
+    skip: Skip | None = None
     check: str = "n/a"
     center: int | None = None
     values: np.ndarray | None = None
     group: _Group | None = None
+
+    @property
+    def status(self) -> str:
+        """``scored`` or ``skipped: <reason>``."""
+        return "scored" if self.skip is None else f"skipped: {self.skip.reason}"
 
     @property
     def done(self) -> bool:
@@ -218,15 +241,15 @@ class VcfSummary:
     n_windows: int = 0
     n_mismatch: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
-    """Skipped records by reason (the text before any parenthesis or semicolon)."""
+    """Skipped records by kind of reason (:attr:`Skip.kind`)."""
 
     def count(self, row: _Row) -> None:
         """Count one finished row."""
         self.n_records += 1
-        if row.status == "scored":
+        if row.skip is None:
             self.n_scored += 1
         else:
-            self.skipped[_reason_key(row.status)] += 1
+            self.skipped[row.skip.kind] += 1
         if row.check.startswith("mismatch"):
             self.n_mismatch += 1
 
@@ -240,13 +263,6 @@ class VcfSummary:
             + (f" ({reasons})" if reasons else "")
             + f"; wrote {self.out}"
         )
-
-
-def _reason_key(status: str) -> str:
-    reason = status.removeprefix("skipped: ")
-    for sep in (" (", ";"):
-        reason = reason.split(sep)[0]
-    return "chromosome not in the genome" if reason.endswith("is not in the genome") else reason
 
 
 class _Scorer:
@@ -277,7 +293,8 @@ class _Scorer:
                 row.center = center_of(first, L)
                 row.check = ref_check(row.record, seq[j])
                 if seq[j].upper() not in _BASES:
-                    row.status = f"skipped: the genome has {seq[j]} at this position (effects are 0 by definition)"
+                    reason = f"the genome has {seq[j]} at this position (effects are 0 by definition)"
+                    row.skip = Skip("the genome has N at this position", reason)
                     continue
                 rows.append(row)
                 ks.append(k)
@@ -340,11 +357,9 @@ class _Batcher:
 
 def _classify(record: VcfRecord, genome: Genome, seq_len: int) -> tuple[_Row, bool]:
     """The row of a record, and whether it is an SNV to score (else its status says why not)."""
-    row = _Row(record)
-    reason = skip_reason(record, genome, seq_len)
-    if reason is None:
+    row = _Row(record, skip=skip_reason(record, genome, seq_len))
+    if row.skip is None:
         return row, True
-    row.status = f"skipped: {reason}"
     row.check = ref_check(record, _genome_ref(record, genome))
     return row, False
 

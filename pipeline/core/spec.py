@@ -220,15 +220,23 @@ class TrainSpec:
     seed: int = option(0, "Seed of the initialisation and of the data order.")
 
     def __post_init__(self) -> None:
-        if self.batch_size % self.grad_accum:
-            raise SpecError(
-                f"train: batch_size ({self.batch_size}) must be a multiple of grad_accum ({self.grad_accum})"
-            )
+        check_train_together("train", vars(self))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-able dict of every setting."""
         result: dict[str, Any] = to_plain(self)
         return result
+
+
+def check_train_together(where: str, values: Mapping[str, Any]) -> None:
+    """The rules between two training settings (each setting's own rule is in :data:`TRAIN_RULES`).
+
+    :meth:`TrainSpec.__post_init__` applies them to every ``TrainSpec``, however it is made.
+    """
+    if values["batch_size"] % values["grad_accum"]:
+        raise SpecError(
+            f"{where}: batch_size ({values['batch_size']}) must be a multiple of grad_accum ({values['grad_accum']})"
+        )
 
 
 def _train_rules() -> dict[str, Rule]:
@@ -305,10 +313,12 @@ class Spec:
 
     @property
     def genome_path(self) -> Path:
+        """The genome FASTA, resolved against the spec's folder."""
         return self.resolve(self.genome)
 
     @property
     def weights_path(self) -> Path | None:
+        """The base model's weights file, resolved against the spec's folder (``None``: none)."""
         return self.resolve_optional(self.base.weights)
 
     def store_path(self) -> Path:
@@ -428,10 +438,8 @@ def _train_spec(where: str, data: Mapping[str, Any]) -> TrainSpec:
     values = {
         key: rule.check(where, f"key {key!r}", data.get(key, getattr(d, key))) for key, rule in TRAIN_RULES.items()
     }
-    try:
-        return TrainSpec(kwargs=_mapping_field(where, "kwargs", data.get("kwargs")), **values)
-    except SpecError as exc:  # a rule between two keys (TrainSpec.__post_init__)
-        raise SpecError(f"{where}: {str(exc).removeprefix('train: ')}") from None
+    check_train_together(where, values)  # first, so the message names this spec
+    return TrainSpec(kwargs=_mapping_field(where, "kwargs", data.get("kwargs")), **values)
 
 
 def _check_disjoint(where: str, splits: Mapping[str, SplitSpec]) -> None:

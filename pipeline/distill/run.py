@@ -48,6 +48,7 @@ class DistillSummary:
     """Counts summed over all torchrun ranks (set on every rank when ``world > 1``)."""
 
     def line(self) -> str:
+        """One line for the command line (this process's counts and rate)."""
         rate = self.computed_samples / self.seconds if self.seconds > 0 else 0.0
         who = f"rank {self.rank}/{self.world}: " if self.world > 1 else ""
         return (

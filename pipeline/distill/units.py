@@ -36,6 +36,7 @@ class Unit:
 
     @property
     def size(self) -> int:
+        """Samples in the unit."""
         return self.stop - self.start
 
 

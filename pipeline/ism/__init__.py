@@ -51,7 +51,9 @@ class Engine(Protocol):
         progress: Callable[[int], None] | None = ...,
         precision: str = ...,
         out_dtype: torch.dtype = ...,
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Effects ``[B, F, 4, L]`` and reference predictions ``[B, F]`` of ``X [B, 4, L]``."""
+        ...
 
 
 ENGINES: dict[str, Engine] = {"fast": fast_ism, "naive": naive_ism}

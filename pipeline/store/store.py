@@ -85,26 +85,32 @@ class Store:
     # -- attributes ------------------------------------------------------------------------
     @property
     def seq_len(self) -> int:
+        """``L``."""
         return self.meta.seq_len
 
     @property
     def n_targets(self) -> int:
+        """``F``."""
         return self.meta.n_targets
 
     @property
     def target_names(self) -> list[str]:
+        """``F`` target names."""
         return list(self.meta.target_names)
 
     @property
     def target_kind(self) -> str:
+        """``logfold`` or ``diff``."""
         return self.meta.target_kind
 
     @property
     def spec_hash(self) -> str:
+        """Content hash of the spec the store was made from."""
         return self.meta.spec_hash
 
     @property
     def splits(self) -> list[str]:
+        """The store's splits (``train``, ``valid``, ``test`` order)."""
         return self.meta.splits
 
     def spec(self) -> Spec:
@@ -113,6 +119,7 @@ class Store:
 
     # -- splits and units ------------------------------------------------------------------
     def split_group(self, split: str) -> zarr.Group:
+        """The group of a split (a :class:`UserError` naming the splits when it is not one)."""
         if split not in self.splits:
             raise UserError(f"store {self.path!r} has no split {split!r} (it has {', '.join(self.splits)})")
         node = self.group[split]
@@ -121,9 +128,11 @@ class Store:
         return node
 
     def array(self, split: str, name: str) -> zarr.Array:
+        """Array ``name`` of a split (see :mod:`pipeline.store.format`)."""
         return group_array(self.split_group(split), name)
 
     def split_info(self, split: str) -> SplitInfo:
+        """Samples, unit size, units and complete units of a split."""
         g = self.split_group(split)
         complete = self.complete_units(split)
         return SplitInfo(
@@ -135,6 +144,7 @@ class Store:
         return np.asarray(self.array(split, "complete")[:]).astype(bool)
 
     def unit_range(self, split: str, unit: int) -> tuple[int, int]:
+        """Half-open sample range ``[start, stop)`` of a write unit."""
         info = self.split_info(split)
         return unit_range(info.n_samples, info.unit_samples, unit)
 

@@ -181,6 +181,7 @@ class RankBatchSampler(Sampler[list[int]]):
         self.epoch, self.start = epoch, start
 
     def batches_per_epoch(self) -> int:
+        """Global micro-batches per epoch (the last may be smaller)."""
         return -(-self.source.n // self.micro_batch)
 
     def __len__(self) -> int:

@@ -33,6 +33,7 @@ class Window:
         self.reset()
 
     def reset(self) -> None:
+        """Start a new window now."""
         self.start, self.loss, self.steps, self.samples = time.perf_counter(), 0.0, 0, 0
 
     def add(self, loss: float, samples: int) -> None:
@@ -104,6 +105,7 @@ class MetricsWriter:
                     self.tb.add_scalar(key, float(row[key]), row["step"])
 
     def close(self) -> None:
+        """Close ``metrics.csv`` and the TensorBoard writer."""
         if self.enabled:
             self.file.close()
             if self.tb is not None:

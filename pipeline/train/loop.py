@@ -57,10 +57,12 @@ class TrainResult:
 
     @property
     def best(self) -> str:
+        """Path of ``best.pt``."""
         return str(RunDir(self.run_dir).best)
 
     @property
     def last(self) -> str:
+        """Path of ``last.pt``."""
         return str(RunDir(self.run_dir).last)
 
     def line(self) -> str:
@@ -178,9 +180,13 @@ def train(
     """
     launch = Launch.from_env()
     dev = launch.device(device)
-    with process_group(launch, "nccl" if dev.type == "cuda" else "gloo"), exact_float32():
-        if dev.type == "cuda":
-            torch.cuda.set_device(dev)
+    cuda = dev.type == "cuda"
+    with (
+        process_group(launch, "nccl" if cuda else "gloo"),
+        exact_float32(),
+        torch.cuda.device(dev) if cuda else contextlib.nullcontext(),  # the current device, restored after
+        torch.random.fork_rng(devices=[dev] if cuda else []),  # seeded for the run; the caller's RNG restored
+    ):
         trainer = Trainer(store_path, RunDir(run_dir), config, launch=launch, device=dev, resume=resume)
         return trainer.run(progress=progress)
 
@@ -236,6 +242,7 @@ class Trainer:
 
     @property
     def architecture(self) -> dict[str, Any]:
+        """The multiplexer's name and full constructor arguments (recorded in checkpoints)."""
         return {"name": self.config.multiplexer, "kwargs": self.kwargs}
 
     def _open_store(self) -> Store:

@@ -1,0 +1,138 @@
+"""Plain helpers shared by the test modules (fixtures live in ``conftest.py``).
+
+- :func:`invoke` / :func:`ok` run the CLI in-process through click's ``CliRunner``;
+  :func:`assert_one_line_error` is the error contract of every command (one ``error: ...`` line);
+- :func:`run_cli` / :func:`start_cli` run the ``multiplexer`` console script as a subprocess and
+  :func:`torchrun` runs it under ``torchrun`` (tests using them are marked ``processes``);
+- :data:`DEMO_KWARGS` are the tiny spec's demo base model arguments, :data:`TOY_MODELS` the file of
+  the toy models; :func:`rewrite_checkpoint` writes a changed copy of a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner, Result
+
+from pipeline.cli import cli
+
+SEQ_LEN = 80
+"""Window length of the tiny spec (the demo base model needs at least 64)."""
+
+N_TARGETS = 4
+"""Number of targets of the tiny spec's base model."""
+
+DEMO_KWARGS: dict[str, Any] = {"seq_len": SEQ_LEN, "n_targets": N_TARGETS, "channels": 12, "hidden": 8}
+"""The tiny spec's demo base model (``conftest.TINY_SPEC``), also inside :class:`toy_models.ExactMultiplexer`."""
+
+DEMO_KWARGS_JSON = json.dumps(DEMO_KWARGS)
+""":data:`DEMO_KWARGS` as ``ism --base demo --base-kwargs`` takes them."""
+
+TOY_MODELS = Path(__file__).with_name("toy_models.py")
+"""The toy models' file, for ``path.py:Class`` model names."""
+
+BIN = Path(sys.executable).parent
+"""Where the virtual environment's console scripts (``multiplexer``, ``torchrun``) are."""
+
+PROCESS_TIMEOUT = 600
+"""Seconds a subprocess may run unless the caller gives ``timeout``."""
+
+
+# ------------------------------------------------------------------------------------------------
+# the CLI in-process
+# ------------------------------------------------------------------------------------------------
+
+
+def invoke(*args: Any) -> Result:
+    """Run ``multiplexer -q ARGS``; unexpected exceptions propagate (click turns exits into codes)."""
+    return CliRunner().invoke(cli, ["-q", *map(str, args)], catch_exceptions=False)
+
+
+def ok(*args: Any) -> Result:
+    """:func:`invoke` that must succeed (exit 0, no traceback)."""
+    result = invoke(*args)
+    assert result.exit_code == 0, f"{args}: exit {result.exit_code}\n{result.output}"
+    assert "Traceback" not in result.output
+    return result
+
+
+def assert_one_line_error(result: Result | subprocess.CompletedProcess, *fragments: str) -> str:
+    """The error contract: a non-zero exit, exactly one ``error: ...`` line on stderr naming every one
+    of ``fragments``, no traceback and no ``internal error``. For a click ``Result`` the exit is also a
+    ``SystemExit`` (not an exception escaping the command). Returns the line."""
+    if isinstance(result, subprocess.CompletedProcess):
+        code, output = result.returncode, result.stdout + result.stderr
+    else:
+        code, output = result.exit_code, result.output
+        assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert code != 0, output
+    assert "Traceback" not in output and "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert line.startswith("error: ") and line.strip() != "error:", line
+    assert "internal error" not in line, line
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    return line
+
+
+# ------------------------------------------------------------------------------------------------
+# the console script and torchrun as subprocesses
+# ------------------------------------------------------------------------------------------------
+
+
+def process_env() -> dict[str, str]:
+    """The environment of a subprocess: this one's, one OpenMP thread, no bytecode written."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def cli_command(*args: Any) -> list[str]:
+    """Command line of ``multiplexer -q ARGS`` (the console script of this environment)."""
+    return [str(BIN / "multiplexer"), "-q", *map(str, args)]
+
+
+def run_cli(*args: Any, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess:
+    """Run ``multiplexer -q ARGS`` as a subprocess (text output captured); with ``check`` it must exit 0."""
+    kwargs.setdefault("timeout", PROCESS_TIMEOUT)
+    result = subprocess.run(cli_command(*args), env=process_env(), capture_output=True, text=True, **kwargs)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def start_cli(*args: Any) -> subprocess.Popen:
+    """Start ``multiplexer -q ARGS`` without waiting (stdout and stderr piped, as text)."""
+    return subprocess.Popen(
+        cli_command(*args), env=process_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def torchrun(nproc: int, *args: Any, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node NPROC -m pipeline.cli -q ARGS``; with ``check`` it must exit 0."""
+    kwargs.setdefault("timeout", PROCESS_TIMEOUT)
+    command = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", str(nproc), "-m", "pipeline.cli", "-q"]
+    result = subprocess.run([*command, *map(str, args)], env=process_env(), capture_output=True, text=True, **kwargs)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+# ------------------------------------------------------------------------------------------------
+# checkpoints
+# ------------------------------------------------------------------------------------------------
+
+
+def rewrite_checkpoint(source: Path, path: Path, **changes: Any) -> Path:
+    """Write checkpoint ``source`` to ``path`` with top-level entries replaced by ``changes``."""
+    from pipeline.models import read_checkpoint, save_checkpoint
+
+    data = read_checkpoint(source)
+    payload = {k: v for k, v in data.items() if k not in ("format", "format_version")}
+    save_checkpoint(path, {**payload, **changes})
+    return Path(path)
