@@ -7,7 +7,7 @@ WORK   ?= work
 export PYTHONDONTWRITEBYTECODE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-processes test-all lint demo clean clean-work bench bench-ism bench-distill bench-loader bench-demo docs-cli
+.PHONY: help install test test-processes test-all lint demo clean clean-work bench bench-ism bench-distill bench-loader bench-demo bench-scale docs-cli
 
 help:  ## List every target with what it does
 	@grep -hE '^[$$()a-zA-Z0-9_./%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-28s %s\n", $$1, $$2}'
@@ -57,7 +57,11 @@ bench-demo: $(VENV)/.installed  ## The demo end to end; its headline JSON -> ben
 	@mkdir -p bench
 	$(BIN)/multiplexer -q demo --workdir $(WORK)/bench-demo | tail -n 1 > bench/demo.json
 
-bench: bench-ism bench-distill bench-loader bench-demo  ## Every benchmark, then bench/REPORT.md with all figures
+bench-scale: $(VENV)/.installed  ## 500 / 4,000 / 32,000 write units: distill s/unit, store info/verify, train/evaluate start-up, RSS -> bench/scale.json
+	@mkdir -p bench
+	$(BIN)/python scripts/bench_scale.py --json bench/scale.json
+
+bench: bench-ism bench-distill bench-loader bench-demo bench-scale  ## Every benchmark, then bench/REPORT.md with all figures
 	$(BIN)/python scripts/bench_report.py
 
 docs-cli: $(VENV)/.installed  ## Regenerate docs/cli.md from the click commands

@@ -1,7 +1,7 @@
 """Collect the benchmark results (bench/*.json) into bench/REPORT.md.
 
-Run by `make bench` after `bench-ism`, `bench-distill`, `bench-loader` and `bench-demo`; a missing
-result is named in the report rather than invented.
+Run by `make bench` after `bench-ism`, `bench-distill`, `bench-loader`, `bench-demo` and `bench-scale`;
+a missing result is named in the report rather than invented.
 """
 
 from __future__ import annotations
@@ -168,6 +168,72 @@ def demo_section(r: dict | None) -> list[str]:
     return lines + [""]
 
 
+def _cell(x: dict | None, key: str, fmt: str = "{:.2f}") -> str:
+    """One figure of a measurement: "failed" when it failed, "n/a" when it never ran."""
+    if isinstance(x, dict) and "error" in x:
+        return "failed"
+    if not isinstance(x, dict) or x.get(key) is None:
+        return "n/a"
+    return fmt.format(x[key])
+
+
+def _rss(x: dict | None) -> str:
+    cell = _cell(x, "peak_rss_kb", "{:.0f}")
+    return f"{int(cell) / 1024:.0f} MB" if cell.isdigit() else cell
+
+
+def scale_section(r: dict | None) -> list[str]:
+    if r is None:
+        return ["## Scale in write units", "", "not run (`make bench-scale`)", ""]
+    s, m = r["settings"], r.get("machine", {})
+    lines = [
+        "## Scale in write units (`scripts/bench_scale.py`)",
+        "",
+        f"The demo base model at L = {s['seq_len']}, {s['unit_samples']} sample per write unit, the synthetic genome "
+        f"(divisor {s['genome_divisor']}), units split {s['shares']['train']:.0%} / {s['shares']['valid']:.0%} / "
+        f"{s['shares']['test']:.0%} among train / valid / test; {s['device']}. Distill s/unit is distill's own "
+        "compute/write loop over the units (process start-up excluded). Store info and verify: the whole command / "
+        "the library call alone in a fresh process. Train start-up: process start to the end of the first optimizer "
+        "step (imports included); its RSS also covers a 1-sample validation and the checkpoints. Evaluate start-up: "
+        f"`open_store`, `require_complete('test')` and the first batch of {s['evaluate_batch']}, imports excluded. "
+        "RSS: each process's own peak.",
+        "",
+        f"Measured on {m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')} ({m.get('threads')} threads).",
+        "",
+        "| units | files | distill s/unit | distill peak RSS | store info s (CLI / library) "
+        "| store verify s (CLI / library) | verify peak RSS | train start-up s | train peak RSS "
+        "| evaluate start-up s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for x in r["sizes"]:
+        d, info, verify = x.get("distill"), x.get("store_info") or {}, x.get("store_verify") or {}
+        train, ev = x.get("train_startup"), x.get("evaluate_startup")
+        files = f"{x['files']:,}" if "files" in x else "n/a"
+        lines.append(
+            f"| {x['units']:,} | {files} | {_cell(d, 's_per_unit', '{:.4f}')} | {_rss(d)} | "
+            f"{_cell(info.get('cli'), 'wall_s')} / {_cell(info.get('library'), 'library_s', '{:.3f}')} | "
+            f"{_cell(verify.get('cli'), 'wall_s')} / {_cell(verify.get('library'), 'library_s', '{:.3f}')} | "
+            f"{_rss(verify.get('cli'))} | {_cell(train, 'to_first_step_s')} | {_rss(train)} | "
+            f"{_cell(ev, 'startup_s', '{:.3f}')} |"
+        )
+    failures = [
+        f"- {x['units']:,} units, {name}: {m['error']}"
+        for x in r["sizes"]
+        for name, m in _measurements(x)
+        if isinstance(m, dict) and "error" in m
+    ]
+    if failures:
+        lines += ["", "Failed:", *failures]
+    return lines + ["", f"(run {r['date']})", ""]
+
+
+def _measurements(x: dict) -> list[tuple[str, dict | None]]:
+    out: list[tuple[str, dict | None]] = [("distill", x.get("distill"))]
+    for key in ("store_info", "store_verify"):
+        out += [(f"{key} ({how})", m) for how, m in (x.get(key) or {}).items()]
+    return out + [("train start-up", x.get("train_startup")), ("evaluate start-up", x.get("evaluate_startup"))]
+
+
 def main() -> None:
     lines = [
         "# Benchmark report",
@@ -181,6 +247,7 @@ def main() -> None:
     lines += distill_section(_load("distill.json"))
     lines += loader_section(_load("loader.json"))
     lines += demo_section(_load("demo.json"))
+    lines += scale_section(_load("scale.json"))
     (BENCH / "REPORT.md").write_text("\n".join(lines))
     print(f"wrote {BENCH / 'REPORT.md'}")
 

@@ -8,8 +8,10 @@ same sha256 before and after, none disappeared, and no new file appeared unless 
 Read-only folders: ``chmod 0o555`` where the operating system enforces it; as root (which ignores
 permission bits) the creation of anything inside the folder is refused by patching ``os.mkdir``,
 ``os.open`` and ``open`` to raise ``PermissionError`` (EACCES), as the kernel would. A full disk is a
-failing writer: zarr's file write (or ``np.savez``) raises ``OSError(ENOSPC)``, and a checkpoint is
-written by torch's own writer into ``/dev/full``.
+failing writer behind a public seam: a registered fsspec test protocol (``fulldisk://``, the local
+disk with slow accepted writes and ENOSPC after some), Python's ``open`` raising ENOSPC (zarr's local
+store writes through it), ``np.savez`` failing half-way, and torch's own checkpoint writer writing
+into ``/dev/full``.
 """
 
 from __future__ import annotations
@@ -22,15 +24,19 @@ import io
 import os
 import pickle
 import shutil
+import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import fsspec
 import numpy as np
 import pytest
 import torch
 import zarr
+from fsspec.implementations.local import LocalFileSystem
 from helpers import DEMO_KWARGS, DEMO_KWARGS_JSON, assert_one_line_error, invoke, rewrite_checkpoint
 
 from pipeline.cli import cli
@@ -180,22 +186,65 @@ def _deny_writes_inside(mp: pytest.MonkeyPatch, folder: Path) -> None:
     mp.setattr(io, "open", open_)
 
 
-def _full_disk_for(mp: pytest.MonkeyPatch, fragment: str, after: int = 0) -> list[str]:
-    """zarr's local file write raises ENOSPC for keys containing ``fragment`` (after ``after`` of them
-    succeeded); returns the list of attempted paths."""
-    import zarr.storage._local as local
+class FullDiskFS(LocalFileSystem):
+    """``fulldisk://``: the local disk through fsspec, full for some writes (a registered test protocol).
 
-    real = local._put
+    A write to a path containing :attr:`fragment` fails with ENOSPC once :attr:`after` such writes
+    have been accepted; the accepted ones are slow (:attr:`delay`), so they are still being written
+    when the failing one is reported. :attr:`in_flight` counts the writes still going on. Tests set
+    the attributes with ``monkeypatch``, so the disk has space again when the test ends.
+    """
+
+    protocol = ("fulldisk",)
+    fragment = ""
+    after = 0
+    delay = 0.3
+    attempts: list[str] = []
+    in_flight = 0
+    _lock = threading.Lock()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("auto_mkdir", True)
+        super().__init__(*args, **kwargs)
+
+    def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
+        cls = type(self)
+        if not cls.fragment or cls.fragment not in path:
+            return super().pipe_file(path, value, mode=mode, **kwargs)
+        with cls._lock:
+            cls.attempts.append(path)
+            accepted = len(cls.attempts) <= cls.after
+            cls.in_flight += accepted
+        if not accepted:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        try:
+            time.sleep(cls.delay)
+            return super().pipe_file(path, value, mode=mode, **kwargs)
+        finally:
+            with cls._lock:
+                cls.in_flight -= 1
+
+
+fsspec.register_implementation("fulldisk", FullDiskFS, clobber=True)
+
+
+def _full_disk_for(mp: pytest.MonkeyPatch, fragment: str) -> list[str]:
+    """Python's ``open`` raises ENOSPC for files whose path contains ``fragment`` (what a full disk
+    does to zarr's local store, which writes through ``open``); returns the list of attempted paths."""
+    real_open, real_io_open = builtins.open, io.open
     attempts: list[str] = []
 
-    def put(path: Path, value: Any, exclusive: bool = False) -> int:
-        if fragment in str(path):
-            attempts.append(str(path))
-            if len(attempts) > after:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(path, value, exclusive=exclusive)
+    def full(opener: Callable[..., Any]) -> Callable[..., Any]:
+        def open_(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+            if not isinstance(file, int) and any(m in mode for m in "wax+") and fragment in os.fsdecode(file):
+                attempts.append(os.fsdecode(file))
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fsdecode(file))
+            return opener(file, mode, *args, **kwargs)
 
-    mp.setattr(local, "_put", put)
+        return open_
+
+    mp.setattr(builtins, "open", full(real_open))
+    mp.setattr(io, "open", full(real_io_open))
     return attempts
 
 
@@ -697,12 +746,13 @@ def _resumable_store(c: Ctx) -> Path:
 
 
 def _unit_stays_incomplete(c: Ctx) -> None:
+    # the failure was reported only once the unit's other writes had finished
+    assert FullDiskFS.in_flight == 0, "a write of the unit was still going on when distill returned"
+    assert len(FullDiskFS.attempts) >= 2  # the first chunk of unit 1 was accepted, the next one failed
     store = c.tmp / "resume.zarr"
     assert open_store(store).complete_units("train").tolist() == [True, False, True]
-    assert len(c.state["attempts"]) >= 2  # the first chunk of unit 1 was written, the others failed
     c.mp.undo()  # the disk has space again: a rerun resumes and completes the unit
-    spec = c.state["spec"]
-    assert invoke("distill", spec, "--device", "cpu").exit_code == 0
+    assert invoke("distill", c.state["spec"], "--store", c.state["url"], "--device", "cpu").exit_code == 0
     assert open_store(store).complete_units("train").all()
     assert invoke("store", "verify", store).exit_code == 0
 
@@ -712,8 +762,11 @@ def _unit_stays_incomplete(c: Ctx) -> None:
 def _(c: Ctx) -> list[Any]:
     store = _resumable_store(c)
     c.state["spec"] = c.spec(store=str(store))
-    c.state["attempts"] = _full_disk_for(c.mp, "resume.zarr/train/targets/", after=1)
-    return ["distill", c.state["spec"], "--device", "cpu"]
+    c.state["url"] = f"fulldisk://{store}"
+    c.mp.setattr(FullDiskFS, "fragment", "resume.zarr/train/targets/")
+    c.mp.setattr(FullDiskFS, "after", 1)
+    c.mp.setattr(FullDiskFS, "attempts", [])
+    return ["distill", c.state["spec"], "--store", c.state["url"], "--device", "cpu"]
 
 
 def _no_partial_output(c: Ctx) -> None:
@@ -724,7 +777,7 @@ def _no_partial_output(c: Ctx) -> None:
 @case("predict: disk full while writing effects", "predict", "No space left on device", "x.zarr",
       check=_no_partial_output)  # fmt: skip
 def _(c: Ctx) -> list[Any]:
-    c.state["attempts"] = _full_disk_for(c.mp, "x.zarr/effects/")
+    c.state["attempts"] = _full_disk_for(c.mp, "x.zarr/effects/c/")
     return ["predict", "--checkpoint", c.ckpt, "--region", "chr7:3000", "--out", c.tmp / "x.zarr", "--tsv"]
 
 

@@ -103,15 +103,20 @@ def test_launch_partitions_units():
     assert {u for u in range(30) if Launch(rank=1, world=2).owns(u)} == set(range(1, 30, 2))
 
 
+WRITES_PER_UNIT = 4 + 4 + 1
+"""Array writes of one full unit of the tiny spec: each of its 4 targets chunks (one sample each),
+reference, ref_pred, chrom and center (one chunk each, in any order), then its marker."""
+
+
 @pytest.mark.processes
 @pytest.mark.parametrize(
     "kill_at",
-    [1, 8, 14, 18],
+    [1, 5, WRITES_PER_UNIT + 5, 2 * WRITES_PER_UNIT],
     ids=["before-first-write", "mid-write-unit-1", "mid-write-unit-2", "before-marker-unit-2"],
 )
 def test_sigkill_then_rerun_equals_uninterrupted(tmp_path, spec_file, single, kill_at):
-    """Kill with SIGKILL before the k-th array write (each unit writes targets, reference, ref_pred,
-    chrom, center, then its marker: 6 writes), rerun, compare with an uninterrupted run."""
+    """Kill with SIGKILL before the k-th array write (see :data:`WRITES_PER_UNIT`), rerun, compare
+    with an uninterrupted run."""
     driver = tmp_path / "kill.py"
     driver.write_text(KILL_DRIVER)
     path = str(tmp_path / "killed.zarr")
@@ -126,7 +131,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path, spec_file, single, ki
     assert killed.returncode == -signal.SIGKILL
     before = open_store(path)
     done = {split: before.complete_units(split).sum() for split in before.splits}
-    assert sum(done.values()) == (kill_at - 1) // 6  # only units whose marker was written count
+    assert sum(done.values()) == (kill_at - 1) // WRITES_PER_UNIT  # only units whose marker was written count
     assert verify_store(before)  # the interrupted store is not complete
     run_cli("distill", spec_file, "--store", path, "--device", "cpu")
     assert_arrays_equal(path, single)

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import fsspec
 import numpy as np
 import pytest
 import zarr
+from fsspec.implementations.memory import MemoryFileSystem
 
 import pipeline
 from pipeline.errors import UserError
@@ -135,6 +140,16 @@ def test_verify_reports_nan_in_targets(store_copy):
     assert len(problems) == 1 and "test" in problems[0] and "NaN" in problems[0]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_verify_in_one_or_several_processes_finds_the_same_first_problem(store_copy, workers):
+    """``verify`` reads a local store's units in worker processes; the first problem is the same."""
+    g = _group(store_copy, "train")
+    for sample in (9, 5):  # units 2 and 1: the first offending unit is 1
+        g["targets"][sample, 1, 0, 0] = np.inf
+    problems = verify_store(open_store(store_copy), workers=workers)
+    assert len(problems) == 1 and "train: unit 1 (samples 4-7)" in problems[0] and "infinity" in problems[0]
+
+
 def test_verify_reports_nonzero_at_reference_base(store_copy):
     g = _group(store_copy, "train")
     X = np.asarray(g["reference"][9])
@@ -175,3 +190,123 @@ def test_require_complete_names_the_unit(store_copy):
         open_store(store_copy).require_complete("valid")
     with pytest.raises(UserError, match="holdout"):
         open_store(store_copy).split_group("holdout")
+
+
+# ------------------------------------------------------------------------------------------------
+# what reading and writing a store costs, counted on an fsspec memory store
+# ------------------------------------------------------------------------------------------------
+
+
+class CountingMemoryFS(MemoryFileSystem):
+    """An fsspec memory filesystem that counts the requests it serves (``countmem://``)."""
+
+    protocol = ("countmem",)
+    calls: Counter[str] = Counter()
+
+    def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
+        self.calls["read"] += 1
+        return super().cat_file(path, start=start, end=end, **kwargs)
+
+    def pipe_file(self, path: str, value: bytes, **kwargs: Any) -> None:
+        self.calls["write"] += 1
+        super().pipe_file(path, value, **kwargs)
+
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        self.calls["info"] += 1
+        return super().info(path, **kwargs)
+
+    def exists(self, path: str, **kwargs: Any) -> bool:
+        self.calls["exists"] += 1
+        return super().exists(path, **kwargs)
+
+    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
+        self.calls["list"] += 1
+        return super().ls(path, detail=detail, **kwargs)
+
+    def find(self, path: str, *args: Any, **kwargs: Any) -> Any:
+        self.calls["list"] += 1
+        return super().find(path, *args, **kwargs)
+
+
+fsspec.register_implementation("countmem", CountingMemoryFS, clobber=True)
+
+
+@pytest.fixture
+def counted_store(spec_dict, tmp_path) -> Callable[..., tuple[str, Any]]:
+    """``make(n_units, shards=False)``: a new ``countmem://`` store whose train split has ``n_units``
+    one-sample write units (nothing written yet) and its spec."""
+    from pipeline.core.spec import spec_from_dict
+    from pipeline.distill import distill
+
+    made: list[str] = []
+
+    def make(units: int, shards: bool = False) -> tuple[str, Any]:
+        url = f"countmem://{tmp_path.name}/{len(made)}.zarr"
+        spec = spec_from_dict(
+            spec_dict(
+                splits={"train": {"samples": units}, "valid": {"samples": 1}, "test": None},
+                storage={"unit_samples": 1, "chunk_samples": 1, "shards": shards},
+            )
+        )
+        distill(spec, store_path=url, device="cpu", progress=False, create_only=True)
+        made.append(url)
+        return url, spec
+
+    yield make
+    for url in made:
+        fs, path = fsspec.core.url_to_fs(url)
+        fs.rm(path, recursive=True)
+
+
+def _unit_data(n: int = 1) -> dict[str, Any]:
+    return {
+        "reference": np.zeros((n, 4, SEQ_LEN), dtype=np.uint8),
+        "ref_pred": np.full((n, N_TARGETS), 0.5, dtype=np.float32),
+        "targets": np.zeros((n, N_TARGETS, 4, SEQ_LEN), dtype=np.float16),
+        "chrom": ["chr1"] * n,
+        "center": np.full(n, 100, dtype=np.int64),
+    }
+
+
+@pytest.mark.parametrize("shards", [False, True])
+def test_requests_per_unit_written_do_not_grow_with_the_units(counted_store, shards):
+    """Writing a unit costs the same requests in a store of 8 or 64 units, first unit or last, and
+    reads nothing (no completion marker or attribute is read again)."""
+    per_unit: dict[int, list[dict[str, int]]] = {}
+    for units in (8, 64):
+        url, _ = counted_store(units, shards=shards)
+        store = open_store(url, mode="r+")
+        store.complete_units("train")  # distill reads the markers once before writing
+        costs = []
+        for u in range(units):
+            CountingMemoryFS.calls.clear()
+            store.write_unit("train", u, **_unit_data())
+            costs.append(dict(CountingMemoryFS.calls))
+        per_unit[units] = costs[1:]  # the first write also opens the arrays (reads their metadata once)
+        assert all(cost == costs[1] for cost in costs[1:]), costs
+        # writes only (a sharded unit: zarr reads the shard's index once), no listing or existence checks
+        assert set(costs[1]) <= {"write", "read"} and costs[1].get("read", 0) <= int(shards), costs[1]
+        assert store.complete_units("train").all()  # the cached markers followed the writes
+        assert open_store(url).complete_units("train").all()  # and so did the store
+    assert per_unit[8][0] == per_unit[64][0] == per_unit[64][-1]
+
+
+def test_reading_a_store_costs_requests_in_proportion_to_its_units(counted_store):
+    """Opening, ``store info`` and the start-up checks of train/evaluate read each completion marker
+    once: their requests grow linearly with the units, not quadratically."""
+    counts = {}
+    for units in (16, 128):
+        url, _ = counted_store(units)
+        store = open_store(url, mode="r+")
+        for u in range(units):
+            store.write_unit("train", u, **_unit_data())
+        CountingMemoryFS.calls.clear()
+        store = open_store(url)
+        info = store_info(store)
+        store.require_complete("train")
+        store.split_info("train"), list(store.iter_units("train")), store.unit_range("train", units - 1)
+        assert info["splits"]["train"]["complete_units"] == units
+        counts[units] = sum(CountingMemoryFS.calls.values())
+    # 8 times the units: at most 8 times the requests; per unit, its marker and the size of its chunk
+    assert counts[128] <= 8 * counts[16], counts
+    assert counts[128] - counts[16] <= 2 * (128 - 16), counts

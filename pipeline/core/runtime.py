@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -110,6 +111,10 @@ class Launch:
     def owns(self, unit: int) -> bool:
         """Whether this process takes work unit ``unit``."""
         return unit % self.parts == self.part
+
+    def owned(self, n_units: int) -> np.ndarray:
+        """Boolean ``[n_units]``: which of ``n_units`` work units this process takes (:meth:`owns`)."""
+        return np.arange(n_units) % self.parts == self.part
 
     def device(self, device: str | torch.device | None) -> torch.device:
         """The device of this rank: under torchrun, ``cuda``/``auto`` mean ``cuda:LOCAL_RANK``."""

@@ -186,18 +186,24 @@ def _distill_split(
     overlap: bool,
     progress: bool,
 ) -> None:
-    """Compute and write this process's incomplete units of ``split``, counting them in ``summary``."""
-    complete = store.complete_units(split)
-    mine = [Unit(u, a, b) for u, a, b in store.iter_units(split) if launch.owns(u)]
-    todo = [unit for unit in mine if not complete[unit.index]]
-    summary.skipped_units += len(mine) - len(todo)
+    """Compute and write this process's incomplete units of ``split``, counting them in ``summary``.
+
+    The units are chosen with arrays the size of the completion markers and produced one at a time,
+    so memory does not grow with the number of units.
+    """
+    meta = store.split_meta(split)
+    mine = launch.owned(meta.n_units)
+    todo = np.flatnonzero(mine & ~store.complete_units(split))
+    summary.skipped_units += int(mine.sum()) - todo.size
+    short = meta.n_units * meta.unit_samples - meta.n_samples  # samples the last unit lacks
+    samples = todo.size * meta.unit_samples - (short if todo.size and todo[-1] == meta.n_units - 1 else 0)
+    units = (Unit(int(u), *meta.unit_range(int(u))) for u in todo)
     label = f"distill {split}" + (f" [rank {launch.rank}]" if launch.world > 1 else "")
-    for n in run_units(
-        todo, sampler, compute, UnitWriter(store, split), overlap=overlap, progress=progress, label=label
-    ):
+    write = UnitWriter(store, split)
+    for n in run_units(units, samples, sampler, compute, write, overlap=overlap, progress=progress, label=label):
         summary.computed_units += 1
         summary.computed_samples += n
-    summary.per_split[split] = {"units": len(mine), "computed": len(todo)}
+    summary.per_split[split] = {"units": int(mine.sum()), "computed": todo.size}
 
 
 def _open_store_for(path: str, spec: Spec, base: BaseModel, overwrite: bool, launch: Launch, grouped: bool) -> Store:

@@ -9,7 +9,7 @@ ahead, at most two waiting to be written — so memory stays flat whatever the n
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -85,7 +85,8 @@ class UnitWriter:
 
 
 def run_units(
-    units: list[Unit],
+    units: Iterable[Unit],
+    samples: int,
     sampler: WindowSampler,
     compute: Compute,
     write: UnitWriter,
@@ -98,8 +99,10 @@ def run_units(
 
     Parameters
     ----------
-    units : list of Unit
-        The units to compute (this process's, not complete yet).
+    units : iterable of Unit
+        The units to compute (this process's, not complete yet), taken one at a time.
+    samples : int
+        Their number of samples (the progress bar's total).
     sampler : WindowSampler
         Draws the split's windows.
     compute : callable
@@ -113,21 +116,20 @@ def run_units(
     label : str
         The progress bar's description.
     """
-    total = sum(u.size for u in units)
-    with tqdm(total=total, desc=label, unit="sample", disable=not progress or not total, dynamic_ncols=True) as bar:
+    with tqdm(total=samples, desc=label, unit="sample", disable=not progress or not samples, dynamic_ncols=True) as bar:
         steps = _overlapped(units, sampler, compute, write) if overlap else _sequential(units, sampler, compute, write)
         for n in steps:
             bar.update(n)
             yield n
 
 
-def _sequential(units: list[Unit], sampler: WindowSampler, compute: Compute, write: UnitWriter) -> Iterator[int]:
+def _sequential(units: Iterable[Unit], sampler: WindowSampler, compute: Compute, write: UnitWriter) -> Iterator[int]:
     for unit in units:
         prepared = prepare(sampler, unit)
         yield write(prepared, *compute(prepared.X))
 
 
-def _overlapped(units: list[Unit], sampler: WindowSampler, compute: Compute, write: UnitWriter) -> Iterator[int]:
+def _overlapped(units: Iterable[Unit], sampler: WindowSampler, compute: Compute, write: UnitWriter) -> Iterator[int]:
     with (
         ThreadPoolExecutor(1, thread_name_prefix="prepare") as prep,
         ThreadPoolExecutor(2, thread_name_prefix="write") as writers,

@@ -1,26 +1,26 @@
 """Which chunk files of a split exist: a unit marked complete whose chunk was deleted would read as zeros.
 
-Only key existence is checked, never data: one ``stat`` per chunk on a local store, batches of
-concurrent ``exists`` requests on other (fsspec) stores.
+Only key existence is checked, never data: one ``stat`` per chunk on a local store; one listing of
+each array's keys on a store that can list (an object store answers a listing of 1,000 keys in one
+request); batches of concurrent ``exists`` requests on any other store.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
 
 import zarr
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
-from pipeline.store.format import group_array
-
 
 def chunks_exist(array: zarr.Array, coords: list[tuple[int, ...]]) -> list[bool]:
     """Whether each chunk (or shard) ``coords`` of ``array`` is present in its store.
 
-    Local stores are checked with one ``stat`` per key (about 5 µs); other stores with batches of
-    concurrent ``exists`` requests. No data is read.
+    Local stores are checked with one ``stat`` per key (about 5 µs); stores that can list with one
+    listing of the array's keys; others with batches of concurrent ``exists`` requests. No data is read.
     """
     store_path = array.store_path
     prefix = f"{store_path.path}/" if store_path.path else ""
@@ -29,6 +29,13 @@ def chunks_exist(array: zarr.Array, coords: list[tuple[int, ...]]) -> list[bool]
     if isinstance(store, LocalStore):
         root = Path(store.root)
         return [(root / key).is_file() for key in keys]
+    if store.supports_listing:
+
+        async def listing() -> set[str]:
+            return {key async for key in store.list_prefix(prefix)}
+
+        present = sync(listing())
+        return [key in present for key in keys]
 
     async def check() -> list[bool]:
         out: list[bool] = []
@@ -39,21 +46,28 @@ def chunks_exist(array: zarr.Array, coords: list[tuple[int, ...]]) -> list[bool]
     return [bool(x) for x in sync(check())]
 
 
-def missing_chunks(g: zarr.Group, units: list[tuple[int, int, int]]) -> tuple[int, int, int, str] | None:
-    """The first of ``units`` (``(unit, start, stop)`` of split group ``g``) with a missing chunk:
-    ``(unit, start, stop, "chunk ... of 'name' is missing")``, or ``None`` when every chunk is there."""
+CHECKED = ("reference", "ref_pred", "chrom", "center", "targets")
+"""The arrays whose chunks a complete unit must have (the completion markers are read as values)."""
+
+
+def missing_chunks(
+    arrays: Mapping[str, zarr.Array], units: list[tuple[int, int, int]]
+) -> tuple[int, int, int, str] | None:
+    """The first of ``units`` (``(unit, start, stop)`` of one split, whose :data:`CHECKED` arrays are
+    ``arrays``) with a missing chunk: ``(unit, start, stop, "chunk ... of 'name' is missing")``, or
+    ``None`` when every chunk is there."""
     if not units:
         return None
     first: tuple[int, int, int, int, str] | None = None  # (unit index in units, ...) of the earliest problem
     for name in ("reference", "ref_pred", "chrom", "center"):
-        array = group_array(g, name)
+        array = arrays[name]
         coords = [(u,) + (0,) * (array.ndim - 1) for u, _, _ in units]
         for k, ok in enumerate(chunks_exist(array, coords)):
             if not ok:
                 if first is None or k < first[0]:
                     first = (k, *units[k], f"chunk {coords[k]} of {name!r} is missing")
                 break
-    targets = group_array(g, "targets")
+    targets = arrays["targets"]
     block = (targets.shards or targets.chunks)[0]  # a shard holds a whole unit
     owners = [(k, c) for k, (_, a, b) in enumerate(units) for c in range(a // block, -(-b // block))]
     kind = "shard" if targets.shards else "chunk"

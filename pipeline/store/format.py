@@ -18,7 +18,7 @@ covers whole chunks: two writers never share a chunk. Readers trust only the roo
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -74,6 +74,40 @@ def int_attr(group: zarr.Group, key: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise UserError(f"{group.store_path}: attribute {key!r} is {value!r}, not an integer")
     return value
+
+
+@dataclass(frozen=True)
+class SplitMeta:
+    """A split's group attributes, read once: samples, write units and their size, chromosomes."""
+
+    name: str
+    n_samples: int
+    unit_samples: int
+    chunk_samples: int
+    n_units: int
+    chroms: tuple[str, ...]
+
+    @classmethod
+    def from_group(cls, group: zarr.Group, name: str) -> SplitMeta:
+        """Read the attributes of split group ``group``."""
+        chroms = group.attrs.get("chroms", [])
+        return cls(
+            name=name,
+            n_samples=int_attr(group, "n_samples"),
+            unit_samples=int_attr(group, "unit_samples"),
+            chunk_samples=int_attr(group, "chunk_samples"),
+            n_units=int_attr(group, "n_units"),
+            chroms=tuple(str(c) for c in chroms) if isinstance(chroms, list) else (),
+        )
+
+    def unit_range(self, unit: int) -> tuple[int, int]:
+        """Half-open sample range ``[start, stop)`` of write unit ``unit``."""
+        return unit_range(self.n_samples, self.unit_samples, unit)
+
+    def units(self) -> Iterator[tuple[int, int, int]]:
+        """``(unit, start, stop)`` of every write unit."""
+        for u in range(self.n_units):
+            yield (u, *self.unit_range(u))
 
 
 def unit_range(n_samples: int, unit_samples: int, unit: int) -> tuple[int, int]:
