@@ -29,7 +29,7 @@ from zarr.core.array_spec import ArrayConfigParams
 from pipeline.core.files import is_zarr_folder
 from pipeline.core.spec import Spec, differing_keys, spec_from_dict
 from pipeline.errors import StoreMismatchError, StoreNotFoundError, UserError
-from pipeline.store.chunks import CHECKED, missing_chunks
+from pipeline.store.chunks import BLOCK_UNITS, CHECKED, first_missing_chunk
 from pipeline.store.format import (
     DIMENSIONS,
     SplitMeta,
@@ -175,8 +175,7 @@ class Store:
         """Boolean ``[n_units]``: which write units are complete (a copy of the cached markers)."""
         with self._lock:
             if split not in self._complete:
-                with bulk_reads():
-                    self._complete[split] = np.asarray(self.array(split, "complete")[:]).astype(bool)
+                self._complete[split] = _read_markers(self.array(split, "complete"))
             return self._complete[split].copy()
 
     def refresh(self) -> None:
@@ -271,8 +270,8 @@ class Store:
         if not chunks:
             return
         n = info.n_samples if limit is None else min(info.n_samples, int(limit))
-        units = [(u, a, b) for u, a, b in self.iter_units(split) if a < n]
-        found = missing_chunks({name: self.array(split, name) for name in CHECKED}, units)
+        units = (unit for unit in self.iter_units(split) if unit[1] < n)
+        found = first_missing_chunk({name: self.array(split, name) for name in CHECKED}, units)
         if found is not None:
             u, a, b, problem = found
             raise UserError(
@@ -280,6 +279,16 @@ class Store:
                 f"{problem} (lost data); see `multiplexer store verify`, and redistill it "
                 "(`multiplexer distill --overwrite`)"
             )
+
+
+def _read_markers(array: zarr.Array) -> np.ndarray:
+    """The completion markers as booleans, read :data:`~pipeline.store.chunks.BLOCK_UNITS` at a time
+    (so the memory zarr needs for a read stays bounded whatever the number of units)."""
+    out = np.zeros(array.shape[0], dtype=bool)
+    with bulk_reads():
+        for start in range(0, out.size, BLOCK_UNITS):
+            out[start : start + BLOCK_UNITS] = np.asarray(array[start : start + BLOCK_UNITS]) != 0
+    return out
 
 
 def _blocks(array: zarr.Array, start: int, stop: int) -> list[tuple[int, int]]:

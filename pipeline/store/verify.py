@@ -13,8 +13,8 @@ import zarr
 from tqdm import tqdm
 
 from pipeline.errors import UserError
-from pipeline.store.chunks import CHECKED, missing_chunks
-from pipeline.store.format import int_attr
+from pipeline.store.chunks import BLOCK_UNITS, CHECKED, first_missing_chunk, stored_bytes
+from pipeline.store.format import SplitMeta, int_attr
 from pipeline.store.store import Store, bulk_reads, is_url, open_store
 
 
@@ -26,7 +26,7 @@ def store_info(store: Store) -> dict[str, Any]:
     for split in store.splits:
         info = store.split_info(split)
         targets = store.array(split, "targets")
-        stored = int(targets.nbytes_stored())
+        stored = stored_bytes(targets)
         complete = store.complete_units(split)
         done = int(sum(stop - start for u, start, stop in store.iter_units(split) if complete[u]))
         splits[split] = {
@@ -162,18 +162,17 @@ def _check_units(store: Store, split: str, progress: bool, workers: int) -> str 
     """The first unit with a missing chunk (one existence pass for all units), then the first whose
     data break a convention (batches of units, read by this process or by ``workers`` processes)."""
     meta = store.split_meta(split)
-    units = list(meta.units())
-    found = missing_chunks({name: store.array(split, name) for name in CHECKED}, units)
+    found = first_missing_chunk({name: store.array(split, name) for name in CHECKED}, meta.units())
     if found is not None:
         u, start, stop, missing = found
         return f"unit {u} (samples {start}-{stop - 1}): {missing}"
     unit_bytes = meta.unit_samples * store.n_targets * 4 * store.seq_len * store.array(split, "targets").dtype.itemsize
-    per_batch = max(1, VERIFY_BATCH_BYTES // max(unit_bytes, 1))
+    per_batch = max(1, min(BLOCK_UNITS, VERIFY_BATCH_BYTES // max(unit_bytes, 1)))
     parallel = workers > 1 and not is_url(store.path) and "fork" in multiprocessing.get_all_start_methods()
     if parallel:  # a few batches per process, so the work is shared out evenly and progress moves
-        per_batch = max(1, min(per_batch, -(-len(units) // (4 * workers))))
-    batches = [units[i : i + per_batch] for i in range(0, len(units), per_batch)]
-    with tqdm(total=len(units), desc=f"verify {split}", disable=not progress, unit="unit") as bar:
+        per_batch = max(1, min(per_batch, -(-meta.n_units // (4 * workers))))
+    batches = [(u, min(u + per_batch, meta.n_units)) for u in range(0, meta.n_units, per_batch)]
+    with tqdm(total=meta.n_units, desc=f"verify {split}", disable=not progress, unit="unit") as bar:
         if parallel and len(batches) > 1:
             # fork: the workers inherit the opened modules (zarr resets its event loop in a child)
             context = multiprocessing.get_context("fork")
@@ -183,17 +182,15 @@ def _check_units(store: Store, split: str, progress: bool, workers: int) -> str 
                 pool.shutdown(cancel_futures=True)  # after a problem, the batches not started are dropped
             return problem
         arrays = _data_arrays(store, split)
-        return _first_problem((_check_batch(arrays, batch) for batch in batches), batches, bar)
+        return _first_problem((_check_batch(arrays, meta, batch) for batch in batches), batches, bar)
 
 
-def _first_problem(
-    results: Iterable[str | None], batches: list[list[tuple[int, int, int]]], bar: tqdm[Any]
-) -> str | None:
+def _first_problem(results: Iterable[str | None], batches: list[tuple[int, int]], bar: tqdm[Any]) -> str | None:
     """The first problem of the batches' results, in unit order (advancing the progress bar)."""
-    for batch, problem in zip(batches, results):
+    for (first, stop), problem in zip(batches, results):
         if problem:
             return problem
-        bar.update(len(batch))
+        bar.update(stop - first)
     return None
 
 
@@ -201,14 +198,16 @@ def _data_arrays(store: Store, split: str) -> dict[str, zarr.Array]:
     return {name: store.array(split, name) for name in ("reference", "targets", "ref_pred", "center")}
 
 
-def _check_path_batch(job: tuple[str, str, list[tuple[int, int, int]]]) -> str | None:
+def _check_path_batch(job: tuple[str, str, tuple[int, int]]) -> str | None:
     """:func:`_check_batch` in a worker process: the store opened from its path."""
-    path, split, units = job
-    return _check_batch(_data_arrays(open_store(path), split), units)
+    path, split, batch = job
+    store = open_store(path)
+    return _check_batch(_data_arrays(store, split), store.split_meta(split), batch)
 
 
-def _check_batch(arrays: dict[str, zarr.Array], units: list[tuple[int, int, int]]) -> str | None:
-    """Read the samples of consecutive ``units`` at once and check each unit's part."""
+def _check_batch(arrays: dict[str, zarr.Array], meta: SplitMeta, batch: tuple[int, int]) -> str | None:
+    """Read the samples of the units ``batch[0] .. batch[1] - 1`` at once and check each unit's part."""
+    units = [(u, *meta.unit_range(u)) for u in range(*batch)]
     first, last = units[0][1], units[-1][2]
     try:
         with bulk_reads():
