@@ -17,6 +17,14 @@ from pipeline.store.chunks import BLOCK_UNITS, CHECKED, first_missing_chunk, sto
 from pipeline.store.format import SplitMeta, int_attr
 from pipeline.store.store import Store, bulk_reads, is_url, open_store
 
+VERIFY_BATCH_BYTES = 64_000_000
+"""Target bytes (raw) read at once by ``verify``: whole units, as many as fit, so a store of many small
+units is read in few large requests and memory stays bounded for large units."""
+
+
+VERIFY_WORKERS = 8
+"""Most processes ``verify`` reads a local store's data with (zarr spends ~0.2 ms of one core per chunk)."""
+
 
 def store_info(store: Store) -> dict[str, Any]:
     """Summary: spec, hash, base model, per split counts, completion and bytes per sample."""
@@ -109,15 +117,42 @@ def verify_store(store: Store, *, progress: bool = False, workers: int | None = 
     if len(store.target_names) != F:
         problems.append(f"{len(store.target_names)} target names but n_targets = {F}")
     n_workers = workers if workers is not None else min(os.cpu_count() or 1, VERIFY_WORKERS)
-    for split in store.splits:
-        problem = (
-            _check_shapes(store, split)
-            or _check_complete(store, split)
-            or _check_units(store, split, progress, n_workers)
-        )
-        if problem:
-            problems.append(f"{split}: {problem}")
+    with _Readers(store, n_workers) as readers:
+        for split in store.splits:
+            problem = (
+                _check_shapes(store, split)
+                or _check_complete(store, split, readers)
+                or _check_units(store, split, progress, readers)
+            )
+            if problem:
+                problems.append(f"{split}: {problem}")
     return problems
+
+
+class _Readers:
+    """Where ``verify`` reads: worker processes for a local store (forked, so they inherit the opened
+    modules; zarr resets its event loop in a child), else this process."""
+
+    def __init__(self, store: Store, workers: int) -> None:
+        self.store, self.workers = store, workers
+        self.parallel = workers > 1 and not is_url(store.path) and "fork" in multiprocessing.get_all_start_methods()
+        self.pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> _Readers:
+        if self.parallel:
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("fork"))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)  # after a problem, the batches not started are dropped
+
+    def ranges(self, n_units: int, per_batch: int) -> list[tuple[int, int]]:
+        """Unit ranges of at most ``per_batch`` units; with workers, a few per worker (so the work is
+        shared out evenly and progress moves)."""
+        if self.pool is not None:
+            per_batch = max(1, min(per_batch, -(-n_units // (4 * self.workers))))
+        return [(u, min(u + per_batch, n_units)) for u in range(0, n_units, per_batch)]
 
 
 def _check_shapes(store: Store, split: str) -> str | None:
@@ -141,46 +176,35 @@ def _check_shapes(store: Store, split: str) -> str | None:
     return None
 
 
-def _check_complete(store: Store, split: str) -> str | None:
-    complete = store.complete_units(split)
+def _check_complete(store: Store, split: str, readers: _Readers) -> str | None:
+    """The first incomplete unit (the markers read by the workers when there are several ranges)."""
+    n_units = store.split_meta(split).n_units
+    ranges = readers.ranges(n_units, BLOCK_UNITS)
+    if readers.pool is not None and len(ranges) > 1:
+        parts = readers.pool.map(_read_markers_range, [(store.path, split, r) for r in ranges])
+        complete = np.concatenate(list(parts))
+    else:
+        complete = store.complete_units(split)
     if complete.all():
         return None
     first, missing = int(np.flatnonzero(~complete)[0]), int((~complete).sum())
     return f"unit {first} is not complete ({missing} of {complete.size} incomplete)"
 
 
-VERIFY_BATCH_BYTES = 64_000_000
-"""Target bytes (raw) read at once by ``verify``: whole units, as many as fit, so a store of many small
-units is read in few large requests and memory stays bounded for large units."""
-
-
-VERIFY_WORKERS = 8
-"""Most processes ``verify`` reads a local store's data with (zarr spends ~0.2 ms of one core per chunk)."""
-
-
-def _check_units(store: Store, split: str, progress: bool, workers: int) -> str | None:
+def _check_units(store: Store, split: str, progress: bool, readers: _Readers) -> str | None:
     """The first unit with a missing chunk (one existence pass for all units), then the first whose
-    data break a convention (batches of units, read by this process or by ``workers`` processes)."""
+    data break a convention (ranges of units, read by this process or by the workers)."""
     meta = store.split_meta(split)
     found = first_missing_chunk({name: store.array(split, name) for name in CHECKED}, meta.units())
     if found is not None:
         u, start, stop, missing = found
         return f"unit {u} (samples {start}-{stop - 1}): {missing}"
     unit_bytes = meta.unit_samples * store.n_targets * 4 * store.seq_len * store.array(split, "targets").dtype.itemsize
-    per_batch = max(1, min(BLOCK_UNITS, VERIFY_BATCH_BYTES // max(unit_bytes, 1)))
-    parallel = workers > 1 and not is_url(store.path) and "fork" in multiprocessing.get_all_start_methods()
-    if parallel:  # a few batches per process, so the work is shared out evenly and progress moves
-        per_batch = max(1, min(per_batch, -(-meta.n_units // (4 * workers))))
-    batches = [(u, min(u + per_batch, meta.n_units)) for u in range(0, meta.n_units, per_batch)]
+    batches = readers.ranges(meta.n_units, max(1, min(BLOCK_UNITS, VERIFY_BATCH_BYTES // max(unit_bytes, 1))))
     with tqdm(total=meta.n_units, desc=f"verify {split}", disable=not progress, unit="unit") as bar:
-        if parallel and len(batches) > 1:
-            # fork: the workers inherit the opened modules (zarr resets its event loop in a child)
-            context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(min(workers, len(batches)), mp_context=context) as pool:
-                results = pool.map(_check_path_batch, [(store.path, split, batch) for batch in batches])
-                problem = _first_problem(results, batches, bar)
-                pool.shutdown(cancel_futures=True)  # after a problem, the batches not started are dropped
-            return problem
+        if readers.pool is not None and len(batches) > 1:
+            results = readers.pool.map(_check_path_batch, [(store.path, split, batch) for batch in batches])
+            return _first_problem(results, batches, bar)
         arrays = _data_arrays(store, split)
         return _first_problem((_check_batch(arrays, meta, batch) for batch in batches), batches, bar)
 
@@ -196,6 +220,13 @@ def _first_problem(results: Iterable[str | None], batches: list[tuple[int, int]]
 
 def _data_arrays(store: Store, split: str) -> dict[str, zarr.Array]:
     return {name: store.array(split, name) for name in ("reference", "targets", "ref_pred", "center")}
+
+
+def _read_markers_range(job: tuple[str, str, tuple[int, int]]) -> np.ndarray:
+    """The completion markers of units ``job[2][0] .. job[2][1] - 1``, in a worker process."""
+    path, split, (first, stop) = job
+    with bulk_reads():
+        return np.asarray(open_store(path).array(split, "complete")[first:stop]) != 0
 
 
 def _check_path_batch(job: tuple[str, str, tuple[int, int]]) -> str | None:
