@@ -222,9 +222,22 @@ def genome_synth(out: str, seed: int, divisor: int) -> None:
     "--no-overlap", is_flag=True, help="Do not prepare and write units on background threads (for benchmarks)."
 )
 @click.option("--create-only", is_flag=True, help="Create (or check) the store and stop, e.g. before --shard jobs.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Only check that every split can be sampled (contigs, usable bases, N rejection per split); "
+    "loads no model and writes nothing.",
+)
+@click.option("--allow-no-valid", is_flag=True, help="Distil a spec without a valid split (train refuses its store).")
 @click.pass_context
 def distill(
-    ctx: click.Context, spec: str, shard: str | None, splits: tuple[str, ...], no_overlap: bool, **options: Any
+    ctx: click.Context,
+    spec: str,
+    shard: str | None,
+    splits: tuple[str, ...],
+    no_overlap: bool,
+    check: bool,
+    **options: Any,
 ) -> None:
     """Stage 1: write (or resume) the Zarr store of SPEC: sampled windows, the base model's
     reference predictions and the effect of every SNV. Complete write units are skipped on rerun.
@@ -236,10 +249,17 @@ def distill(
       multiplexer distill SPEC.yaml --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT"""
     from pipeline.core.runtime import parse_shard
     from pipeline.core.spec import load_spec
+    from pipeline.distill import check_spec, format_checks
     from pipeline.distill import distill as run
 
+    loaded = load_spec(spec)
+    if check:
+        checks = check_spec(loaded, allow_no_valid=options["allow_no_valid"], progress=_progress(ctx))
+        click.echo(format_checks(loaded, checks))
+        click.echo("every split can be sampled; nothing was written")
+        return
     summary = run(
-        load_spec(spec),
+        loaded,
         shard=parse_shard(shard),
         splits=list(splits) or None,
         overlap=not no_overlap,
@@ -351,7 +371,10 @@ def predict(ctx: click.Context, checkpoint: str, out: str, **options: Any) -> No
     "model's new import path).",
 )
 @click.option(
-    "--weights", type=click.Path(dir_okay=False), help="Base-model state dict (with --checkpoint: its new path)."
+    "--weights",
+    type=click.Path(dir_okay=False),
+    help="Base-model state dict (with --checkpoint: its new path); 'random': random weights from seed 0 "
+    "(beluga needs one of the two).",
 )
 @click.option("--base-kwargs", help="Base-model constructor arguments as JSON.")
 @click.option("--seq-len", type=click.IntRange(min=2), help="Window length (default: the spec's or the model's).")

@@ -129,7 +129,7 @@ def main() -> None:
         "genome": str(genome),
         "store": None,
         "seq_len": 2000,
-        "base": {"model": "beluga"},
+        "base": {"model": "beluga", "weights": "random"},
         "ism_batch_size": 512,
         "storage": {**DEMO_SPEC["storage"], "unit_samples": 2},
         "splits": {"train": {"chroms": DEMO_SPEC["splits"]["train"]["chroms"], "samples": 2 if args.quick else 4}},

@@ -42,7 +42,7 @@ def make_store(path: Path, n: int, unit: int) -> str:
             "name": "loader_bench",
             "genome": "unused.fa",
             "seq_len": L,
-            "base": {"model": "beluga"},
+            "base": {"model": "beluga", "weights": "random"},
             "splits": {"train": {"chroms": ["chr1"], "samples": n}, "valid": {"chroms": ["chr2"], "samples": unit}},
             "storage": {"unit_samples": unit},
         },
@@ -51,7 +51,7 @@ def make_store(path: Path, n: int, unit: int) -> str:
     store = create_or_open_store(
         str(path),
         spec,
-        base_identity={"model": "beluga", "weights_sha256": None},
+        base_identity={"model": "beluga", "weights": None, "weights_sha256": None, "init": "random (seed 0)"},
         n_targets=F,
         target_names=[f"t{i}" for i in range(F)],
     )

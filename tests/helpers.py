@@ -5,11 +5,15 @@
 - :func:`run_cli` / :func:`start_cli` run the ``multiplexer`` console script as a subprocess and
   :func:`torchrun` runs it under ``torchrun`` (tests using them are marked ``processes``);
 - :data:`DEMO_KWARGS` are the tiny spec's demo base model arguments, :data:`TOY_MODELS` the file of
-  the toy models; :func:`rewrite_checkpoint` writes a changed copy of a checkpoint.
+  the toy models; :func:`rewrite_checkpoint` writes a changed copy of a checkpoint;
+- :func:`make_read_only` makes a folder refuse writes (really, or as root through public seams).
 """
 
 from __future__ import annotations
 
+import builtins
+import errno
+import io
 import json
 import os
 import subprocess
@@ -17,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner, Result
 
 from pipeline.cli import cli
@@ -136,3 +141,58 @@ def rewrite_checkpoint(source: Path, path: Path, **changes: Any) -> Path:
     payload = {k: v for k, v in data.items() if k not in ("format", "format_version")}
     save_checkpoint(path, {**payload, **changes})
     return Path(path)
+
+
+# ------------------------------------------------------------------------------------------------
+# read-only folders
+# ------------------------------------------------------------------------------------------------
+
+
+def make_read_only(mp: pytest.MonkeyPatch, folder: Path) -> None:
+    """Make ``folder`` refuse writes: ``chmod 0o555``, which the operating system enforces, or, as
+    root (which ignores permission bits), :func:`deny_writes_inside`. The caller restores the mode
+    (``folder.chmod(0o755)``) when the test ends; ``mp`` undoes the rest."""
+    folder.chmod(0o555)
+    probe = folder / ".probe"
+    try:
+        probe.write_text("x")
+    except PermissionError:
+        return
+    probe.unlink()
+    deny_writes_inside(mp, folder)
+
+
+def deny_writes_inside(mp: pytest.MonkeyPatch, folder: Path) -> None:
+    """Refuse (EACCES) creating or writing anything inside ``folder``, as a read-only folder would:
+    ``os.mkdir``, ``os.open`` and ``open`` raise ``PermissionError`` for paths below it."""
+    folder = folder.resolve()
+
+    def inside(path: Any) -> bool:
+        if isinstance(path, int):
+            return False
+        return folder in Path(os.fsdecode(path)).resolve().parents
+
+    def denied(path: Any) -> PermissionError:
+        return PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(path))
+
+    real_mkdir, real_open, real_os_open = os.mkdir, builtins.open, os.open
+
+    def mkdir(path: Any, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        if inside(path):
+            raise denied(path)
+        return real_mkdir(path, mode, dir_fd=dir_fd)
+
+    def open_(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(file, int) and any(m in mode for m in "wax+") and inside(file):
+            raise denied(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    def os_open(path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and inside(path):
+            raise denied(path)
+        return real_os_open(path, flags, mode, dir_fd=dir_fd)
+
+    mp.setattr(os, "mkdir", mkdir)
+    mp.setattr(os, "open", os_open)
+    mp.setattr(builtins, "open", open_)
+    mp.setattr(io, "open", open_)

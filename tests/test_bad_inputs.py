@@ -37,7 +37,7 @@ import pytest
 import torch
 import zarr
 from fsspec.implementations.local import LocalFileSystem
-from helpers import DEMO_KWARGS, DEMO_KWARGS_JSON, assert_one_line_error, invoke, rewrite_checkpoint
+from helpers import DEMO_KWARGS, DEMO_KWARGS_JSON, assert_one_line_error, invoke, make_read_only, rewrite_checkpoint
 
 from pipeline.cli import cli
 from pipeline.store import open_store
@@ -151,41 +151,6 @@ def assets(tmp_path_factory, genome_path, write_spec, tiny_store, trained_run) -
 # ------------------------------------------------------------------------------------------------
 
 
-def _deny_writes_inside(mp: pytest.MonkeyPatch, folder: Path) -> None:
-    """Refuse (EACCES) creating or writing anything inside ``folder``, as a read-only folder would."""
-    folder = folder.resolve()
-
-    def inside(path: Any) -> bool:
-        if isinstance(path, int):
-            return False
-        return folder in Path(os.fsdecode(path)).resolve().parents
-
-    def denied(path: Any) -> PermissionError:
-        return PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(path))
-
-    real_mkdir, real_open, real_os_open = os.mkdir, builtins.open, os.open
-
-    def mkdir(path: Any, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
-        if inside(path):
-            raise denied(path)
-        return real_mkdir(path, mode, dir_fd=dir_fd)
-
-    def open_(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
-        if not isinstance(file, int) and any(m in mode for m in "wax+") and inside(file):
-            raise denied(file)
-        return real_open(file, mode, *args, **kwargs)
-
-    def os_open(path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
-        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and inside(path):
-            raise denied(path)
-        return real_os_open(path, flags, mode, dir_fd=dir_fd)
-
-    mp.setattr(os, "mkdir", mkdir)
-    mp.setattr(os, "open", os_open)
-    mp.setattr(builtins, "open", open_)
-    mp.setattr(io, "open", open_)
-
-
 class FullDiskFS(LocalFileSystem):
     """``fulldisk://``: the local disk through fsspec, full for some writes (a registered test protocol).
 
@@ -283,15 +248,8 @@ class Ctx:
         """A folder that refuses writes: chmod 0o555, or (as root) simulated, see the module docstring."""
         folder = self.tmp / name
         folder.mkdir()
-        folder.chmod(0o555)
         self.state.setdefault("restore", []).append(folder)
-        probe = folder / ".probe"
-        try:
-            probe.write_text("x")
-        except PermissionError:
-            return folder  # the operating system enforces it
-        probe.unlink()
-        _deny_writes_inside(self.mp, folder)
+        make_read_only(self.mp, folder)
         return folder
 
     def demo_dir(self, genome_bytes: bytes | None = None, store: bool = False) -> Path:
@@ -409,6 +367,86 @@ def _(c: Ctx) -> list[Any]:
     return ["demo", "--workdir", c.demo_dir(genome_bytes=c.assets["crlf.fa"].read_bytes()), "--device", "cpu"]
 
 
+# --- real genomes: FASTA (issue 12) --------------------------------------------------------------
+def _bgzip_genome(c: Ctx, name: str = "genome.fa.gz") -> Path:
+    """The shared genome, bgzip-compressed (Biopython's BGZF writer) into the case folder."""
+    from Bio import bgzf
+
+    path = c.tmp / name
+    writer = bgzf.BgzfWriter(str(path), "wb")
+    writer.write(c.genome.read_bytes())
+    writer.close()
+    return path
+
+
+@case("score-vcf: gzip (not bgzip) genome FASTA", "score-vcf", "genome.fa.gz", "not bgzip", "gunzip", "bgzip")
+def _(c: Ctx) -> list[Any]:
+    return ["score-vcf", "--checkpoint", c.ckpt, "--vcf", c.assets["one.vcf"], "--genome", c.assets["genome.fa.gz"],
+            "--out", c.tmp / "s.tsv"]  # fmt: skip
+
+
+@case("predict: bgzip genome FASTA whose .fai is stale", "predict", "genome.fa.gz.fai", "does not match", "chr1")
+def _(c: Ctx) -> list[Any]:
+    from pipeline.core.genome import Genome
+
+    path = _bgzip_genome(c)
+    Genome(path)  # builds its .fai and .gzi; then the .fai goes stale (chr1 three times longer)
+    (c.tmp / "genome.fa.gz.fai").write_bytes(c.assets["stale.fa.fai"].read_bytes())
+    return ["predict", "--checkpoint", c.ckpt, "--region", "chr7:3000", "--genome", path, "--out", c.tmp / "x.npz"]
+
+
+@case("score-vcf: truncated bgzip genome FASTA", "score-vcf", "cut.fa.gz", "truncated")
+def _(c: Ctx) -> list[Any]:
+    whole = _bgzip_genome(c).read_bytes()
+    (c.tmp / "cut.fa.gz").write_bytes(whole[: len(whole) // 2])
+    return ["score-vcf", "--checkpoint", c.ckpt, "--vcf", c.assets["one.vcf"], "--genome", c.tmp / "cut.fa.gz",
+            "--out", c.tmp / "s.tsv"]  # fmt: skip
+
+
+@case("ism: region chromosome named without the genome's 'chr'", "ism", "'7'", "not in genome",
+      "did you mean 'chr7'?")  # fmt: skip
+def _(c: Ctx) -> list[Any]:
+    return ["ism", "--checkpoint", c.ckpt, "--region", "7:3000", "--out", c.tmp / "x.npz"]
+
+
+# (predict on a contig shorter than the window is in test_real_like.py: here the genome is not the
+# checkpoint's, which predict would rightly warn about on a second stderr line)
+@case("ism: chromosome shorter than the window", "ism", "chromosome 'chrM' (60 bp)",
+      "is shorter than the window (80 bp)")  # fmt: skip
+def _(c: Ctx) -> list[Any]:
+    from pipeline.core.genome import Genome
+
+    path = c.tmp / "short.fa"
+    path.write_text(">chr7\n" + "ACGT" * 250 + "\n>chrM\n" + "ACGTAC" * 10 + "\n")
+    Genome(path)  # its .fai exists before the run
+    return ["ism", "--spec", c.spec(genome=str(path)), "--region", "chrM:30", "--out", c.tmp / "x.npz"]
+
+
+# --- explicit base weights (issue 12) -----------------------------------------------------------
+@case("distill: Beluga without weights", "distill", "'beluga'", "base.weights", "deepsea.beluga.pth",
+      "`weights: random`")  # fmt: skip
+def _(c: Ctx) -> list[Any]:
+    return ["distill", c.spec(seq_len=400, base={"model": "beluga", "kwargs": {"n_targets": 4}}), "--device", "cpu"]
+
+
+@case("distill: random weights for the demo model", "distill", "'demo'", "sets its own weights", "weights: random")
+def _(c: Ctx) -> list[Any]:
+    return ["distill", c.spec(base={"weights": "random"}), "--device", "cpu"]
+
+
+@case("ism: --base beluga without --weights", "ism", "'beluga'", "--weights", "deepsea.beluga.pth",
+      "--weights random")  # fmt: skip
+def _(c: Ctx) -> list[Any]:
+    return ["ism", "--base", "beluga", "--base-kwargs", '{"n_targets": 4}', "--seq-len", "400", "--region",
+            "chr7:3000", "--genome", c.genome, "--out", c.tmp / "x.npz"]  # fmt: skip
+
+
+@case("ism: --seq-len disagrees with --base-kwargs seq_len", "ism", "--seq-len 400", "--base-kwargs seq_len 410")
+def _(c: Ctx) -> list[Any]:
+    return ["ism", "--base", "beluga", "--weights", "random", "--base-kwargs", '{"seq_len": 410, "n_targets": 4}',
+            "--seq-len", "400", "--region", "chr7:3000", "--genome", c.genome, "--out", c.tmp / "x.npz"]  # fmt: skip
+
+
 # --- command-line arguments ---------------------------------------------------------------------
 @case("distill: unknown option", "distill", "--bogus")
 def _(c: Ctx) -> list[Any]:
@@ -487,6 +525,48 @@ def _(c: Ctx) -> list[Any]:
     return ["ism", "--spec", c.spec(), "--region", "chr2:40", "--out", c.tmp / "x.zarr"]
 
 
+# --- interval splits, validation before compute (issue 12) -------------------------------------
+@case("distill: spec without a valid split", "distill", "no valid split", "regions", "--allow-no-valid")
+def _(c: Ctx) -> list[Any]:
+    return ["distill", c.spec(splits={"valid": None}), "--device", "cpu"]
+
+
+# chromosomes start with max(100, len/100) N's, so chr9:1-100 holds only all-N windows; the check
+# refuses it before the train and valid splits are computed, so no store appears
+@case("distill: a split whose sequence is all N", "distill", "split 'test'", "mostly N")
+def _(c: Ctx) -> list[Any]:
+    return ["distill", c.spec(splits={"test": {"chroms": None, "regions": ["chr9:1-100"]}}), "--device", "cpu"]
+
+
+@case("distill --check: a split whose sequence is all N", "distill", "split 'test'", "mostly N")
+def _(c: Ctx) -> list[Any]:
+    return ["distill", c.spec(splits={"test": {"chroms": None, "regions": ["chr9:1-100"]}}), "--check"]
+
+
+@case("distill: splits' intervals overlap", "distill", "region chr8:1-3000 of split 'valid' overlaps", "'test'")
+def _(c: Ctx) -> list[Any]:
+    splits = {
+        "valid": {"chroms": None, "regions": ["chr8:1-3000"]},
+        "test": {"chroms": None, "regions": ["chr8:2001-4000"]},
+    }
+    return ["distill", c.spec(splits=splits), "--device", "cpu"]
+
+
+@case("distill: more samples than a split's windows", "distill", "asks for 500 windows", "distinct windows")
+def _(c: Ctx) -> list[Any]:
+    return ["distill", c.spec(splits={"valid": {"chroms": None, "regions": ["chr8:1001-1200"], "samples": 500}})]
+
+
+@case("distill: interval past the chromosome's end", "distill", "split 'valid'", "runs past the end of chr8")
+def _(c: Ctx) -> list[Any]:
+    return ["distill", c.spec(splits={"valid": {"chroms": None, "regions": ["chr8:1001-900000"]}}), "--device", "cpu"]
+
+
+@case("distill: BED file of a split missing", "distill", "valid.bed", "does not exist")
+def _(c: Ctx) -> list[Any]:
+    return ["distill", c.spec(splits={"valid": {"chroms": None, "bed": "valid.bed"}}), "--device", "cpu"]
+
+
 # --- specs ---------------------------------------------------------------------------------------
 @case("distill: spec with an unknown key", "distill", "unknown key", "colour")
 def _(c: Ctx) -> list[Any]:
@@ -555,7 +635,8 @@ def _(c: Ctx) -> list[Any]:
 
 @case("distill: L too small for Beluga", "distill", "Beluga", "seq_len >= 310", "300")
 def _(c: Ctx) -> list[Any]:
-    return ["distill", c.spec(seq_len=300, base={"model": "beluga", "kwargs": None}), "--device", "cpu"]
+    return ["distill", c.spec(seq_len=300, base={"model": "beluga", "weights": "random", "kwargs": None}), "--device",
+            "cpu"]  # fmt: skip
 
 
 # --- weights files -------------------------------------------------------------------------------

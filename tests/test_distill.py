@@ -23,6 +23,7 @@ from pipeline.store import open_store, verify_store
 
 
 def run(spec, path, **kwargs):
+    kwargs.setdefault("allow_no_valid", True)  # some tests distil one split only
     return distill(spec, store_path=str(path), device="cpu", progress=False, **kwargs)
 
 
@@ -263,3 +264,36 @@ def test_user_model_file_resolves_against_the_spec_folder(tmp_path, spec_dict, m
     store = open_store(str(tmp_path / "user.zarr"))
     assert store.meta.base["model"] == f"{folder / 'toy.py'}:Net"
     assert store.n_targets == 2
+
+
+def test_another_genome_at_the_same_path_is_refused(tmp_path, spec_dict, genome_path):
+    """The store records the genome's fingerprint: a different genome at the spec's genome path is
+    refused like a changed spec (naming what differs); a soft-masked copy of the same one is not."""
+    from pipeline.core.genome import Genome
+    from pipeline.errors import StoreMismatchError
+
+    fasta = tmp_path / "g.fa"
+    text = genome_path.read_text()
+    fasta.write_text(text)
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(spec_dict(genome=str(fasta))))
+    spec = load_spec(path)
+    run(spec, tmp_path / "g.zarr")
+    assert open_store(tmp_path / "g.zarr").meta.genome_fingerprint == Genome(fasta).fingerprint()
+    before = Genome(fasta).length("chr9")
+
+    def replace_genome(new_text: str) -> None:
+        fasta.write_text(new_text)
+        fasta.with_name("g.fa.fai").unlink()
+
+    soft = "\n".join(line if line.startswith(">") else line.lower() for line in text.splitlines()) + "\n"
+    replace_genome(soft)  # soft-masked everywhere: the same genome
+    assert run(spec, tmp_path / "g.zarr").computed_samples == 0
+    records = text.split(">")[1:]
+    shorter = [r if not r.startswith("chr9\n") else r[: len(r) - 70] + "\n" for r in records]
+    replace_genome(">" + ">".join(shorter))
+    after = Genome(fasta).length("chr9")
+    with pytest.raises(
+        StoreMismatchError, match=f"another genome .*contig 'chr9' is {before} bp in one and {after} bp"
+    ):
+        run(spec, tmp_path / "g.zarr")

@@ -149,7 +149,7 @@ def test_content_hash_ignores_operational_keys(tmp_path, write_spec, overrides):
         {"seed": 1},
         {"max_n": 3},
         {"target": "diff"},
-        {"base": {"model": "beluga"}},
+        {"base": {"model": "beluga", "weights": "random"}},
         {"base": {"kwargs": {"hidden": 9}}},
         {"base": {"weights": "w.pth"}},
         {"splits": {"train": {"samples": 11}}},

@@ -26,7 +26,7 @@ from pipeline.core.spec import ISM_BATCH_SIZE
 from pipeline.errors import UserError
 from pipeline.ism import fast_ism, mask_effects, naive_ism, supports
 from pipeline.metrics import PearsonAccumulator, nanmean
-from pipeline.models import build_base_from_identity, load_checkpoint
+from pipeline.models import build_base_from_identity, load_checkpoint, weights_label
 from pipeline.store import Store, open_store
 
 REPORT_FILES = ("report.json", "report.md", "weighted_pearson_hist.png")
@@ -195,6 +195,7 @@ def _report(
         "seq_len": store.seq_len,
         "n_targets": store.n_targets,
         "target_kind": store.target_kind,
+        "base_model": {"model": store.meta.base["model"], "weights": weights_label(store.meta.base)},
         "weighted_pearson_mean": nanmean(wp),
         "weighted_pearson_median": float(np.median(wp[finite].numpy())) if finite else float("nan"),
         "pearson_mean": nanmean(p),
@@ -276,6 +277,7 @@ def _markdown(r: dict[str, Any]) -> str:
         f"- checkpoint: `{r['checkpoint']}`",
         f"- store: `{r['store']}`, split `{r['split']}` "
         f"({r['n_sequences']} sequences, L = {r['seq_len']}, F = {r['n_targets']}, {r['target_kind']})",
+        f"- base model: `{r['base_model']['model']}`, weights {r['base_model']['weights']}",
         f"- device: {r['device']}; speed measured on {r['timing_sequences']} sequences",
         "",
         "| metric | value |",

@@ -2,14 +2,18 @@
 
 The base model comes from a spec (``--spec``), from the identity recorded in a multiplexer checkpoint
 (``--checkpoint``, so exact ISM of the same windows is one flag away from ``predict``), or from a
-name or import path (``--base`` with ``--weights``/``--base-kwargs``); :func:`ism_setup` resolves
-which, and :func:`ism_effects` runs the engine (:mod:`pipeline.ism`) and writes the effects file.
+name or import path (``--base`` with ``--weights``/``--base-kwargs``/``--seq-len``); :func:`ism_setup`
+resolves which, and :func:`ism_effects` runs the engine (:mod:`pipeline.ism`) and writes the effects
+file. A model named with ``--base`` and without a weights file is initialised from seed
+:data:`ISM_SEED`; Beluga (published weights) needs ``--weights FILE`` or ``--weights random``.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,18 +24,26 @@ from pipeline.apply.inputs import Inputs, load_inputs, require_bases, resolve_ge
 from pipeline.apply.outputs import EffectsWriter, WrittenEffects, cleanup_on_failure, tsv_paths, write_variant_tsv
 from pipeline.core.files import refuse_existing
 from pipeline.core.runtime import exact_float32, resolve_device
-from pipeline.core.spec import ISM_BATCH_SIZE, load_spec
-from pipeline.errors import UserError, check_choice
+from pipeline.core.spec import ISM_BATCH_SIZE, RANDOM_WEIGHTS, load_spec
+from pipeline.errors import SpecError, UserError, check_choice
 from pipeline.ism import TARGETS, choose_engine, run_ism
 from pipeline.models import (
+    BASE_MODELS,
     BaseModel,
     base_from_checkpoint,
-    build_base,
+    base_identity,
+    build_seeded_base,
+    check_weights_choice,
     load_base,
+    model_class,
     probe_outputs,
     read_checkpoint,
     target_names_for,
 )
+
+ISM_SEED = 0
+"""Seed of a ``--base`` model's initialisation when it has no weights file (``--weights random``, or a
+user class without weights)."""
 
 
 @exact_float32()
@@ -109,11 +121,13 @@ def ism_effects(
 
 @dataclass
 class IsmSetup:
-    """What ``ism`` runs: the base model, the effect kind, and the genome to read regions from."""
+    """What ``ism`` runs: the base model, the effect kind, and the genome to read regions from (with
+    the fingerprint a checkpoint recorded of its genome, if any)."""
 
     base: BaseModel
     kind: str
     genome: str | None
+    recorded_fingerprint: Mapping[str, Any] | None = None
 
 
 def ism_setup(
@@ -133,7 +147,9 @@ def ism_setup(
     ``--spec``: the spec's base model, window length, kind, target names and genome.
     ``--checkpoint``: the base model recorded in a multiplexer checkpoint (``--weights``/``--base``
     point at a moved weights file / model file), with its ``L``, kind, target names and genome.
-    ``--base``: a model by name or import path with ``--weights``/``--base-kwargs``.
+    ``--base``: a model by name or import path with ``--weights`` (a file, or ``random``: initialised
+    from seed :data:`ISM_SEED`), ``--base-kwargs`` and ``--seq-len`` (passed to the constructor as
+    ``seq_len`` when the class takes it).
     ``--genome`` always overrides the recorded genome; with ``need_genome=False`` (FASTA input) the
     recorded genome is not looked at.
     """
@@ -146,6 +162,8 @@ def ism_setup(
     if checkpoint is not None:
         if base_kwargs:
             raise UserError("--checkpoint records the base model's arguments; drop --base-kwargs")
+        if weights == RANDOM_WEIGHTS:
+            raise UserError("--checkpoint records the base model's weights; drop --weights random")
         return _from_checkpoint(checkpoint, weights, base, seq_len, kind, genome, need_genome)
     if base is None:
         raise UserError("give --spec, --checkpoint, or --base (with --weights for trained models)")
@@ -184,27 +202,53 @@ def _from_checkpoint(
         )
     loaded = BaseModel(module, dict(meta["base"]), L, n_targets, list(meta["target_names"]))
     genome = resolve_genome(genome, meta.get("genome") if need_genome else None, f"checkpoint {checkpoint!r}")
-    return IsmSetup(loaded, kind or meta["target_kind"], genome)
+    return IsmSetup(loaded, kind or meta["target_kind"], genome, meta.get("genome_fingerprint"))
 
 
 def _from_name(
     name: str, weights: str | None, base_kwargs: str | None, seq_len: int | None, kind: str | None, genome: str | None
 ) -> IsmSetup:
-    try:
-        kwargs = json.loads(base_kwargs) if base_kwargs else {}
-    except json.JSONDecodeError as exc:
-        raise UserError(f"--base-kwargs is not valid JSON: {exc}") from None
-    if not isinstance(kwargs, dict):
-        raise UserError("--base-kwargs must be a JSON object")
-    module = build_base(name, weights, **kwargs)
-    L = seq_len or getattr(module, "seq_len", None)
+    random = weights == RANDOM_WEIGHTS
+    path = None if random else weights
+    check_weights_choice(
+        name,
+        has_file=path is not None,
+        random=random,
+        file_fix="pass --weights with its state-dict file",
+        random_form="--weights random",
+    )
+    kwargs = _constructor_kwargs(name, base_kwargs, seq_len)
+    module = build_seeded_base(name, path, ISM_SEED, kwargs)
+    own = getattr(module, "seq_len", None)
+    if seq_len is not None and own is not None and int(own) != seq_len:
+        raise SpecError(
+            f"--seq-len {seq_len} does not fit base model {name}, whose window is {int(own)} bases "
+            f"(its constructor takes no seq_len); drop --seq-len"
+        )
+    L = seq_len or own
     if L is None:
         raise UserError(f"{name} does not say its window length; pass --seq-len")
     n_targets = probe_outputs(module, int(L))
-    identity = {"model": name, "kwargs": kwargs, "weights": weights}
+    identity = base_identity(name, path, kwargs, module, seed=ISM_SEED)
     return IsmSetup(
         BaseModel(module, identity, int(L), n_targets, target_names_for(module, n_targets)), kind or "logfold", genome
     )
+
+
+def _constructor_kwargs(name: str, base_kwargs: str | None, seq_len: int | None) -> dict[str, Any]:
+    """``--base-kwargs`` as a dict, plus ``seq_len`` from ``--seq-len`` when the class takes it (the
+    two must agree when both give it)."""
+    try:
+        kwargs = json.loads(base_kwargs) if base_kwargs else {}
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"--base-kwargs is not valid JSON: {exc}") from None
+    if not isinstance(kwargs, dict):
+        raise SpecError("--base-kwargs must be a JSON object")
+    if seq_len is None or "seq_len" not in inspect.signature(model_class(name, BASE_MODELS)).parameters:
+        return kwargs
+    if "seq_len" in kwargs and kwargs["seq_len"] != seq_len:
+        raise SpecError(f"--seq-len {seq_len} and --base-kwargs seq_len {kwargs['seq_len']} disagree; give one")
+    return {**kwargs, "seq_len": seq_len}
 
 
 def exact_ism_regions(
@@ -238,7 +282,14 @@ def exact_ism_regions(
         need_genome=fasta is None,
     )
     L = setup.base.seq_len
-    inputs = load_inputs(seq_len=L, genome=setup.genome, region=region, regions_file=regions_file, fasta=fasta)
+    inputs = load_inputs(
+        seq_len=L,
+        genome=setup.genome,
+        region=region,
+        regions_file=regions_file,
+        fasta=fasta,
+        recorded_fingerprint=setup.recorded_fingerprint,
+    )
     names = setup.base.target_names
     path = ism_effects(setup.base.module, inputs, out, target=setup.kind, target_names=names, tsv=tsv, **options)
     files = tsv_paths(out, inputs.chrom, inputs.center) if tsv else []

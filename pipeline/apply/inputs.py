@@ -8,13 +8,18 @@ and lines starting with ``#``, ``track`` or ``browser`` are skipped.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from pipeline.core.encoding import one_hot
-from pipeline.core.genome import Genome
+from pipeline.core.genome import Genome, fingerprint_difference
+from pipeline.core.intervals import table_lines
 from pipeline.core.windows import bed_center, parse_region
 from pipeline.errors import UserError
 
@@ -32,14 +37,8 @@ class Inputs:
 def read_regions(path: str | Path) -> list[tuple[str, int]]:
     """Read a regions file (``chr pos`` or BED) into ``(chrom, center)`` pairs."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"regions file {str(path)!r} does not exist")
     regions = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        text = line.strip()
-        if not text or text.startswith(("#", "track", "browser")):
-            continue
-        cols = text.split()
+    for number, text, cols in table_lines(path, "regions file"):
         try:
             if len(cols) == 2:
                 chrom, pos = cols[0], int(cols[1].replace(",", ""))
@@ -126,6 +125,39 @@ def resolve_genome(explicit: str | Path | None, recorded: str | Path | None, sou
     return str(recorded)
 
 
+def _stderr(line: str) -> None:
+    tqdm.write(line, file=sys.stderr)
+
+
+def open_genome(
+    path: str | Path,
+    recorded: Mapping[str, Any] | None = None,
+    notify: Callable[[str], None] | None = None,
+) -> Genome:
+    """Open the genome that regions or variants are read from, warning when it is not the genome the
+    model was distilled from.
+
+    Parameters
+    ----------
+    path : path
+        Genome FASTA.
+    recorded : mapping, optional
+        The checkpoint's ``genome_fingerprint`` (:meth:`Genome.fingerprint` at distillation time);
+        ``None`` (no record, or not a checkpoint): nothing to compare.
+    notify : callable, optional
+        Receives the one-line warning (default: stderr).
+    """
+    genome = Genome(path, notify=notify)
+    if recorded is not None:
+        difference = fingerprint_difference(recorded, genome.fingerprint())
+        if difference is not None:
+            (notify or _stderr)(
+                f"warning: genome {str(path)!r} is not the genome the model was distilled from ({difference}); "
+                "positions and reference bases may not be what the model learned"
+            )
+    return genome
+
+
 def load_inputs(
     *,
     seq_len: int,
@@ -133,8 +165,10 @@ def load_inputs(
     region: str | None = None,
     regions_file: str | Path | None = None,
     fasta: str | Path | None = None,
+    recorded_fingerprint: Mapping[str, Any] | None = None,
 ) -> Inputs:
-    """Encode exactly one of ``region`` (``chr:pos``), ``regions_file`` or ``fasta``."""
+    """Encode exactly one of ``region`` (``chr:pos``), ``regions_file`` or ``fasta``; regions are read
+    through :func:`open_genome` (``recorded_fingerprint``: the checkpoint's)."""
     if sum(x is not None for x in (region, regions_file, fasta)) != 1:
         raise UserError("give exactly one of --region, --regions or --fasta")
     if fasta is not None:
@@ -142,6 +176,6 @@ def load_inputs(
     regions = [parse_region(region)] if region is not None else read_regions(str(regions_file))
     if genome is None:
         raise UserError("no genome: pass --genome FASTA")
-    g = Genome(genome)
+    g = open_genome(genome, recorded_fingerprint)
     X = np.stack([one_hot(g.window(chrom, pos, seq_len)) for chrom, pos in regions])
     return Inputs(X, [c for c, _ in regions], np.array([p for _, p in regions], dtype=np.int64))

@@ -167,7 +167,12 @@ def predict_regions(
     meta = read_checkpoint(checkpoint)
     recorded = resolve_genome(genome, meta.get("genome"), f"checkpoint {checkpoint!r}") if fasta is None else None
     inputs = load_inputs(
-        seq_len=meta["seq_len"], genome=recorded, region=region, regions_file=regions_file, fasta=fasta
+        seq_len=meta["seq_len"],
+        genome=recorded,
+        region=region,
+        regions_file=regions_file,
+        fasta=fasta,
+        recorded_fingerprint=meta.get("genome_fingerprint"),
     )
     path = predict_effects(checkpoint, inputs, out, diff=diff, tsv=tsv, **options)
     kind = "alt - ref" if diff else meta["target_kind"]

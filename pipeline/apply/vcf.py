@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline.apply.inputs import resolve_genome
+from pipeline.apply.inputs import open_genome, resolve_genome
 from pipeline.apply.outputs import TSV_FORMAT, write_tsv
 from pipeline.apply.predict import load_diff_base
 from pipeline.core.encoding import ALPHABET, one_hot
@@ -142,10 +142,8 @@ def skip_reason(record: VcfRecord, genome: Genome, seq_len: int) -> Skip | None:
 
 def _chromosome_problem(record: VcfRecord, genome: Genome, seq_len: int) -> Skip | None:
     if record.chrom not in genome:
-        hint = ""
-        for other in (f"chr{record.chrom}", record.chrom.removeprefix("chr")):
-            if other != record.chrom and other in genome:
-                hint = f"; the genome has {other!r}"
+        other = genome.suggest(record.chrom)
+        hint = f"; the genome has {other!r}" if other else ""
         return Skip("chromosome not in the genome", f"chromosome {record.chrom!r} is not in the genome{hint}")
     n = genome.length(record.chrom)
     if n < seq_len:
@@ -434,7 +432,7 @@ def score_vcf(
     genome_path = resolve_genome(genome, meta.get("genome"), "the checkpoint")
     if genome_path is None:
         raise UserError("no genome: pass --genome FASTA")
-    g = Genome(genome_path)
+    g = open_genome(genome_path, meta.get("genome_fingerprint"))
     scorer = _Scorer(model, load_diff_base(meta, dev, weights=weights, base=base) if diff else None, g, L, dev)
     names = list(meta["target_names"])
     summary = VcfSummary(out=str(out_path))

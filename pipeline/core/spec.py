@@ -23,6 +23,7 @@ from typing import Any, get_args, get_type_hints
 
 import yaml
 
+from pipeline.core.intervals import Interval, parse_interval, read_bed
 from pipeline.errors import SpecError, UserError
 
 SPLIT_NAMES = ("train", "valid", "test")
@@ -37,6 +38,9 @@ NON_CONTENT_KEYS = ("store", "ism_batch_size", "train")
 """Top-level keys that do not change a store's content and so are left out of the hash."""
 ISM_BATCH_SIZE = 1024
 """Variants per base-model pass when neither the spec nor an option says otherwise."""
+RANDOM_WEIGHTS = "random"
+"""``base.weights: random``: initialise the base model from the spec's seed instead of a weights file
+(benchmarks; a built-in model with published weights needs either a file or this word)."""
 
 
 def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -44,7 +48,10 @@ def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
 
 
 def to_plain(obj: Any) -> Any:
-    """Dataclasses, mappings and sequences as plain JSON-able dicts and lists (``base_dir`` left out)."""
+    """Dataclasses, mappings and sequences as plain JSON-able dicts and lists (``base_dir`` left out;
+    an object with a ``plain()`` method gives its own form)."""
+    if hasattr(obj, "plain"):
+        return obj.plain()
     if hasattr(obj, "__dataclass_fields__"):
         return {f.name: to_plain(getattr(obj, f.name)) for f in fields(obj) if f.name != "base_dir"}
     if isinstance(obj, Mapping):
@@ -131,8 +138,9 @@ def _check(where: str, key: str, value: Any, kind: type, **rule: Any) -> Any:
 @dataclass(frozen=True)
 class BaseModelSpec:
     """The frozen base model: ``model`` is ``"demo"``, ``"beluga"`` or ``pkg.mod:Class`` /
-    ``file.py:Class``; ``weights`` a state-dict file; ``kwargs`` constructor arguments;
-    ``target_names`` an optional text file with one target name per line."""
+    ``file.py:Class``; ``weights`` a state-dict file, or ``"random"`` (:data:`RANDOM_WEIGHTS`: seeded
+    random initialisation); ``kwargs`` constructor arguments; ``target_names`` an optional text file
+    with one target name per line."""
 
     model: str = "demo"
     weights: str | None = None
@@ -142,10 +150,30 @@ class BaseModelSpec:
 
 @dataclass(frozen=True)
 class SplitSpec:
-    """A split: the chromosomes it samples from and how many windows it holds."""
+    """A split: where it samples windows from, and how many windows it holds.
 
-    chroms: tuple[str, ...]
-    samples: int
+    ``chroms`` are taken whole, except for the intervals other splits name on them (widened by the
+    window length, so no window of one split overlaps a window of another); ``regions`` are
+    intervals (from the spec's ``regions`` strings and ``bed`` file), which a window never crosses.
+    """
+
+    chroms: tuple[str, ...] = ()
+    samples: int = 1
+    regions: tuple[Interval, ...] = ()
+
+    def plain(self) -> dict[str, Any]:
+        """The split as written in a spec, BED intervals included as region strings.
+
+        A chromosome-only split is ``{"chroms": [...], "samples": n}``, as before regions existed,
+        so its spec keeps its content hash.
+        """
+        out: dict[str, Any] = {}
+        if self.chroms:
+            out["chroms"] = list(self.chroms)
+        if self.regions:
+            out["regions"] = [str(r) for r in self.regions]
+        out["samples"] = self.samples
+        return out
 
 
 @dataclass(frozen=True)
@@ -318,8 +346,14 @@ class Spec:
 
     @property
     def weights_path(self) -> Path | None:
-        """The base model's weights file, resolved against the spec's folder (``None``: none)."""
-        return self.resolve_optional(self.base.weights)
+        """The base model's weights file, resolved against the spec's folder (``None``: none, or
+        ``weights: random``)."""
+        return None if self.random_weights else self.resolve_optional(self.base.weights)
+
+    @property
+    def random_weights(self) -> bool:
+        """The spec asks for seeded random base-model weights (``base.weights: random``)."""
+        return self.base.weights == RANDOM_WEIGHTS
 
     def store_path(self) -> Path:
         """The spec's store: its ``store`` key, or ``stores/<name>.zarr`` in the working directory."""
@@ -395,20 +429,40 @@ def _base_spec(where: str, data: Mapping[str, Any]) -> BaseModelSpec:
     )
 
 
-def _split_spec(where: str, name: str, data: Any) -> SplitSpec:
+def _split_regions(where: str, data: Mapping[str, Any], base_dir: str) -> tuple[Interval, ...]:
+    regions = data.get("regions") or []
+    if not isinstance(regions, (list, tuple)) or not all(isinstance(r, str) for r in regions):
+        raise SpecError(f"{where}: key 'regions' must be a list of 'chr:start-end' strings")
+    out = [parse_interval(r, where) for r in regions]
+    bed = data.get("bed")
+    if bed is not None:
+        if not isinstance(bed, str):
+            raise SpecError(f"{where}: key 'bed' must be the path of a BED file, got {type(bed).__name__}")
+        path = Path(os.path.expanduser(bed))
+        out += read_bed(path if path.is_absolute() else Path(base_dir) / path)
+    return tuple(out)
+
+
+def _split_spec(where: str, name: str, data: Any, base_dir: str) -> SplitSpec:
     where = f"{where} splits.{name}"
     if not isinstance(data, Mapping):
-        raise SpecError(f"{where}: must be a mapping with keys chroms and samples")
-    _check_keys(where, data, ("chroms", "samples"))
-    for key in ("chroms", "samples"):
-        if key not in data:
-            raise SpecError(f"{where}: missing key {key!r}")
-    chroms = data["chroms"]
-    if not isinstance(chroms, (list, tuple)) or not chroms or not all(isinstance(c, str) for c in chroms):
-        raise SpecError(f"{where}: key 'chroms' must be a non-empty list of chromosome names")
+        raise SpecError(f"{where}: must be a mapping with keys chroms and/or regions/bed, and samples")
+    _check_keys(where, data, ("chroms", "regions", "bed", "samples"))
+    if "samples" not in data:
+        raise SpecError(f"{where}: missing key 'samples'")
+    chroms = data.get("chroms") or []
+    if not isinstance(chroms, (list, tuple)) or not all(isinstance(c, str) for c in chroms):
+        raise SpecError(f"{where}: key 'chroms' must be a list of chromosome names")
     if len(set(chroms)) != len(chroms):
         raise SpecError(f"{where}: key 'chroms' lists a chromosome twice")
-    return SplitSpec(chroms=tuple(chroms), samples=_check(where, "samples", data["samples"], int, minimum=1))
+    regions = _split_regions(where, data, base_dir)
+    if not chroms and not regions:
+        raise SpecError(f"{where}: give the chromosomes (chroms) or intervals (regions, bed) it samples from")
+    inside = next((r for r in regions if r.chrom in chroms), None)
+    if inside is not None:
+        raise SpecError(f"{where}: region {inside} lies on {inside.chrom!r}, which the split already takes whole")
+    samples = _check(where, "samples", data["samples"], int, minimum=1)
+    return SplitSpec(chroms=tuple(chroms), samples=samples, regions=regions)
 
 
 def _storage_spec(where: str, data: Mapping[str, Any]) -> StorageSpec:
@@ -443,20 +497,29 @@ def _train_spec(where: str, data: Mapping[str, Any]) -> TrainSpec:
 
 
 def _check_disjoint(where: str, splits: Mapping[str, SplitSpec]) -> None:
+    """No chromosome is taken whole by two splits, and no two splits' intervals overlap (a split's
+    whole chromosomes give way to the other splits' intervals, see :class:`SplitSpec`)."""
     seen: dict[str, str] = {}
     for name, split in splits.items():
         for chrom in split.chroms:
             if chrom in seen:
                 raise SpecError(f"{where}: chromosome {chrom!r} is in both split {seen[chrom]!r} and {name!r}")
             seen[chrom] = name
+    named = sorted((r, name) for name, split in splits.items() for r in split.regions)
+    for i, (a, split_a) in enumerate(named):
+        for b, split_b in named[i + 1 :]:
+            if b.chrom != a.chrom or b.start >= a.end:
+                break
+            if split_b != split_a:
+                raise SpecError(f"{where}: region {a} of split {split_a!r} overlaps region {b} of split {split_b!r}")
 
 
-def _splits(where: str, data: Mapping[str, Any]) -> Mapping[str, SplitSpec]:
+def _splits(where: str, data: Mapping[str, Any], base_dir: str) -> Mapping[str, SplitSpec]:
     splits_raw = data["splits"]
     if not isinstance(splits_raw, Mapping) or not splits_raw:
         raise SpecError(f"{where}: key 'splits' must be a non-empty mapping of split name to split")
     _check_keys(f"{where} splits", splits_raw, SPLIT_NAMES)
-    splits = {name: _split_spec(where, name, splits_raw[name]) for name in SPLIT_NAMES if name in splits_raw}
+    splits = {name: _split_spec(where, name, splits_raw[name], base_dir) for name in SPLIT_NAMES if name in splits_raw}
     _check_disjoint(where, splits)
     return MappingProxyType(splits)
 
@@ -476,7 +539,7 @@ def spec_from_dict(data: Mapping[str, Any], *, base_dir: str | os.PathLike[str] 
     for key in ("name", "genome", "seq_len", "splits"):
         if key not in data:
             raise SpecError(f"{where}: missing required key {key!r}")
-    splits = _splits(where, data)
+    splits = _splits(where, data, str(base_dir))
     name = _check(where, "name", data["name"], str)
     if not name or any(c in name for c in "/\\ "):
         raise SpecError(f"{where}: key 'name' must be a non-empty word without '/', '\\\\' or spaces")

@@ -23,7 +23,8 @@ import torch.distributed as dist
 from pipeline.core.genome import Genome
 from pipeline.core.runtime import Launch, exact_float32, process_group
 from pipeline.core.spec import Spec
-from pipeline.distill.sampling import WindowSampler
+from pipeline.distill.check import check_splits, require_valid_split
+from pipeline.distill.sampling import WindowSampler, split_segments
 from pipeline.distill.units import Unit, UnitWriter, run_units
 from pipeline.errors import UserError, check_choice
 from pipeline.ism import ENGINE_CHOICES, choose_engine, run_ism
@@ -82,6 +83,7 @@ def distill(
     overlap: bool = True,
     launch: Launch | None = None,
     create_only: bool = False,
+    allow_no_valid: bool = False,
 ) -> DistillSummary:
     """Write (or resume) the store of ``spec``.
 
@@ -117,8 +119,13 @@ def distill(
     create_only : bool
         Create (or check) the store and stop: run once before starting ``--shard`` jobs on an object
         store, where creation cannot be made atomic.
+    allow_no_valid : bool
+        Distil a spec without a ``valid`` split (``train`` refuses its store).
+
+    Every split of the spec is checked before anything is written (:func:`~pipeline.distill.check.check_splits`).
     """
     check_choice("ISM engine", engine, ENGINE_CHOICES)
+    require_valid_split(spec, allow_no_valid)
     launch = launch or Launch.from_env(shard)
     if overwrite and launch.shard[1] > 1:
         raise UserError("--overwrite cannot be combined with --shard: remove the store once, then start the shards")
@@ -131,13 +138,15 @@ def distill(
     dev = launch.device(device)
     with exact_float32(), process_group(launch, "gloo") as grouped:
         genome = Genome(spec.genome_path)
-        samplers = {split: WindowSampler(genome, spec, split) for split in wanted}
+        check_splits(spec, genome)
+        segments = split_segments(spec, genome)
+        samplers = {split: WindowSampler(genome, spec, split, segments[split]) for split in wanted}
         base = load_base(spec, dev)
         notes: list[str] = []  # said once the store is open, so a refused store gives just its error
         engine = choose_engine(base.module, spec.seq_len, engine, dev, notes.append)
         if spec.precision == "bf16" and dev.type != "cuda":
             notes.append(f"note: precision bf16 on {dev.type} runs, but is meant for CUDA (it is slow on a CPU)")
-        store = _open_store_for(path, spec, base, overwrite, launch, grouped)
+        store = _open_store_for(path, spec, base, genome.fingerprint(), overwrite, launch, grouped)
         summary = DistillSummary(store=path, engine=engine, rank=launch.rank, world=launch.world)
         if create_only:
             return summary
@@ -206,10 +215,19 @@ def _distill_split(
     summary.per_split[split] = {"units": int(mine.sum()), "computed": todo.size}
 
 
-def _open_store_for(path: str, spec: Spec, base: BaseModel, overwrite: bool, launch: Launch, grouped: bool) -> Store:
+def _open_store_for(
+    path: str,
+    spec: Spec,
+    base: BaseModel,
+    fingerprint: dict[str, Any],
+    overwrite: bool,
+    launch: Launch,
+    grouped: bool,
+) -> Store:
     """Rank 0 creates or reopens the store; under torchrun the others open it once rank 0 is done."""
     kwargs: dict[str, Any] = {
         "base_identity": base.identity,
+        "genome_fingerprint": fingerprint,
         "n_targets": base.n_targets,
         "target_names": base.target_names,
         "overwrite": overwrite,

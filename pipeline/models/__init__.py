@@ -14,20 +14,32 @@ from pipeline.models.base import (
     BaseModel,
     base_identity,
     build_base_from_identity,
+    build_seeded_base,
+    check_weights_choice,
     load_base,
     probe_outputs,
     target_names_for,
+    weights_label,
 )
 from pipeline.models.beluga import Beluga
 from pipeline.models.checkpoint import base_from_checkpoint, load_checkpoint, read_checkpoint, save_checkpoint
 from pipeline.models.demo import DemoBase
 from pipeline.models.multiplexer import BelugaMultiplexer, ConvMultiplexer, positional_ramp
-from pipeline.models.registry import BASE_MODELS, MULTIPLEXERS, build_base, build_multiplexer, import_object
+from pipeline.models.registry import (
+    BASE_MODELS,
+    MULTIPLEXERS,
+    PUBLISHED_WEIGHTS,
+    build_base,
+    build_multiplexer,
+    import_object,
+    model_class,
+)
 from pipeline.models.weights import file_sha256, load_state_dict_file, load_weights
 
 __all__ = [
     "BASE_MODELS",
     "MULTIPLEXERS",
+    "PUBLISHED_WEIGHTS",
     "BaseModel",
     "Beluga",
     "BelugaMultiplexer",
@@ -38,15 +50,19 @@ __all__ = [
     "build_base",
     "build_base_from_identity",
     "build_multiplexer",
+    "build_seeded_base",
+    "check_weights_choice",
     "file_sha256",
     "import_object",
     "load_base",
     "load_checkpoint",
     "load_state_dict_file",
     "load_weights",
+    "model_class",
     "positional_ramp",
     "probe_outputs",
     "read_checkpoint",
     "save_checkpoint",
     "target_names_for",
+    "weights_label",
 ]

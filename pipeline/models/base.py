@@ -3,7 +3,10 @@
 :func:`load_base` builds a spec's base model (``distill``, ``ism --spec``); :func:`build_base_from_identity`
 rebuilds the base model recorded in a store or checkpoint (``evaluate``, ``predict --diff``,
 ``ism --checkpoint``), checking its weights file's sha256. A base model without a weights file is
-initialised from the spec's seed, so every process (and every later command) builds the same one.
+initialised from the spec's seed, so every process (and every later command) builds the same one. A
+built-in model with published weights (Beluga) needs its weights file, or random weights asked for
+explicitly (``weights: random``, :func:`check_weights_choice`); the identity records which
+(``init``, read back by :func:`weights_label`).
 """
 
 from __future__ import annotations
@@ -19,9 +22,15 @@ import torch
 from torch import nn
 
 from pipeline.core.spec import Spec
-from pipeline.errors import UserError
-from pipeline.models.registry import BASE_MODELS, build_base, model_class
+from pipeline.errors import SpecError, UserError
+from pipeline.models.registry import BASE_MODELS, BUILT_IN_WEIGHTS, PUBLISHED_WEIGHTS, build_base, model_class
 from pipeline.models.weights import file_sha256
+
+BUILT_IN = "built in"
+"""``init`` of a model that sets its own weights (the demo model); also how identities written before
+``init`` was recorded name a base model without a weights file."""
+WEIGHTS_FILE = "weights file"
+"""``init`` of a base model loaded from a weights file (the identity's ``weights`` names it)."""
 
 
 @dataclass
@@ -33,7 +42,8 @@ class BaseModel:
     module : nn.Module
         In eval mode, gradients off.
     identity : dict
-        Name, class, constructor arguments, weights path and sha256 (:func:`base_identity`).
+        Name, class, constructor arguments, weights path and sha256, and how the weights were set
+        (:func:`base_identity`).
     seq_len : int
         ``L``.
     n_targets : int
@@ -63,23 +73,103 @@ def base_kwargs(spec: Spec) -> dict[str, Any]:
 
 
 def load_base(spec: Spec, device: torch.device | str = "cpu") -> BaseModel:
-    """Build the spec's base model on ``device`` (seeded by the spec's ``seed`` when it has no weights)."""
+    """Build the spec's base model on ``device`` (seeded by the spec's ``seed`` when it has no weights).
+
+    Raises
+    ------
+    SpecError
+        If the model has published weights and the spec names neither a weights file nor
+        ``weights: random`` (or asks for random weights of a model that sets its own).
+    """
     weights = spec.weights_path
+    check_weights_choice(
+        spec.base_model,
+        has_file=weights is not None,
+        random=spec.random_weights,
+        file_fix="set base.weights to its state-dict file",
+        random_form="`weights: random`",
+    )
     kwargs = base_kwargs(spec)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.seed)
-        module = build_base(spec.base_model, weights, **kwargs).to(device)
+    module = build_seeded_base(spec.base_model, weights, spec.seed, kwargs).to(device)
     n_targets = probe_outputs(module, spec.seq_len)
     names = target_names_for(module, n_targets, spec.resolve_optional(spec.base.target_names))
-    identity = base_identity(spec.base_model, weights, kwargs, module)
+    identity = base_identity(spec.base_model, weights, kwargs, module, seed=spec.seed)
     return BaseModel(module, identity, spec.seq_len, n_targets, names)
 
 
+def check_weights_choice(name: str, *, has_file: bool, random: bool, file_fix: str, random_form: str) -> None:
+    """Refuse a built-in base model with published weights that is given neither a weights file nor
+    random weights explicitly, and random weights for a model that sets its own.
+
+    Parameters
+    ----------
+    name : str
+        The base model's name or import path (import paths are never refused).
+    has_file : bool
+        A weights file was given.
+    random : bool
+        Random weights were asked for (``weights: random`` / ``--weights random``).
+    file_fix : str
+        How the user gives the weights file, e.g. ``"set base.weights to its state-dict file"``.
+    random_form : str
+        How the user asks for random weights, e.g. ``"`weights: random`"``.
+
+    Raises
+    ------
+    SpecError
+        With a one-line message that says the fix.
+    """
+    published = PUBLISHED_WEIGHTS.get(name)
+    if published is not None and not has_file and not random:
+        raise SpecError(
+            f"base model {name!r} needs weights: {file_fix} (the published {published}), "
+            f"or {random_form} for a seeded random model"
+        )
+    if name in BUILT_IN_WEIGHTS and random:
+        raise SpecError(f"base model {name!r} sets its own weights (its seed argument); drop {random_form}")
+
+
+def build_seeded_base(
+    name: str, weights: str | os.PathLike[str] | None, seed: int, kwargs: Mapping[str, Any]
+) -> nn.Module:
+    """:func:`~pipeline.models.registry.build_base` with its initialisation seeded by ``seed`` (the
+    global random state is restored afterwards), so a model without weights is the same every time."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_base(name, weights, **kwargs)
+
+
+def weights_init(name: str, weights: str | os.PathLike[str] | None, seed: int | None) -> str:
+    """The identity's ``init``: :data:`WEIGHTS_FILE`, :data:`BUILT_IN` (the demo model) or
+    ``"random (seed N)"`` (``"random"`` when the initialisation was not seeded)."""
+    if weights is not None:
+        return WEIGHTS_FILE
+    if name in BUILT_IN_WEIGHTS:
+        return BUILT_IN
+    return f"random (seed {seed})" if seed is not None else "random"
+
+
+def weights_label(identity: Mapping[str, Any]) -> str:
+    """How ``store info``, checkpoints' readers and reports name a base model's weights: the weights
+    file, ``random (seed N)`` or ``built in``. Identities written before ``init`` was recorded name
+    their weights file or ``built in``."""
+    if identity.get("weights"):
+        return str(identity["weights"])
+    init = identity.get("init")
+    return str(init) if init and init != WEIGHTS_FILE else BUILT_IN
+
+
 def base_identity(
-    name: str, weights: str | os.PathLike[str] | None, kwargs: Mapping[str, Any], model: nn.Module
+    name: str,
+    weights: str | os.PathLike[str] | None,
+    kwargs: Mapping[str, Any],
+    model: nn.Module,
+    *,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """What identifies a base model in stores and checkpoints: name, class, kwargs, weights file and
-    its sha256."""
+    its sha256 (both ``None`` without a file), and ``init``: how its weights were set
+    (:func:`weights_init`; ``seed`` is the seed a model without weights was initialised from)."""
     cls = type(model)
     return {
         "model": name,
@@ -87,6 +177,7 @@ def base_identity(
         "kwargs": dict(kwargs),
         "weights": str(Path(weights).expanduser().resolve()) if weights is not None else None,
         "weights_sha256": file_sha256(weights) if weights is not None else None,
+        "init": weights_init(name, weights, seed),
     }
 
 
@@ -130,9 +221,7 @@ def build_base_from_identity(
     kwargs = dict(identity.get("kwargs", {}))
     if seed is None or expected is not None:
         return build_base(name, path if expected is not None else None, **kwargs)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build_base(name, None, **kwargs)
+    return build_seeded_base(name, None, seed, kwargs)
 
 
 def probe_outputs(model: nn.Module, seq_len: int) -> int:

@@ -9,8 +9,12 @@ A checkpoint is a ``torch.save``d dict of plain types and tensors only (so it lo
     architecture      {"name": "conv" | "beluga_multiplexer" | "pkg.mod:Class", "kwargs": {...}}
     seq_len, n_targets, alphabet, target_names, target_kind
     spec, spec_hash   the dataset spec the store was distilled from, and its content hash
-    base              the base model's identity (name, class, kwargs, weights path and sha256)
+    base              the base model's identity (name, class, kwargs, weights path and sha256, and
+                      ``init``: "weights file", "built in" or "random (seed N)"; see
+                      :func:`pipeline.models.base.weights_label`)
     genome            absolute path of the spec's genome at distillation time
+    genome_fingerprint  its :meth:`~pipeline.core.genome.Genome.fingerprint` (``None`` when the store
+                      predates fingerprints), compared with the genome ``predict`` and ``score-vcf`` read
     step, metrics     optimizer steps done and the latest validation metrics
     training          (``last`` only) optimizer, scheduler, sampler position and RNG states
 

@@ -2,7 +2,9 @@
 
 Import paths are resolved only from what the user wrote: ``package.module:Class`` through the normal
 import system, ``path/to/file.py:Class`` from exactly that file. Built-in names: base models
-``beluga`` and ``demo``; multiplexers ``conv`` and ``beluga_multiplexer``.
+``beluga`` and ``demo``; multiplexers ``conv`` and ``beluga_multiplexer``. Which built-in base models
+have published weights (:data:`PUBLISHED_WEIGHTS`) or weights of their own (:data:`BUILT_IN_WEIGHTS`)
+is recorded here too.
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ from pipeline.models.weights import load_state_dict_file, load_weights
 
 BASE_MODELS: dict[str, type[nn.Module]] = {"beluga": Beluga, "demo": DemoBase}
 MULTIPLEXERS: dict[str, type[nn.Module]] = {"conv": ConvMultiplexer, "beluga_multiplexer": BelugaMultiplexer}
+PUBLISHED_WEIGHTS: dict[str, str] = {"beluga": "deepsea.beluga.pth"}
+"""Built-in base models whose trained weights are published, and the published file's name: such a
+model is only loaded with a weights file, or with random weights asked for explicitly."""
+BUILT_IN_WEIGHTS: frozenset[str] = frozenset({"demo"})
+"""Built-in base models that set deterministic weights themselves (the demo model, from its own
+``seed`` argument): they need no weights file, and random weights do not apply to them."""
 
 
 def import_object(path: str) -> Any:
@@ -99,7 +107,9 @@ def build_base(name_or_import_path: str, weights: str | os.PathLike[str] | None 
         ``"beluga"``, ``"demo"`` or ``package.module:Class`` / ``path/file.py:Class``.
     weights : path, optional
         State-dict file (e.g. the published ``deepsea.beluga.pth``). Without it, built-in models keep
-        their own initialisation (the demo model is deterministic; Beluga is random).
+        their own initialisation (the demo model is deterministic; Beluga is random: the commands
+        refuse it without a weights file unless random weights are asked for, see
+        :data:`PUBLISHED_WEIGHTS`).
     **kwargs
         Constructor arguments.
 
@@ -142,4 +152,4 @@ def build_multiplexer(
 
 def model_class(name_or_import_path: str, builtins: Mapping[str, type[nn.Module]]) -> Any:
     """The class a built-in name or an import path refers to (for inspecting its signature)."""
-    return builtins.get(name_or_import_path) or import_object(name_or_import_path)
+    return _resolve(name_or_import_path, builtins, "base model" if builtins is BASE_MODELS else "multiplexer")

@@ -158,6 +158,9 @@ class StoreMeta:
     target_names : tuple of str
     genome : str or None
         Absolute path of the genome at distillation time.
+    genome_fingerprint : dict or None
+        :meth:`~pipeline.core.genome.Genome.fingerprint` of that genome (``None`` in stores written
+        before fingerprints were recorded).
     """
 
     format_version: int
@@ -173,6 +176,7 @@ class StoreMeta:
     genome: str | None
     package_version: str
     created: str
+    genome_fingerprint: Mapping[str, Any] | None = None
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any], path: str) -> StoreMeta:
@@ -203,6 +207,7 @@ class StoreMeta:
             genome=attrs["genome"],
             package_version=str(attrs["package_version"]),
             created=str(attrs["created"]),
+            genome_fingerprint=attrs.get("genome_fingerprint"),
         )
 
     @property
@@ -228,8 +233,15 @@ class StoreMeta:
         return None if value is None else int(value)
 
 
-def root_attrs(spec: Spec, base_identity: Mapping[str, Any], n_targets: int, target_names: list[str]) -> dict[str, Any]:
-    """The root attributes a new store gets (see :data:`ROOT_ATTRS`, plus ``spec_dir``)."""
+def root_attrs(
+    spec: Spec,
+    base_identity: Mapping[str, Any],
+    n_targets: int,
+    target_names: list[str],
+    genome_fingerprint: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The root attributes a new store gets (see :data:`ROOT_ATTRS`, plus ``spec_dir`` and
+    ``genome_fingerprint``)."""
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -243,6 +255,7 @@ def root_attrs(spec: Spec, base_identity: Mapping[str, Any], n_targets: int, tar
         "n_targets": n_targets,
         "seq_len": spec.seq_len,
         "genome": str(spec.genome_path.resolve()),
+        "genome_fingerprint": dict(genome_fingerprint) if genome_fingerprint is not None else None,
         "package_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

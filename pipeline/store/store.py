@@ -27,6 +27,7 @@ import zarr
 from zarr.core.array_spec import ArrayConfigParams
 
 from pipeline.core.files import is_zarr_folder
+from pipeline.core.genome import fingerprint_difference
 from pipeline.core.spec import Spec, differing_keys, spec_from_dict
 from pipeline.errors import StoreMismatchError, StoreNotFoundError, UserError
 from pipeline.store.chunks import BLOCK_UNITS, CHECKED, first_missing_chunk
@@ -350,13 +351,20 @@ def open_store(path: str | os.PathLike[str], mode: Literal["r", "r+"] = "r") -> 
     return Store(group, path)
 
 
-def check_same_spec(store: Store, spec: Spec, base_identity: Mapping[str, Any] | None = None) -> None:
-    """Refuse a store made from another spec (or another base-model weights file), saying what differs.
+def check_same_spec(
+    store: Store,
+    spec: Spec,
+    base_identity: Mapping[str, Any] | None = None,
+    genome_fingerprint: Mapping[str, Any] | None = None,
+) -> None:
+    """Refuse a store made from another spec, another base-model weights file or another genome at
+    the spec's genome path, saying what differs.
 
     Raises
     ------
     StoreMismatchError
-        With ``reason`` naming the differing spec keys or the two weights checksums.
+        With ``reason`` naming the differing spec keys, the two weights checksums or what differs
+        between the genomes (:func:`~pipeline.core.genome.fingerprint_difference`).
     """
     if store.spec_hash != spec.content_hash():
         keys = differing_keys(store.meta.spec, spec.to_dict())
@@ -374,6 +382,15 @@ def check_same_spec(store: Store, spec: Spec, base_identity: Mapping[str, Any] |
                 f"store {store.path!r} was made with base-model weights sha256 {str(old)[:12]}, but "
                 f"{base_identity.get('weights')!r} has sha256 {str(new)[:12]}",
             )
+    recorded = store.meta.genome_fingerprint
+    if genome_fingerprint is not None and recorded is not None:
+        difference = fingerprint_difference(recorded, genome_fingerprint)
+        if difference is not None:
+            raise StoreMismatchError(
+                store.path,
+                f"store {store.path!r} was made from another genome than the one now at {str(spec.genome_path)!r} "
+                f"({difference})",
+            )
 
 
 def create_or_open_store(
@@ -384,6 +401,7 @@ def create_or_open_store(
     n_targets: int,
     target_names: list[str],
     overwrite: bool = False,
+    genome_fingerprint: Mapping[str, Any] | None = None,
 ) -> Store:
     """Create the store for ``spec``, or reopen it for resuming if it was made from the same spec.
 
@@ -405,21 +423,23 @@ def create_or_open_store(
         ``F`` names.
     overwrite : bool
         Discard an existing store at ``path`` (the only way to do so).
+    genome_fingerprint : dict, optional
+        The genome's fingerprint (recorded, and compared on reopening).
 
     Raises
     ------
     UserError
-        The path holds a store of another spec or base model, something that is not a store, or a
-        file.
+        The path holds a store of another spec, base model or genome, something that is not a store,
+        or a file.
     """
     path = str(path)
     if store_exists(path):
         if not overwrite:
-            return _reopen(path, spec, base_identity)
+            return _reopen(path, spec, base_identity, genome_fingerprint)
         remove_store(path)
     if len(target_names) != n_targets:
         raise UserError(f"{len(target_names)} target names for a base model with {n_targets} outputs")
-    attrs = root_attrs(spec, base_identity, n_targets, target_names)
+    attrs = root_attrs(spec, base_identity, n_targets, target_names, genome_fingerprint)
     if is_url(path):
         _build(path, spec, n_targets, attrs)
         return open_store(path, mode="r+")
@@ -438,16 +458,21 @@ def create_or_open_store(
                 raise
             # another process created it first: use theirs
             shutil.rmtree(tmp, ignore_errors=True)
-            return _reopen(path, spec, base_identity)
+            return _reopen(path, spec, base_identity, genome_fingerprint)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return open_store(path, mode="r+")
 
 
-def _reopen(path: str, spec: Spec, base_identity: Mapping[str, Any] | None) -> Store:
+def _reopen(
+    path: str,
+    spec: Spec,
+    base_identity: Mapping[str, Any] | None,
+    genome_fingerprint: Mapping[str, Any] | None = None,
+) -> Store:
     store = open_store(path, mode="r+")
-    check_same_spec(store, spec, base_identity)
+    check_same_spec(store, spec, base_identity, genome_fingerprint)
     return store
 
 

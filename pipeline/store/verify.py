@@ -13,6 +13,7 @@ import zarr
 from tqdm import tqdm
 
 from pipeline.errors import UserError
+from pipeline.models import weights_label
 from pipeline.store.chunks import BLOCK_UNITS, CHECKED, first_missing_chunk, stored_bytes
 from pipeline.store.format import SplitMeta, int_attr
 from pipeline.store.store import Store, bulk_reads, is_url, open_store
@@ -60,10 +61,20 @@ def store_info(store: Store) -> dict[str, Any]:
         "alphabet": meta.alphabet,
         "base": dict(meta.base),
         "genome": meta.genome,
+        "genome_fingerprint": dict(meta.genome_fingerprint) if meta.genome_fingerprint is not None else None,
         "package_version": meta.package_version,
         "created": meta.created,
         "splits": splits,
     }
+
+
+def _genome_summary(fingerprint: dict[str, Any] | None) -> str:
+    if fingerprint is None:
+        return " (no fingerprint: made before they were recorded)"
+    return (
+        f" ({fingerprint['n_contigs']:,} contigs, {fingerprint['total_length']:,} bp, "
+        f"layout {fingerprint['layout_sha256'][:12]}, sequence sample {fingerprint['sequence_sha256'][:12]})"
+    )
 
 
 def format_info(info: dict[str, Any]) -> str:
@@ -74,8 +85,8 @@ def format_info(info: dict[str, Any]) -> str:
         f"spec       {info['name']} (hash {info['spec_hash'][:16]})",
         f"window     L = {info['seq_len']}, F = {info['n_targets']} targets, {info['target_kind']}, "
         f"alphabet {info['alphabet']}",
-        f"base       {base['model']} ({base['class']}), weights {base['weights'] or 'built in'}",
-        f"genome     {info['genome']}",
+        f"base       {base['model']} ({base['class']}), weights {weights_label(base)}",
+        f"genome     {info['genome']}{_genome_summary(info.get('genome_fingerprint'))}",
         f"version    format {info['format_version']}, package {info['package_version']}, created {info['created']}",
     ]
     for name, sp in info["splits"].items():

@@ -398,6 +398,7 @@ class Trainer:
             "spec_hash": meta.spec_hash,
             "base": dict(meta.base),
             "genome": meta.genome,
+            "genome_fingerprint": dict(meta.genome_fingerprint) if meta.genome_fingerprint is not None else None,
             "store": str(self.store_path),
             "package_version": __version__,
             "train": self.config.to_dict(),
