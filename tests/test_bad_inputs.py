@@ -562,6 +562,22 @@ def _(c: Ctx) -> list[Any]:
     return ["distill", c.spec(splits={"valid": {"chroms": None, "regions": ["chr8:1001-900000"]}}), "--device", "cpu"]
 
 
+@case("distill: another genome at the spec's genome path", "distill", "another genome", "contig 'chr9' is",
+      allow_new=("g.fa.fai",))  # fmt: skip
+def _(c: Ctx) -> list[Any]:
+    from pipeline.core.spec import load_spec
+    from pipeline.distill import distill
+
+    fasta = c.tmp / "g.fa"
+    fasta.write_bytes(c.genome.read_bytes())
+    spec = c.spec(genome=str(fasta), store=str(c.tmp / "g.zarr"), splits={"train": {"samples": 2}, "test": None})
+    distill(load_spec(spec), device="cpu", progress=False)
+    records = c.genome.read_text().split(">")[1:]  # the same path now holds a genome with a shorter chr9
+    fasta.write_text(">" + ">".join(r if not r.startswith("chr9\n") else r[:-71] + "\n" for r in records))
+    (c.tmp / "g.fa.fai").unlink()
+    return ["distill", spec, "--device", "cpu"]
+
+
 @case("distill: BED file of a split missing", "distill", "valid.bed", "does not exist")
 def _(c: Ctx) -> list[Any]:
     return ["distill", c.spec(splits={"valid": {"chroms": None, "bed": "valid.bed"}}), "--device", "cpu"]
