@@ -7,7 +7,7 @@ WORK   ?= work
 export PYTHONDONTWRITEBYTECODE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-processes test-all lint demo clean clean-work bench bench-ism bench-distill bench-loader bench-demo bench-scale docs-cli
+.PHONY: help install test test-processes test-all lint demo clean clean-work bench bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums docs-cli
 
 help:  ## List every target with what it does
 	@grep -hE '^[$$()a-zA-Z0-9_./%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-28s %s\n", $$1, $$2}'
@@ -61,7 +61,11 @@ bench-scale: $(VENV)/.installed  ## 500 / 4,000 / 32,000 write units: distill s/
 	@mkdir -p bench
 	$(BIN)/python scripts/bench_scale.py --json bench/scale.json
 
-bench: bench-ism bench-distill bench-loader bench-demo bench-scale  ## Every benchmark, then bench/REPORT.md with all figures
+bench-checksums: $(VENV)/.installed  ## Checksums on vs off (Beluga-sized): write/read/verify s/sample and bytes/sample, cost in % -> bench/checksums.json
+	@mkdir -p bench
+	$(BIN)/python scripts/bench_checksums.py --json bench/checksums.json
+
+bench: bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums  ## Every benchmark, then bench/REPORT.md with all figures
 	$(BIN)/python scripts/bench_report.py
 
 docs-cli: $(VENV)/.installed  ## Regenerate docs/cli.md from the click commands

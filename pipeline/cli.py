@@ -50,7 +50,9 @@ class _Cli(click.Group):
             _fail(exc.format_message() + hint, EXIT_USAGE)
         except click.ClickException as exc:
             _fail(exc.format_message(), exc.exit_code or EXIT_ERROR)
-        except click.Abort:
+        except click.Abort as exc:  # click turns Ctrl-C (KeyboardInterrupt) into Abort
+            if isinstance(exc.__cause__, KeyboardInterrupt):
+                _fail("interrupted", 130)
             _fail("aborted", EXIT_ERROR)
         except UserError as exc:
             _fail(str(exc), EXIT_ERROR)
@@ -102,7 +104,12 @@ def _options(*options: Callable[[F], F]) -> Callable[[F], F]:
 
 
 _device = click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
-_overwrite = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+_overwrite = click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an existing effects file (and its TSV files) written by predict or ism; never a store, "
+    "a checkpoint, a run folder or an input. The new output is swapped in only when complete.",
+)
 _engine = click.option(
     "--engine",
     default="auto",
@@ -125,7 +132,12 @@ _input_options = _options(
         type=click.Path(dir_okay=False),
         help="Genome FASTA for --region/--regions (default: the checkpoint's or spec's).",
     ),
-    click.option("--out", required=True, help="Output: .npz, or a Zarr folder (any other name)."),
+    click.option(
+        "--out",
+        required=True,
+        help="Output: a Zarr folder (any name not ending in .npz), or .npz (built in memory: at most 2 GiB "
+        "of effects).",
+    ),
     click.option(
         "--tsv",
         is_flag=True,
@@ -292,12 +304,29 @@ def store_info(path: str, as_json: bool) -> None:
 
 @store.command("verify")
 @click.argument("path")
+@click.option(
+    "--unmark-damaged",
+    is_flag=True,
+    help="Mark every damaged unit (missing, corrupt or swapped chunk, broken convention) incomplete, so "
+    "a rerun of distill recomputes just those.",
+)
 @click.pass_context
-def store_verify(ctx: click.Context, path: str) -> None:
-    """Full integrity check: all units complete, no missing chunk, no NaN, targets exactly 0 at
-    reference bases and N positions, shapes and attributes consistent."""
+def store_verify(ctx: click.Context, path: str, unmark_damaged: bool) -> None:
+    """Full integrity check: all units complete, no missing chunk, every chunk's CRC-32C and every
+    sample's digest matching, no NaN, targets exactly 0 at reference bases and N positions, shapes and
+    attributes consistent."""
     from pipeline.store import open_store, require_sound
+    from pipeline.store import unmark_damaged as unmark
 
+    if unmark_damaged:
+        found = unmark(open_store(path, mode="r+"), progress=_progress(ctx))
+        counts = ", ".join(f"{split}: {len(units)}" for split, units in found.items() if units)
+        click.echo(
+            f"marked damaged units incomplete ({counts}); rerun distill to recompute them"
+            if counts
+            else f"store {path}: no damaged unit"
+        )
+        return
     require_sound(open_store(path), progress=_progress(ctx))
     click.echo(f"store {path} is complete and consistent")
 
@@ -310,6 +339,12 @@ def store_verify(ctx: click.Context, path: str) -> None:
 @_train_options
 @_device
 @click.option("--resume", is_flag=True, help="Continue exactly from RUN_DIR/last.pt.")
+@click.option(
+    "--allow-changes",
+    is_flag=True,
+    help="With --resume: apply options that differ from those last.pt recorded from the resume step on "
+    "(recorded in config.json and the checkpoints); without it they are refused, --steps excepted.",
+)
 @click.pass_context
 def train(
     ctx: click.Context,
@@ -319,6 +354,7 @@ def train(
     kwargs: str | None,
     device: str,
     resume: bool,
+    allow_changes: bool,
     **overrides: Any,
 ) -> None:
     """Stage 2: train a multiplexer on SOURCE (a spec .yaml, whose store must exist, or a store) and
@@ -333,7 +369,10 @@ def train(
 
     path, defaults = resolve_source(source, store_path)
     config = train_config(defaults, kwargs=_json_object(option_flag("kwargs"), kwargs), **overrides)
-    line = run(path, run_dir, config, resume=resume, device=device, progress=_progress(ctx)).line()
+    result = run(
+        path, run_dir, config, resume=resume, allow_changes=allow_changes, device=device, progress=_progress(ctx)
+    )
+    line = result.line()
     if line:
         click.echo(line)
 
@@ -413,7 +452,12 @@ def ism(ctx: click.Context, out: str, **options: Any) -> None:
 )
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Windows per pass.")
 @_device
-@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an existing table written by score-vcf (never the VCF or another kind of file); the new "
+    "one is swapped in only when complete.",
+)
 @click.pass_context
 def score_vcf(ctx: click.Context, checkpoint: str, vcf: str, out: str, **options: Any) -> None:
     """Per-variant effects of every SNV of a VCF, one multiplexer pass per window of nearby variants.
@@ -438,7 +482,11 @@ def score_vcf(ctx: click.Context, checkpoint: str, vcf: str, out: str, **options
     help="A second effects file (e.g. `multiplexer ism` output) with the same sequence, drawn underneath "
     "on the same colour scale.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing image.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an existing image (never another kind of file); the new one is swapped in only when complete.",
+)
 def plot(pred: str, out: str, **options: Any) -> None:
     """Heatmap of one target's [4, L] effects, reference letters underneath."""
     from pipeline.apply.plot import plot_effects
@@ -464,7 +512,12 @@ def plot(pred: str, out: str, **options: Any) -> None:
     type=click.IntRange(min=1),
     help="Sequences timed through naive and fast ISM.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing report in --out.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an existing report in --out (only files evaluate wrote); the new files are swapped in "
+    "together when all are complete.",
+)
 @click.pass_context
 def evaluate(ctx: click.Context, checkpoint: str, store_path: str, out: str, **options: Any) -> None:
     """Accuracy against the base model's ISM (weighted Pearson per target) and speed against naive

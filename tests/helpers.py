@@ -6,6 +6,7 @@
   :func:`torchrun` runs it under ``torchrun`` (tests using them are marked ``processes``);
 - :data:`DEMO_KWARGS` are the tiny spec's demo base model arguments, :data:`TOY_MODELS` the file of
   the toy models; :func:`rewrite_checkpoint` writes a changed copy of a checkpoint;
+- :func:`snapshot` hashes every file under some folders;
 - :func:`make_read_only` makes a folder refuse writes (really, or as root through public seams).
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import builtins
 import errno
+import hashlib
 import io
 import json
 import os
@@ -141,6 +143,17 @@ def rewrite_checkpoint(source: Path, path: Path, **changes: Any) -> Path:
     payload = {k: v for k, v in data.items() if k not in ("format", "format_version")}
     save_checkpoint(path, {**payload, **changes})
     return Path(path)
+
+
+def snapshot(*roots: Path) -> dict[str, str]:
+    """sha256 of every file under ``roots`` (a root may be a file), by path: compare two to see that
+    nothing was changed, removed or added."""
+    out = {}
+    for root in map(Path, roots):
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in files:
+            out[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
 
 
 # ------------------------------------------------------------------------------------------------

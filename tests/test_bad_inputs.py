@@ -19,7 +19,6 @@ from __future__ import annotations
 import builtins
 import errno
 import gzip
-import hashlib
 import io
 import os
 import pickle
@@ -37,21 +36,18 @@ import pytest
 import torch
 import zarr
 from fsspec.implementations.local import LocalFileSystem
-from helpers import DEMO_KWARGS, DEMO_KWARGS_JSON, assert_one_line_error, invoke, make_read_only, rewrite_checkpoint
+from helpers import (
+    DEMO_KWARGS,
+    DEMO_KWARGS_JSON,
+    assert_one_line_error,
+    invoke,
+    make_read_only,
+    rewrite_checkpoint,
+    snapshot,
+)
 
 from pipeline.cli import cli
 from pipeline.store import open_store
-
-
-def snapshot(*roots: Path) -> dict[str, str]:
-    """sha256 of every file under ``roots`` (a root may be a file), by path."""
-    out = {}
-    for root in map(Path, roots):
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        for path in files:
-            out[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
-
 
 # ------------------------------------------------------------------------------------------------
 # shared inputs (read by many cases; the snapshot checks that no case changes them)
@@ -921,6 +917,116 @@ def _(c: Ctx) -> list[Any]:
 
     c.mp.setattr(torch, "save", save)
     return ["train", c.store, "--run-dir", c.tmp / "run", "--steps", "2", "--valid-every", "2", "--device", "cpu"]
+
+
+# --- safe overwrites (issue 13) ---
+# --overwrite replaces only an output of the kind the command writes (the snapshot checks that the
+# store, run folder and inputs below are untouched)
+@case("predict: --overwrite onto a training store", "predict", "holds a multiplexer training store",
+      "--overwrite will not replace it")  # fmt: skip
+def _(c: Ctx) -> list[Any]:
+    return ["predict", "--checkpoint", c.ckpt, "--region", "chr7:3000", "--out", c.store, "--overwrite"]
+
+
+@case("predict: --overwrite onto a run folder", "predict", "training run folder", "--overwrite will not replace it")
+def _(c: Ctx) -> list[Any]:  # (a checkpoint from elsewhere: the run folder is not an input here)
+    return ["predict", "--checkpoint", c.assets["l64.pt"], "--region", "chr7:3000", "--out", c.run, "--overwrite"]
+
+
+@case("predict: --out is the folder of the --checkpoint", "predict", "holds this command's --checkpoint",
+      "--overwrite will not replace it")  # fmt: skip
+def _(c: Ctx) -> list[Any]:
+    return ["predict", "--checkpoint", c.ckpt, "--region", "chr7:3000", "--out", c.run, "--overwrite"]
+
+
+@case("ism: --out is the --checkpoint", "ism", "best.pt", "this command's --checkpoint", "--overwrite will not")
+def _(c: Ctx) -> list[Any]:
+    return ["ism", "--checkpoint", c.ckpt, "--region", "chr7:3000", "--out", c.ckpt, "--overwrite"]
+
+
+@case("score-vcf: --out is the --vcf", "score-vcf", "v.tsv", "this command's --vcf", "--overwrite will not")
+def _(c: Ctx) -> list[Any]:
+    (c.tmp / "v.tsv").write_bytes(c.assets["one.vcf"].read_bytes())
+    return ["score-vcf", "--checkpoint", c.ckpt, "--vcf", c.tmp / "v.tsv", "--out", c.tmp / "v.tsv", "--overwrite"]
+
+
+@case("plot: --overwrite onto a file that is not an image", "plot", "notes.png", "another kind",
+      "--overwrite will not replace it")  # fmt: skip
+def _(c: Ctx) -> list[Any]:
+    (c.tmp / "notes.png").write_text("my notes, not a figure\n")
+    return ["plot", c.assets["pred.npz"], "--out", c.tmp / "notes.png", "--overwrite"]
+
+
+@case("evaluate: --out is the --store", "evaluate", "this command's --store", "--overwrite will not")
+def _(c: Ctx) -> list[Any]:
+    return ["evaluate", "--checkpoint", c.ckpt, "--store", c.store, "--out", c.store, "--overwrite"]
+
+
+@case("predict: .npz output too large for memory", "predict", "x.npz", "more than an .npz output may hold", "Zarr")
+def _(c: Ctx) -> list[Any]:
+    import pipeline.apply.outputs as outputs
+
+    c.mp.setattr(outputs, "NPZ_MAX_BYTES", 1000)  # one window of the tiny model: 4 x 4 x 80 float32 = 5.1 kB
+    return ["predict", "--checkpoint", c.ckpt, "--region", "chr7:3000", "--out", c.tmp / "x.npz"]
+
+
+@case("synth: disk full while writing the genome", "genome synth", "cannot write genome", "g.fa",
+      "No space left on device")  # fmt: skip
+def _(c: Ctx) -> list[Any]:
+    import pipeline.demo.synthetic as synthetic
+
+    def full(*args: Any) -> bytes:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    c.mp.setattr(synthetic, "_synth_chrom", full)
+    return ["genome", "synth", c.tmp / "g.fa", "--divisor", "40000"]
+
+
+# --- training faults (issue 13) ---
+def _run_copy(c: Ctx, last: str = "last.pt") -> Path:
+    """A private copy of the trained run (4 steps of the tiny spec), ``last.pt`` replaced by ``last``."""
+    run = c.tmp / "run"
+    shutil.copytree(c.run, run)
+    if last != "last.pt":
+        shutil.copy(run / last, run / "last.pt")
+    return run
+
+
+@case("train: --resume with a changed --lr", "train", "lr: 0.01 -> 0.005", "--allow-changes")
+def _(c: Ctx) -> list[Any]:
+    return ["train", c.spec(store=c.store), "--run-dir", _run_copy(c), "--resume", "--steps", "6", "--lr", "0.005",
+            "--device", "cpu"]  # fmt: skip
+
+
+@case("train: --resume with another seed, even with --allow-changes", "train", "seed: 0 -> 1",
+      "cannot change within a run", "new run")  # fmt: skip
+def _(c: Ctx) -> list[Any]:
+    return ["train", c.spec(store=c.store), "--run-dir", _run_copy(c), "--resume", "--steps", "6", "--seed", "1",
+            "--allow-changes", "--device", "cpu"]  # fmt: skip
+
+
+@case("train: --resume from a best.pt copied over last.pt", "train", "last.pt", "without training state",
+      "start a new run")  # fmt: skip
+def _(c: Ctx) -> list[Any]:
+    return ["train", c.spec(store=c.store), "--run-dir", _run_copy(c, "best.pt"), "--resume", "--steps", "6",
+            "--device", "cpu"]  # fmt: skip
+
+
+@case("train: --allow-changes without --resume", "train", "--allow-changes", "--resume")
+def _(c: Ctx) -> list[Any]:
+    return ["train", c.store, "--run-dir", c.tmp / "run", "--steps", "2", "--allow-changes", "--device", "cpu"]
+
+
+@case("train: --arch-kwargs with a negative width", "train", "--arch-kwargs", "width1", "-5")
+def _(c: Ctx) -> list[Any]:
+    return ["train", c.store, "--run-dir", c.tmp / "run", "--steps", "2", "--arch-kwargs", '{"width1": -5}',
+            "--device", "cpu"]  # fmt: skip
+
+
+@case("train: --arch-kwargs too large for the memory", "train", "--arch-kwargs", "parameters", "memory")
+def _(c: Ctx) -> list[Any]:
+    return ["train", c.store, "--run-dir", c.tmp / "run", "--steps", "2", "--arch-kwargs", '{"width2": 1000000}',
+            "--device", "cpu"]  # fmt: skip
 
 
 # --- plot ----------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ def test_layout_shapes_dtypes_and_dimension_names(tiny_store, tiny_spec):
             "ref_pred": ((n, F), np.float32, ("sample", "target")),
             "targets": ((n, F, 4, L), np.float16, ("sample", "target", "base", "position")),
             "center": ((n,), np.int64, ("sample",)),
-            "complete": ((units,), np.uint8, ("unit",)),
+            "complete": ((units, 1 + 5 * tiny_spec.storage.unit_samples), np.uint32, ("unit", "marker")),
         }
         for name, (shape, dtype, dims) in expected.items():
             array = store.array(split, name)
@@ -112,6 +112,19 @@ def _group(path: str, split: str):
     return zarr.open_group(path, mode="r+")[split]
 
 
+def _redigest(path: str, split: str, *samples: int) -> None:
+    """Rewrite the markers of the units of ``samples`` with digests of their data as it is now: what a
+    writer that computed wrong values leaves (the checksums match; only the conventions can tell)."""
+    from pipeline.store.digests import DIGESTED, marker_row
+
+    store = open_store(path, mode="r+")
+    meta = store.split_meta(split)
+    for u in {k // meta.unit_samples for k in samples}:
+        a, b = meta.unit_range(u)
+        data = {name: np.asarray(store.array(split, name)[a:b]) for name in DIGESTED}
+        store.array(split, "complete")[u] = marker_row(data, meta.unit_samples)
+
+
 def test_verify_reports_cleared_completion_marker(store_copy):
     _group(store_copy, "train")["complete"][1] = 0
     problems = verify_store(open_store(store_copy))
@@ -136,6 +149,7 @@ def test_verify_reports_nan_in_targets(store_copy):
     j = int(np.flatnonzero(X.sum(axis=0))[0])
     b = int(np.flatnonzero(X[:, j] == 0)[0])
     g["targets"][4, 0, b, j] = np.nan
+    _redigest(store_copy, "test", 4)
     problems = verify_store(open_store(store_copy))
     assert len(problems) == 1 and "test" in problems[0] and "NaN" in problems[0]
 
@@ -146,6 +160,7 @@ def test_verify_in_one_or_several_processes_finds_the_same_first_problem(store_c
     g = _group(store_copy, "train")
     for sample in (9, 5):  # units 2 and 1: the first offending unit is 1
         g["targets"][sample, 1, 0, 0] = np.inf
+    _redigest(store_copy, "train", 9, 5)
     problems = verify_store(open_store(store_copy), workers=workers)
     assert len(problems) == 1 and "train: unit 1 (samples 4-7)" in problems[0] and "infinity" in problems[0]
 
@@ -157,6 +172,7 @@ def test_verify_reports_nonzero_at_reference_base(store_copy):
     while X[:, j].sum() == 0:
         j += 1
     g["targets"][9, 2, int(X[:, j].argmax()), j] = 0.5
+    _redigest(store_copy, "train", 9)
     problems = verify_store(open_store(store_copy))
     assert len(problems) == 1 and "reference base" in problems[0] and "unit 2" in problems[0]
 
@@ -168,6 +184,7 @@ def test_verify_reports_nonzero_at_n_position(store_copy):
     j = int(np.flatnonzero(np.abs(y).sum(axis=(0, 1)))[0])  # a position with nonzero effects
     X[:, j] = 0  # make it an N in the reference, leaving its effects
     g["reference"][0] = X
+    _redigest(store_copy, "valid", 0)
     problems = verify_store(open_store(store_copy))
     assert len(problems) == 1 and "N positions" in problems[0]
 

@@ -3,7 +3,9 @@
 Accuracy is the published comparison's metric, the per-target weighted Pearson correlation
 (:mod:`pipeline.metrics`), streamed over a held-out split of a store. Speed is measured on the same
 device for the multiplexer, naive ISM and fast ISM. :func:`evaluate` writes ``report.json``,
-``report.md`` and ``weighted_pearson_hist.png`` (the distribution of the per-target correlations).
+``report.md`` and ``weighted_pearson_hist.png`` (the distribution of the per-target correlations),
+under temporary names published together when all three are complete; ``--overwrite`` replaces only
+report files that ``evaluate`` wrote, and ``--out`` may not be the store or checkpoint it reads.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import torch
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from pipeline.core.files import refuse_existing
+from pipeline.apply.outputs import IMAGE, OutputKind, Sources, check_inputs, check_output
+from pipeline.core.files import refuse_existing, remove_stale_temporaries, staging
 from pipeline.core.runtime import exact_float32, resolve_device
 from pipeline.core.spec import ISM_BATCH_SIZE
-from pipeline.errors import UserError
+from pipeline.errors import UserError, WriteError
 from pipeline.ism import fast_ism, mask_effects, naive_ism, supports
 from pipeline.metrics import PearsonAccumulator, nanmean
 from pipeline.models import build_base_from_identity, load_checkpoint, weights_label
@@ -31,6 +34,33 @@ from pipeline.store import Store, open_store
 
 REPORT_FILES = ("report.json", "report.md", "weighted_pearson_hist.png")
 HISTOGRAM = REPORT_FILES[2]
+MARKDOWN_TITLE = "# Multiplexer evaluation"
+
+
+def _is_report_json(path: Path) -> bool:
+    try:
+        if path.stat().st_size > 64 * 1024**2:
+            return False
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "weighted_pearson_mean" in data
+
+
+def _is_report_md(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(MARKDOWN_TITLE)) == MARKDOWN_TITLE.encode()
+    except OSError:
+        return False
+
+
+REPORT_KINDS = {
+    "report.json": OutputKind("a report.json written by evaluate", _is_report_json),
+    "report.md": OutputKind("a report.md written by evaluate", _is_report_md),
+    HISTOGRAM: IMAGE,
+}
+"""What ``--overwrite`` may replace in the report folder."""
 
 
 def _timed(fn: Callable[[], object], device: torch.device, repeats: int = 1) -> float:
@@ -76,7 +106,8 @@ def evaluate(
     timing_sequences : int
         Sequences timed through naive and fast ISM (the multiplexer is timed on the same ones).
     overwrite : bool
-        Replace an existing report in ``out_dir``.
+        Replace an existing report in ``out_dir`` (only files that ``evaluate`` wrote; the new ones
+        are written under temporary names and swapped in together when complete).
 
     Returns
     -------
@@ -84,9 +115,7 @@ def evaluate(
         What ``report.json`` holds.
     """
     out = Path(out_dir)
-    refuse_existing([out / name for name in REPORT_FILES], overwrite, what="report file")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {str(out)!r} is a file, not a folder")
+    _check_report_folder(out, overwrite, {"--checkpoint": checkpoint, "--store": store_path})
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, dev)
     store = open_store(store_path)
@@ -98,14 +127,32 @@ def evaluate(
     report = _report(
         acc, store, timings, checkpoint=str(checkpoint), store_path=str(store_path), split=split, device=dev
     )
-    out.mkdir(parents=True, exist_ok=True)
     wp, p = acc.weighted_pearson(), acc.pearson()
-    pearson_histogram(wp.numpy(), p.numpy(), out / HISTOGRAM, title=f"{store.n_targets} targets, split {split}")
-    (out / "report.json").write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
-    (out / "report.md").write_text(_markdown(report))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with staging(out / "report.json") as stage:  # published together once all three are complete
+            stage.path(out / "report.json").write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
+            title = f"{store.n_targets} targets, split {split}"
+            pearson_histogram(wp.numpy(), p.numpy(), stage.path(out / HISTOGRAM), title=title)
+            stage.path(out / "report.md").write_text(_markdown(report))
+    except OSError as exc:
+        raise WriteError(f"cannot write the report in {str(out)!r}: {exc.strerror or exc}") from None
     report["report"] = str(out / "report.json")
     report["histogram"] = str(out / HISTOGRAM)
     return report
+
+
+def _check_report_folder(out: Path, overwrite: bool, inputs: Sources) -> None:
+    """Before any work: ``out`` is a folder (or does not exist yet) and none of the command's inputs;
+    each report file in it may be replaced (:func:`pipeline.apply.outputs.check_output`)."""
+    check_inputs(out, inputs)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {str(out)!r} is a file, not a folder")
+    files = [out / name for name in REPORT_FILES]
+    remove_stale_temporaries(files)
+    for path in files:
+        check_output(path, REPORT_KINDS[path.name], overwrite=True, inputs=inputs, label="report file", clean=False)
+    refuse_existing(files, overwrite, what="report file")
 
 
 def summary_line(report: dict[str, Any]) -> str:
@@ -136,11 +183,11 @@ def _accuracy(
 ) -> PearsonAccumulator:
     """Stream the split through the multiplexer; masked predictions against the stored targets."""
     n = store.split_info(split).n_samples
-    ref_arr, tgt_arr = store.array(split, "reference"), store.array(split, "targets")
     acc = PearsonAccumulator(store.n_targets)
     for start in tqdm(range(0, n, batch_size), desc=f"evaluate {split}", disable=not progress, unit="batch"):
-        X = torch.from_numpy(np.asarray(ref_arr[start : start + batch_size]).astype(np.float32)).to(dev)
-        y = torch.from_numpy(np.asarray(tgt_arr[start : start + batch_size])).to(dev).float()
+        stop = min(start + batch_size, n)  # read checked against the store's checksums
+        X = torch.from_numpy(store.read(split, "reference", start, stop).astype(np.float32)).to(dev)
+        y = torch.from_numpy(store.read(split, "targets", start, stop)).to(dev).float()
         acc.update(y, mask_effects(model(X).float(), X))
     return acc
 
@@ -152,7 +199,7 @@ def _timings(model: torch.nn.Module, store: Store, split: str, sequences: int, d
     meta = store.meta
     base = build_base_from_identity(meta.base, seed=meta.seed).to(dev)
     k = max(1, min(sequences, store.split_info(split).n_samples))
-    X = torch.from_numpy(np.asarray(store.array(split, "reference")[:k]).astype(np.float32)).to(dev)
+    X = torch.from_numpy(store.read(split, "reference", 0, k).astype(np.float32)).to(dev)
     options: dict[str, Any] = {
         "target": meta.target_kind,
         "batch_size": meta.ism_batch_size or ISM_BATCH_SIZE,
@@ -272,7 +319,7 @@ def _fmt(value: float | None, spec: str) -> str:
 def _markdown(r: dict[str, Any]) -> str:
     t = r["seconds_per_sequence"]
     lines = [
-        "# Multiplexer evaluation",
+        MARKDOWN_TITLE,
         "",
         f"- checkpoint: `{r['checkpoint']}`",
         f"- store: `{r['store']}`, split `{r['split']}` "

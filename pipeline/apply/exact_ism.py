@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,8 +22,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline.apply.inputs import Inputs, load_inputs, require_bases, resolve_genome
-from pipeline.apply.outputs import EffectsWriter, WrittenEffects, cleanup_on_failure, tsv_paths, write_variant_tsv
-from pipeline.core.files import refuse_existing
+from pipeline.apply.outputs import WrittenEffects, check_effects_output, effects_output, tsv_paths
 from pipeline.core.runtime import exact_float32, resolve_device
 from pipeline.core.spec import ISM_BATCH_SIZE, RANDOM_WEIGHTS, load_spec
 from pipeline.errors import SpecError, UserError, check_choice
@@ -61,6 +61,7 @@ def ism_effects(
     progress: bool = True,
     attrs: dict[str, Any] | None = None,
     tsv: bool = False,
+    sources: Mapping[str, str | os.PathLike[str] | None] | None = None,
 ) -> str:
     """Exact ISM with the base model for encoded inputs; writes the same format as ``predict``.
 
@@ -77,8 +78,14 @@ def ism_effects(
     target_names : list of str, length F
     engine : str
         ``auto``, ``fast`` or ``naive`` (:func:`pipeline.ism.choose_engine`).
+    overwrite : bool
+        Replace existing outputs of the same kind (:func:`pipeline.apply.outputs.check_output`); the
+        new ones are written under temporary names and swapped in when complete.
     tsv : bool
         Also write one ``.tsv.gz`` per sequence.
+    sources : mapping, optional
+        The command's input files by option (``--spec``, ``--checkpoint``, ``--genome``, ...), which
+        ``out`` must not replace.
 
     Returns
     -------
@@ -87,21 +94,22 @@ def ism_effects(
     """
     check_choice("target kind", target, TARGETS)
     require_bases(inputs)
+    tsv_files = tsv_paths(out, inputs.chrom, inputs.center) if tsv else []
+    check_effects_output(out, tsv_files, overwrite=overwrite, inputs=sources)  # before any work
     dev = resolve_device(device)
     base = base.to(dev)
-    tsv_files = tsv_paths(out, inputs.chrom, inputs.center) if tsv else []
-    refuse_existing(tsv_files, overwrite)
     engine = choose_engine(base, inputs.X.shape[-1], engine, dev, lambda m: tqdm.write(m, file=sys.stderr))
-    writer = EffectsWriter(
+    with effects_output(
         out,
         n=len(inputs.X),
         n_targets=len(target_names),
         seq_len=inputs.X.shape[-1],
         target_names=target_names,
-        overwrite=overwrite,
         attrs={"kind": target, "source": "ism", **(attrs or {})},
-    )
-    with cleanup_on_failure(writer) as written:
+        tsv_files=tsv_files,
+        overwrite=overwrite,
+        inputs=sources,
+    ) as output:
         for i in tqdm(range(len(inputs.X)), desc="ism", unit="seq", disable=not progress):
             effects, _ = run_ism(
                 base,
@@ -112,11 +120,10 @@ def ism_effects(
                 device=dev,
             )
             y = effects.numpy()
-            writer.write(y, inputs.X[i : i + 1], inputs.chrom[i : i + 1], inputs.center[i : i + 1])
+            output.write(y, inputs.X[i : i + 1], inputs.chrom[i : i + 1], inputs.center[i : i + 1])
             if tsv:
-                write_variant_tsv(tsv_files[i], y[0], inputs.X[i], inputs.chrom[i], inputs.center[i], target_names)
-                written.append(tsv_files[i])
-        return writer.close()
+                output.write_tsv(i, y[0], inputs.X[i], inputs.chrom[i], inputs.center[i])
+    return str(out)
 
 
 @dataclass
@@ -270,6 +277,15 @@ def exact_ism_regions(
 ) -> WrittenEffects:
     """``multiplexer ism``: resolve the base model (:func:`ism_setup`), encode the inputs and run
     :func:`ism_effects` (``options``: its keyword arguments)."""
+    sources: dict[str, str | None] = {
+        "--spec": spec_path,
+        "--checkpoint": checkpoint,
+        "--weights": None if weights == RANDOM_WEIGHTS else weights,
+        "--regions": regions_file,
+        "--fasta": fasta,
+        "--genome": genome,
+    }
+    check_effects_output(out, [], overwrite=options.get("overwrite", False), inputs=sources)  # before any work
     setup = ism_setup(
         spec_path=spec_path,
         checkpoint=checkpoint,
@@ -291,6 +307,9 @@ def exact_ism_regions(
         recorded_fingerprint=setup.recorded_fingerprint,
     )
     names = setup.base.target_names
-    path = ism_effects(setup.base.module, inputs, out, target=setup.kind, target_names=names, tsv=tsv, **options)
+    sources["--genome"] = setup.genome
+    path = ism_effects(
+        setup.base.module, inputs, out, target=setup.kind, target_names=names, tsv=tsv, sources=sources, **options
+    )
     files = tsv_paths(out, inputs.chrom, inputs.center) if tsv else []
     return WrittenEffects(path, len(inputs.X), f"exact ISM {setup.kind} effects", files)

@@ -18,11 +18,11 @@ import numpy as np
 from matplotlib.colors import Colormap, Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 
-from pipeline.apply.outputs import read_effects
+from pipeline.apply.outputs import IMAGE, check_output, read_effects
 from pipeline.core.encoding import ALPHABET, decode
-from pipeline.core.files import refuse_existing
+from pipeline.core.files import atomic_path
 from pipeline.core.windows import first_position
-from pipeline.errors import UserError
+from pipeline.errors import UserError, WriteError
 
 FORMATS = (".png", ".pdf", ".svg")
 
@@ -121,7 +121,8 @@ def plot_effects(
     width : int
         Positions per row.
     overwrite : bool
-        Replace an existing ``out``.
+        Replace an existing image at ``out`` (never a file of another kind, nor an input); the new one
+        is written under a temporary name and renamed over it when complete.
     compare : str, optional
         A second effects file (e.g. ``ism`` output) holding the same sequence (same name, center and
         reference); its map is drawn under the first with the same colour scale.
@@ -135,7 +136,7 @@ def plot_effects(
     out_path = Path(out)
     if out_path.suffix.lower() not in FORMATS:
         raise UserError(f"plot output must end in {', '.join(FORMATS)}, got {out_path.name!r}")
-    refuse_existing([out_path], overwrite)
+    check_output(out_path, IMAGE, overwrite=overwrite, inputs={"PRED": pred, "--compare": compare})
     if width < 10:
         raise UserError(f"--width must be at least 10 positions, got {width}")
     if not 10 <= dpi <= 1200:
@@ -198,6 +199,10 @@ def plot_effects(
         f"{where}  |  target {first['target_names'][f]}  |  {first['attrs'].get('kind', '')} ({sources})",
         fontsize=9,
     )
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=dpi)
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out_path) as tmp:  # the old image stays until the new one is complete
+            fig.savefig(tmp, dpi=dpi)
+    except OSError as exc:
+        raise WriteError(f"cannot write image {str(out_path)!r}: {exc.strerror or exc}") from None
     return str(out_path)

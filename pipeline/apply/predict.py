@@ -8,6 +8,7 @@ and the base model's identity (for ``--diff``) come from it.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -15,8 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline.apply.inputs import Inputs, load_inputs, require_bases, resolve_genome
-from pipeline.apply.outputs import EffectsWriter, WrittenEffects, cleanup_on_failure, tsv_paths, write_variant_tsv
-from pipeline.core.files import refuse_existing
+from pipeline.apply.outputs import WrittenEffects, check_effects_output, effects_output, tsv_paths
 from pipeline.core.runtime import exact_float32, resolve_device
 from pipeline.errors import UserError
 from pipeline.ism import logfold_to_diff, mask_effects
@@ -81,6 +81,7 @@ def predict_effects(
     weights: str | os.PathLike[str] | None = None,
     base: str | None = None,
     tsv: bool = False,
+    sources: Mapping[str, str | os.PathLike[str] | None] | None = None,
 ) -> str:
     """Run a trained multiplexer on encoded inputs and write the effects file.
 
@@ -97,16 +98,20 @@ def predict_effects(
     batch_size : int
         Sequences per multiplexer pass.
     overwrite : bool
-        Replace existing outputs.
+        Replace existing outputs of the same kind (:func:`pipeline.apply.outputs.check_output`); the
+        new ones are written under temporary names and swapped in when complete.
     diff : bool
         Write ``alt - ref`` instead of log-fold effects: the checkpoint's recorded base model is
         rebuilt and run on each reference sequence (see :func:`multiplexer_effects`).
     weights : path, optional
-        With ``diff``: the base model's weights file, if it moved since distillation.
+        With ``diff``: the base model's weights file, if it moved.
     base : str, optional
         With ``diff``: the base model's import path, if its file moved.
     tsv : bool
         Also write one ``.tsv.gz`` per sequence (:func:`pipeline.apply.outputs.tsv_paths`).
+    sources : mapping, optional
+        The command's other input files by option (``--regions``, ``--fasta``, ``--genome``), which
+        ``out`` must not replace (``checkpoint`` and ``weights`` are always checked).
 
     Returns
     -------
@@ -115,6 +120,9 @@ def predict_effects(
     """
     if not diff and (weights is not None or base is not None):
         raise UserError("--weights/--base only matter with --diff (the base model is not run otherwise)")
+    tsv_files = tsv_paths(out, inputs.chrom, inputs.center) if tsv else []
+    named = {"--checkpoint": checkpoint, "--weights": weights, **(sources or {})}
+    check_effects_output(out, tsv_files, overwrite=overwrite, inputs=named)  # before any work
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, dev)
     L = meta["seq_len"]
@@ -123,31 +131,27 @@ def predict_effects(
     require_bases(inputs)
     base_model = load_diff_base(meta, dev, weights=weights, base=base) if diff else None
     kind = "diff" if diff else meta["target_kind"]
-    tsv_files = tsv_paths(out, inputs.chrom, inputs.center) if tsv else []
-    refuse_existing(tsv_files, overwrite)
     attrs = {"kind": kind, "source": "multiplexer", "checkpoint": str(checkpoint)}
     if base_model is not None:
         attrs["converted_from"] = "logfold"
-    writer = EffectsWriter(
+    with effects_output(
         out,
         n=len(inputs.X),
         n_targets=meta["n_targets"],
         seq_len=L,
         target_names=meta["target_names"],
-        overwrite=overwrite,
         attrs=attrs,
-    )
-    with cleanup_on_failure(writer) as written:
+        tsv_files=tsv_files,
+        overwrite=overwrite,
+        inputs=named,
+    ) as output:
         for start in tqdm(range(0, len(inputs.X), batch_size), desc="predict", unit="batch", disable=not progress):
             sl = slice(start, start + batch_size)
             y = multiplexer_effects(model, torch.from_numpy(inputs.X[sl]).to(dev), base=base_model).cpu().numpy()
-            writer.write(y, inputs.X[sl], inputs.chrom[sl], inputs.center[sl])
+            output.write(y, inputs.X[sl], inputs.chrom[sl], inputs.center[sl])
             for k, i in enumerate(range(start, start + len(y)) if tsv else []):
-                write_variant_tsv(
-                    tsv_files[i], y[k], inputs.X[i], inputs.chrom[i], inputs.center[i], meta["target_names"]
-                )
-                written.append(tsv_files[i])
-        return writer.close()
+                output.write_tsv(i, y[k], inputs.X[i], inputs.chrom[i], inputs.center[i])
+    return str(out)
 
 
 def predict_regions(
@@ -164,6 +168,8 @@ def predict_regions(
 ) -> WrittenEffects:
     """``multiplexer predict``: encode the inputs with the checkpoint's ``L`` (regions from ``genome``,
     default the checkpoint's) and run :func:`predict_effects` (``options``: its keyword arguments)."""
+    sources = {"--checkpoint": checkpoint, "--regions": regions_file, "--fasta": fasta, "--genome": genome}
+    check_effects_output(out, [], overwrite=options.get("overwrite", False), inputs=sources)  # before any work
     meta = read_checkpoint(checkpoint)
     recorded = resolve_genome(genome, meta.get("genome"), f"checkpoint {checkpoint!r}") if fasta is None else None
     inputs = load_inputs(
@@ -174,7 +180,8 @@ def predict_regions(
         fasta=fasta,
         recorded_fingerprint=meta.get("genome_fingerprint"),
     )
-    path = predict_effects(checkpoint, inputs, out, diff=diff, tsv=tsv, **options)
+    sources["--genome"] = recorded
+    path = predict_effects(checkpoint, inputs, out, diff=diff, tsv=tsv, sources=sources, **options)
     kind = "alt - ref" if diff else meta["target_kind"]
     files = tsv_paths(out, inputs.chrom, inputs.center) if tsv else []
     return WrittenEffects(path, len(inputs.X), f"{kind} effects", files)

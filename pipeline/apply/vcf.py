@@ -6,7 +6,9 @@ chromosome whose positions span at most ``group_span`` bases (default: the model
 window, centred on them; a window that would not fit in the chromosome is shifted until it fits, and
 each variant's effect is read at its own index ``j = pos - first`` of that window (``y[f, ALT, j]``;
 ``first`` is the window's 1-based position of index 0, :func:`pipeline.core.windows.fitted_first`).
-Windows are batched through the multiplexer, so memory stays flat and the output streams; a sorted
+Windows are batched through the multiplexer, so memory stays flat and the output streams: rows
+leave in VCF order as soon as they and every row before them are finished, and at most
+:data:`MAX_HELD_ROWS` rows wait for a window (then the windows waiting are scored at once); a sorted
 VCF gives the fewest windows.
 
 Output: a TSV (gzipped when its name ends in ``.gz``), one row per VCF record, in VCF order::
@@ -23,7 +25,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import chain
@@ -35,19 +37,27 @@ import torch
 from tqdm import tqdm
 
 from pipeline.apply.inputs import open_genome, resolve_genome
-from pipeline.apply.outputs import TSV_FORMAT, write_tsv
+from pipeline.apply.outputs import TSV_FORMAT, Sources, check_output, table_kind, write_tsv
 from pipeline.apply.predict import load_diff_base
 from pipeline.core.encoding import ALPHABET, one_hot
-from pipeline.core.files import refuse_existing
 from pipeline.core.genome import Genome
 from pipeline.core.runtime import exact_float32, resolve_device
 from pipeline.core.windows import center_of, fitted_first
-from pipeline.errors import UserError
+from pipeline.errors import UserError, WriteError
 from pipeline.ism import logfold_to_diff, mask_effects
 from pipeline.models import load_checkpoint
 
 COLUMNS = ["chrom", "pos", "id", "ref", "alt", "window_center", "ref_check", "status"]
 """The fixed columns of the output; one column per target name follows."""
+
+SCORES_TSV = table_kind("a score-vcf table", "\t".join(COLUMNS) + "\t")
+"""What ``--overwrite`` may replace: a table that ``score-vcf`` wrote."""
+
+MAX_HELD_ROWS = 4096
+"""Most rows held back in memory: when this many wait (for a window still open or a batch not yet
+full), the windows waiting are scored at once. Rows of a record are small (about 1 kB), so this is a
+few MB; it changes which variants share a window only when more than this many records come while
+one window is open (thousands of records within ``L`` bases)."""
 
 _BASES = set("ACGT")
 
@@ -316,41 +326,58 @@ class _Batcher:
     """Groups the scoreable rows into windows as they stream in and scores closed groups in batches.
 
     Rows leave (:meth:`add`, :meth:`finish`) in VCF order as soon as they and every row before them
-    are finished, so memory holds at most ``batch_size`` windows of rows.
+    are finished: a skipped row waits only for earlier rows whose window is not scored yet. When
+    ``max_rows`` rows wait, the closed groups are scored without waiting for a full batch, and if
+    the open group still holds that many back it is closed and scored too, so at most ``max_rows``
+    rows are held, however long the VCF.
     """
 
-    def __init__(self, scorer: _Scorer, span: int, batch_size: int) -> None:
+    def __init__(self, scorer: _Scorer, span: int, batch_size: int, max_rows: int | None = None) -> None:
         self.scorer, self.span, self.batch_size = scorer, span, batch_size
-        self.pending: list[_Row] = []  # rows not yet written, in VCF order
+        self.max_rows = MAX_HELD_ROWS if max_rows is None else max_rows
+        self.pending: deque[_Row] = deque()  # rows not yet written, in VCF order
         self.closed: list[_Group] = []  # groups waiting for the next batch
         self.open: _Group | None = None  # the group the next variant may join
 
     def add(self, row: _Row, scoreable: bool) -> Iterator[_Row]:
         """Take the next row (``scoreable``: an SNV to score); yields the rows now finished."""
         self.pending.append(row)
-        if not scoreable:
-            return
-        if self.open is None or not self.open.takes(row.record, self.span):
-            if self.open is not None:
-                self.closed.append(self.open)
-            self.open = _Group(row.record.chrom, row.record.pos, row.record.pos)
-        self.open.add(row)
-        if len(self.closed) >= self.batch_size:
-            yield from self._score()
+        if scoreable:
+            if self.open is None or not self.open.takes(row.record, self.span):
+                self._close_open()
+            if self.open is None:
+                self.open = _Group(row.record.chrom, row.record.pos, row.record.pos)
+            self.open.add(row)
+            if len(self.closed) >= self.batch_size:
+                self._score()
+        yield from self._release()
+        if len(self.pending) >= self.max_rows:  # too many held: do not wait for a full batch
+            self._score()
+            yield from self._release()
+        if len(self.pending) >= self.max_rows:  # the open group holds them back: close it
+            self._close_open()
+            self._score()
+            yield from self._release()
 
     def finish(self) -> Iterator[_Row]:
         """Score what is left; yields every remaining row."""
+        self._close_open()
+        self._score()
+        yield from self._release()
+
+    def _close_open(self) -> None:
         if self.open is not None:
             self.closed.append(self.open)
             self.open = None
-        yield from self._score()
 
-    def _score(self) -> Iterator[_Row]:
+    def _score(self) -> None:
         self.scorer.run(self.closed)
         self.closed = []
-        done = next((i for i, row in enumerate(self.pending) if not row.done), len(self.pending))
-        yield from self.pending[:done]
-        self.pending = self.pending[done:]
+
+    def _release(self) -> Iterator[_Row]:
+        """Yield the finished rows at the head of the queue (in VCF order)."""
+        while self.pending and self.pending[0].done:
+            yield self.pending.popleft()
 
 
 def _classify(record: VcfRecord, genome: Genome, seq_len: int) -> tuple[_Row, bool]:
@@ -362,10 +389,10 @@ def _classify(record: VcfRecord, genome: Genome, seq_len: int) -> tuple[_Row, bo
     return row, False
 
 
-def _check_paths(out_path: Path, vcf: str, overwrite: bool) -> None:
+def _check_paths(out_path: Path, vcf: str, overwrite: bool, inputs: Sources) -> None:
     if not out_path.name.endswith((".tsv", ".tsv.gz")):
         raise UserError(f"score-vcf output must end in .tsv or .tsv.gz, got {out_path.name!r}")
-    refuse_existing([out_path], overwrite)
+    check_output(out_path, SCORES_TSV, overwrite=overwrite, inputs=inputs)
     if not out_path.parent.exists():
         raise UserError(f"output folder {str(out_path.parent)!r} does not exist")
     if not Path(vcf).is_file():
@@ -413,14 +440,16 @@ def score_vcf(
     weights, base : optional
         With ``diff``: the base model's weights file / import path, if they moved.
     overwrite : bool
-        Replace an existing ``out``.
+        Replace an existing ``out`` written by ``score-vcf`` (never one of the inputs, a checkpoint,
+        ...: :func:`pipeline.apply.outputs.check_output`); the new table is written under a
+        temporary name and renamed over it when complete.
 
     Returns
     -------
     summary : VcfSummary
     """
     out_path = Path(out)
-    _check_paths(out_path, vcf, overwrite)
+    _check_paths(out_path, vcf, overwrite, {"--checkpoint": checkpoint, "--vcf": vcf, "--genome": genome})
     if not diff and (weights is not None or base is not None):
         raise UserError("--weights/--base only matter with --diff (the base model is not run otherwise)")
     dev = resolve_device(device)
@@ -446,7 +475,10 @@ def score_vcf(
                 bar.update(1)
                 yield row.format(len(names))
 
-    write_tsv(out_path, [*COLUMNS, *names], rows())
+    try:
+        write_tsv(out_path, [*COLUMNS, *names], rows())
+    except OSError as exc:
+        raise WriteError(f"cannot write output {str(out_path)!r}: {exc.strerror or exc}") from None
     summary.n_windows = scorer.n_windows
     return summary
 

@@ -42,6 +42,7 @@ _SLICE_BP = 64
 _SLICES_PER_CONTIG = 16
 _SAMPLE_BUDGET = 65536  # slices over the whole genome: assemblies of many scaffolds get fewer per contig
 _LISTED_CONTIGS = 25
+_HEADER_SPAN = 65536  # longest header line the index check reads back
 _MITOCHONDRION = ("chrM", "MT", "M", "chrMT")
 _BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 _BGZF_SUFFIXES = (".gz", ".bgz")  # pyfaidx reads a FASTA as bgzip by its name
@@ -334,12 +335,28 @@ def _index_mismatch(read_at: Callable[[int, int], bytes], index: Mapping[str, An
             return f"record {name!r}: length {rec.rlen} at offset {rec.offset} runs past the end of the file"
         if before != b"\n":
             return f"record {name!r}: offset {rec.offset} is not the start of a sequence line"
+        header = _header_before(read_at, rec.offset - 1)
+        if header is None or header[1:].split(maxsplit=1)[:1] != [name.encode()]:
+            found = "no header line" if header is None else repr(header[:60].decode("utf-8", "replace"))
+            return f"record {name!r}: the header line before its offset {rec.offset} is {found}"
         after = tail[1:].lstrip(b"\r\n")
         if after and not after.startswith(b">"):
             return f"record {name!r}: its sequence does not end after the {rec.rlen} bases the index says"
         if name == last and after:
             return f"the FASTA has records after {name!r}, the last one the index lists"
     return None
+
+
+def _header_before(read_at: Callable[[int, int], bytes], newline: int) -> bytes | None:
+    """The line that ends at byte ``newline`` (a header line starts with ``>``), ``None`` if there is
+    none within 64 KiB."""
+    span = min(newline, _HEADER_SPAN)
+    head = read_at(newline - span, span)
+    cut = head.rfind(b"\n")
+    if cut < 0 and span < newline:
+        return None
+    line = head[cut + 1 :].rstrip(b"\r")
+    return line if line.startswith(b">") else None
 
 
 def _plain_mismatch(path: Path, index: Mapping[str, Any]) -> str | None:

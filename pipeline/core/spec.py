@@ -24,12 +24,15 @@ from typing import Any, get_args, get_type_hints
 import yaml
 
 from pipeline.core.intervals import Interval, parse_interval, read_bed
+from pipeline.core.yamlio import read_yaml
 from pipeline.errors import SpecError, UserError
 
 SPLIT_NAMES = ("train", "valid", "test")
 TARGET_KINDS = ("logfold", "diff")
 STORAGE_DTYPES = ("float16", "float32")
 CODECS = ("blosc-lz4", "blosc-zstd", "zstd", "none")
+CODEC_LEVELS = {"blosc-lz4": 9, "blosc-zstd": 9, "zstd": 22}
+"""Highest compression level of each codec (levels start at 0; ``none`` has none)."""
 PRECISIONS = ("float32", "bf16")
 """``float32`` (exact; TF32 off) or ``bf16`` (the base model's trunk under bfloat16 autocast, meant for
 CUDA; predictions and log-folds stay float32)."""
@@ -38,6 +41,8 @@ NON_CONTENT_KEYS = ("store", "ism_batch_size", "train")
 """Top-level keys that do not change a store's content and so are left out of the hash."""
 ISM_BATCH_SIZE = 1024
 """Variants per base-model pass when neither the spec nor an option says otherwise."""
+MAX_SEED = 2**32 - 1
+"""Seeds lie in ``0 .. 2**32 - 1`` (what numpy, torch and CUDA generators all take)."""
 RANDOM_WEIGHTS = "random"
 """``base.weights: random``: initialise the base model from the spec's seed instead of a weights file
 (benchmarks; a built-in model with published weights needs either a file or this word)."""
@@ -117,13 +122,18 @@ class Rule:
             (self.maximum, self.maximum is not None and value > self.maximum, "<="),
         ):
             if broken:
-                raise SpecError(f"{where}: {label} must be {word} {bound:g}, got {value!r}")
+                raise SpecError(f"{where}: {label} must be {word} {_number(bound)}, got {value!r}")
         return value
 
     def describe(self) -> str:
         """The range for ``--help``, in click's notation (``"x>=1"``, ``"x>=0, x<=1"``; empty without one)."""
         bounds = [(self.minimum, ">="), (self.above, ">"), (self.maximum, "<=")]
-        return ", ".join(f"x{word}{bound:g}" for bound, word in bounds if bound is not None)
+        return ", ".join(f"x{word}{_number(bound)}" for bound, word in bounds if bound is not None)
+
+
+def _number(bound: float | None) -> str:
+    """A bound as written: whole numbers in full (``4294967295``), others with ``:g``."""
+    return str(int(bound)) if bound is not None and float(bound).is_integer() else f"{bound:g}"
 
 
 def _check(where: str, key: str, value: Any, kind: type, **rule: Any) -> Any:
@@ -190,6 +200,17 @@ class StorageSpec:
     unit_samples: int = 16
     shards: bool = False
     """Store each write unit's targets as one Zarr shard (one file per unit instead of one per chunk)."""
+    checksums: bool = True
+    """A CRC-32C on every chunk and a digest of every sample in its unit's completion marker
+    (:mod:`pipeline.store.digests`); ``false`` only to measure what they cost."""
+
+    def plain(self) -> dict[str, Any]:
+        """The settings as written in a spec; ``checksums`` only when off, so specs written before it
+        existed keep their content hash."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.checksums:
+            del out["checksums"]
+        return out
 
 
 def option(default: Any, help: str, **rule: Any) -> Any:
@@ -245,7 +266,7 @@ class TrainSpec:
     prefetch_factor: int = option(2, "Batches each DataLoader worker loads ahead.", minimum=1)
     persistent_workers: bool = option(True, "Keep DataLoader workers alive between epochs.")
     shuffle_buffer: int = option(8, "Store write units whose samples are shuffled together.", minimum=1)
-    seed: int = option(0, "Seed of the initialisation and of the data order.")
+    seed: int = option(0, "Seed of the initialisation and of the data order.", minimum=0, maximum=MAX_SEED)
 
     def __post_init__(self) -> None:
         check_train_together("train", vars(self))
@@ -477,7 +498,11 @@ def _storage_spec(where: str, data: Mapping[str, Any]) -> StorageSpec:
         chunk_samples=_check(where, "chunk_samples", data.get("chunk_samples", d.chunk_samples), int, minimum=1),
         unit_samples=_check(where, "unit_samples", data.get("unit_samples", d.unit_samples), int, minimum=1),
         shards=_check(where, "shards", data.get("shards", d.shards), bool),
+        checksums=_check(where, "checksums", data.get("checksums", d.checksums), bool),
     )
+    top = CODEC_LEVELS.get(s.codec)
+    if top is not None and s.level > top:
+        raise SpecError(f"{where}: level {s.level} is out of range for codec {s.codec} (0..{top})")
     if s.unit_samples % s.chunk_samples:
         raise SpecError(
             f"{where}: unit_samples ({s.unit_samples}) must be a multiple of chunk_samples ({s.chunk_samples})"
@@ -550,7 +575,7 @@ def spec_from_dict(data: Mapping[str, Any], *, base_dir: str | os.PathLike[str] 
         seq_len=_check(where, "seq_len", data["seq_len"], int, minimum=2),
         splits=splits,
         base=_base_spec(where, _section(where, data, "base")),
-        seed=_check(where, "seed", data.get("seed", d.seed), int),
+        seed=_check(where, "seed", data.get("seed", d.seed), int, minimum=0, maximum=MAX_SEED),
         max_n=_check(where, "max_n", data.get("max_n", d.max_n), int, minimum=0),
         target=_check(where, "target", data.get("target", d.target), str, choices=TARGET_KINDS),
         precision=_check(where, "precision", data.get("precision", d.precision), str, choices=PRECISIONS),
@@ -567,10 +592,7 @@ def load_spec(path: str | os.PathLike[str]) -> Spec:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"spec file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SpecError(f"spec file {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = read_yaml(path, "spec file")
     if data is None:
         raise SpecError(f"spec file {str(path)!r} is empty")
     return spec_from_dict(data, base_dir=path.resolve().parent, where=f"spec {path.name}")

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pyfaidx
 
-from pipeline.core.files import atomic_path
-from pipeline.errors import UserError
+from pipeline.core.files import staging
+from pipeline.errors import UserError, WriteError
 from pipeline.models.motifs import DEMO_MOTIFS
 
 HG19_LENGTHS: dict[str, int] = {
@@ -90,7 +90,8 @@ def synth_genome(
     Parameters
     ----------
     path : str or Path
-        Output FASTA; refused if it exists.
+        Output FASTA; refused if it exists. Written with its index under a temporary name beside it
+        (temporaries of killed runs are removed first) and renamed when complete.
     seed : int
         Same seed and divisor give a byte-identical file.
     divisor : int
@@ -106,19 +107,29 @@ def synth_genome(
     path = Path(path)
     if divisor < 1:
         raise UserError(f"divisor must be >= 1, got {divisor}")
-    if path.exists():
+    if os.path.lexists(path):
         raise UserError(f"{str(path)!r} already exists; remove it or choose another path")
     lengths = {name: n // divisor for name, n in HG19_LENGTHS.items()}
     too_short = [name for name, n in lengths.items() if n < 1000]
     if too_short:
         raise UserError(f"divisor {divisor} leaves {too_short[0]} shorter than 1000 bp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with staging(path) as stage:  # the FASTA, then its index, published once both are complete
+            fasta = stage.path(path)
+            stage.path(path.with_name(path.name + ".fai"))
+            _write_fasta(fasta, lengths, seed, line_width)
+            pyfaidx.Faidx(str(fasta)).close()  # writes <staged FASTA>.fai
+    except OSError as exc:
+        raise WriteError(f"cannot write genome {str(path)!r}: {exc.strerror or exc}") from None
+    return lengths
+
+
+def _write_fasta(path: Path, lengths: dict[str, int], seed: int, line_width: int) -> None:
+    with open(path, "wb") as out:
         for index, (name, n) in enumerate(lengths.items()):
             rng = np.random.default_rng([seed, index])
             seq = _synth_chrom(rng, n)
             out.write(b">" + name.encode() + b"\n")
             for i in range(0, n, line_width):
                 out.write(seq[i : i + line_width] + b"\n")
-    pyfaidx.Faidx(str(path)).close()
-    return lengths

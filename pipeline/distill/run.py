@@ -29,7 +29,7 @@ from pipeline.distill.units import Unit, UnitWriter, run_units
 from pipeline.errors import UserError, check_choice
 from pipeline.ism import ENGINE_CHOICES, choose_engine, run_ism
 from pipeline.models import BaseModel, load_base
-from pipeline.store import Store, create_or_open_store, wait_for_store
+from pipeline.store import Store, create_or_open_store, wait_for_store, writer_lease
 
 
 @dataclass
@@ -155,8 +155,11 @@ def distill(
                 notify(note)
         start_time = time.perf_counter()
         compute = _compute_fn(spec, base, engine, dev, batch_size or spec.ism_batch_size)
-        for split in wanted:
-            _distill_split(store, split, samplers[split], compute, launch, summary, overlap=overlap, progress=progress)
+        with writer_lease(store):
+            for split in wanted:
+                _distill_split(
+                    store, split, samplers[split], compute, launch, summary, overlap=overlap, progress=progress
+                )
         summary.seconds = time.perf_counter() - start_time
         if grouped:
             _reduce_summary(summary)

@@ -90,6 +90,8 @@ def load_base(spec: Spec, device: torch.device | str = "cpu") -> BaseModel:
         random_form="`weights: random`",
     )
     kwargs = base_kwargs(spec)
+    if isinstance(kwargs.get("n_targets"), int) and kwargs["n_targets"] < 1:
+        raise UserError(f"base.kwargs n_targets is {kwargs['n_targets']}: a base model needs at least one output")
     module = build_seeded_base(spec.base_model, weights, spec.seed, kwargs).to(device)
     n_targets = probe_outputs(module, spec.seq_len)
     names = target_names_for(module, n_targets, spec.resolve_optional(spec.base.target_names))
@@ -178,7 +180,24 @@ def base_identity(
         "weights": str(Path(weights).expanduser().resolve()) if weights is not None else None,
         "weights_sha256": file_sha256(weights) if weights is not None else None,
         "init": weights_init(name, weights, seed),
+        **source_identity(cls),
     }
+
+
+def source_identity(cls: type) -> dict[str, Any]:
+    """``source`` and ``source_sha256``: the file defining a user's model class (not this package's,
+    which the package version identifies), so an edited model file is noticed like edited weights.
+    Empty for classes of this package or without a source file."""
+    module = inspect.getmodule(cls)
+    if module is None or module.__name__.split(".")[0] == __name__.split(".")[0]:
+        return {}
+    try:
+        path = inspect.getsourcefile(cls)
+    except TypeError:  # built into the interpreter
+        return {}
+    if path is None or not Path(path).is_file():
+        return {}
+    return {"source": str(Path(path).resolve()), "source_sha256": file_sha256(path)}
 
 
 def build_base_from_identity(
@@ -237,6 +256,11 @@ def probe_outputs(model: nn.Module, seq_len: int) -> int:
     if out.ndim != 2 or out.shape[0] != 2:
         raise UserError(
             f"base model {type(model).__name__} must return [B, F] for input [B, 4, {seq_len}], got {list(out.shape)}"
+        )
+    if out.shape[1] < 1:
+        raise UserError(
+            f"base model {type(model).__name__} returns [B, 0]: it needs at least one output (F >= 1); "
+            "check its n_targets argument"
         )
     if not torch.isfinite(out).all() or (out < 0).any() or (out > 1).any():
         raise UserError(f"base model {type(model).__name__} must return probabilities in [0, 1]")

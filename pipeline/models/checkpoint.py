@@ -16,9 +16,14 @@ A checkpoint is a ``torch.save``d dict of plain types and tensors only (so it lo
     genome_fingerprint  its :meth:`~pipeline.core.genome.Genome.fingerprint` (``None`` when the store
                       predates fingerprints), compared with the genome ``predict`` and ``score-vcf`` read
     step, metrics     optimizer steps done and the latest validation metrics
+    train, changes    the training settings, and the options a resume changed (``{"step", "option",
+                      "old", "new"}`` each)
     training          (``last`` only) optimizer, scheduler, sampler position and RNG states
 
-``predict``, ``evaluate`` and ``score-vcf`` need nothing but this file.
+``predict``, ``evaluate`` and ``score-vcf`` need nothing but this file. It is written durably
+(:func:`save_checkpoint`, through :func:`~pipeline.core.files.atomic_path`): a temporary
+``.NAME.tmp-PID-RANDOM/NAME`` beside it, flushed to the disk, renamed, and the folder flushed, so
+neither a crash nor a power loss leaves a half-written checkpoint under the final name.
 """
 
 from __future__ import annotations
@@ -43,11 +48,12 @@ REQUIRED = ("model", "architecture", "seq_len", "n_targets", "alphabet", "target
 
 
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
-    """Write a checkpoint atomically (temporary file in the same folder, then rename)."""
+    """Write a checkpoint durably: a temporary file in the same folder, flushed to the disk (``fsync``),
+    renamed over ``path``, then the folder flushed."""
     path = Path(path)
     data = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
     try:
-        with atomic_path(path) as tmp:
+        with atomic_path(path) as tmp:  # flushed to the disk, renamed over path, the folder flushed
             torch.save(data, tmp)
     except (OSError, RuntimeError) as exc:
         # a full disk is an OSError from Python's writer, a RuntimeError from torch's zip writer

@@ -9,6 +9,9 @@ unchanged. The positional channel is built inside the model, on the input's devi
 
 from __future__ import annotations
 
+from numbers import Integral
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -29,6 +32,13 @@ def positional_ramp(
     i = torch.arange(seq_len, dtype=torch.float64)
     ramp = 1.0 - (i - half).abs() / half
     return ramp.to(device=device, dtype=dtype or torch.float32)
+
+
+def _positive(name: str, value: Any) -> int:
+    """``value`` as an ``int`` when it is a whole number >= 1, else a :class:`ValueError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+    return int(value)
 
 
 def _pair(c_in: int, c_out: int, kernel: int, dilation: int, pads: tuple[int, int]) -> nn.Sequential:
@@ -74,7 +84,11 @@ class ConvMultiplexer(nn.Module):
         dilations: tuple[int, int, int, int, int] | list[int] = (4, 16, 64, 16, 4),
     ) -> None:
         super().__init__()
-        dils = tuple(int(d) for d in dilations)
+        width1, width2 = _positive("width1", width1), _positive("width2", width2)
+        kernel_size, n_targets = _positive("kernel_size", kernel_size), _positive("n_targets", n_targets)
+        if isinstance(dilations, (str, bytes)) or not hasattr(dilations, "__len__"):
+            raise ValueError(f"dilations must be a list of 5 whole numbers, got {dilations!r}")
+        dils = tuple(_positive("dilations entry", d) for d in dilations)
         if len(dils) != 5:
             raise ValueError(f"dilations must have 5 entries (model_two … model_six), got {len(dils)}")
         for d in dils:

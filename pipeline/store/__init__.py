@@ -14,8 +14,9 @@ from pipeline.store.store import (
     open_store,
     remove_store,
     wait_for_store,
+    writer_lease,
 )
-from pipeline.store.verify import format_info, require_sound, store_info, verify_store
+from pipeline.store.verify import damaged_units, format_info, require_sound, store_info, unmark_damaged, verify_store
 
 __all__ = [
     "ARRAYS",
@@ -26,6 +27,7 @@ __all__ = [
     "Store",
     "StoreMeta",
     "check_same_spec",
+    "damaged_units",
     "create_or_open_store",
     "format_info",
     "n_units",
@@ -34,6 +36,8 @@ __all__ = [
     "require_sound",
     "store_info",
     "unit_range",
+    "unmark_damaged",
     "verify_store",
     "wait_for_store",
+    "writer_lease",
 ]

@@ -31,16 +31,28 @@ def _listing(array: zarr.Array) -> set[str] | None:
     return keys
 
 
+def chunk_keys(array: zarr.Array, coords: list[tuple[int, ...]]) -> list[str]:
+    """The store keys of chunks (or shards) ``coords`` of ``array``."""
+    prefix = f"{array.store_path.path}/" if array.store_path.path else ""
+    return [prefix + array.metadata.encode_chunk_key(c) for c in coords]
+
+
+def local_files(array: zarr.Array, coords: list[tuple[int, ...]]) -> list[Path] | None:
+    """The files of chunks (or shards) ``coords`` of ``array`` on a local store (``None``: not local)."""
+    store = array.store_path.store
+    if not isinstance(store, LocalStore):
+        return None
+    return [Path(store.root) / key for key in chunk_keys(array, coords)]
+
+
 def chunks_exist(array: zarr.Array, coords: list[tuple[int, ...]], listed: set[str] | None = None) -> list[bool]:
     """Whether each chunk (or shard) ``coords`` of ``array`` is present in its store.
 
     Local stores are checked with one ``stat`` per key (about 5 µs); stores that can list with one
     listing of the array's keys; others with batches of concurrent ``exists`` requests. No data is read.
     """
-    store_path = array.store_path
-    prefix = f"{store_path.path}/" if store_path.path else ""
-    keys = [prefix + array.metadata.encode_chunk_key(c) for c in coords]
-    store = store_path.store
+    keys = chunk_keys(array, coords)
+    store = array.store_path.store
     if isinstance(store, LocalStore):
         root = Path(store.root)
         return [(root / key).is_file() for key in keys]

@@ -9,10 +9,14 @@ Layout (Zarr format 3), one group per split::
         targets    float16 [N, F, 4, L]  effects (log-fold or diff), chunk = whole samples
         chrom      string  [N]           chromosome of each window
         center     int64   [N]           1-based window center
-        complete   uint8   [n_units]     completion marker per write unit (one chunk each)
+        complete   uint32  [n_units, 1 + unit_samples * 5]
+                                         completion marker per write unit (one chunk each): a flag,
+                                         then each sample's digests (pipeline.store.digests)
 
 Sample ``k`` belongs to write unit ``k // unit_samples``. Every array is chunked so that a write unit
-covers whole chunks: two writers never share a chunk. Readers trust only the root attributes.
+covers whole chunks: two writers never share a chunk. Every chunk ends with a CRC-32C (zarr's
+``crc32c`` codec). Readers trust only the root attributes. Format 1 (markers ``uint8 [n_units]``, no
+checksums) is still read, never written.
 """
 
 from __future__ import annotations
@@ -30,9 +34,12 @@ from pipeline import __version__
 from pipeline.core.encoding import ALPHABET
 from pipeline.core.spec import SPLIT_NAMES, Spec, StorageSpec
 from pipeline.errors import UserError
+from pipeline.store.digests import DIGESTED
 
 FORMAT = "multiplexer-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Format versions this package reads (it writes only :data:`FORMAT_VERSION`)."""
 ROOT_ATTRS = (
     "format",
     "format_version",
@@ -55,16 +62,38 @@ DIMENSIONS = {
     "targets": ["sample", "target", "base", "position"],
     "chrom": ["sample"],
     "center": ["sample"],
-    "complete": ["unit"],
+    "complete": ["unit", "marker"],
 }
 """``dimension_names`` of each array (so xarray can open a split)."""
 
 
+DAMAGED = "the store is damaged: restore it from a copy, or distil it again (--overwrite)"
+
+
+def group_node(group: zarr.Group, name: str, kind: type, what: str) -> Any:
+    """The member ``name`` of a group, of ``kind`` (``zarr.Array`` or ``zarr.Group``); a missing or
+    unreadable one is a :class:`UserError` naming its metadata file and ``what`` it is."""
+    where = f"{group.path}/{name}" if group.path else name
+    try:
+        node = group.get(name)
+    except Exception as exc:  # noqa: BLE001 - zarr raises JSON, key and value errors for damaged metadata
+        detail = " ".join(str(exc).split())[:80]
+        raise UserError(
+            f"store {str(group.store_path.store)!r}: the metadata of {what} {where!r} ({where}/zarr.json) cannot be "
+            f"read ({type(exc).__name__}: {detail}); {DAMAGED}"
+        ) from None
+    if node is None:
+        raise UserError(
+            f"store {str(group.store_path.store)!r}: {what} {where!r} is missing (no {where}/zarr.json); {DAMAGED}"
+        )
+    if not isinstance(node, kind):
+        raise UserError(f"store {str(group.store_path.store)!r}: {where!r} is not an {what} of this store")
+    return node
+
+
 def group_array(group: zarr.Group, name: str) -> zarr.Array:
-    """The array ``name`` of a group (a :class:`UserError` if it is missing or a group)."""
-    node = group.get(name)
-    if not isinstance(node, zarr.Array):
-        raise UserError(f"{group.store_path}: {name!r} is not an array of this store")
+    """The array ``name`` of a group (a :class:`UserError` if it is missing, damaged or a group)."""
+    node: zarr.Array = group_node(group, name, zarr.Array, "array")
     return node
 
 
@@ -122,6 +151,17 @@ def n_units(n_samples: int, unit_samples: int) -> int:
 
 
 _BLOSC_CODECS: dict[str, Literal["lz4", "zstd"]] = {"blosc-lz4": "lz4", "blosc-zstd": "zstd"}
+
+
+def compressors(codec: zc.BloscCodec | zc.ZstdCodec | None, storage: StorageSpec) -> list[Any]:
+    """The bytes-to-bytes codecs of an array: its compressor, then a CRC-32C of each chunk unless
+    ``storage.checksums`` is off."""
+    return [c for c in (codec, zc.Crc32cCodec() if storage.checksums else None) if c is not None]
+
+
+def marker_width(storage: StorageSpec) -> int:
+    """Columns of a completion marker: the flag, and each sample's digests when checksums are on."""
+    return 1 + (storage.unit_samples * len(DIGESTED) if storage.checksums else 0)
 
 
 def target_codec(storage: StorageSpec) -> zc.BloscCodec | zc.ZstdCodec | None:
@@ -186,9 +226,10 @@ class StoreMeta:
                 f"{path!r} is not a multiplexer store (or its creation was interrupted); "
                 "remove it or rerun distill with --overwrite"
             )
-        if attrs.get("format_version") != FORMAT_VERSION:
+        if attrs.get("format_version") not in READABLE_VERSIONS:
             raise UserError(
-                f"store {path!r} has format version {attrs.get('format_version')}, expected {FORMAT_VERSION}"
+                f"store {path!r} has format version {attrs.get('format_version')}; this version of multiplexer "
+                f"reads {', '.join(map(str, READABLE_VERSIONS))}"
             )
         missing = [k for k in ROOT_ATTRS if k not in attrs]
         if missing:

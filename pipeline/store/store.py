@@ -9,7 +9,9 @@ all its arrays are written, so a crash leaves it unmarked and a rerun redoes it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import platform
 import shutil
 import threading
 import time
@@ -24,18 +26,24 @@ from typing import Any, Literal
 import fsspec
 import numpy as np
 import zarr
+import zarr.codecs as zc
 from zarr.core.array_spec import ArrayConfigParams
 
-from pipeline.core.files import is_zarr_folder
+from pipeline.core.files import fsync_folder, fsync_path, is_zarr_folder, process_alive
 from pipeline.core.genome import fingerprint_difference
 from pipeline.core.spec import Spec, differing_keys, spec_from_dict
 from pipeline.errors import StoreMismatchError, StoreNotFoundError, UserError
-from pipeline.store.chunks import BLOCK_UNITS, CHECKED, first_missing_chunk
+from pipeline.store.chunks import BLOCK_UNITS, CHECKED, first_missing_chunk, local_files
+from pipeline.store.digests import DIGESTED, Where, marker_row, read_checked, split_markers
 from pipeline.store.format import (
     DIMENSIONS,
+    FORMAT_VERSION,
     SplitMeta,
     StoreMeta,
+    compressors,
     group_array,
+    group_node,
+    marker_width,
     n_units,
     root_attrs,
     target_codec,
@@ -110,6 +118,9 @@ class Store:
         self._split_meta: dict[str, SplitMeta] = {}
         self._arrays: dict[tuple[str, str], zarr.Array] = {}
         self._complete: dict[str, np.ndarray] = {}
+        self._digests: dict[str, np.ndarray | None] = {}
+        self.lease: Path | None = None
+        """This process's writer lease (:func:`writer_lease`), renewed by every unit written."""
 
     # -- attributes ------------------------------------------------------------------------
     @property
@@ -152,10 +163,7 @@ class Store:
         if split not in self.splits:
             raise UserError(f"store {self.path!r} has no split {split!r} (it has {', '.join(self.splits)})")
         if split not in self._groups:
-            node = self.group[split]
-            if not isinstance(node, zarr.Group):
-                raise UserError(f"store {self.path!r}: {split!r} is not a group")
-            self._groups[split] = node
+            self._groups[split] = group_node(self.group, split, zarr.Group, "split group")
         return self._groups[split]
 
     def split_meta(self, split: str) -> SplitMeta:
@@ -175,14 +183,40 @@ class Store:
     def complete_units(self, split: str) -> np.ndarray:
         """Boolean ``[n_units]``: which write units are complete (a copy of the cached markers)."""
         with self._lock:
-            if split not in self._complete:
-                self._complete[split] = _read_markers(self.array(split, "complete"))
+            self._load_markers(split)
             return self._complete[split].copy()
+
+    def digests(self, split: str) -> np.ndarray | None:
+        """Each sample's digests, ``[n_samples, len(DIGESTED)]`` uint32 (0 for samples of incomplete
+        units), read with the completion markers; ``None`` for a store without them (format 1, or
+        ``storage.checksums: false``)."""
+        with self._lock:
+            self._load_markers(split)
+            return self._digests[split]
+
+    def _load_markers(self, split: str) -> None:
+        if split not in self._complete:
+            meta = self.split_meta(split)
+            rows = _read_markers(self.array(split, "complete"))
+            self._complete[split], self._digests[split] = split_markers(rows, meta.n_samples, meta.unit_samples)
+
+    def sample_name(self, split: str) -> Where:
+        """How messages name a sample of ``split``: ``"store X: split S unit U sample K"``."""
+        unit_samples = self.split_meta(split).unit_samples
+        return lambda k: f"store {self.path!r}: split {split!r} unit {k // unit_samples} sample {k}"
+
+    def read(self, split: str, name: str, start: int, stop: int) -> np.ndarray:
+        """Samples ``start .. stop - 1`` of an array, checked against their checksums
+        (:func:`~pipeline.store.digests.read_checked`); a damaged one is a :class:`UserError`."""
+        digests = self.digests(split) if name in DIGESTED else None
+        expected = None if digests is None else digests[start:stop, DIGESTED.index(name)]
+        return read_checked(self.array(split, name), name, start, stop, expected, self.sample_name(split))
 
     def refresh(self) -> None:
         """Forget the cached completion markers (other processes may have completed units since)."""
         with self._lock:
             self._complete.clear()
+            self._digests.clear()
 
     def split_info(self, split: str) -> SplitInfo:
         """Samples, unit size, units and complete units of a split."""
@@ -249,10 +283,22 @@ class Store:
             for a, b in _blocks(arrays[name], start, stop)
         ]
         _write_settled(writes)
-        self.array(split, "complete")[unit] = 1
+        _sync_written(writes)  # the data is on disk before the marker says it is there
+        markers = self.array(split, "complete")
+        if markers.ndim == 1 or markers.shape[1] == 1:  # no digests: storage.checksums off
+            markers[unit] = 1
+        else:
+            row = marker_row(data, self.split_meta(split).unit_samples)
+            markers[unit] = row
+            with self._lock:
+                cached = self._digests.get(split)
+                if cached is not None:
+                    cached[start:stop] = row[1:].reshape(-1, len(DIGESTED))[:n]
         with self._lock:
             if split in self._complete:
                 self._complete[split][unit] = True
+        if self.lease is not None:
+            self.lease.touch()
 
     def require_complete(self, split: str, *, limit: int | None = None, chunks: bool = True) -> None:
         """Raise a :class:`UserError` unless every unit of ``split`` is complete and, with ``chunks``,
@@ -282,14 +328,35 @@ class Store:
             )
 
 
+def _sync_written(writes: list[tuple[zarr.Array, slice, np.ndarray]]) -> None:
+    """``fsync`` the chunk files of ``writes`` (one chunk or shard each) on a local store."""
+    for array, rows, _ in writes:
+        block = int((array.shards or array.chunks)[0])
+        files = local_files(array, [(rows.start // block,) + (0,) * (array.ndim - 1)])
+        if files is None:
+            return
+        fsync_path(files[0])
+
+
 def _read_markers(array: zarr.Array) -> np.ndarray:
-    """The completion markers as booleans, read :data:`~pipeline.store.chunks.BLOCK_UNITS` at a time
-    (so the memory zarr needs for a read stays bounded whatever the number of units)."""
-    out = np.zeros(array.shape[0], dtype=bool)
+    """The completion markers' rows, read :data:`~pipeline.store.chunks.BLOCK_UNITS` at a time (so the
+    memory zarr needs for a read stays bounded whatever the number of units)."""
+    out = np.zeros(array.shape, dtype=array.dtype)
     with bulk_reads():
-        for start in range(0, out.size, BLOCK_UNITS):
-            out[start : start + BLOCK_UNITS] = np.asarray(array[start : start + BLOCK_UNITS]) != 0
+        for start in range(0, array.shape[0], BLOCK_UNITS):
+            try:
+                out[start : start + BLOCK_UNITS] = np.asarray(array[start : start + BLOCK_UNITS])
+            except Exception:  # noqa: BLE001 - a marker damaged (a kill while writing it): that unit is not complete
+                for u in range(start, min(start + BLOCK_UNITS, array.shape[0])):
+                    out[u] = _marker_or_zero(array, u)
     return out
+
+
+def _marker_or_zero(array: zarr.Array, unit: int) -> np.ndarray:
+    try:
+        return np.asarray(array[unit])
+    except Exception:  # noqa: BLE001 - unreadable: not complete, so distill redoes the unit
+        return np.zeros(array.shape[1:], dtype=array.dtype)
 
 
 def _blocks(array: zarr.Array, start: int, stop: int) -> list[tuple[int, int]]:
@@ -357,14 +424,14 @@ def check_same_spec(
     base_identity: Mapping[str, Any] | None = None,
     genome_fingerprint: Mapping[str, Any] | None = None,
 ) -> None:
-    """Refuse a store made from another spec, another base-model weights file or another genome at
-    the spec's genome path, saying what differs.
+    """Refuse a store made from other inputs than ``spec`` gives now, saying what differs: another
+    spec, base-model weights file or model source file, or another genome at the spec's genome path.
 
     Raises
     ------
     StoreMismatchError
-        With ``reason`` naming the differing spec keys, the two weights checksums or what differs
-        between the genomes (:func:`~pipeline.core.genome.fingerprint_difference`).
+        With ``reason`` naming the differing spec keys, the two checksums or what differs between
+        the genomes (:func:`~pipeline.core.genome.fingerprint_difference`).
     """
     if store.spec_hash != spec.content_hash():
         keys = differing_keys(store.meta.spec, spec.to_dict())
@@ -373,24 +440,29 @@ def check_same_spec(
             f"store {store.path!r} was made from a different spec (hash {store.spec_hash[:12]} vs "
             f"{spec.content_hash()[:12]}); differing keys: {', '.join(keys) or 'unknown'}",
         )
-    if base_identity is not None:
-        old = store.meta.base.get("weights_sha256")
-        new = base_identity.get("weights_sha256")
-        if old != new:
-            raise StoreMismatchError(
-                store.path,
-                f"store {store.path!r} was made with base-model weights sha256 {str(old)[:12]}, but "
-                f"{base_identity.get('weights')!r} has sha256 {str(new)[:12]}",
-            )
+    reason = _base_change(store.meta.base, base_identity) if base_identity is not None else None
     recorded = store.meta.genome_fingerprint
-    if genome_fingerprint is not None and recorded is not None:
+    if reason is None and genome_fingerprint is not None and recorded is not None:
         difference = fingerprint_difference(recorded, genome_fingerprint)
         if difference is not None:
-            raise StoreMismatchError(
-                store.path,
-                f"store {store.path!r} was made from another genome than the one now at {str(spec.genome_path)!r} "
-                f"({difference})",
-            )
+            reason = f"another genome than the one now at {str(spec.genome_path)!r} ({difference})"
+    if reason is not None:
+        raise StoreMismatchError(store.path, f"store {store.path!r} was made with {reason}")
+
+
+def _base_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """How the base model ``new`` differs from the recorded ``old`` (weights or source file)."""
+    if old.get("weights_sha256") != new.get("weights_sha256"):
+        return (
+            f"base-model weights sha256 {str(old.get('weights_sha256'))[:12]}, but {new.get('weights')!r} has "
+            f"sha256 {str(new.get('weights_sha256'))[:12]}"
+        )
+    if old.get("source_sha256") not in (None, new.get("source_sha256")):
+        return (
+            f"base-model source file {old.get('source')!r} of sha256 {str(old['source_sha256'])[:12]}, but "
+            f"{new.get('source')!r} now has sha256 {str(new.get('source_sha256'))[:12]}: the model's code changed"
+        )
+    return None
 
 
 def create_or_open_store(
@@ -448,11 +520,14 @@ def create_or_open_store(
         target.parent.mkdir(parents=True, exist_ok=True)  # like the default stores/ folder
     except OSError as exc:
         raise UserError(f"cannot create store {path!r}: {exc.strerror or exc} ({target.parent})") from None
-    tmp = target.with_name(f".{target.name}.creating-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    remove_stale_creations(target)
+    tmp = target.with_name(f".{target.name}{CREATING}{os.getpid()}-{uuid.uuid4().hex[:8]}-{platform.node()}")
     try:
         _build(str(tmp), spec, n_targets, attrs)
+        fsync_path(tmp)  # the whole empty store is on disk before its name says it exists
         try:
             os.rename(tmp, target)
+            fsync_folder(target.parent)
         except OSError:
             if not target.exists():
                 raise
@@ -465,6 +540,22 @@ def create_or_open_store(
     return open_store(path, mode="r+")
 
 
+CREATING = ".creating-"
+"""Marks the temporary folder a store is built in: ``.<name>.creating-<pid>-<random>-<host>``."""
+
+
+def remove_stale_creations(target: Path) -> list[Path]:
+    """Remove the temporary folders that processes of this host killed while creating ``target`` left
+    behind (their pid is gone); a live process's, or another host's, is left alone. Returns them."""
+    removed = []
+    for folder in target.parent.glob(f".{target.name}{CREATING}*"):
+        parts = folder.name.rsplit(CREATING, 1)[1].split("-", 2)  # pid, random, host
+        if len(parts) == 3 and parts[2] == platform.node() and parts[0].isdigit() and not process_alive(int(parts[0])):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 def _reopen(
     path: str,
     spec: Spec,
@@ -472,6 +563,12 @@ def _reopen(
     genome_fingerprint: Mapping[str, Any] | None = None,
 ) -> Store:
     store = open_store(path, mode="r+")
+    if store.meta.format_version != FORMAT_VERSION:
+        raise StoreMismatchError(
+            path,
+            f"store {path!r} has format {store.meta.format_version} (no checksums); it can be read, but not "
+            f"extended by this version, which writes format {FORMAT_VERSION}",
+        )
     check_same_spec(store, spec, base_identity, genome_fingerprint)
     return store
 
@@ -508,6 +605,7 @@ def _build_split(g: zarr.Group, spec: Spec, n: int, chroms: tuple[str, ...], n_t
     )
     # every written chunk exists (see Store.write_unit), so a missing one means lost data
     cfg: ArrayConfigParams = {"write_empty_chunks": True}
+    small = compressors(zc.ZstdCodec(level=3), st)
     for name, shape, dtype, fill in (
         ("reference", (n, 4, L), "uint8", 0),
         ("ref_pred", (n, F), "float32", 0.0),
@@ -515,9 +613,18 @@ def _build_split(g: zarr.Group, spec: Spec, n: int, chroms: tuple[str, ...], n_t
     ):
         chunks = (U, *shape[1:])
         g.create_array(
-            name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill, dimension_names=DIMENSIONS[name], config=cfg
+            name,
+            shape=shape,
+            chunks=chunks,
+            dtype=dtype,
+            fill_value=fill,
+            compressors=small,
+            dimension_names=DIMENSIONS[name],
+            config=cfg,
         )
-    g.create_array("chrom", shape=(n,), chunks=(U,), dtype=str, config=cfg, dimension_names=DIMENSIONS["chrom"])
+    g.create_array(
+        "chrom", shape=(n,), chunks=(U,), dtype=str, compressors=small, config=cfg, dimension_names=DIMENSIONS["chrom"]
+    )
     g.create_array(
         "targets",
         shape=(n, F, 4, L),
@@ -525,16 +632,18 @@ def _build_split(g: zarr.Group, spec: Spec, n: int, chroms: tuple[str, ...], n_t
         shards=(U, F, 4, L) if st.shards else None,
         dtype=st.dtype,
         fill_value=0.0,
-        compressors=target_codec(st),
+        compressors=compressors(target_codec(st), st),
         config=cfg,
         dimension_names=DIMENSIONS["targets"],
     )
+    width = marker_width(st)
     g.create_array(
         "complete",
-        shape=(units,),
-        chunks=(1,),
-        dtype="uint8",
+        shape=(units, width),
+        chunks=(1, width),
+        dtype="uint32",
         fill_value=0,
+        compressors=compressors(None, st),
         config=cfg,
         dimension_names=DIMENSIONS["complete"],
     )
@@ -551,4 +660,58 @@ def remove_store(path: str) -> None:
         raise UserError(f"store path {path!r} is a file, not a Zarr store")
     if not is_zarr_folder(p):
         raise UserError(f"refusing to remove {path!r}: it is a folder but not a Zarr store")
+    busy = active_writers(p)
+    if busy:
+        raise UserError(
+            f"store {path!r} is being written by {busy[0]}{f' and {len(busy) - 1} more' if len(busy) > 1 else ''}; "
+            "stop it before --overwrite discards the store"
+        )
     shutil.rmtree(p)
+
+
+def writers_folder(path: Path) -> Path:
+    """Where the processes writing the local store at ``path`` keep their lease files ``<host>-<pid>``:
+    the hidden sibling ``.<name>.writers`` (outside the Zarr hierarchy, which would warn about it)."""
+    return path.with_name(f".{path.name}.writers")
+
+
+LEASE_SECONDS = 600
+"""A lease of another host counts as active while it was renewed (each unit written) this recently."""
+
+
+@contextmanager
+def writer_lease(store: Store) -> Iterator[None]:
+    """Hold a lease on a local store while this process writes it, so ``--overwrite`` elsewhere refuses
+    to delete the store under it; renewed by every unit written, removed at the end."""
+    if is_url(store.path):
+        yield
+        return
+    lease = writers_folder(Path(store.path)) / f"{platform.node()}-{os.getpid()}"
+    for stale in lease.parent.glob(f"{platform.node()}-*"):  # leases of killed processes of this host
+        pid = stale.name.rpartition("-")[2]
+        if pid.isdigit() and not process_alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    lease.parent.mkdir(exist_ok=True)
+    lease.touch()
+    store.lease = lease
+    try:
+        yield
+    finally:
+        store.lease = None
+        lease.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # others may still hold leases
+            lease.parent.rmdir()
+
+
+def active_writers(path: Path) -> list[str]:
+    """The processes holding a live lease on the local store at ``path`` (``"pid N on HOST"``): of
+    this host, those still running; of others, those renewed in the last :data:`LEASE_SECONDS`."""
+    host, now, out = platform.node(), time.time(), []
+    for lease in sorted(writers_folder(path).glob("*")):
+        lease_host, _, pid = lease.name.rpartition("-")
+        if not pid.isdigit() or int(pid) == os.getpid() and lease_host == host:
+            continue
+        alive = process_alive(int(pid)) if lease_host == host else now - lease.stat().st_mtime < LEASE_SECONDS
+        if alive:
+            out.append(f"process {pid} on {lease_host}")
+    return out

@@ -6,6 +6,7 @@ import multiprocessing
 import os
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,8 +16,9 @@ from tqdm import tqdm
 from pipeline.errors import UserError
 from pipeline.models import weights_label
 from pipeline.store.chunks import BLOCK_UNITS, CHECKED, first_missing_chunk, stored_bytes
-from pipeline.store.format import SplitMeta, int_attr
-from pipeline.store.store import Store, bulk_reads, is_url, open_store
+from pipeline.store.digests import DIGESTED, first_mismatch, split_markers, unreadable
+from pipeline.store.format import SplitMeta, group_array, int_attr
+from pipeline.store.store import Store, active_writers, bulk_reads, is_url, open_store
 
 VERIFY_BATCH_BYTES = 64_000_000
 """Target bytes (raw) read at once by ``verify``: whole units, as many as fit, so a store of many small
@@ -108,7 +110,8 @@ def verify_store(store: Store, *, progress: bool = False, workers: int | None = 
     """Full integrity check; returns the problems found (empty when the store is sound).
 
     Checks the attributes against the arrays' shapes, that every unit is complete, that no chunk of a
-    unit is missing, that targets and reference predictions are finite, that references are one-hot
+    unit is missing, that every chunk's checksum and every sample's digest match
+    (:mod:`pipeline.store.digests`), that targets and reference predictions are finite, that references are one-hot
     (or all-zero ``N``) columns, and that targets are exactly 0 at every reference base and at every
     ``N`` column. Stops at the first offending unit of each split.
 
@@ -130,11 +133,11 @@ def verify_store(store: Store, *, progress: bool = False, workers: int | None = 
     n_workers = workers if workers is not None else min(os.cpu_count() or 1, VERIFY_WORKERS)
     with _Readers(store, n_workers) as readers:
         for split in store.splits:
-            problem = (
-                _check_shapes(store, split)
-                or _check_complete(store, split, readers)
-                or _check_units(store, split, progress, readers)
-            )
+            problem = _check_shapes(store, split)
+            if problem is None:
+                problem, digests = _check_complete(store, split, readers)
+            if problem is None:
+                problem = _check_units(store, split, progress, readers, digests)
             if problem:
                 problems.append(f"{split}: {problem}")
     return problems
@@ -178,31 +181,32 @@ def _check_shapes(store: Store, split: str) -> str | None:
         "center": (n,),
         "complete": (int_attr(g, "n_units"),),
     }
+    if store.meta.format_version > 1:
+        shapes["complete"] = (int_attr(g, "n_units"), int(store.array(split, "complete").shape[1]))
     for name, shape in shapes.items():
-        node = g.get(name)
-        if not isinstance(node, zarr.Array):
-            return f"array {name!r} is missing"
+        node = group_array(g, name)  # missing or damaged metadata: a UserError naming the file
         if tuple(node.shape) != shape:
             return f"array {name!r} has shape {tuple(node.shape)}, expected {shape}"
     return None
 
 
-def _check_complete(store: Store, split: str, readers: _Readers) -> str | None:
-    """The first incomplete unit (the markers read by the workers when there are several ranges)."""
-    n_units = store.split_meta(split).n_units
-    ranges = readers.ranges(n_units, BLOCK_UNITS)
+def _check_complete(store: Store, split: str, readers: _Readers) -> tuple[str | None, np.ndarray | None]:
+    """The first incomplete unit (the markers read by the workers when there are several ranges), and
+    the samples' digests read with the markers."""
+    meta = store.split_meta(split)
+    ranges = readers.ranges(meta.n_units, BLOCK_UNITS)
     if readers.pool is not None and len(ranges) > 1:
         parts = readers.pool.map(_read_markers_range, [(store.path, split, r) for r in ranges])
-        complete = np.concatenate(list(parts))
+        complete, digests = split_markers(np.concatenate(list(parts)), meta.n_samples, meta.unit_samples)
     else:
-        complete = store.complete_units(split)
+        complete, digests = store.complete_units(split), store.digests(split)
     if complete.all():
-        return None
+        return None, digests
     first, missing = int(np.flatnonzero(~complete)[0]), int((~complete).sum())
-    return f"unit {first} is not complete ({missing} of {complete.size} incomplete)"
+    return f"unit {first} is not complete ({missing} of {complete.size} incomplete)", digests
 
 
-def _check_units(store: Store, split: str, progress: bool, readers: _Readers) -> str | None:
+def _check_units(store: Store, split: str, progress: bool, readers: _Readers, digests: np.ndarray | None) -> str | None:
     """The first unit with a missing chunk (one existence pass for all units), then the first whose
     data break a convention (ranges of units, read by this process or by the workers)."""
     meta = store.split_meta(split)
@@ -213,11 +217,18 @@ def _check_units(store: Store, split: str, progress: bool, readers: _Readers) ->
     unit_bytes = meta.unit_samples * store.n_targets * 4 * store.seq_len * store.array(split, "targets").dtype.itemsize
     batches = readers.ranges(meta.n_units, max(1, min(BLOCK_UNITS, VERIFY_BATCH_BYTES // max(unit_bytes, 1))))
     with tqdm(total=meta.n_units, desc=f"verify {split}", disable=not progress, unit="unit") as bar:
+        jobs = [(store.path, split, batch, _batch_digests(digests, meta, batch)) for batch in batches]
         if readers.pool is not None and len(batches) > 1:
-            results = readers.pool.map(_check_path_batch, [(store.path, split, batch) for batch in batches])
-            return _first_problem(results, batches, bar)
+            return _first_problem(readers.pool.map(_check_path_batch, jobs), batches, bar)
         arrays = _data_arrays(store, split)
-        return _first_problem((_check_batch(arrays, meta, batch) for batch in batches), batches, bar)
+        return _first_problem((_check_batch(arrays, meta, job[2], job[3]) for job in jobs), batches, bar)
+
+
+def _batch_digests(digests: np.ndarray | None, meta: SplitMeta, batch: tuple[int, int]) -> np.ndarray | None:
+    """The digests of the samples of units ``batch[0] .. batch[1] - 1``."""
+    if digests is None:
+        return None
+    return digests[meta.unit_range(batch[0])[0] : meta.unit_range(batch[1] - 1)[1]]
 
 
 def _first_problem(results: Iterable[str | None], batches: list[tuple[int, int]], bar: tqdm[Any]) -> str | None:
@@ -230,38 +241,59 @@ def _first_problem(results: Iterable[str | None], batches: list[tuple[int, int]]
 
 
 def _data_arrays(store: Store, split: str) -> dict[str, zarr.Array]:
-    return {name: store.array(split, name) for name in ("reference", "targets", "ref_pred", "center")}
+    return {name: store.array(split, name) for name in DIGESTED}
 
 
 def _read_markers_range(job: tuple[str, str, tuple[int, int]]) -> np.ndarray:
-    """The completion markers of units ``job[2][0] .. job[2][1] - 1``, in a worker process."""
+    """The completion markers' rows of units ``job[2][0] .. job[2][1] - 1``, in a worker process."""
     path, split, (first, stop) = job
     with bulk_reads():
-        return np.asarray(open_store(path).array(split, "complete")[first:stop]) != 0
+        return np.asarray(open_store(path).array(split, "complete")[first:stop])
 
 
-def _check_path_batch(job: tuple[str, str, tuple[int, int]]) -> str | None:
+def _check_path_batch(job: tuple[str, str, tuple[int, int], np.ndarray | None]) -> str | None:
     """:func:`_check_batch` in a worker process: the store opened from its path."""
-    path, split, batch = job
+    path, split, batch, digests = job
     store = open_store(path)
-    return _check_batch(_data_arrays(store, split), store.split_meta(split), batch)
+    return _check_batch(_data_arrays(store, split), store.split_meta(split), batch, digests)
 
 
-def _check_batch(arrays: dict[str, zarr.Array], meta: SplitMeta, batch: tuple[int, int]) -> str | None:
-    """Read the samples of the units ``batch[0] .. batch[1] - 1`` at once and check each unit's part."""
+def _check_batch(
+    arrays: dict[str, zarr.Array], meta: SplitMeta, batch: tuple[int, int], digests: np.ndarray | None
+) -> str | None:
+    """Read the samples of the units ``batch[0] .. batch[1] - 1`` at once and check each unit's part
+    (and each sample against its digests, when the store has them)."""
     units = [(u, *meta.unit_range(u)) for u in range(*batch)]
     first, last = units[0][1], units[-1][2]
-    try:
-        with bulk_reads():
-            data = {name: np.asarray(array[first:last]) for name, array in arrays.items()}
-    except Exception as exc:  # noqa: BLE001 - a corrupt chunk: say which units could not be read
-        u = units[0][0]
-        return f"units {u}-{units[-1][0]} (samples {first}-{last - 1}): cannot read: {type(exc).__name__}: {exc}"
+    data = {}
+    for name, array in arrays.items():
+        try:
+            with bulk_reads():
+                data[name] = np.asarray(array[first:last])
+        except Exception:  # noqa: BLE001 - a damaged chunk: name the first one
+            return unreadable(array, name, first, last, lambda k: f"unit {k // meta.unit_samples} sample {k}")
     for u, start, stop in units:
         part = {name: values[start - first : stop - first] for name, values in data.items()}
-        problem = _check_unit(part["reference"], part["targets"], part["ref_pred"], part["center"])
+        expected = None if digests is None else digests[start - first : stop - first]
+        problem = _digest_problem(part, expected, start) or _check_unit(
+            part["reference"], part["targets"], part["ref_pred"], part["center"]
+        )
         if problem:
             return f"unit {u} (samples {start}-{stop - 1}): {problem}"
+    return None
+
+
+def _digest_problem(part: dict[str, np.ndarray], expected: np.ndarray | None, start: int) -> str | None:
+    """The first array and sample of a unit whose bytes do not match their digest."""
+    if expected is None:
+        return None
+    for k, name in enumerate(DIGESTED):
+        bad = first_mismatch(part[name], expected[:, k])
+        if bad is not None:
+            return (
+                f"sample {start + bad}: {name} does not match its checksum (a damaged chunk file, or one "
+                "swapped with another sample's)"
+            )
     return None
 
 
@@ -282,6 +314,50 @@ def _check_unit(X: np.ndarray, y: np.ndarray, ref_pred: np.ndarray, center: np.n
     if (center < 1).any():
         return "center is not a 1-based position (missing data?)"
     return None
+
+
+def damaged_units(store: Store, split: str, *, progress: bool = False) -> list[tuple[int, str]]:
+    """Every complete unit of ``split`` with a missing, unreadable or mismatching chunk, or data that
+    break a convention: ``(unit, problem)`` pairs (one unit at a time, in this process)."""
+    meta = store.split_meta(split)
+    complete, digests = store.complete_units(split), store.digests(split)
+    checked = {name: store.array(split, name) for name in CHECKED}
+    arrays = _data_arrays(store, split)
+    out = []
+    for u in tqdm(np.flatnonzero(complete).tolist(), desc=f"check {split}", disable=not progress, unit="unit"):
+        start, stop = meta.unit_range(u)
+        missing = first_missing_chunk(checked, [(u, start, stop)])
+        problem = (
+            missing[3]
+            if missing is not None
+            else _check_batch(arrays, meta, (u, u + 1), _batch_digests(digests, meta, (u, u + 1)))
+        )
+        if problem:
+            out.append((u, problem))
+    return out
+
+
+def unmark_damaged(store: Store, *, progress: bool = False) -> dict[str, list[int]]:
+    """``store verify --unmark-damaged``: clear the completion markers of every damaged unit
+    (:func:`damaged_units`), so a rerun of ``distill`` recomputes exactly those; returns them by split.
+
+    Raises
+    ------
+    UserError
+        When another process is writing the store (its lease is live).
+    """
+    busy = active_writers(Path(store.path)) if not is_url(store.path) else []
+    if busy:
+        raise UserError(f"store {store.path!r} is being written by {busy[0]}; stop it before repairing the store")
+    out = {}
+    for split in store.splits:
+        units = [u for u, _ in damaged_units(store, split, progress=progress)]
+        markers = store.array(split, "complete")
+        for u in units:
+            markers[u] = np.zeros(markers.shape[1:], dtype=markers.dtype)
+        out[split] = units
+    store.refresh()
+    return out
 
 
 def require_sound(store: Store, *, progress: bool = False) -> None:

@@ -2,8 +2,9 @@
 
 :mod:`~pipeline.train.data` (the store as a Dataset and a rank-aware, block-shuffled batch order),
 :mod:`~pipeline.train.config` (overrides, schedule, precision, architecture arguments),
-:mod:`~pipeline.train.state` (:class:`TrainState` and the run folder), :mod:`~pipeline.train.loop`
-(:func:`train` and the loop), :mod:`~pipeline.train.sync_bn` and :mod:`~pipeline.train.logging`.
+:mod:`~pipeline.train.state` (:class:`TrainState` and the run folder), :mod:`~pipeline.train.changes`
+(what ``--resume`` may change), :mod:`~pipeline.train.loop` (:func:`train` and the loop),
+:mod:`~pipeline.train.sync_bn` and :mod:`~pipeline.train.logging`.
 This stage meets ``distill`` only through the store, and the commands that use a trained model only
 through its checkpoints.
 """

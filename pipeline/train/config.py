@@ -1,23 +1,32 @@
 """Training settings: command-line overrides, the learning-rate schedule, mixed precision, architecture.
 
 The settings themselves are :class:`~pipeline.core.spec.TrainSpec` (declared once there, with their
-rules); :func:`train_config` applies overrides through the same rules.
+rules); :func:`train_config` applies overrides through the same rules. :func:`check_model_size` builds
+the multiplexer on the ``meta`` device (no memory) to refuse bad or absurd arguments before anything is
+allocated.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from pipeline.core.spec import TRAIN_RULES, TrainSpec, load_spec, option_flag
 from pipeline.errors import StoreNotFoundError, UserError
-from pipeline.models.registry import MULTIPLEXERS, model_class
+from pipeline.models.registry import MULTIPLEXERS, build_multiplexer, model_class
 from pipeline.store import Store, check_same_spec, open_store
+
+TRAINING_BYTES_PER_PARAMETER = 16
+"""Memory a parameter takes in training, at least: float32 weight and gradient and AdamW's two moments
+(activations come on top)."""
 
 
 def train_config(defaults: TrainSpec, **overrides: Any) -> TrainSpec:
@@ -104,3 +113,88 @@ def multiplexer_kwargs(name: str, store: Store, kwargs: Mapping[str, Any]) -> di
         elif key in full and full[key] != value:
             raise UserError(f"multiplexer argument {key}={full[key]} does not match the store's {key}={value}")
     return full
+
+
+def _memory_available(device: torch.device) -> int | None:
+    """Bytes that can still be allocated on ``device`` (``None``: not known). On a CPU the smaller of the
+    kernel's ``MemAvailable`` and what the cgroup (container) limit leaves."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type != "cpu":
+        return None
+    found: list[int] = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    if not found and hasattr(os, "sysconf"):
+        try:
+            found.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError):
+            pass
+    return min(found) if found else None
+
+
+def _count_parameters(name: str, kwargs: Mapping[str, Any]) -> int | None:
+    """Parameters of the multiplexer, counted on the ``meta`` device (nothing allocated); ``None`` when
+    a user class cannot be built there (it is then built for real, unestimated)."""
+    flag = option_flag("kwargs")
+    try:
+        with torch.device("meta"):
+            model = build_multiplexer(name, **kwargs)
+    except UserError as exc:  # the class refused its arguments (TypeError, ValueError)
+        raise UserError(f"multiplexer arguments ({flag}): {exc}") from None
+    except (RuntimeError, NotImplementedError) as exc:
+        if name not in MULTIPLEXERS:
+            return None  # a user class may need real tensors to be built
+        reason = " ".join(str(exc).split())[:200]
+        raise UserError(
+            f"multiplexer arguments ({flag}) {json.dumps(dict(kwargs), default=str)}: cannot build {name}: {reason}"
+        ) from None
+    return sum(p.numel() for p in model.parameters())
+
+
+def check_model_size(name: str, kwargs: Mapping[str, Any], device: torch.device) -> int | None:
+    """Refuse a multiplexer whose arguments are bad or whose training state cannot fit in memory, before
+    anything is allocated.
+
+    The model is built on the ``meta`` device (shapes only) and its parameters counted; training needs at
+    least :data:`TRAINING_BYTES_PER_PARAMETER` bytes each on ``device`` (and the float32 weights on the
+    host, where the model is built first, when ``device`` is a GPU).
+
+    Returns
+    -------
+    parameters : int or None
+        The count (``None``: a user class that cannot be built on ``meta``).
+
+    Raises
+    ------
+    UserError
+        The class refuses the arguments, or the estimate exceeds the memory available; the message
+        names ``--arch-kwargs``.
+    """
+    count = _count_parameters(name, kwargs)
+    if count is None:
+        return None
+    needs = [(device, count * TRAINING_BYTES_PER_PARAMETER)]
+    if device.type != "cpu":
+        needs.append((torch.device("cpu"), count * 4))
+    arguments = json.dumps(dict(kwargs), default=str)
+    for where, need in needs:
+        available = _memory_available(where)
+        if available is not None and need > available:
+            raise UserError(
+                f"multiplexer arguments ({option_flag('kwargs')}) {arguments}: {name} would have {count:,} "
+                f"parameters, at least {need / 1e9:,.1f} GB in training (weights, gradients, AdamW state), more "
+                f"than the {available / 1e9:,.1f} GB of memory available on {where}; use smaller widths"
+            )
+    return count

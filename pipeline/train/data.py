@@ -13,7 +13,8 @@ only on ``(seed, epoch)``.
 :class:`RankBatchSampler` cuts that order into global micro-batches of the same size whatever the
 number of processes, and gives rank ``r`` the ``r``-th contiguous part of each (parts differ by at
 most one sample; all ranks together see every sample of the epoch exactly once). It can start in the
-middle of an epoch, which is what exact resume needs.
+middle of an epoch, which is what exact resume needs, and at any sample of it (``offset``), which is what
+a batch size changed on resume needs.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ import zarr
 from torch.utils.data import Dataset, Sampler
 
 from pipeline.store import open_store
+from pipeline.store.digests import DIGESTED, read_checked
+
+_READ = ("reference", "targets")
+"""The arrays training reads."""
 
 
 class StoreDataset(Dataset):
@@ -55,6 +60,8 @@ class StoreDataset(Dataset):
         self.chunk_samples = int(targets.chunks[0])
         self.unit_samples = store.split_info(split).unit_samples
         self.target_dtype = np.dtype(targets.dtype)
+        digests = store.digests(split)  # read with the completion markers: checked per sample as read
+        self._digests = None if digests is None else digests[: self.n, [DIGESTED.index(a) for a in _READ]].copy()
         self._arrays: dict[str, Any] | None = None
         self._pid = os.getpid()
 
@@ -64,7 +71,7 @@ class StoreDataset(Dataset):
             if torch.utils.data.get_worker_info() is not None:
                 _single_threaded_decoding()  # workers are the parallelism: avoid workers × cores threads
             store = open_store(self.path)
-            self._arrays = {name: store.array(self.split, name) for name in ("reference", "targets")}
+            self._arrays = {name: store.array(self.split, name) for name in _READ}
             self._pid = os.getpid()
         return self._arrays
 
@@ -102,15 +109,25 @@ class StoreDataset(Dataset):
         # orthogonal selection of the same samples
         breaks = np.flatnonzero(np.diff(uniq) != 1) + 1
         runs = [(int(r[0]), int(r[-1]) + 1) for r in np.split(uniq, breaks)]
-        X = np.concatenate([arrays["reference"][a:b] for a, b in runs])
+        X = np.concatenate([self._read(arrays, "reference", a, b) for a, b in runs])
         y = (
-            np.concatenate([arrays["targets"][a:b] for a, b in runs])
+            np.concatenate([self._read(arrays, "targets", a, b) for a, b in runs])
             if len(runs) > 1
-            else arrays["targets"][runs[0][0] : runs[0][1]]
+            else self._read(arrays, "targets", *runs[0])
         )
         if uniq.size != idx.size or not np.array_equal(uniq, idx):  # unsorted or repeated: reorder
             X, y = X[inverse], y[inverse]
         return torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(np.ascontiguousarray(y))
+
+    def _where(self, sample: int) -> str:
+        unit = sample // self.unit_samples
+        return f"store {self.path!r}: split {self.split!r} unit {unit} sample {sample}"
+
+    def _read(self, arrays: dict[str, Any], name: str, start: int, stop: int) -> np.ndarray:
+        """Samples ``start .. stop - 1`` of one array, checked against their chunk checksums and
+        sample digests (:func:`~pipeline.store.digests.read_checked`)."""
+        expected = None if self._digests is None else self._digests[start:stop, _READ.index(name)]
+        return read_checked(arrays[name], name, start, stop, expected, self._where)
 
 
 def _single_threaded_decoding() -> None:
@@ -174,15 +191,16 @@ class RankBatchSampler(Sampler[list[int]]):
 
     def __init__(self, order: BlockShuffle, micro_batch: int, rank: int = 0, world: int = 1) -> None:
         self.source, self.micro_batch, self.rank, self.world = order, micro_batch, rank, world
-        self.epoch, self.start = 0, 0
+        self.epoch, self.start, self.offset = 0, 0, 0
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Iterate epoch ``epoch`` from global micro-batch ``start``."""
-        self.epoch, self.start = epoch, start
+    def set_epoch(self, epoch: int, start: int = 0, offset: int = 0) -> None:
+        """Iterate epoch ``epoch`` from global micro-batch ``start``, micro-batches being counted from
+        sample ``offset`` of the epoch's order (0 unless the micro-batch size changed mid-epoch)."""
+        self.epoch, self.start, self.offset = epoch, start, offset
 
     def batches_per_epoch(self) -> int:
-        """Global micro-batches per epoch (the last may be smaller)."""
-        return -(-self.source.n // self.micro_batch)
+        """Global micro-batches in the epoch from ``offset`` on (the last may be smaller)."""
+        return -(-(self.source.n - self.offset) // self.micro_batch)
 
     def __len__(self) -> int:
         return max(0, self.batches_per_epoch() - self.start)
@@ -190,7 +208,8 @@ class RankBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         order = self.source.order(self.epoch)
         for k in range(self.start, self.batches_per_epoch()):
-            chunk = order[k * self.micro_batch : (k + 1) * self.micro_batch]
+            first = self.offset + k * self.micro_batch
+            chunk = order[first : first + self.micro_batch]
             bounds = np.linspace(0, chunk.size, self.world + 1).round().astype(int)
             # sorted: the order inside a batch does not matter, and sorted reads need no reordering
             yield sorted(chunk[bounds[self.rank] : bounds[self.rank + 1]].tolist())

@@ -1,16 +1,22 @@
 """Training metrics: a running window of losses and throughput, and ``metrics.csv`` (+ TensorBoard).
 
-Rank 0 writes one row every ``log_every`` steps and at every validation; TensorBoard scalars are
-written too when it is installed.
+Rank 0 writes one row every ``log_every`` steps and at every validation, flushed as it is written;
+TensorBoard scalars are written too when it is installed. A new run starts ``metrics.csv`` afresh; a
+resumed one first cuts it back to the checkpoint's step (a run killed after its last checkpoint wrote
+rows that the resumed run writes again), so the file always has one header and strictly increasing
+steps.
 """
 
 from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from pipeline.core.files import atomic_path
 
 METRIC_FIELDS = (
     "step",
@@ -60,8 +66,38 @@ class Window:
         return row
 
 
+def _step_of(fields: list[str]) -> int | None:
+    """The step of a complete ``metrics.csv`` row (``None``: a header, a half-written or foreign line)."""
+    if len(fields) != len(METRIC_FIELDS):
+        return None
+    try:
+        return int(fields[0])
+    except ValueError:
+        return None
+
+
+def rows_until(path: Path, step: int, saved: Mapping[str, Any] | None = None) -> list[list[str]]:
+    """The rows of ``path`` up to ``step``, as a resumed run from ``step`` keeps them.
+
+    Headers, half-written lines and rows after ``step`` are dropped; of two rows of one step (left by an
+    earlier resume that appended) the later one is kept; the rows come out in step order. The row of
+    ``step`` itself is ``saved`` (the row the checkpoint recorded, exactly as it was written) when given,
+    so a run killed between writing the checkpoint and its row gets that row back.
+    """
+    rows: dict[int, list[str]] = {}
+    if path.is_file():
+        with open(path, newline="") as handle:
+            for fields in csv.reader(handle):
+                at = _step_of(fields)
+                if at is not None and at <= step:
+                    rows[at] = fields
+    if saved is not None and all(key in saved for key in METRIC_FIELDS):
+        rows[step] = [str(saved[key]) for key in METRIC_FIELDS]
+    return [rows[at] for at in sorted(rows)]
+
+
 class MetricsWriter:
-    """``metrics.csv`` (appended to on resume) and TensorBoard scalars (when installed); rank 0 only.
+    """``metrics.csv`` and TensorBoard scalars (when installed); rank 0 only.
 
     Parameters
     ----------
@@ -69,18 +105,28 @@ class MetricsWriter:
         ``metrics.csv``; TensorBoard events go to ``tensorboard/`` beside it.
     enabled : bool
         False on ranks other than 0 (every method is then a no-op).
+    resume_step : int, optional
+        The step a resumed run continues from: the file keeps its rows up to it (:func:`rows_until`).
+        ``None``: a new run, the file starts with its header only (rows of a run that never reached a
+        checkpoint would repeat steps).
+    saved_row : mapping, optional
+        The row ``last.pt`` recorded at ``resume_step``.
     """
 
-    def __init__(self, path: Path, enabled: bool) -> None:
+    def __init__(
+        self, path: Path, enabled: bool, resume_step: int | None = None, saved_row: Mapping[str, Any] | None = None
+    ) -> None:
         self.enabled = enabled
         self.tb: Any = None
         if not enabled:
             return
-        new = not path.exists()
+        kept = [] if resume_step is None else rows_until(path, resume_step, saved_row)
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(METRIC_FIELDS)
+            writer.writerows(kept)
         self.file = open(path, "a", newline="")
         self.csv = csv.DictWriter(self.file, fieldnames=METRIC_FIELDS)
-        if new:
-            self.csv.writeheader()
         try:
             from torch.utils.tensorboard import SummaryWriter  # optional dependency
         except ImportError:

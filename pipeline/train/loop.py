@@ -8,8 +8,9 @@ block-shuffled per-epoch order (:class:`~pipeline.train.data.RankBatchSampler`; 
 contiguous part), runs the forward under bf16 autocast on CUDA, MSE (optionally without the
 reference-base entries), gradient clipping; every ``valid_every`` steps the validation loss and mean
 weighted Pearson over all ranks, and ``last.pt`` (always) and ``best.pt`` (lowest validation loss)
-written atomically by rank 0. ``--resume`` restores the :class:`~pipeline.train.state.TrainState` and
-continues exactly where ``last.pt`` left off.
+written durably by rank 0. ``--resume`` restores the :class:`~pipeline.train.state.TrainState` and
+continues exactly where ``last.pt`` left off; options that differ from the ones it recorded are refused,
+or applied and recorded with ``--allow-changes`` (:mod:`~pipeline.train.changes`).
 
 The loss of a step is the mean over its global batch, whatever the number of ranks: each rank's
 loss is the sum over its samples scaled by ``world / micro_batch``, and DDP averages gradients.
@@ -18,9 +19,10 @@ loss is the sum over its samples scaled by ``world / micro_batch``, and DDP aver
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -35,7 +37,8 @@ from pipeline.ism import mask_effects
 from pipeline.metrics import PearsonAccumulator, nanmean
 from pipeline.models import build_multiplexer, load_weights
 from pipeline.store import Store, open_store
-from pipeline.train.config import Precision, lr_factor, multiplexer_kwargs, precision_for
+from pipeline.train.changes import Change, check_changes, find_changes
+from pipeline.train.config import Precision, check_model_size, lr_factor, multiplexer_kwargs, precision_for
 from pipeline.train.data import BlockShuffle, RankBatchSampler, StoreDataset, collate_batch
 from pipeline.train.logging import MetricsWriter, Window
 from pipeline.train.state import RunDir, TrainState
@@ -134,15 +137,27 @@ def validate(
     return float(acc.mse().mean()), nanmean(acc.weighted_pearson())
 
 
+class Place(NamedTuple):
+    """Where a micro-batch lies in the data order: micro-batch ``position`` of ``epoch``, counted from
+    sample ``offset``; ``last``: the epoch's last."""
+
+    epoch: int
+    offset: int
+    position: int
+    last: bool
+
+
 def _micro_batches(
-    loader: DataLoader[Batch], sampler: RankBatchSampler, epoch: int, start: int
-) -> Iterator[tuple[int, int, Batch]]:
-    """Endless ``(epoch, index_in_epoch, batch)`` stream from micro-batch ``start`` of ``epoch`` on."""
+    loader: DataLoader[Batch], sampler: RankBatchSampler, state: TrainState
+) -> Iterator[tuple[Place, Batch]]:
+    """Endless ``(place, batch)`` stream from the position ``state`` records on."""
+    epoch, start, offset = state.epoch, state.position, state.offset
     while True:
-        sampler.set_epoch(epoch, start)
+        sampler.set_epoch(epoch, start, offset)
+        per_epoch = sampler.batches_per_epoch()
         for k, batch in enumerate(loader, start=start):
-            yield epoch, k, batch
-        epoch, start = epoch + 1, 0
+            yield Place(epoch, offset, k, k + 1 >= per_epoch), batch
+        epoch, start, offset = epoch + 1, 0, 0
 
 
 def _validation_line(row: dict[str, Any]) -> str:
@@ -158,6 +173,7 @@ def train(
     config: TrainSpec,
     *,
     resume: bool = False,
+    allow_changes: bool = False,
     device: str | None = None,
     progress: bool = True,
 ) -> TrainResult:
@@ -175,6 +191,10 @@ def train(
         Settings; ``steps`` is the total number of optimizer steps (also when resuming).
     resume : bool
         Continue from ``run_dir/last.pt``.
+    allow_changes : bool
+        With ``resume``: apply the options that differ from the ones ``last.pt`` recorded from the
+        resume step on, and record them (without it they are refused, ``steps`` and the loader's
+        performance settings excepted; see :mod:`pipeline.train.changes`).
     device : str, optional
         ``cpu``, ``cuda``, ``cuda:N`` or ``auto``; under torchrun ``cuda`` means ``cuda:LOCAL_RANK``.
     """
@@ -187,7 +207,10 @@ def train(
         torch.cuda.device(dev) if cuda else contextlib.nullcontext(),  # the current device, restored after
         torch.random.fork_rng(devices=[dev] if cuda else []),  # seeded for the run; the caller's RNG restored
     ):
-        trainer = Trainer(store_path, RunDir(run_dir), config, launch=launch, device=dev, resume=resume)
+        run = RunDir(run_dir)
+        trainer = Trainer(
+            store_path, run, config, launch=launch, device=dev, resume=resume, allow_changes=allow_changes
+        )
         return trainer.run(progress=progress)
 
 
@@ -208,11 +231,29 @@ class Trainer:
         This rank's device.
     resume : bool
         Continue from ``run.last``.
+    allow_changes : bool
+        With ``resume``: apply options that differ from ``last.pt``'s (see :func:`train`).
+
+    Attributes
+    ----------
+    changes : list of dict
+        Every option a resume of this run changed, ``{"step", "option", "old", "new"}`` (recorded in
+        ``config.json`` and the checkpoints).
     """
 
     def __init__(
-        self, store_path: str, run: RunDir, config: TrainSpec, *, launch: Launch, device: torch.device, resume: bool
+        self,
+        store_path: str,
+        run: RunDir,
+        config: TrainSpec,
+        *,
+        launch: Launch,
+        device: torch.device,
+        resume: bool,
+        allow_changes: bool = False,
     ) -> None:
+        if allow_changes and not resume:
+            raise UserError("--allow-changes goes with --resume (it applies changed options to a resumed run)")
         self.store_path, self.run_dir, self.config, self.launch, self.device = store_path, run, config, launch, device
         self.store = self._open_store()
         problem = broadcast_object(run.problem(resume) if launch.main else None, launch)
@@ -225,20 +266,50 @@ class Trainer:
                 f"{self.micro} samples, fewer than the {launch.world} processes"
             )
         self.precision = precision_for(config, device)
+        self.kwargs = multiplexer_kwargs(config.multiplexer, self.store, config.kwargs)
+        last = run.read_last(self.store.spec_hash) if resume else None
+        new_changes = self._check_changes(last, allow_changes)
+        check_model_size(config.multiplexer, self.kwargs, device)
         self.train_ds = StoreDataset(store_path, "train")
         self.valid_ds = StoreDataset(store_path, "valid", limit=config.valid_samples)
-        self.kwargs = multiplexer_kwargs(config.multiplexer, self.store, config.kwargs)
         self.core = self._build_model()
         self.ddp: torch.nn.parallel.DistributedDataParallel | None = None
         optimizer = torch.optim.AdamW(self.core.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config))
         self.state = TrainState(optimizer, scheduler, torch.amp.GradScaler(device.type, enabled=self.precision.scaler))
-        if resume:
-            last = run.read_last(self.store.spec_hash, self.architecture)
-            load_weights(self.core, last["model"], source=str(run.last))
-            self.state.load_state_dict(last["training"])
+        self.changes: list[dict[str, Any]] = []
+        self.resumed_row: dict[str, Any] | None = None
+        if last is not None:
+            self._resume(last, new_changes)
         elif launch.main:
             run.create()
+        if launch.main:
+            run.remove_stale_temporaries()
+
+    def _check_changes(self, last: dict[str, Any] | None, allow: bool) -> list[Change]:
+        """The options that differ from ``last.pt``'s, each refused or allowed (:mod:`~pipeline.train.changes`)."""
+        if last is None:
+            return []
+        changes = find_changes(last, self.config, self.architecture)
+        check_changes(changes, allow=allow, last=str(self.run_dir.last))
+        return changes
+
+    def _resume(self, last: dict[str, Any], changes: list[Change]) -> None:
+        """Load ``last.pt``'s weights and state, then apply ``changes`` from its step on."""
+        load_weights(self.core, last["model"], source=str(self.run_dir.last))
+        self.state.load_state_dict(last["training"])
+        self.resumed_row = dict(last.get("metrics") or {})
+        self.changes = [*last.get("changes", []), *(change.record() for change in changes)]
+        if changes:
+            recorded = last.get("train") or {}
+            old_micro = int(recorded.get("batch_size", self.config.batch_size)) // int(
+                recorded.get("grad_accum", self.config.grad_accum)
+            )
+            self.state.rebatch(old_micro, self.micro)
+            self.state.retune(self.config)
+        if any(change.field == "valid_samples" for change in changes):
+            # losses on another validation set do not compare: the next validation sets the best anew
+            self.state.best_valid_loss = math.inf
 
     @property
     def architecture(self) -> dict[str, Any]:
@@ -297,9 +368,10 @@ class Trainer:
             return TrainResult(str(self.run_dir.path), state.step, state.best_valid_loss, finished_before=True)
         model = self._wrap()
         loader, sampler = self._loader()
-        stream = _micro_batches(loader, sampler, state.epoch, state.position)
+        stream = _micro_batches(loader, sampler, state)
         if main:
             self.run_dir.write_config(self._config_record())
+        resume_step = state.step if self.resumed_row is not None else None
         model.train()
         window, row = Window(), {}
         bar = tqdm(
@@ -310,10 +382,10 @@ class Trainer:
             disable=not (progress and main),
             dynamic_ncols=True,
         )
-        with MetricsWriter(self.run_dir.metrics, enabled=main) as writer, bar:
+        with MetricsWriter(self.run_dir.metrics, main, resume_step, self.resumed_row) as writer, bar:
             while state.step < config.steps:
                 # forward, backward and update over grad_accum micro-batches
-                loss, samples = self.train_step(model, stream, sampler.batches_per_epoch())
+                loss, samples = self.train_step(model, stream)
                 window.add(loss, samples)
                 bar.update(1)
                 validate_now = state.step % config.valid_every == 0 or state.step == config.steps
@@ -329,15 +401,13 @@ class Trainer:
                 writer.row(row)
         return TrainResult(str(self.run_dir.path), state.step, state.best_valid_loss, row)
 
-    def train_step(
-        self, model: torch.nn.Module, stream: Iterator[tuple[int, int, Batch]], per_epoch: int
-    ) -> tuple[float, int]:
+    def train_step(self, model: torch.nn.Module, stream: Iterator[tuple[Place, Batch]]) -> tuple[float, int]:
         """One optimizer step; returns its mean loss over the global batch and its samples (all ranks)."""
         config, launch, state = self.config, self.launch, self.state
         step_loss = torch.zeros((), dtype=torch.float64, device=self.device)
         step_samples = 0
         for a in range(config.grad_accum):
-            epoch, k, (X, y) = next(stream)
+            place, (X, y) = next(stream)
             sync = a == config.grad_accum - 1 or not launch.active
             X = X.to(self.device, non_blocking=True).float()
             y = y.to(self.device, non_blocking=True).float()
@@ -345,12 +415,12 @@ class Trainer:
                 with self.precision.autocast(self.device):
                     y_hat = model(X)
                 per_sample = sample_losses(y_hat, y, X, config.loss_mask)
-                n_micro = min(self.micro, len(self.train_ds) - k * self.micro)
+                n_micro = min(self.micro, len(self.train_ds) - place.offset - place.position * self.micro)
                 loss = per_sample.sum() * (launch.world / n_micro / config.grad_accum)
                 state.scaler.scale(loss).backward()
             step_loss += loss.detach().double() / launch.world
             step_samples += X.shape[0]
-        state.advance(epoch, k + 1, per_epoch)
+        state.advance(place.epoch, place.offset, place.position + 1, place.last)
         if config.clip_grad:
             state.scaler.unscale_(state.optimizer)
             torch.nn.utils.clip_grad_norm_(self.core.parameters(), config.clip_grad)
@@ -402,6 +472,7 @@ class Trainer:
             "store": str(self.store_path),
             "package_version": __version__,
             "train": self.config.to_dict(),
+            "changes": list(self.changes),
         }
 
     def _config_record(self) -> dict[str, Any]:
@@ -412,4 +483,5 @@ class Trainer:
             "world_size": self.launch.world,
             "package_version": __version__,
             "train": {**self.config.to_dict(), "kwargs": self.kwargs},
+            "changes": list(self.changes),
         }

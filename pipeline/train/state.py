@@ -1,10 +1,12 @@
 """What survives a restart, and where it lives: :class:`TrainState` and the run folder, :class:`RunDir`.
 
 :class:`TrainState` is everything ``--resume`` needs besides the model weights: the optimizer,
-scheduler and gradient-scaler states, the step, the data position (epoch and micro-batch), the best
-validation loss, the samples seen and the RNG states, as one ``state_dict()``/``load_state_dict()``.
-:class:`RunDir` owns the run folder: ``best.pt`` and ``last.pt`` (written atomically by rank 0),
-``config.json`` and the checks that keep a finished run from being overwritten.
+scheduler and gradient-scaler states, the step, the data position (epoch, micro-batch and the sample
+the micro-batches are counted from), the best validation loss, the samples seen and the RNG states, as
+one ``state_dict()``/``load_state_dict()``; :meth:`TrainState.retune` and :meth:`TrainState.rebatch`
+apply options changed on resume (``--allow-changes``). :class:`RunDir` owns the run folder: ``best.pt``
+and ``last.pt`` (written durably by rank 0), ``config.json``, the checks that keep a finished run from
+being overwritten, and the removal of temporaries left by killed runs.
 """
 
 from __future__ import annotations
@@ -16,9 +18,14 @@ from typing import Any
 
 import torch
 
-from pipeline.core.files import atomic_path
+from pipeline.core.files import atomic_path, remove_stale_temporaries
+from pipeline.core.spec import TrainSpec
 from pipeline.errors import UserError
 from pipeline.models import read_checkpoint, save_checkpoint
+from pipeline.train.config import lr_factor
+
+RUN_FILES = ("best.pt", "last.pt", "config.json", "metrics.csv")
+"""The files a run writes through a temporary (see :meth:`RunDir.remove_stale_temporaries`)."""
 
 
 def rng_state() -> dict[str, Any]:
@@ -48,8 +55,9 @@ class TrainState:
     ----------
     step : int
         Optimizer steps done.
-    epoch, position : int
-        The next micro-batch of the data order: ``position`` of epoch ``epoch``.
+    epoch, position, offset : int
+        The next micro-batch of the data order: micro-batch ``position`` of epoch ``epoch``, counted from
+        sample ``offset`` of the epoch's order (0 unless the batch size changed mid-epoch on resume).
     best_valid_loss : float
         Lowest validation loss so far (``inf`` before the first validation).
     samples : int
@@ -63,13 +71,35 @@ class TrainState:
         scaler: torch.amp.GradScaler,
     ) -> None:
         self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
-        self.step, self.epoch, self.position = 0, 0, 0
+        self.step, self.epoch, self.position, self.offset = 0, 0, 0, 0
         self.best_valid_loss = math.inf
         self.samples = 0
 
-    def advance(self, epoch: int, position: int, batches_per_epoch: int) -> None:
-        """Record that micro-batch ``position - 1`` of ``epoch`` was the last one used."""
-        self.epoch, self.position = (epoch + 1, 0) if position >= batches_per_epoch else (epoch, position)
+    def advance(self, epoch: int, offset: int, position: int, epoch_done: bool) -> None:
+        """Record that micro-batch ``position - 1`` (counted from sample ``offset``) of ``epoch`` was the
+        last one used; ``epoch_done``: it was the epoch's last."""
+        if epoch_done:
+            self.epoch, self.offset, self.position = epoch + 1, 0, 0
+        else:
+            self.epoch, self.offset, self.position = epoch, offset, position
+
+    def rebatch(self, old_micro: int, new_micro: int) -> None:
+        """Continue the epoch in progress with micro-batches of ``new_micro`` samples instead of
+        ``old_micro``: from the first sample not yet used, so no sample is repeated or skipped."""
+        if new_micro != old_micro:
+            self.offset, self.position = self.offset + self.position * old_micro, 0
+
+    def retune(self, config: TrainSpec) -> None:
+        """Apply ``config``'s learning rate, schedule and weight decay from the next step on (the
+        optimizer and scheduler states restored from a checkpoint carry the recorded ones)."""
+        groups = self.optimizer.param_groups
+        for group in groups:
+            group["initial_lr"] = config.lr
+            group["lr"] = config.lr * lr_factor(self.step, config)
+            group["weight_decay"] = config.weight_decay
+        scheduler: Any = self.scheduler  # base_lrs and _last_lr are LRScheduler attributes
+        scheduler.base_lrs = [config.lr for _ in groups]
+        scheduler._last_lr = [group["lr"] for group in groups]
 
     def state_dict(self) -> dict[str, Any]:
         """Everything to continue exactly where this state is (plain types and tensors only)."""
@@ -80,6 +110,7 @@ class TrainState:
             "scaler": self.scaler.state_dict(),
             "epoch": self.epoch,
             "position": self.position,
+            "offset": self.offset,
             "best_valid_loss": self.best_valid_loss,
             "samples": self.samples,
             "rng": rng_state(),
@@ -89,8 +120,10 @@ class TrainState:
         """Continue from :meth:`state_dict` (the RNG states are restored too)."""
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when saved without a scaler (amp changed on resume: a fresh one)
+            self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.position = int(state["step"]), int(state["epoch"]), int(state["position"])
+        self.offset = int(state.get("offset", 0))  # checkpoints before batch-size changes: always 0
         self.best_valid_loss, self.samples = float(state["best_valid_loss"]), int(state["samples"])
         set_rng_state(state["rng"])
 
@@ -121,8 +154,9 @@ class RunDir:
         """Create the folder (with its parents)."""
         self.path.mkdir(parents=True, exist_ok=True)
 
-    def read_last(self, spec_hash: str, architecture: dict[str, Any]) -> dict[str, Any]:
-        """``last.pt``, checked to belong to this store and architecture.
+    def read_last(self, spec_hash: str) -> dict[str, Any]:
+        """``last.pt``, checked to hold a training state and to belong to this store (what may differ
+        from the requested settings is :mod:`pipeline.train.changes`' business).
 
         Returns
         -------
@@ -130,13 +164,29 @@ class RunDir:
             With ``"training"`` the :meth:`TrainState.state_dict` to resume from.
         """
         data = read_checkpoint(self.last)
+        if not isinstance(data.get("training"), dict) or "step" not in data:
+            raise UserError(
+                f"{str(self.last)!r} is a best.pt-style checkpoint without training state (optimizer, "
+                "data position, RNG); resume from a real last.pt or start a new run in another --run-dir"
+            )
         if data.get("spec_hash") != spec_hash:
             raise UserError(f"{str(self.last)!r} was trained on another store (spec hash differs)")
-        if data["architecture"] != architecture:
-            raise UserError(f"{str(self.last)!r} has architecture {data['architecture']}, not the requested one")
         # checkpoints before the state carried its step recorded it only at the top level
         data["training"] = {"step": data["step"], **data["training"]}
         return data
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Remove the temporaries of :data:`RUN_FILES` that killed runs left
+        (:func:`~pipeline.core.files.remove_stale_temporaries`: only those whose process no longer
+        exists on this machine; a live process's may be a checkpoint being written).
+
+        Returns
+        -------
+        removed : list of Path
+        """
+        if not self.path.is_dir():
+            return []
+        return remove_stale_temporaries(self.path / name for name in RUN_FILES)
 
     def save(self, payload: dict[str, Any], state: TrainState, *, improved: bool) -> None:
         """Write ``best.pt`` (when ``improved``) and ``last.pt`` (always, with the training state)."""
