@@ -45,8 +45,14 @@ def run_distill(spec_dict: dict, work: Path, name: str, overlap: bool, device: s
     spec = spec_from_dict(spec_dict, base_dir=work)
     path = work / f"{name}-{'overlap' if overlap else 'sequential'}.zarr"
     shutil.rmtree(path, ignore_errors=True)
-    summary = distill(
-        spec, store_path=str(path), device=device, overlap=overlap, progress=False, notify=lambda message: None
+    summary = distill(  # a train split only: what is measured (allow_no_valid)
+        spec,
+        store_path=str(path),
+        device=device,
+        overlap=overlap,
+        progress=False,
+        notify=lambda message: None,
+        allow_no_valid=True,
     )
     info = store_info(open_store(str(path)))["splits"]["train"]
     return {

@@ -1,6 +1,7 @@
 """Collect the benchmark results (bench/*.json) into bench/REPORT.md.
 
-Run by `make bench` after `bench-ism`, `bench-distill`, `bench-loader`, `bench-demo` and `bench-scale`;
+Run by `make bench` after `bench-ism`, `bench-distill`, `bench-loader`, `bench-demo`, `bench-scale` and
+`bench-checksums`;
 a missing result is named in the report rather than invented.
 """
 
@@ -13,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from benchlib import cpu_model
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -20,16 +22,6 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 def _load(name: str) -> dict | None:
     path = BENCH / name
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _memory_gb() -> str:
@@ -52,7 +44,7 @@ def machine_section() -> list[str]:
         "## Machine",
         "",
         f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- CPU: {_cpu_model()}, {os.cpu_count()} cores; memory {_memory_gb()}",
+        f"- CPU: {cpu_model()}, {os.cpu_count()} cores; memory {_memory_gb()}",
         f"- GPU: {gpu}",
         f"- {platform.platform()}, Python {platform.python_version()}, torch {torch.__version__}",
         "",
@@ -234,6 +226,106 @@ def _measurements(x: dict) -> list[tuple[str, dict | None]]:
     return out + [("train start-up", x.get("train_startup")), ("evaluate start-up", x.get("evaluate_startup"))]
 
 
+def checksums_section(r: dict | None) -> list[str]:
+    if r is None:
+        return ["## Checksums", "", "not run (`make bench-checksums`)", ""]
+    s, m, on, off, pct = r["settings"], r["machine"], r["checksums_on"], r["checksums_off"], r["cost_pct"]
+    lines = [
+        "## Checksums (`scripts/bench_checksums.py`)",
+        "",
+        f"Two stores of {s['samples']} samples (L = {s['seq_len']}, F = {s['n_targets']}, {s['dtype']} targets, "
+        f"{s['codec']}, {s['chunk_samples']} sample per chunk, {s['unit_samples']} per write unit; random targets, "
+        "0 at reference bases and N columns), alike but for `storage.checksums`: on (the default), a CRC-32C at the "
+        "end of every chunk and a CRC-32 of every sample's decoded bytes per array in its unit's completion marker; "
+        "off, neither (the fsync before a unit's marker stays in both). Write: `Store.write_unit`, median unit. Read: "
+        f"`StoreDataset.__getitems__` on contiguous batches of {s['read_batch']}, one process, one decode thread, "
+        "median batch. Verify: `verify_store(workers=1)`, median run. Times on the wall clock and as the process's CPU "
+        "time. Cost: with / without - 1; for times, the median (and quartiles) of that ratio over the pairs timed back "
+        f"to back ({s['pairs']['write']} units, {s['pairs']['read']} batches, {s['pairs']['verify']} verify runs).",
+        "",
+        f"Measured on {m.get('cpu')}, {m.get('cores')} cores, zarr {m.get('zarr')}, google-crc32c "
+        f"{m.get('google_crc32c')}.",
+        "",
+        "| measure | checksums on | checksums off | cost | cost, quartiles over the pairs |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    spread = r["cost_pct_quartiles"]
+    for key in ("write", "read", "verify"):
+        for clock, k in (("s/sample", f"{key}_s_per_sample"), ("CPU s/sample", f"{key}_cpu_s_per_sample")):
+            lines.append(
+                f"| {key} {clock} | {on[k]:.4f} | {off[k]:.4f} | **{pct[k]:+.1f} %** | "
+                f"{spread[k][0]:+.1f} .. {spread[k][2]:+.1f} % |"
+            )
+        if key == "read":
+            lines += [
+                f"| read samples/s | {on['read_samples_per_s']:.2f} | {off['read_samples_per_s']:.2f} | | |",
+                f"| read decoded GB/s | {on['read_decoded_GB_per_s']:.3f} | {off['read_decoded_GB_per_s']:.3f} | | |",
+            ]
+    for key in ("targets", "store"):
+        k = f"{key}_bytes_per_sample"
+        lines.append(
+            f"| {key} bytes/sample | {_mb(on[k])} | {_mb(off[k])} | "
+            f"{pct[k]:+.5f} % ({r['extra_bytes_per_sample'][key]:+.1f} B) | |"
+        )
+    h = r.get("hash_speed")
+    if h:
+        lines += [
+            "",
+            f"The hashes alone on one core: CRC-32C (chunks) {h['crc32c_chunk_GB_per_s']} GB/s, zlib CRC-32 "
+            f"(samples) {h['zlib_crc32_sample_GB_per_s']} GB/s.",
+        ]
+    return lines + ["", f"(run {r['date']})", ""]
+
+
+def gpu_section() -> list[str]:
+    """The figures measured once on a GPU (``*_cuda.json``; CI has none, so ``make bench`` does not
+    rerun them): the ISM, distill and loader benchmarks, the demo's report, and forward passes."""
+    runs = [
+        (ism_section, "ism_cuda.json"),
+        (distill_section, "distill_cuda.json"),
+        (loader_section, "loader_cuda.json"),
+    ]
+    found = [(render, _load(name)) for render, name in runs]
+    if not any(r for _, r in found):
+        return []
+    device = next(r["machine"].get("cuda") for _, r in found if r and "machine" in r and r["machine"].get("cuda"))
+    lines = [
+        f"## On a GPU: {device}",
+        "",
+        "Measured once on a lent GPU machine (16 CPU cores); CI has no GPU, so `make bench` does not rerun these.",
+        "The same scripts write them with `--device cuda` / `--devices cuda`.",
+        "",
+    ]
+    for render, r in found:
+        if r is not None:
+            sub = render(r)
+            lines += ["#" + sub[0] + " on CUDA", *sub[1:]]
+    demo = _load("demo_cuda_report.json")
+    if demo is not None:
+        t = demo["seconds_per_sequence"]
+        lines += [
+            "### The demo on CUDA (`multiplexer demo --device cuda`, its `report.json`)",
+            "",
+            f"Held-out mean weighted Pearson {demo['weighted_pearson_mean']:.4f}; seconds per sequence: multiplexer "
+            f"{t['multiplexer']:.4f}, naive ISM {t['naive_ism']:.4f}, fast ISM {t['fast_ism']:.4f} "
+            f"({demo['speedup_vs_naive_ism']:.2f}x and {demo['speedup_vs_fast_ism']:.2f}x; the demo model is so small "
+            "that kernel launches dominate all three).",
+            "",
+        ]
+    forward = BENCH / "multiplexer_forward_cuda.txt"
+    if forward.exists():
+        lines += [
+            "### BelugaMultiplexer forward passes on CUDA (L = 2000, F = 2002)",
+            "",
+            "Inference (`torch.no_grad`), random weights and inputs, 3 warm-ups then the mean of 10; fp32 used "
+            "PyTorch's defaults (TF32 convolutions). Fast ISM of Beluga on the same GPU: 0.49 s per window (above).",
+            "",
+            "```",
+        ]
+        lines += [*forward.read_text().splitlines(), "```", ""]
+    return lines
+
+
 def main() -> None:
     lines = [
         "# Benchmark report",
@@ -248,6 +340,8 @@ def main() -> None:
     lines += loader_section(_load("loader.json"))
     lines += demo_section(_load("demo.json"))
     lines += scale_section(_load("scale.json"))
+    lines += checksums_section(_load("checksums.json"))
+    lines += gpu_section()
     (BENCH / "REPORT.md").write_text("\n".join(lines))
     print(f"wrote {BENCH / 'REPORT.md'}")
 

@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -59,9 +58,10 @@ import sys
 import tempfile
 import time
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+from benchlib import machine, package_version
 
 SIZES = "500,4000,32000"
 SHARES = {"train": 0.90, "valid": 0.05, "test": 0.05}
@@ -387,32 +387,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     )
 
 
-def machine(env: dict[str, Any]) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": env["torch"],
-        "threads": env["threads"],
-        "zarr": _version("zarr"),
-        "package": _version("multiplexer"),
-    }
-
-
-def _version(name: str) -> str | None:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return None
+def machine_info(env: dict[str, Any]) -> dict[str, Any]:
+    return machine(torch=env["torch"], threads=env["threads"], zarr=package_version("zarr"))
 
 
 def main() -> None:
@@ -454,7 +430,7 @@ def main() -> None:
     print_table(rows)
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(env),
+        "machine": machine_info(env),
         "bench_process_peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "settings": {
             "seq_len": SEQ_LEN,
