@@ -438,10 +438,30 @@ def ism(ctx: click.Context, out: str, **options: Any) -> None:
 
 @cli.command("score-vcf")
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="best.pt or last.pt.")
-@click.option("--vcf", required=True, type=click.Path(dir_okay=False), help="VCF, plain or gzipped (1-based POS).")
+@click.option(
+    "--vcf", required=True, type=click.Path(dir_okay=False), help="VCF (plain or bgzipped) or BCF (1-based POS)."
+)
 @click.option("--out", required=True, help="Output table: .tsv or .tsv.gz.")
 @click.option(
     "--genome", type=click.Path(dir_okay=False), help="Genome FASTA (default: the one recorded in the checkpoint)."
+)
+@click.option(
+    "--region",
+    help="Only the records of chr:start-end (1-based, inclusive); the VCF/BCF needs a .tbi or .csi index.",
+)
+@click.option(
+    "--harmonise/--no-harmonise",
+    default=True,
+    show_default=True,
+    help="Read 17 as chr17, MT as chrM, ... when the genome has only the other spelling.",
+)
+@click.option(
+    "--ref-mismatch",
+    type=click.Choice(["score", "skip"]),
+    default="score",
+    show_default=True,
+    help="An SNV whose REF is not the genome's base: score it against the genome's base (flagged in "
+    "ref_match), or skip it.",
 )
 @_diff_options
 @click.option(
@@ -460,10 +480,10 @@ def ism(ctx: click.Context, out: str, **options: Any) -> None:
 )
 @click.pass_context
 def score_vcf(ctx: click.Context, checkpoint: str, vcf: str, out: str, **options: Any) -> None:
-    """Per-variant effects of every SNV of a VCF, one multiplexer pass per window of nearby variants.
-    One output row per VCF record: chrom, pos, id, ref, alt, window_center, ref_check, status, then one
-    column per target. Indels, multi-allelic records, absent chromosomes, ... are rows marked
-    'skipped: <reason>'."""
+    """Per-variant effects of every SNV of a VCF/BCF, one multiplexer pass per window of nearby variants.
+    One output row per ALT allele of each record: chrom, pos, id, ref, alt, allele_index, window_center,
+    ref_check, ref_match, status, then one column per target. Indels, absent chromosomes, ... are rows
+    marked 'skipped: <reason>'."""
     from pipeline.apply.vcf import score_vcf as run
 
     click.echo(run(checkpoint, vcf, out, progress=_progress(ctx), **options).line())

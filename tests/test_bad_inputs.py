@@ -1071,6 +1071,25 @@ def _(c: Ctx) -> list[Any]:
     return ["score-vcf", "--checkpoint", c.ckpt, "--vcf", c.assets["one.vcf"], "--out", c.tmp / "s.csv"]
 
 
+@case("score-vcf: --region on a VCF without an index", "score-vcf", "one.vcf", "--region", "bcftools index", "tabix")
+def _(c: Ctx) -> list[Any]:
+    return ["score-vcf", "--checkpoint", c.ckpt, "--vcf", c.assets["one.vcf"], "--out", c.tmp / "s.tsv",
+            "--region", "chr7:1-5000"]  # fmt: skip
+
+
+@case("score-vcf: only other chromosome names, --no-harmonise", "score-vcf", "no variant scored", "'7' for 'chr7'")
+def _(c: Ctx) -> list[Any]:
+    (c.tmp / "ensembl.vcf").write_text(c.assets["one.vcf"].read_text().replace("chr7", "7"))
+    return ["score-vcf", "--checkpoint", c.ckpt, "--vcf", c.tmp / "ensembl.vcf", "--out", c.tmp / "s.tsv",
+            "--no-harmonise"]  # fmt: skip
+
+
+@case("score-vcf: a BCF that is not one", "score-vcf", "junk.bcf", "not a valid VCF or BCF")
+def _(c: Ctx) -> list[Any]:
+    (c.tmp / "junk.bcf").write_bytes(b"BCF\x02\x02" + bytes(40))
+    return ["score-vcf", "--checkpoint", c.ckpt, "--vcf", c.tmp / "junk.bcf", "--out", c.tmp / "s.tsv"]
+
+
 # ------------------------------------------------------------------------------------------------
 # the tests
 # ------------------------------------------------------------------------------------------------

@@ -1,33 +1,37 @@
 """``score-vcf``: the multiplexer's effect of every SNV of a VCF, one forward pass per window.
 
-Reads a VCF (plain text, or gzip/bgzip; detected from the file's first bytes), header lines starting
-with ``#``, 1-based ``POS``. Variants are scored in the order they come: consecutive SNVs on one
-chromosome whose positions span at most ``group_span`` bases (default: the model's ``L``) share one
-window, centred on them; a window that would not fit in the chromosome is shifted until it fits, and
-each variant's effect is read at its own index ``j = pos - first`` of that window (``y[f, ALT, j]``;
-``first`` is the window's 1-based position of index 0, :func:`pipeline.core.windows.fitted_first`).
-Windows are batched through the multiplexer, so memory stays flat and the output streams: rows
-leave in VCF order as soon as they and every row before them are finished, and at most
-:data:`MAX_HELD_ROWS` rows wait for a window (then the windows waiting are scored at once); a sorted
-VCF gives the fewest windows.
+Reads a VCF or BCF through pysam (:mod:`pipeline.apply.vcf_input`: plain, bgzipped or BCF; a region
+of an indexed file; one row per ALT allele). Variants are scored in the order they come: consecutive
+SNVs on one chromosome whose positions span at most ``group_span`` bases (default: the model's
+``L``) share one window, centred on them; a window that would not fit in the chromosome is shifted
+until it fits, and each variant's effect is read at its own index ``j = pos - first`` of that window
+(``y[f, ALT, j]``; ``first`` is the window's 1-based position of index 0,
+:func:`pipeline.core.windows.fitted_first`). Windows are batched through the multiplexer, so memory
+stays flat and the output streams: rows leave in VCF order as soon as they and every row before them
+are finished, and at most :data:`MAX_HELD_ROWS` rows wait for a window (then the windows waiting are
+scored at once); a sorted VCF gives the fewest windows. Chromosome names the genome spells otherwise
+(``17``/``chr17``, ``MT``/``chrM``) are harmonised unless ``harmonise=False``.
 
-Output: a TSV (gzipped when its name ends in ``.gz``), one row per VCF record, in VCF order::
+Output: a TSV (gzipped when its name ends in ``.gz``), one row per ALT allele of each VCF record, in
+VCF order::
 
-    chrom  pos  id  ref  alt  window_center  ref_check  status  <one column per target>
+    chrom  pos  id  ref  alt  allele_index  window_center  ref_check  ref_match  status  <one column per target>
 
-``ref_check`` is ``ok``, ``mismatch: genome has X`` (the variant is still scored, against the
-genome's base) or ``n/a`` (no genome base to compare with); ``status`` is ``scored`` or
-``skipped: <reason>`` (indel, multi-allelic, absent chromosome, ...), whose effect columns are empty.
+``allele_index`` is the ALT's 1-based index in its record (as bcftools numbers them; 0 when there is
+no ALT); ``ref_check`` is ``ok``, ``mismatch: genome has X`` (the variant is still scored, against
+the genome's base, unless ``ref_mismatch="skip"``) or ``n/a`` (no genome base to compare with);
+``ref_match`` is ``yes``, ``no``, ``swapped`` (the genome has the ALT: REF and ALT appear exchanged)
+or ``n/a``; ``status`` is ``scored`` or ``skipped: <reason>`` (indel, absent chromosome, ...), whose
+effect columns are empty.
 """
 
 from __future__ import annotations
 
 import gzip
-import io
 import os
 from collections import Counter, deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,7 @@ from tqdm import tqdm
 from pipeline.apply.inputs import open_genome, resolve_genome
 from pipeline.apply.outputs import TSV_FORMAT, Sources, check_output, table_kind, write_tsv
 from pipeline.apply.predict import load_diff_base
+from pipeline.apply.vcf_input import VcfRecord, VcfSource, read_vcf
 from pipeline.core.encoding import ALPHABET, one_hot
 from pipeline.core.genome import Genome
 from pipeline.core.runtime import exact_float32, resolve_device
@@ -47,7 +52,7 @@ from pipeline.errors import UserError, WriteError
 from pipeline.ism import logfold_to_diff, mask_effects
 from pipeline.models import load_checkpoint
 
-COLUMNS = ["chrom", "pos", "id", "ref", "alt", "window_center", "ref_check", "status"]
+COLUMNS = ["chrom", "pos", "id", "ref", "alt", "allele_index", "window_center", "ref_check", "ref_match", "status"]
 """The fixed columns of the output; one column per target name follows."""
 
 SCORES_TSV = table_kind("a score-vcf table", "\t".join(COLUMNS) + "\t")
@@ -61,61 +66,13 @@ one window is open (thousands of records within ``L`` bases)."""
 
 _BASES = set("ACGT")
 
+REF_MISMATCH = ("score", "skip")
+"""What ``--ref-mismatch`` may be: score against the genome's base (and flag), or skip the record."""
 
-@dataclass(frozen=True)
-class VcfRecord:
-    """The first five columns of one VCF data line (``pos`` 1-based, as in the file)."""
+NAMING = "chromosome naming differs"
+"""The :attr:`Skip.kind` of a record whose chromosome the genome spells otherwise (``--no-harmonise``)."""
 
-    line: int
-    chrom: str
-    pos: int
-    id: str
-    ref: str
-    alt: str
-
-
-def _open_text(path: Path) -> io.TextIOWrapper:
-    with open(path, "rb") as handle:
-        magic = handle.read(2)
-    if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
-
-
-def read_vcf(path: str | os.PathLike) -> Iterator[VcfRecord]:
-    """Yield the records of a VCF (plain or gzipped) one by one.
-
-    Raises
-    ------
-    UserError
-        Missing or unreadable file; a data line with fewer than five columns or a non-integer
-        ``POS`` (the message names the file and line).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"VCF file {str(path)!r} does not exist")
-    number = 0
-    try:
-        with _open_text(path) as handle:
-            for number, line in enumerate(handle, start=1):
-                text = line.rstrip("\r\n")
-                if not text.strip() or text.startswith("#"):
-                    continue
-                cols = text.split("\t")
-                if len(cols) < 5:
-                    cols = text.split()
-                if len(cols) < 5:
-                    raise UserError(
-                        f"{str(path)}:{number}: expected at least 5 tab-separated columns (CHROM POS ID REF ALT), "
-                        f"got {len(cols)}: {text[:60]!r}"
-                    )
-                try:
-                    pos = int(cols[1])
-                except ValueError:
-                    raise UserError(f"{str(path)}:{number}: POS {cols[1]!r} is not an integer") from None
-                yield VcfRecord(number, cols[0], pos, cols[2], cols[3], cols[4])
-    except (OSError, EOFError, UnicodeError) as exc:
-        raise UserError(f"cannot read VCF {str(path)!r} (after line {number}): {exc}") from None
+__all__ = ["COLUMNS", "VcfRecord", "VcfSource", "VcfSummary", "read_scores", "read_vcf", "score_vcf"]
 
 
 @dataclass(frozen=True)
@@ -124,6 +81,8 @@ class Skip:
 
     kind: str
     reason: str
+    example: str = ""
+    """For a naming mismatch: ``'17' for 'chr17'``."""
 
 
 def skip_reason(record: VcfRecord, genome: Genome, seq_len: int) -> Skip | None:
@@ -132,11 +91,6 @@ def skip_reason(record: VcfRecord, genome: Genome, seq_len: int) -> Skip | None:
     The ``N`` check needs the window and happens later (when the window is read).
     """
     ref, alt = record.ref.upper(), record.alt.upper()
-    if "," in alt:
-        return Skip(
-            "multi-allelic",
-            f"multi-allelic (ALT {record.alt}); split it into biallelic records first, e.g. bcftools norm -m -",
-        )
     if alt in (".", "*", "") or alt.startswith("<") or "[" in alt or "]" in alt:
         return Skip("no plain alternate allele", f"no plain alternate allele (ALT {record.alt})")
     if len(ref) != len(alt):
@@ -151,18 +105,21 @@ def skip_reason(record: VcfRecord, genome: Genome, seq_len: int) -> Skip | None:
 
 
 def _chromosome_problem(record: VcfRecord, genome: Genome, seq_len: int) -> Skip | None:
-    if record.chrom not in genome:
-        other = genome.suggest(record.chrom)
-        hint = f"; the genome has {other!r}" if other else ""
-        return Skip("chromosome not in the genome", f"chromosome {record.chrom!r} is not in the genome{hint}")
-    n = genome.length(record.chrom)
+    chrom = record.genome_chrom
+    if chrom not in genome:
+        other = genome.suggest(chrom)
+        if other:
+            reason = f"chromosome {chrom!r} is not in the genome, which has {other!r} (--no-harmonise is on)"
+            return Skip(NAMING, reason, f"{chrom!r} for {other!r}")
+        return Skip("chromosome not in the genome", f"chromosome {chrom!r} is not in the genome")
+    n = genome.length(chrom)
     if n < seq_len:
         return Skip(
             "chromosome shorter than the window",
             f"chromosome {record.chrom} ({n} bp) is shorter than the model's window ({seq_len} bp)",
         )
     if not 1 <= record.pos <= n:
-        return Skip("position outside the chromosome", f"position outside {record.chrom} (1..{n})")
+        return Skip("position outside the chromosome", f"position outside {chrom} (1..{n})")
     return None
 
 
@@ -177,14 +134,35 @@ def ref_check(record: VcfRecord, genome_ref: str | None) -> str:
     return f"mismatch: genome has {genome_ref}{note}"
 
 
+def ref_match(record: VcfRecord, genome_ref: str | None) -> str:
+    """``yes`` (REF is the genome's base), ``swapped`` (the genome has the ALT instead), ``no``, or
+    ``n/a`` (``genome_ref`` is None: nothing to compare)."""
+    if genome_ref is None:
+        return "n/a"
+    genome_ref = genome_ref.upper()
+    if genome_ref == record.ref.upper():
+        return "yes"
+    return "swapped" if genome_ref == record.alt.upper() else "no"
+
+
 def _genome_ref(record: VcfRecord, genome: Genome) -> str | None:
     """The genome's bases under REF, when REF lies inside a chromosome of the genome."""
-    if record.chrom not in genome or not record.ref or record.ref in (".", "*"):
+    chrom = record.genome_chrom
+    if chrom not in genome or not record.ref or record.ref in (".", "*"):
         return None
     start, end = record.pos - 1, record.pos - 1 + len(record.ref)
-    if start < 0 or end > genome.length(record.chrom):
+    if start < 0 or end > genome.length(chrom):
         return None
-    return genome.fetch(record.chrom, start, end)
+    return genome.fetch(chrom, start, end)
+
+
+def harmonise(record: VcfRecord, genome: Genome) -> VcfRecord | None:
+    """``record`` on the genome's name of its chromosome (``17`` -> ``chr17``, ``MT`` -> ``chrM``, ...:
+    :meth:`~pipeline.core.genome.Genome.suggest`), or ``None`` when no renaming applies."""
+    if record.chrom in genome:
+        return None
+    other = genome.suggest(record.chrom)
+    return None if other is None else replace(record, contig=other)
 
 
 @dataclass
@@ -194,6 +172,7 @@ class _Row:
     record: VcfRecord
     skip: Skip | None = None
     check: str = "n/a"
+    match: str = "n/a"
     center: int | None = None
     values: np.ndarray | None = None
     group: _Group | None = None
@@ -216,7 +195,8 @@ class _Row:
         else:
             values = [""] * n_targets
         center = "" if self.center is None else str(self.center)
-        return [r.chrom, str(r.pos), r.id, r.ref, r.alt, center, self.check, self.status, *values]
+        fixed = [r.chrom, str(r.pos), r.id, r.ref, r.alt, str(r.allele_index), center, self.check, self.match]
+        return [*fixed, self.status, *values]
 
 
 @dataclass
@@ -231,7 +211,8 @@ class _Group:
 
     def takes(self, record: VcfRecord, span: int) -> bool:
         """Whether ``record`` can join without the group spanning more than ``span`` bases."""
-        return self.chrom == record.chrom and max(self.last, record.pos) - min(self.first, record.pos) + 1 <= span
+        span_with = max(self.last, record.pos) - min(self.first, record.pos) + 1
+        return self.chrom == record.genome_chrom and span_with <= span
 
     def add(self, row: _Row) -> None:
         self.first, self.last = min(self.first, row.record.pos), max(self.last, row.record.pos)
@@ -248,8 +229,12 @@ class VcfSummary:
     n_scored: int = 0
     n_windows: int = 0
     n_mismatch: int = 0
+    n_harmonised: int = 0
+    """Records read on the genome's name of their chromosome (``17`` -> ``chr17``)."""
     skipped: Counter[str] = field(default_factory=Counter)
     """Skipped records by kind of reason (:attr:`Skip.kind`)."""
+    naming: str = ""
+    """The first chromosome naming mismatch (``'17' for 'chr17'``), for the error when nothing is scored."""
 
     def count(self, row: _Row) -> None:
         """Count one finished row."""
@@ -258,8 +243,11 @@ class VcfSummary:
             self.n_scored += 1
         else:
             self.skipped[row.skip.kind] += 1
+            self.naming = self.naming or row.skip.example
         if row.check.startswith("mismatch"):
             self.n_mismatch += 1
+        if row.record.contig:
+            self.n_harmonised += 1
 
     def line(self) -> str:
         """One line for the command line."""
@@ -269,6 +257,7 @@ class VcfSummary:
             f"scored {self.n_scored} of {self.n_records} variants in {self.n_windows} windows; "
             f"{self.n_mismatch} REF mismatches; skipped {n_skipped}"
             + (f" ({reasons})" if reasons else "")
+            + (f"; harmonised the chromosome names of {self.n_harmonised}" if self.n_harmonised else "")
             + f"; wrote {self.out}"
         )
 
@@ -300,6 +289,7 @@ class _Scorer:
                 j = row.record.pos - first
                 row.center = center_of(first, L)
                 row.check = ref_check(row.record, seq[j])
+                row.match = ref_match(row.record, seq[j])
                 if seq[j].upper() not in _BASES:
                     reason = f"the genome has {seq[j]} at this position (effects are 0 by definition)"
                     row.skip = Skip("the genome has N at this position", reason)
@@ -346,7 +336,7 @@ class _Batcher:
             if self.open is None or not self.open.takes(row.record, self.span):
                 self._close_open()
             if self.open is None:
-                self.open = _Group(row.record.chrom, row.record.pos, row.record.pos)
+                self.open = _Group(row.record.genome_chrom, row.record.pos, row.record.pos)
             self.open.add(row)
             if len(self.closed) >= self.batch_size:
                 self._score()
@@ -380,13 +370,42 @@ class _Batcher:
             yield self.pending.popleft()
 
 
-def _classify(record: VcfRecord, genome: Genome, seq_len: int) -> tuple[_Row, bool]:
-    """The row of a record, and whether it is an SNV to score (else its status says why not)."""
-    row = _Row(record, skip=skip_reason(record, genome, seq_len))
-    if row.skip is None:
-        return row, True
-    row.check = ref_check(record, _genome_ref(record, genome))
-    return row, False
+@dataclass(frozen=True)
+class _Rules:
+    """How records are classified: the genome, the model's window, and the command's choices."""
+
+    genome: Genome
+    seq_len: int
+    harmonise: bool = True
+    ref_mismatch: str = "score"
+
+    def classify(self, record: VcfRecord) -> tuple[_Row, bool]:
+        """The row of a record, and whether it is an SNV to score (else its status says why not).
+
+        With ``harmonise``, a chromosome the genome spells otherwise is renamed first; with
+        ``ref_mismatch="skip"``, an SNV whose REF is not the genome's base is skipped.
+        """
+        if self.harmonise:
+            record = harmonise(record, self.genome) or record
+        row = _Row(record, skip=skip_reason(record, self.genome, self.seq_len))
+        if row.skip is None and self.ref_mismatch == "score":
+            return row, True
+        genome_ref = _genome_ref(record, self.genome)
+        row.check, row.match = ref_check(record, genome_ref), ref_match(record, genome_ref)
+        if row.skip is None and row.match != "yes":
+            what = "REF and ALT swapped" if row.match == "swapped" else "REF is not the genome's base"
+            row.skip = Skip(what, f"{what}: the genome has {genome_ref} (--ref-mismatch skip)")
+        return row, row.skip is None
+
+
+def _check_naming(summary: VcfSummary) -> None:
+    """Fail when nothing was scored and records were skipped only for the genome's chromosome naming."""
+    n = summary.skipped.get(NAMING, 0)
+    if summary.n_scored == 0 and n:
+        raise UserError(
+            f"no variant scored: {n} records name chromosomes the genome spells otherwise (e.g. {summary.naming}); "
+            "drop --no-harmonise, or rename them with bcftools annotate --rename-chrs"
+        )
 
 
 def _check_paths(out_path: Path, vcf: str, overwrite: bool, inputs: Sources) -> None:
@@ -412,6 +431,9 @@ def score_vcf(
     diff: bool = False,
     weights: str | os.PathLike[str] | None = None,
     base: str | None = None,
+    region: str | None = None,
+    harmonise: bool = True,
+    ref_mismatch: str = "score",
     overwrite: bool = False,
     progress: bool = True,
 ) -> VcfSummary:
@@ -422,7 +444,7 @@ def score_vcf(
     checkpoint : str
         ``best.pt``/``last.pt``.
     vcf : str
-        VCF file, plain or gzipped.
+        VCF (plain or bgzipped) or BCF file.
     out : str
         ``.tsv`` or ``.tsv.gz``.
     genome : str, optional
@@ -439,6 +461,16 @@ def score_vcf(
         log-fold.
     weights, base : optional
         With ``diff``: the base model's weights file / import path, if they moved.
+    region : str, optional
+        Only the records of ``chr:start-end`` (1-based, inclusive) of an indexed (``.tbi``/``.csi``)
+        file.
+    harmonise : bool
+        Read ``17`` as ``chr17``, ``MT`` as ``chrM``, ... when the genome has only the other
+        spelling (:meth:`~pipeline.core.genome.Genome.suggest`); otherwise such records are skipped,
+        and when nothing is scored because of it the command fails.
+    ref_mismatch : {"score", "skip"}
+        What to do with an SNV whose REF is not the genome's base: score it against the genome's
+        base and flag it (``ref_match`` ``no``/``swapped``), or skip it.
     overwrite : bool
         Replace an existing ``out`` written by ``score-vcf`` (never one of the inputs, a checkpoint,
         ...: :func:`pipeline.apply.outputs.check_output`); the new table is written under a
@@ -447,8 +479,16 @@ def score_vcf(
     Returns
     -------
     summary : VcfSummary
+
+    Raises
+    ------
+    UserError
+        Bad options or inputs (one line); nothing scored because the VCF names chromosomes the
+        genome spells otherwise (``--no-harmonise``).
     """
     out_path = Path(out)
+    if ref_mismatch not in REF_MISMATCH:
+        raise UserError(f"--ref-mismatch must be one of {', '.join(REF_MISMATCH)}, got {ref_mismatch!r}")
     _check_paths(out_path, vcf, overwrite, {"--checkpoint": checkpoint, "--vcf": vcf, "--genome": genome})
     if not diff and (weights is not None or base is not None):
         raise UserError("--weights/--base only matter with --diff (the base model is not run otherwise)")
@@ -465,15 +505,18 @@ def score_vcf(
     scorer = _Scorer(model, load_diff_base(meta, dev, weights=weights, base=base) if diff else None, g, L, dev)
     names = list(meta["target_names"])
     summary = VcfSummary(out=str(out_path))
+    rules = _Rules(g, L, harmonise=harmonise, ref_mismatch=ref_mismatch)
+    source = VcfSource(Path(vcf), region)
 
     def rows() -> Iterator[list[str]]:
         batcher = _Batcher(scorer, span, batch_size)
-        added = chain.from_iterable(batcher.add(*_classify(record, g, L)) for record in read_vcf(vcf))
+        added = chain.from_iterable(batcher.add(*rules.classify(record)) for record in read_vcf(source))
         with tqdm(desc="score-vcf", unit=" variants", disable=not progress) as bar:
             for row in chain(added, batcher.finish()):
                 summary.count(row)
                 bar.update(1)
                 yield row.format(len(names))
+        _check_naming(summary)  # before the table is published
 
     try:
         write_tsv(out_path, [*COLUMNS, *names], rows())
@@ -494,6 +537,7 @@ def read_scores(path: str | os.PathLike) -> list[dict[str, Any]]:
             cols = line.rstrip("\n").split("\t")
             row: dict[str, Any] = dict(zip(header[: len(COLUMNS)], cols[: len(COLUMNS)]))
             row["pos"] = int(row["pos"])
+            row["allele_index"] = int(row["allele_index"])
             row["window_center"] = int(row["window_center"]) if row["window_center"] else None
             row["effects"] = {
                 name: (float(v) if v != "" else None) for name, v in zip(header[len(COLUMNS) :], cols[len(COLUMNS) :])

@@ -1,0 +1,256 @@
+"""The VCF/BCF reader of ``score-vcf``: records through pysam (htslib), one per ALT allele.
+
+Reads plain ``.vcf``, bgzipped ``.vcf.gz`` and ``.bcf`` (htslib detects the format from the file's
+bytes), optionally only the records of a region of an indexed file (``.tbi``/``.csi``). A record
+with several ALT alleles is split into one :class:`VcfRecord` per ALT, numbered as bcftools numbers
+them (``allele_index`` 1..n). htslib's messages on stderr are silenced during each call into it; what it cannot
+parse becomes one :class:`~pipeline.errors.UserError` naming the file (and the line, for text VCFs
+read whole).
+
+A text VCF without the ``##fileformat`` line, or with only the first five columns (``CHROM POS ID
+REF ALT``; ``score-vcf`` accepted these before it read through htslib), is read through a
+normalised temporary copy: the ``##fileformat`` line is added and the header and records are padded
+to the eight fixed VCF columns with ``.``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import pysam
+
+from pipeline.errors import UserError
+
+_FIXED = ["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO"]
+_INDEX_HINT = "bgzip it and index it with `bcftools index FILE` (or `tabix -p vcf FILE`)"
+
+
+@dataclass(frozen=True)
+class VcfRecord:
+    """One ALT allele of one VCF record (``pos`` 1-based, as in the file).
+
+    ``number`` is the record's 1-based number among the records read; ``allele_index`` the ALT's
+    1-based index in the record (0 when the record has no ALT, ``.``); ``contig`` the genome's name
+    of the chromosome (``chrom`` itself unless the name was harmonised, ``17`` -> ``chr17``).
+    """
+
+    number: int
+    chrom: str
+    pos: int
+    id: str
+    ref: str
+    alt: str
+    allele_index: int = 1
+    contig: str = ""
+
+    @property
+    def genome_chrom(self) -> str:
+        """The chromosome's name in the genome (``contig``, else ``chrom``)."""
+        return self.contig or self.chrom
+
+
+@dataclass(frozen=True)
+class VcfSource:
+    """What to read: a VCF/BCF file, and optionally a ``chr:start-end`` region of it (needs an index)."""
+
+    path: Path
+    region: str | None = None
+
+
+@contextmanager
+def quiet_htslib() -> Iterator[None]:
+    """Silence htslib's messages on stderr (``pysam.set_verbosity(0)``); restore the level after."""
+    previous = pysam.set_verbosity(0)
+    try:
+        yield
+    finally:
+        pysam.set_verbosity(previous)
+
+
+def _open_text(path: Path) -> IO[str]:
+    with open(path, "rb") as handle:
+        magic = handle.read(2)
+    if magic == b"\x1f\x8b":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
+
+
+def _header_lines(path: Path) -> list[str] | None:
+    """The ``#`` lines at the head of a text VCF; ``None`` for a BCF or a file that is not text."""
+    lines: list[str] = []
+    try:
+        with _open_text(path) as handle:
+            for line in handle:
+                if line.startswith("BCF"):
+                    return None
+                if not line.startswith("#"):
+                    break
+                lines.append(line.rstrip("\r\n"))
+    except (OSError, EOFError, UnicodeError):
+        return None
+    return lines
+
+
+def _plain_gzip(path: Path) -> bool:
+    """Whether the file is gzip but not bgzip (BGZF blocks carry a ``BC`` extra field)."""
+    with open(path, "rb") as handle:
+        head = handle.read(14)
+    return head[:2] == b"\x1f\x8b" and not (len(head) == 14 and head[3] & 4 and head[12:14] == b"BC")
+
+
+def needs_normalising(path: Path) -> bool:
+    """Whether a VCF must be read through a normalised copy: plain gzip (htslib reads bgzip only, it
+    must seek), or text without ``##fileformat`` or the eight fixed columns (the module's notes)."""
+    if _plain_gzip(path):
+        return True
+    lines = _header_lines(path)
+    if lines is None:
+        return False
+    chrom_line = [line for line in lines if line.startswith("#CHROM")]
+    has_format = bool(lines) and lines[0].startswith("##fileformat=")
+    return not has_format or not chrom_line or len(chrom_line[0].split("\t")) < len(_FIXED)
+
+
+def _write_normalised(path: Path, out: Path) -> None:
+    """Copy a text VCF to ``out`` with ``##fileformat`` and the eight fixed columns (padded with ``.``)."""
+    with _open_text(path) as src, open(out, "w", encoding="utf-8") as dst:
+        header_done = False
+        for number, line in enumerate(src):
+            text = line.rstrip("\r\n")
+            if number == 0 and not text.startswith("##fileformat="):
+                dst.write("##fileformat=VCFv4.2\n")
+            if text.startswith("##"):
+                if number == 0 or not text.startswith("##fileformat="):
+                    dst.write(text + "\n")
+                continue
+            if not header_done:
+                header_done = True
+                cols = text.split("\t")
+                dst.write(
+                    text + "\n" if text.startswith("#") and len(cols) >= len(_FIXED) else "\t".join(_FIXED) + "\n"
+                )
+                if text.startswith("#"):
+                    continue
+            if not text.strip():
+                continue
+            cols = text.split("\t")
+            if 5 <= len(cols) < len(_FIXED):
+                cols += ["."] * (len(_FIXED) - len(cols))
+            dst.write("\t".join(cols) + "\n")
+
+
+def _locate(path: Path, n_read: int) -> str | None:
+    """``FILE:LINE: 'text'`` of the data line after the first ``n_read`` ones of a text VCF (``None``
+    when there is none: the file ends there)."""
+    try:
+        with _open_text(path) as handle:
+            seen = 0
+            for number, line in enumerate(handle, start=1):
+                if line.startswith("#") or not line.strip():
+                    continue
+                seen += 1
+                if seen > n_read:
+                    return f"{path}:{number}: {line.rstrip()[:60]!r}"
+    except (OSError, EOFError, UnicodeError):
+        pass
+    return None
+
+
+def _open(path: Path, shown: Path) -> Any:
+    try:
+        with quiet_htslib():
+            return pysam.VariantFile(str(path))
+    except (ValueError, OSError, NotImplementedError):
+        raise UserError(
+            f"cannot read VCF/BCF {str(shown)!r}: not a valid VCF or BCF file (htslib cannot read its header)"
+        ) from None
+
+
+def _fetch(variants: Any, source: VcfSource) -> Iterator[Any]:
+    if source.region is None:
+        return iter(variants)
+    if variants.index is None:
+        raise UserError(f"--region needs an indexed VCF/BCF: {str(source.path)!r} has no index; {_INDEX_HINT}")
+    try:
+        with quiet_htslib():
+            return iter(variants.fetch(region=source.region))
+    except (ValueError, KeyError) as exc:
+        raise UserError(f"--region {source.region!r} cannot be read from {str(source.path)!r}: {exc}") from None
+
+
+def _parse_error(source: VcfSource, binary: bool, n_read: int, exc: Exception) -> str:
+    """The message for a record htslib cannot parse, after ``n_read`` good ones."""
+    line = None if binary or source.region is not None else _locate(source.path, n_read)
+    if line is not None:  # htslib calls it "truncated file" whatever the problem: name the line instead
+        return f"{line}: malformed VCF record (htslib cannot parse it)"
+    where = f"{source.path}" + (f" ({source.region})" if source.region else "")
+    return f"{where}: cannot read past record {n_read}: {exc}"
+
+
+def _records(variants: Any, source: VcfSource) -> Iterator[VcfRecord]:
+    """The records of an open file, one per ALT; a parse error is one :class:`UserError`."""
+    records = _fetch(variants, source)
+    number = 0
+    while True:
+        try:
+            with quiet_htslib():
+                record = next(records)
+        except StopIteration:
+            return
+        except (OSError, ValueError) as exc:
+            raise UserError(_parse_error(source, variants.format == "BCF", number, exc)) from None
+        number += 1
+        ref, vid = record.ref or ".", record.id or "."
+        alts = record.alts or (".",)
+        for k, alt in enumerate(alts, start=1):
+            yield VcfRecord(number, record.chrom, record.pos, vid, ref, alt, k if record.alts else 0)
+
+
+def read_vcf(source: VcfSource | str | os.PathLike[str]) -> Iterator[VcfRecord]:
+    """Yield the records of a VCF/BCF (plain, bgzipped or BCF), one per ALT allele, in file order.
+
+    Parameters
+    ----------
+    source : VcfSource or path
+        The file, and optionally the region to read (``chr:start-end``, 1-based inclusive).
+
+    Yields
+    ------
+    VcfRecord
+
+    Raises
+    ------
+    UserError
+        Missing file; not a VCF/BCF; a record htslib cannot parse (the message names the file, and
+        the line for a text VCF read whole); ``--region`` on a file without an index, or a region
+        the file cannot be queried for.
+    """
+    if not isinstance(source, VcfSource):
+        source = VcfSource(Path(source))
+    if not source.path.is_file():
+        raise UserError(f"VCF file {str(source.path)!r} does not exist")
+    if not needs_normalising(source.path):
+        with _open(source.path, source.path) as variants:
+            yield from _records(variants, source)
+        return
+    if source.region is not None:
+        raise UserError(
+            f"--region needs a bgzipped, indexed VCF/BCF with the 8 fixed VCF columns; {str(source.path)!r} is not "
+            f"one: {_INDEX_HINT}"
+        )
+    with tempfile.TemporaryDirectory(prefix="score-vcf-") as folder:
+        copy = Path(folder) / "normalised.vcf"
+        try:
+            _write_normalised(source.path, copy)
+        except (OSError, EOFError, UnicodeError) as exc:
+            raise UserError(f"cannot read VCF {str(source.path)!r}: {exc}") from None
+        with _open(copy, source.path) as variants:
+            yield from _records(variants, source)
