@@ -10,6 +10,7 @@ Modules: :mod:`~pipeline.models.registry` (names and import paths), :mod:`~pipel
 :mod:`~pipeline.models.beluga`, :mod:`~pipeline.models.demo`, :mod:`~pipeline.models.multiplexer`.
 """
 
+from pipeline.core.identity import weights_label  # re-exported: stores, checkpoints and reports name weights alike
 from pipeline.models.base import (
     BaseModel,
     base_identity,
@@ -19,7 +20,6 @@ from pipeline.models.base import (
     load_base,
     probe_outputs,
     target_names_for,
-    weights_label,
 )
 from pipeline.models.beluga import Beluga
 from pipeline.models.checkpoint import base_from_checkpoint, load_checkpoint, read_checkpoint, save_checkpoint

@@ -21,16 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.core.identity import BUILT_IN, WEIGHTS_FILE
 from pipeline.core.spec import Spec
 from pipeline.errors import SpecError, UserError
 from pipeline.models.registry import BASE_MODELS, BUILT_IN_WEIGHTS, PUBLISHED_WEIGHTS, build_base, model_class
 from pipeline.models.weights import file_sha256
-
-BUILT_IN = "built in"
-"""``init`` of a model that sets its own weights (the demo model); also how identities written before
-``init`` was recorded name a base model without a weights file."""
-WEIGHTS_FILE = "weights file"
-"""``init`` of a base model loaded from a weights file (the identity's ``weights`` names it)."""
 
 
 @dataclass
@@ -149,16 +144,6 @@ def weights_init(name: str, weights: str | os.PathLike[str] | None, seed: int | 
     if name in BUILT_IN_WEIGHTS:
         return BUILT_IN
     return f"random (seed {seed})" if seed is not None else "random"
-
-
-def weights_label(identity: Mapping[str, Any]) -> str:
-    """How ``store info``, checkpoints' readers and reports name a base model's weights: the weights
-    file, ``random (seed N)`` or ``built in``. Identities written before ``init`` was recorded name
-    their weights file or ``built in``."""
-    if identity.get("weights"):
-        return str(identity["weights"])
-    init = identity.get("init")
-    return str(init) if init and init != WEIGHTS_FILE else BUILT_IN
 
 
 def base_identity(

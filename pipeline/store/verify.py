@@ -13,8 +13,8 @@ import numpy as np
 import zarr
 from tqdm import tqdm
 
+from pipeline.core.identity import weights_label
 from pipeline.errors import UserError
-from pipeline.models import weights_label
 from pipeline.store.chunks import BLOCK_UNITS, CHECKED, first_missing_chunk, stored_bytes
 from pipeline.store.digests import DIGESTED, first_mismatch, split_markers, unreadable
 from pipeline.store.format import SplitMeta, group_array, int_attr
