@@ -334,3 +334,24 @@ def test_unmark_damaged_then_distill_repairs_the_store(store_copy, tiny_spec, ti
     ok("store", "verify", store_copy)
     assert_same_store(store_copy, tiny_store)
     assert ok("store", "verify", store_copy, "--unmark-damaged").stdout.endswith("no damaged unit\n")
+
+
+def test_a_store_whose_parent_folder_is_read_only_is_still_written(store_copy, tiny_spec, monkeypatch):
+    """The writer lease lives beside the store; where that folder cannot be written, distill writes the
+    store without one instead of failing."""
+    from pipeline.distill import distill
+
+    marker = Path(store_copy) / "train" / "complete" / "c" / "1" / "0"
+    marker.write_bytes(marker.read_bytes()[:5])  # one unit to redo
+    parent = Path(store_copy).parent
+    leases = parent / f".{Path(store_copy).name}.writers"
+    real_mkdir = os.mkdir
+
+    def mkdir(path, mode=0o777, *, dir_fd=None):
+        if Path(os.fsdecode(path)) == leases:
+            raise PermissionError(13, "Permission denied", os.fsdecode(path))
+        return real_mkdir(path, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    assert distill(tiny_spec, store_path=store_copy, device="cpu", progress=False).computed_units == 1
+    assert not leases.exists()

@@ -298,7 +298,8 @@ class Store:
             if split in self._complete:
                 self._complete[split][unit] = True
         if self.lease is not None:
-            self.lease.touch()
+            with contextlib.suppress(OSError):  # a lease is a courtesy to --overwrite, never a failure
+                self.lease.touch()
 
     def require_complete(self, split: str, *, limit: int | None = None, chunks: bool = True) -> None:
         """Raise a :class:`UserError` unless every unit of ``split`` is complete and, with ``chunks``,
@@ -687,12 +688,16 @@ def writer_lease(store: Store) -> Iterator[None]:
         yield
         return
     lease = writers_folder(Path(store.path)) / f"{platform.node()}-{os.getpid()}"
-    for stale in lease.parent.glob(f"{platform.node()}-*"):  # leases of killed processes of this host
-        pid = stale.name.rpartition("-")[2]
-        if pid.isdigit() and not process_alive(int(pid)):
-            stale.unlink(missing_ok=True)
-    lease.parent.mkdir(exist_ok=True)
-    lease.touch()
+    try:
+        for stale in lease.parent.glob(f"{platform.node()}-*"):  # leases of killed processes of this host
+            pid = stale.name.rpartition("-")[2]
+            if pid.isdigit() and not process_alive(int(pid)):
+                stale.unlink(missing_ok=True)
+        lease.parent.mkdir(exist_ok=True)
+        lease.touch()
+    except OSError:  # a folder beside the store we may not write: write the store without a lease
+        yield
+        return
     store.lease = lease
     try:
         yield
