@@ -437,17 +437,48 @@ def ism(ctx: click.Context, out: str, **options: Any) -> None:
 
 
 @cli.command("score-vcf")
-@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="best.pt or last.pt.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="best.pt or last.pt (required unless --merge).")
 @click.option(
-    "--vcf", required=True, type=click.Path(dir_okay=False), help="VCF (plain or bgzipped) or BCF (1-based POS)."
+    "--vcf",
+    type=click.Path(dir_okay=False),
+    help="VCF (plain or bgzipped) or BCF, 1-based POS (required unless --merge).",
 )
-@click.option("--out", required=True, help="Output table: .tsv or .tsv.gz.")
+@click.option(
+    "--out",
+    required=True,
+    help="Output, by suffix: .tsv / .tsv.gz (one row per ALT allele), .vcf.gz (the input records with the scores "
+    "as INFO fields, tabix-indexed), .zarr (variants x targets float16 and the variant table).",
+)
 @click.option(
     "--genome", type=click.Path(dir_okay=False), help="Genome FASTA (default: the one recorded in the checkpoint)."
 )
 @click.option(
     "--region",
     help="Only the records of chr:start-end (1-based, inclusive); the VCF/BCF needs a .tbi or .csi index.",
+)
+@click.option(
+    "--centered",
+    is_flag=True,
+    help="One window per position with the variant at 0-based index L//2-1 (999 of 2000, as DeepSEA/ExPecto): "
+    "the classical centred score, slower than shared windows.",
+)
+@click.option(
+    "--exact",
+    is_flag=True,
+    help="Score with the base model itself: log-fold of base(alternative window) vs base(reference window), "
+    "both centred; also scores indels (the alternative window keeps the bases before the variant, then ALT, "
+    "then the genome after REF to length L).",
+)
+@click.option(
+    "--strand",
+    type=click.Choice(["forward", "reverse", "both"]),
+    default="forward",
+    show_default=True,
+    help="Score the forward window, its reverse complement, or the mean of both (in log-fold space).",
+)
+@click.option(
+    "--targets",
+    help="Targets to write: comma-separated names or regular expressions, or a file of one per line (default: all).",
 )
 @click.option(
     "--harmonise/--no-harmonise",
@@ -460,32 +491,53 @@ def ism(ctx: click.Context, out: str, **options: Any) -> None:
     type=click.Choice(["score", "skip"]),
     default="score",
     show_default=True,
-    help="An SNV whose REF is not the genome's base: score it against the genome's base (flagged in "
-    "ref_match), or skip it.",
+    help="A variant whose REF is not the genome's bases: score it against the genome (flagged in ref_match), "
+    "or skip it.",
 )
 @_diff_options
 @click.option(
     "--group-span",
     type=click.IntRange(min=1),
-    help="Variants whose positions span at most this many bases share one window (default: the model's L; "
-    "1: a centred window per position).",
+    help="Shared windows: variants whose positions span at most this many bases share one window (default: the "
+    "model's L).",
 )
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Windows per pass.")
+@click.option(
+    "--shard",
+    help="I/N: score every N-th unit of 1,000 records into OUT.parts (a scheduler array task; torchrun ranks split "
+    "further); the process finishing the last unit merges them into OUT. A rerun skips finished units.",
+)
+@click.option("--merge", is_flag=True, help="Only merge the finished parts of a sharded run into OUT.")
 @_device
 @click.option(
     "--overwrite",
     is_flag=True,
-    help="Replace an existing table written by score-vcf (never the VCF or another kind of file); the new "
-    "one is swapped in only when complete.",
+    help="Replace an existing output of score-vcf (never the VCF or another kind of file); the new one is "
+    "swapped in only when complete.",
 )
 @click.pass_context
-def score_vcf(ctx: click.Context, checkpoint: str, vcf: str, out: str, **options: Any) -> None:
-    """Per-variant effects of every SNV of a VCF/BCF, one multiplexer pass per window of nearby variants.
-    One output row per ALT allele of each record: chrom, pos, id, ref, alt, allele_index, window_center,
-    ref_check, ref_match, status, then one column per target. Indels, absent chromosomes, ... are rows
-    marked 'skipped: <reason>'."""
+def score_vcf(
+    ctx: click.Context, checkpoint: str | None, vcf: str | None, out: str, merge: bool, **options: Any
+) -> None:
+    """Per-variant effects of every variant of a VCF/BCF: from the multiplexer (shared windows, or --centered),
+    or from the base model (--exact). One result per ALT allele of each record; variants that cannot be
+    scored (indels without --exact, absent chromosomes, ...) are kept, marked 'skipped: <reason>'. Every output
+    records what the scores mean (quantity, sign, log base, window, strand, model, genome fingerprint)."""
+    from pipeline.apply.vcf import merge_scores
     from pipeline.apply.vcf import score_vcf as run
 
+    if merge:
+        extra = [
+            "--" + name.replace("_", "-")
+            for name in ("checkpoint", "vcf", *options)
+            if name != "overwrite" and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+        ]
+        if extra:
+            raise UserError(f"--merge takes only --out and --overwrite, not {', '.join(extra)}")
+        click.echo(merge_scores(out, overwrite=options["overwrite"], progress=_progress(ctx)).line())
+        return
+    if checkpoint is None or vcf is None:
+        raise UserError("score-vcf needs --checkpoint and --vcf (or --merge to join the parts of a sharded run)")
     click.echo(run(checkpoint, vcf, out, progress=_progress(ctx), **options).line())
 
 

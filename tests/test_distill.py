@@ -64,7 +64,12 @@ def test_store_content_is_the_base_models_ism(tiny_spec, tiny_store, genome):
         assert stored.dtype == np.float16
         # float16 storage; the engine may sum in another order than this naive recomputation
         np.testing.assert_allclose(stored.astype(np.float32), y.numpy(), rtol=2e-3, atol=2e-5)
-        assert (stored[y.numpy() == 0] == 0).all()  # exact zeros stay exact
+        # exact zeros where the convention defines them: reference bases and N columns. (Elsewhere a zero
+        # of naive ISM -- a position the model ignores -- may come out of the fast engine as float noise,
+        # e.g. -1.3e-6 on AVX-512 CPUs, where its sliced convolutions round unlike the full one; allclose
+        # above bounds it.)
+        defined = np.broadcast_to((X == 1) | (X.sum(axis=1, keepdims=True) == 0), (len(X), 4, X.shape[-1]))
+        assert (stored.transpose(1, 0, 2, 3)[:, defined] == 0).all()
 
 
 def test_one_split_at_a_time_equals_all_at_once(tiny_spec, tiny_store, tmp_path, assert_same_store):

@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -417,27 +418,31 @@ def test_publishing_fsyncs_before_the_rename(tmp_path, monkeypatch):
 
 
 def _count_held(mp: pytest.MonkeyPatch) -> dict[str, int]:
-    """Count records read from the VCF and rows handed to the table writer; ``max`` is the most rows
+    """Count records read from the VCF and rows handed to the output writer; ``max`` is the most rows
     read but not yet written at any moment (what score-vcf holds)."""
     state = {"read": 0, "written": 0, "max": 0}
-    real_read, real_write = vcf_module.read_vcf, vcf_module.write_tsv
+    real_read, real_writer = vcf_module.read_vcf, vcf_module.score_writer
 
     def read_vcf(path: Any) -> Iterator[Any]:
         for record in real_read(path):
             state["read"] += 1
             yield record
 
-    def write_tsv(path: Any, header: list[str], rows: Any) -> None:
-        def counted() -> Iterator[list[str]]:
-            for row in rows:
+    @contextmanager
+    def score_writer(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        with real_writer(*args, **kwargs) as writer:
+            real_write = writer.write
+
+            def write(row: Any) -> None:
                 state["written"] += 1
                 state["max"] = max(state["max"], state["read"] - state["written"])
-                yield row
+                real_write(row)
 
-        real_write(path, header, counted())
+            writer.write = write
+            yield writer
 
     mp.setattr(vcf_module, "read_vcf", read_vcf)
-    mp.setattr(vcf_module, "write_tsv", write_tsv)
+    mp.setattr(vcf_module, "score_writer", score_writer)
     return state
 
 

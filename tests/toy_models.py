@@ -112,3 +112,71 @@ class DefaultInitNet(nn.Module):
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         """``X: [B, 4, L]`` -> ``[B, F]`` probabilities."""
         return torch.sigmoid(self.dense(X.flatten(1)))
+
+
+class StrandMultiplexer(nn.Module):
+    """A toy multiplexer ``[B, 4, L] -> [B, F, 4, L]``: one convolution ``h``, strand-symmetric or not.
+
+    With ``symmetric`` its output is ``h(X) + rc(h(rc(X)))`` (``rc`` flips the base and position axes,
+    the reverse complement in the ``A, G, C, T`` alphabet), so scoring the reverse-complemented window
+    and reading it back gives exactly the forward scores. Without, it is ``h(X)``.
+    """
+
+    def __init__(self, seq_len: int = 80, n_targets: int = 4, symmetric: bool = True, seed: int = 1) -> None:
+        super().__init__()
+        self.seq_len, self.n_targets, self.symmetric = seq_len, n_targets, symmetric
+        self.h = nn.Conv1d(4, 4 * n_targets, 9, padding=4)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in self.h.parameters():
+                p.copy_(0.5 * torch.randn(p.shape, generator=g))
+        self.eval()
+
+    def _h(self, X: torch.Tensor) -> torch.Tensor:
+        return self.h(X).reshape(X.shape[0], self.n_targets, 4, X.shape[-1])
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        """``X: [B, 4, L]`` -> ``[B, F, 4, L]``."""
+        y = self._h(X)
+        if self.symmetric:
+            y = y + self._h(X.flip((-2, -1))).flip((-2, -1))
+        return y
+
+
+class CentreBase(nn.Module):
+    """A base model whose every output is ``sigmoid(scale · [base at index L//2 - 1 is `base`] - 1)``.
+
+    The exact centred score of a variant is then known by construction: ``log_fold(sigmoid(scale - 1),
+    sigmoid(-1))`` for an ALT equal to ``base`` (REF another base), its negative for the reverse, else 0.
+    """
+
+    def __init__(self, seq_len: int = 80, n_targets: int = 4, base: int = 2, scale: float = 3.0) -> None:
+        super().__init__()
+        self.seq_len, self.n_targets, self.base, self.scale = seq_len, n_targets, base, scale
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        """``X: [B, 4, L]`` -> ``[B, F]``."""
+        hit = X[:, self.base, self.seq_len // 2 - 1]
+        return torch.sigmoid(self.scale * hit - 1.0)[:, None].expand(-1, self.n_targets).contiguous()
+
+
+class SymmetricBase(nn.Module):
+    """A strand-symmetric base model: ``sigmoid(g(X) + g(rc(X)))`` for a small convolutional ``g``."""
+
+    def __init__(self, seq_len: int = 80, n_targets: int = 4, seed: int = 2) -> None:
+        super().__init__()
+        self.seq_len, self.n_targets = seq_len, n_targets
+        self.conv = nn.Conv1d(4, 6, 7)
+        self.dense = nn.Linear(6 * (seq_len - 6), n_targets)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+        self.eval()
+
+    def _g(self, X: torch.Tensor) -> torch.Tensor:
+        return self.dense(torch.relu(self.conv(X)).flatten(1))
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        """``X: [B, 4, L]`` -> ``[B, F]``."""
+        return torch.sigmoid(self._g(X) + self._g(X.flip((-2, -1))))

@@ -195,8 +195,9 @@ def _parse_error(source: VcfSource, binary: bool, n_read: int, exc: Exception) -
     return f"{where}: cannot read past record {n_read}: {exc}"
 
 
-def _records(variants: Any, source: VcfSource) -> Iterator[VcfRecord]:
-    """The records of an open file, one per ALT; a parse error is one :class:`UserError`."""
+def raw_records(variants: Any, source: VcfSource) -> Iterator[Any]:
+    """The pysam records of an open file, in order (of ``source.region`` when set); a parse error is
+    one :class:`UserError`."""
     records = _fetch(variants, source)
     number = 0
     while True:
@@ -208,10 +209,49 @@ def _records(variants: Any, source: VcfSource) -> Iterator[VcfRecord]:
         except (OSError, ValueError) as exc:
             raise UserError(_parse_error(source, variants.format == "BCF", number, exc)) from None
         number += 1
+        yield record
+
+
+def _records(variants: Any, source: VcfSource) -> Iterator[VcfRecord]:
+    """The records of an open file, one per ALT; a parse error is one :class:`UserError`."""
+    for number, record in enumerate(raw_records(variants, source), start=1):
         ref, vid = record.ref or ".", record.id or "."
         alts = record.alts or (".",)
         for k, alt in enumerate(alts, start=1):
             yield VcfRecord(number, record.chrom, record.pos, vid, ref, alt, k if record.alts else 0)
+
+
+@contextmanager
+def open_vcf(source: VcfSource | str | os.PathLike[str]) -> Iterator[Any]:
+    """The VCF/BCF open through pysam (a ``pysam.VariantFile``): the file itself, or the normalised
+    temporary copy of a text VCF that htslib cannot read as it is (the module's notes).
+
+    Raises
+    ------
+    UserError
+        Missing file; not a VCF/BCF; ``--region`` on a file that must be normalised.
+    """
+    if not isinstance(source, VcfSource):
+        source = VcfSource(Path(source))
+    if not source.path.is_file():
+        raise UserError(f"VCF file {str(source.path)!r} does not exist")
+    if not needs_normalising(source.path):
+        with _open(source.path, source.path) as variants:
+            yield variants
+        return
+    if source.region is not None:
+        raise UserError(
+            f"--region needs a bgzipped, indexed VCF/BCF with the 8 fixed VCF columns; {str(source.path)!r} is not "
+            f"one: {_INDEX_HINT}"
+        )
+    with tempfile.TemporaryDirectory(prefix="score-vcf-") as folder:
+        copy = Path(folder) / "normalised.vcf"
+        try:
+            _write_normalised(source.path, copy)
+        except (OSError, EOFError, UnicodeError) as exc:
+            raise UserError(f"cannot read VCF {str(source.path)!r}: {exc}") from None
+        with _open(copy, source.path) as variants:
+            yield variants
 
 
 def read_vcf(source: VcfSource | str | os.PathLike[str]) -> Iterator[VcfRecord]:
@@ -235,22 +275,5 @@ def read_vcf(source: VcfSource | str | os.PathLike[str]) -> Iterator[VcfRecord]:
     """
     if not isinstance(source, VcfSource):
         source = VcfSource(Path(source))
-    if not source.path.is_file():
-        raise UserError(f"VCF file {str(source.path)!r} does not exist")
-    if not needs_normalising(source.path):
-        with _open(source.path, source.path) as variants:
-            yield from _records(variants, source)
-        return
-    if source.region is not None:
-        raise UserError(
-            f"--region needs a bgzipped, indexed VCF/BCF with the 8 fixed VCF columns; {str(source.path)!r} is not "
-            f"one: {_INDEX_HINT}"
-        )
-    with tempfile.TemporaryDirectory(prefix="score-vcf-") as folder:
-        copy = Path(folder) / "normalised.vcf"
-        try:
-            _write_normalised(source.path, copy)
-        except (OSError, EOFError, UnicodeError) as exc:
-            raise UserError(f"cannot read VCF {str(source.path)!r}: {exc}") from None
-        with _open(copy, source.path) as variants:
-            yield from _records(variants, source)
+    with open_vcf(source) as variants:
+        yield from _records(variants, source)

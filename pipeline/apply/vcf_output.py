@@ -1,0 +1,523 @@
+"""What ``score-vcf`` writes: a TSV, a bgzipped and tabix-indexed VCF, or a Zarr store, chosen by suffix.
+
+Every output carries the score's semantics (:class:`Semantics`: quantity and formula, sign, log base,
+mode and window, strand, the model's identity and the genome's fingerprint): ``##key=value`` lines
+at the head of a TSV, ``##multiplexer_<key>=`` header lines of a VCF, the ``semantics`` attribute of
+a Zarr store.
+
+- ``.tsv`` / ``.tsv.gz`` (:class:`TsvScores`): one row per ALT allele, :data:`COLUMNS` then one
+  column per selected target.
+- ``.vcf.gz`` (:class:`VcfScores`): the input records, each with ``Number=A`` INFO fields (one value
+  per ALT allele, ``.`` for one not scored): one per selected target (``MPX_<name>``), ``MAX_ABS``
+  and ``TOP_TARGET`` (the largest absolute score over the selected targets, and its target),
+  ``MPX_STATUS`` and ``REF_MATCH``; bgzipped, and indexed with tabix (``.tbi``) when the records are
+  sorted.
+- ``.zarr`` (:class:`ZarrScores`): ``scores`` ``[variants, targets]`` float16 (``NaN`` where not
+  scored) and the variant table, one array per column of :data:`COLUMNS`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import re
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pysam
+import zarr
+
+from pipeline.apply.outputs import TSV_FORMAT, TSV_GZIP_LEVEL, OutputKind
+from pipeline.apply.vcf_input import VcfSource, open_vcf, quiet_htslib, raw_records
+from pipeline.apply.vcf_rows import Row
+from pipeline.errors import UserError
+
+COLUMNS = ["chrom", "pos", "id", "ref", "alt", "allele_index", "window_center", "ref_check", "ref_match", "status"]
+"""The fixed columns of the TSV and Zarr outputs; one column per target follows (TSV)."""
+
+SUFFIXES = (".tsv", ".tsv.gz", ".vcf.gz", ".zarr")
+"""The outputs ``score-vcf`` writes, by the end of the output's name."""
+
+LOGFOLD_FORMULA = "log(((alt + eps)(1 - ref + eps)) / ((1 - alt + eps)(ref + eps))), eps = 1e-6"
+DIFF_FORMULA = "alt - ref"
+SIGN = "ALT relative to REF: positive when the ALT allele raises the predicted probability"
+
+WINDOWS = {
+    "shared": "shared windows: nearby variants share one window, centred on them and shifted to fit the "
+    "chromosome; each variant is read at its own index (fast; not the centred score)",
+    "centered": "the window centred on the variant, which sits at 0-based index L//2 - 1",
+    "exact": "the base model on the centred reference window (variant at 0-based index L//2 - 1) and the "
+    "alternative window: the L//2 - 1 bases before the variant, ALT, then the genome after REF to length L",
+}
+"""How each mode places the variant in the window."""
+
+INDEX_SUFFIXES = (".tbi", ".csi")
+"""The index a ``.vcf.gz`` output gets: tabix ``.tbi``, or ``.csi`` when a position lies past 2^29."""
+
+VCF_META = "multiplexer_"
+"""Prefix of the VCF header lines that carry the semantics."""
+
+FIXED_INFO = {
+    "MAX_ABS": ("Float", "largest absolute score over the selected targets"),
+    "TOP_TARGET": ("String", "the selected target with the largest absolute score"),
+    "MPX_STATUS": ("String", "scored, or why not (the kind of skip, spaces as _)"),
+    "REF_MATCH": ("String", "yes: REF is the genome's base; swapped: the genome has ALT; no; n/a"),
+}
+"""The INFO fields a ``.vcf.gz`` output adds besides one per selected target (all ``Number=A``)."""
+
+
+def output_suffix(out: Path) -> str:
+    """The suffix of :data:`SUFFIXES` that ``out`` ends in; a :class:`UserError` otherwise."""
+    for suffix in SUFFIXES:
+        if out.name.endswith(suffix) and len(out.name) > len(suffix):
+            return suffix
+    hint = " (plain .vcf cannot be indexed: use .vcf.gz)" if out.name.endswith((".vcf", ".bcf")) else ""
+    raise UserError(f"score-vcf output must end in {', '.join(SUFFIXES)}, got {out.name!r}{hint}")
+
+
+@dataclass(frozen=True)
+class Semantics:
+    """What the scores mean: written into every output."""
+
+    quantity: str
+    """``logfold`` or ``diff``."""
+    mode: str
+    strand: str
+    model: dict[str, Any]
+    genome: dict[str, Any]
+    converted_from: str | None = None
+    """``logfold`` when ``diff`` scores were converted from a log-fold multiplexer."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The semantics as a JSON-able dict (the keys every output carries)."""
+        logfold = self.quantity == "logfold"
+        strand = {
+            "forward": "forward strand",
+            "reverse": "reverse complement, read back on the forward strand",
+            "both": "mean of the forward and reverse-complement scores, averaged in log-fold space",
+        }[self.strand]
+        out = {
+            "quantity": self.quantity,
+            "formula": LOGFOLD_FORMULA if logfold else DIFF_FORMULA,
+            "sign": SIGN,
+            "log_base": "e" if logfold else "none",
+            "mode": self.mode,
+            "window": WINDOWS[self.mode],
+            "strand": f"{self.strand}: {strand}",
+            "model": self.model,
+            "genome": self.genome,
+        }
+        if self.converted_from:
+            out["converted_from"] = self.converted_from
+        return out
+
+    def lines(self) -> list[tuple[str, str]]:
+        """``(key, value)`` pairs, values as text (JSON for the nested ones)."""
+        return [(k, v if isinstance(v, str) else json.dumps(v, sort_keys=True)) for k, v in self.as_dict().items()]
+
+
+def select_targets(names: list[str], targets: str | None) -> np.ndarray:
+    """Indices of the targets ``--targets`` selects (all, in order, when ``None``).
+
+    ``targets`` is a file of one item per line, or comma-separated items; an item is a target name
+    or, when no name equals it, a regular expression searched in every name. The selection keeps
+    the checkpoint's order.
+    """
+    if targets is None:
+        return np.arange(len(names))
+    path = Path(targets)
+    items = [line.strip() for line in path.read_text().splitlines()] if path.is_file() else targets.split(",")
+    items = [item for item in (i.strip() for i in items) if item]
+    if not items:
+        raise UserError(f"--targets {targets!r} names no target")
+    chosen: set[int] = set()
+    for item in items:
+        if item in names:
+            chosen.add(names.index(item))
+            continue
+        try:
+            pattern = re.compile(item)
+        except re.error as exc:
+            raise UserError(
+                f"--targets item {item!r} is neither a target name nor a regular expression: {exc}"
+            ) from None
+        hits = [k for k, name in enumerate(names) if pattern.search(name)]
+        if not hits:
+            shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+            raise UserError(f"--targets item {item!r} matches no target name (the model has {shown})")
+        chosen.update(hits)
+    return np.array(sorted(chosen), dtype=np.int64)
+
+
+class ScoreWriter(Protocol):
+    """A ``score-vcf`` output being written (at a staged path)."""
+
+    def write(self, row: Row) -> None:
+        """Write one finished row (rows come in VCF order)."""
+
+    def close(self) -> None:
+        """Finish the output (flush, index)."""
+
+    def discard(self) -> None:
+        """Release what the writer holds after a failure (the staged output is removed by the caller)."""
+
+
+def _fixed(row: Row) -> list[str]:
+    r = row.record
+    center = "" if row.center is None else str(row.center)
+    return [r.chrom, str(r.pos), r.id, r.ref, r.alt, str(r.allele_index), center, row.check, row.match, row.status]
+
+
+class TsvScores:
+    """The TSV output: ``##key=value`` semantics lines, the header, one row per ALT allele."""
+
+    def __init__(self, path: Path, names: list[str], semantics: Semantics, selection: np.ndarray) -> None:
+        self.selection = selection
+        self.n = len(selection)
+        gz = path.name.endswith(".gz")
+        self.handle = (
+            gzip.open(path, "wt", compresslevel=TSV_GZIP_LEVEL, newline="") if gz else open(path, "w", newline="")
+        )
+        for key, value in semantics.lines():
+            self.handle.write(f"##{key}={value}\n")
+        self.handle.write("\t".join([*COLUMNS, *(names[k] for k in selection)]) + "\n")
+
+    def write(self, row: Row) -> None:
+        """Write one row: the fixed columns, then the selected targets' scores (empty when skipped)."""
+        if row.values is not None:
+            values = [TSV_FORMAT % v for v in row.values[self.selection].astype(np.float64).tolist()]
+        else:
+            values = [""] * self.n
+        self.handle.write("\t".join([*_fixed(row), *values]) + "\n")
+
+    def close(self) -> None:
+        """Close the file."""
+        self.handle.close()
+
+    def discard(self) -> None:
+        """Close the file (after a failure)."""
+        self.handle.close()
+
+
+def info_ids(names: list[str], taken: set[str]) -> list[str]:
+    """INFO IDs for target names: ``MPX_`` and the name with every character VCF does not allow in an
+    ID as ``_``; a repeat (or one in ``taken``) gets ``_2``, ``_3``, ..."""
+    ids, used = [], set(taken) | set(FIXED_INFO)
+    for name in names:
+        base = "MPX_" + re.sub(r"[^0-9A-Za-z_.]", "_", name)
+        key, k = base, 1
+        while key in used:
+            k += 1
+            key = f"{base}_{k}"
+        used.add(key)
+        ids.append(key)
+    return ids
+
+
+def _describe(text: str) -> str:
+    return text.replace('"', "'").replace("\n", " ")
+
+
+class VcfScores:
+    """The ``.vcf.gz`` output: the input records with the scores as ``Number=A`` INFO fields.
+
+    The input is read again in step with the rows (they come in VCF order), so no record is held
+    longer than its own rows; records are written through pysam (bgzip), and the file is indexed
+    with tabix when it is closed.
+    """
+
+    def __init__(
+        self, path: Path, source: VcfSource, names: list[str], semantics: Semantics, selection: np.ndarray
+    ) -> None:
+        self.path, self.selection = path, selection
+        self.selected = [names[k] for k in selection]
+        self._opened = open_vcf(source)
+        variants = self._opened.__enter__()
+        try:
+            self.header = self._header(variants.header, semantics)
+            self.records = raw_records(variants, source)
+            with quiet_htslib():
+                self.out = pysam.VariantFile(str(path), "wz", header=self.header)
+        except BaseException:
+            self._opened.__exit__(None, None, None)
+            raise
+        self.number = 0
+        self.rows: list[Row] = []
+        self.sorted, self.last, self.seen = True, ("", 0), set[str]()
+
+    def _header(self, header: Any, semantics: Semantics) -> Any:
+        clash = sorted(set(header.info) & set(FIXED_INFO))
+        if clash:
+            raise UserError(
+                f"the VCF already has INFO field {clash[0]} (scored before?); drop it with "
+                f"bcftools annotate -x INFO/{clash[0]}"
+            )
+        out = header.copy()
+        for key, value in semantics.lines():
+            out.add_meta(VCF_META + key, value)
+        quantity = semantics.quantity
+        self.ids = info_ids(self.selected, set(header.info))
+        for key, name in zip(self.ids, self.selected):
+            what = f"{quantity} score of target '{name}' ({semantics.mode}; see ##{VCF_META}formula)"
+            out.info.add(key, "A", "Float", _describe(what))
+        for key, (kind, what) in FIXED_INFO.items():
+            out.info.add(key, "A", kind, _describe(what))
+        return out
+
+    def write(self, row: Row) -> None:
+        """Take one row; a record is written when the rows of the next one begin."""
+        if self.rows and row.record.number != self.rows[0].record.number:
+            self._flush()
+        self.rows.append(row)
+
+    def _next_record(self, number: int) -> Any:
+        """The input record ``number`` (1-based; numbers only grow)."""
+        record = next(self.records)
+        self.number += 1
+        while self.number < number:
+            record = next(self.records)
+            self.number += 1
+        return record
+
+    def _flush(self) -> None:
+        rows, self.rows = self.rows, []
+        record = self._next_record(rows[0].record.number)
+        if record.chrom != self.last[0]:
+            self.sorted = self.sorted and record.chrom not in self.seen  # a chromosome comes back
+            self.seen.add(record.chrom)
+        elif record.pos < self.last[1]:
+            self.sorted = False
+        self.last = (record.chrom, record.pos)
+        record.translate(self.header)
+        if record.alts:  # Number=A fields need an ALT
+            self._annotate(record, rows)
+        self.out.write(record)
+
+    def _annotate(self, record: Any, rows: list[Row]) -> None:
+        scores = [None if r.values is None else r.values[self.selection] for r in rows]
+        for k, key in enumerate(self.ids):
+            record.info[key] = tuple(None if s is None else _float(s[k]) for s in scores)
+        best = [None if s is None or not len(s) else int(np.argmax(np.abs(s))) for s in scores]
+        record.info["MAX_ABS"] = tuple(
+            None if s is None or b is None else _float(abs(s[b])) for s, b in zip(scores, best)
+        )
+        record.info["TOP_TARGET"] = tuple("." if b is None else _token(self.selected[b]) for b in best)
+        record.info["MPX_STATUS"] = tuple("scored" if r.skip is None else _token(r.skip.kind) for r in rows)
+        record.info["REF_MATCH"] = tuple(r.match for r in rows)
+
+    def close(self) -> None:
+        """Write the last record, close the file, and index it with tabix (when sorted)."""
+        try:
+            if self.rows:
+                self._flush()
+            self.out.close()
+        finally:
+            self._opened.__exit__(None, None, None)
+        if self.sorted:
+            for csi in (False, True):  # a .tbi cannot hold positions past 2^29: then a .csi
+                try:
+                    with quiet_htslib():
+                        pysam.tabix_index(str(self.path), preset="vcf", force=True, csi=csi)
+                    return
+                except (OSError, ValueError):
+                    for index in INDEX_SUFFIXES:
+                        self.path.with_name(self.path.name + index).unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        """Close the output and the input (after a failure)."""
+        try:
+            self.out.close()
+        finally:
+            self._opened.__exit__(None, None, None)
+
+
+def _float(value: Any) -> float | None:
+    v = float(value)
+    return None if math.isnan(v) else v
+
+
+def _token(text: str) -> str:
+    """Text as a VCF INFO value: no whitespace, ``,``, ``;`` or ``=``."""
+    return re.sub(r"[\s,;=]+", "_", text) or "."
+
+
+ZARR_CHUNK_BYTES = 8 * 1024**2
+"""About this many bytes of scores per Zarr chunk (rows per chunk = this / (2 · targets))."""
+
+
+class ZarrScores:
+    """The ``.zarr`` output: ``scores`` float16 ``[variants, targets]`` and the variant table.
+
+    Rows are buffered one chunk at a time and appended, so memory stays at one chunk whatever the
+    number of variants. The attributes (semantics, target names) are written last: they mark a
+    finished store.
+    """
+
+    INTS = ("pos", "allele_index", "window_center")
+
+    def __init__(self, path: Path, names: list[str], semantics: Semantics, selection: np.ndarray) -> None:
+        self.selection = selection
+        n = len(selection)
+        self.chunk = max(1, min(65536, ZARR_CHUNK_BYTES // (2 * max(n, 1))))
+        self.group = zarr.open_group(str(path), mode="w-")
+        self.attrs: dict[str, Any] = {
+            "kind": "score-vcf",
+            "semantics": semantics.as_dict(),
+            "target_names": [names[k] for k in selection],
+            "columns": COLUMNS,
+        }
+        self.scores = self.group.create_array(
+            "scores", shape=(0, n), chunks=(self.chunk, max(n, 1)), dtype="float16", fill_value=np.nan
+        )
+        self.columns = {
+            c: self.group.create_array(
+                c,
+                shape=(0,),
+                chunks=(self.chunk,),
+                dtype="int64" if c in self.INTS else str,
+                fill_value=0 if c in self.INTS else "",
+            )
+            for c in COLUMNS
+        }
+        self.buffer: list[Row] = []
+        self.n = 0
+
+    def write(self, row: Row) -> None:
+        """Buffer one row; a full chunk is appended."""
+        self.buffer.append(row)
+        if len(self.buffer) >= self.chunk:
+            self._append()
+
+    def _append(self) -> None:
+        rows, self.buffer = self.buffer, []
+        if not rows:
+            return
+        lo, hi = self.n, self.n + len(rows)
+        scores = np.full((len(rows), len(self.selection)), np.nan, dtype=np.float32)
+        for k, row in enumerate(rows):
+            if row.values is not None:
+                scores[k] = row.values[self.selection]
+        self.scores.resize((hi, len(self.selection)))
+        self.scores[lo:hi] = scores.astype(np.float16)
+        fixed = list(zip(*(_fixed(row) for row in rows)))
+        for c, values in zip(COLUMNS, fixed):
+            array = self.columns[c]
+            array.resize((hi,))
+            if c in self.INTS:
+                array[lo:hi] = np.array([int(v) if v else -1 for v in values], dtype=np.int64)
+            else:
+                array[lo:hi] = np.array(values, dtype=object)
+        self.n = hi
+
+    def close(self) -> None:
+        """Append the last rows, then write the attributes."""
+        self._append()
+        self.group.attrs.update(self.attrs)
+
+    def discard(self) -> None:
+        """Nothing to release (every chunk is written when appended)."""
+        self.buffer = []
+
+
+@contextmanager
+def score_writer(
+    kind: str, path: Path, *, source: VcfSource, names: list[str], semantics: Semantics, selection: np.ndarray
+) -> Iterator[ScoreWriter]:
+    """The writer of output ``kind`` (one of :data:`SUFFIXES`) at the (staged) ``path``; closed when
+    the block succeeds."""
+    writer: ScoreWriter
+    if kind == ".vcf.gz":
+        writer = VcfScores(path, source, names, semantics, selection)
+    elif kind == ".zarr":
+        writer = ZarrScores(path, names, semantics, selection)
+    else:
+        writer = TsvScores(path, names, semantics, selection)
+    try:
+        yield writer
+    except BaseException:
+        writer.discard()
+        raise
+    writer.close()
+
+
+def _tsv_header(path: Path) -> str:
+    """The first line of a (gzipped) text file that is not a ``##`` line (``""`` if unreadable)."""
+    try:
+        with open(path, "rb") as raw:
+            gz = raw.read(2) == b"\x1f\x8b"
+        with gzip.open(path, "rt", errors="replace") if gz else open(path, errors="replace") as handle:
+            for k, line in enumerate(handle):
+                if not line.startswith("##") or k > 1000:
+                    return line
+    except (OSError, EOFError, zlib.error, UnicodeError):
+        pass
+    return ""
+
+
+def _is_scores(path: Path) -> bool:
+    if path.is_dir():
+        try:
+            return json.loads((path / "zarr.json").read_text()).get("attributes", {}).get("kind") == "score-vcf"
+        except (OSError, ValueError, AttributeError):
+            return False
+    if not path.is_file():
+        return False
+    if path.name.endswith(".vcf.gz"):
+        try:
+            with gzip.open(path, "rt", errors="replace") as handle:
+                for line in handle:
+                    if not line.startswith("##"):
+                        return False
+                    if line.startswith(f"##{VCF_META}quantity="):
+                        return True
+        except (OSError, EOFError, zlib.error):
+            return False
+        return False
+    return _tsv_header(path).startswith("\t".join(COLUMNS) + "\t")
+
+
+SCORES_OUTPUT = OutputKind("an output of score-vcf", _is_scores)
+"""What ``--overwrite`` may replace: a table, VCF or Zarr store that ``score-vcf`` wrote."""
+
+
+@dataclass
+class ScoresTable:
+    """A ``score-vcf`` output read back: the semantics, the target names and the rows."""
+
+    semantics: dict[str, Any]
+    target_names: list[str]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def read_tsv_scores(path: str | os.PathLike[str]) -> ScoresTable:
+    """Read a ``score-vcf`` TSV back: semantics from the ``##`` lines, effect columns as floats
+    (``None`` when empty)."""
+    path = Path(path)
+    opener = gzip.open if path.name.endswith(".gz") else open
+    semantics: dict[str, Any] = {}
+    with opener(path, "rt") as handle:
+        line = handle.readline()
+        while line.startswith("##"):
+            key, _, value = line[2:].rstrip("\n").partition("=")
+            semantics[key] = json.loads(value) if value[:1] in "{[" else value
+            line = handle.readline()
+        header = line.rstrip("\n").split("\t")
+        table = ScoresTable(semantics, header[len(COLUMNS) :])
+        for line in handle:
+            cols = line.rstrip("\n").split("\t")
+            row: dict[str, Any] = dict(zip(header[: len(COLUMNS)], cols[: len(COLUMNS)]))
+            row["pos"] = int(row["pos"])
+            row["allele_index"] = int(row["allele_index"])
+            row["window_center"] = int(row["window_center"]) if row["window_center"] else None
+            row["effects"] = {
+                name: (float(v) if v != "" else None) for name, v in zip(header[len(COLUMNS) :], cols[len(COLUMNS) :])
+            }
+            table.rows.append(row)
+    return table

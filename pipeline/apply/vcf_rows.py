@@ -1,0 +1,364 @@
+"""The rows of ``score-vcf``: which records can be scored, REF checks, and how rows share windows.
+
+Every ALT allele of every VCF record becomes one :class:`Row`, in VCF order. :class:`Rules` decides
+whether a row can be scored in the chosen mode (:data:`MODES`) and, if not, why (a :class:`Skip`,
+never an exception); :class:`Batcher` groups the scoreable rows into windows as they stream in,
+hands closed groups to a scorer in batches, and releases rows in VCF order with at most
+:data:`MAX_HELD_ROWS` held back. :class:`VcfSummary` counts what happened.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import numpy as np
+
+from pipeline.apply.vcf_input import VcfRecord
+from pipeline.core.genome import Genome
+
+MAX_HELD_ROWS = 4096
+"""Most rows held back in memory: when this many wait (for a window still open or a batch not yet
+full), the windows waiting are scored at once. Rows of a record are small (about 1 kB), so this is a
+few MB; it changes which variants share a window only when more than this many records come while
+one window is open (thousands of records within ``L`` bases)."""
+
+MODES = ("shared", "centered", "exact")
+"""How variants are scored: ``shared`` multiplexer windows (several variants per window, fastest);
+``centered`` (one multiplexer window per position, the variant at index ``L//2 - 1``); ``exact``
+(the base model on the centred reference and alternative windows; indels too)."""
+
+BASES = frozenset("ACGT")
+
+REF_MISMATCH = ("score", "skip")
+"""What ``--ref-mismatch`` may be: score against the genome's base (and flag), or skip the record."""
+
+NAMING = "chromosome naming differs"
+"""The :attr:`Skip.kind` of a record whose chromosome the genome spells otherwise (``--no-harmonise``)."""
+
+AT_N = "the genome has N at this position"
+"""The :attr:`Skip.kind` of a variant at an ``N`` (its effects are 0 by definition)."""
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Why a record is not scored: ``kind`` (what the summary counts) and the row's full ``reason``."""
+
+    kind: str
+    reason: str
+    example: str = ""
+    """For a naming mismatch: ``'17' for 'chr17'``."""
+
+
+def _allele_problem(ref: str, alt: str, record: VcfRecord, exact: bool) -> Skip | None:
+    """Why the alleles cannot be scored: symbolic or missing ALT, non-ACGT letters, indels (but with
+    ``exact``), REF equal to ALT."""
+    if alt in (".", "*", "") or alt.startswith("<") or "[" in alt or "]" in alt:
+        return Skip("no plain alternate allele", f"no plain alternate allele (ALT {record.alt})")
+    if not exact and len(ref) != len(alt):
+        return Skip("indel", f"indel ({record.ref}>{record.alt}; --exact scores indels)")
+    if not exact and len(ref) > 1:
+        return Skip(
+            "multi-nucleotide variant", f"multi-nucleotide variant ({record.ref}>{record.alt}; --exact scores them)"
+        )
+    if not set(ref) <= BASES or not set(alt) <= BASES:
+        return Skip("REF or ALT is not A/C/G/T", f"REF or ALT is not A/C/G/T ({record.ref}>{record.alt})")
+    if ref == alt:
+        return Skip("REF equals ALT", f"REF equals ALT ({record.ref})")
+    return None
+
+
+def centred_problem(record: VcfRecord, chrom_len: int, seq_len: int, exact: bool) -> Skip | None:
+    """Why the variant-centred window(s) do not fit in the chromosome (``None`` when they do).
+
+    The centred window covers 1-based ``pos - L//2 + 1 … pos + L - L//2`` (the variant at index
+    ``L//2 - 1``). With ``exact``, the alternative window (:func:`pipeline.apply.vcf_scoring.alt_window`)
+    keeps the ``L//2 - 1`` bases before the variant, then ALT, then the genome after REF up to
+    length ``L``: ALT must fit in the window and the genome must reach that far.
+    """
+    L, pos = seq_len, record.pos
+    before = L // 2 - 1  # bases of the window before the variant
+    after_ref = L - before - len(record.alt) if exact else L - before - 1  # genome bases after REF
+    end = pos - 1 + (len(record.ref) if exact else 1) + max(after_ref, 0)
+    if exact and after_ref < 0:
+        return Skip(
+            "insertion longer than the window's right half",
+            f"ALT of {len(record.alt)} bases does not fit after index {before} of a {L}-base window",
+        )
+    if pos - before < 1 or max(end, pos + L - L // 2) > chrom_len:
+        return Skip(
+            "too close to the chromosome end for a centred window",
+            f"too close to an end of {record.genome_chrom} ({chrom_len} bp) for a window centred on it",
+        )
+    return None
+
+
+def skip_reason(record: VcfRecord, genome: Genome, seq_len: int, mode: str = "shared") -> Skip | None:
+    """Why a record cannot be scored in ``mode`` (``None`` when it can).
+
+    ``shared`` and ``centered`` score SNVs; ``exact`` also indels and multi-nucleotide variants.
+    ``centered`` and ``exact`` need the variant-centred window inside the chromosome. The ``N``
+    check needs the window and happens when the window is read.
+    """
+    problem = _allele_problem(record.ref.upper(), record.alt.upper(), record, exact=mode == "exact")
+    if problem is None:
+        problem = _chromosome_problem(record, genome, seq_len)
+    if problem is None and mode != "shared":
+        problem = centred_problem(record, genome.length(record.genome_chrom), seq_len, exact=mode == "exact")
+    return problem
+
+
+def _chromosome_problem(record: VcfRecord, genome: Genome, seq_len: int) -> Skip | None:
+    chrom = record.genome_chrom
+    if chrom not in genome:
+        other = genome.suggest(chrom)
+        if other:
+            reason = f"chromosome {chrom!r} is not in the genome, which has {other!r} (--no-harmonise is on)"
+            return Skip(NAMING, reason, f"{chrom!r} for {other!r}")
+        return Skip("chromosome not in the genome", f"chromosome {chrom!r} is not in the genome")
+    n = genome.length(chrom)
+    if n < seq_len:
+        return Skip(
+            "chromosome shorter than the window",
+            f"chromosome {record.chrom} ({n} bp) is shorter than the model's window ({seq_len} bp)",
+        )
+    if not 1 <= record.pos <= n - len(record.ref) + 1:
+        return Skip("position outside the chromosome", f"position outside {chrom} (1..{n})")
+    return None
+
+
+def ref_check(record: VcfRecord, genome_ref: str | None) -> str:
+    """``ok``, ``mismatch: genome has X`` or ``n/a`` (``genome_ref`` is None: nothing to compare)."""
+    if genome_ref is None:
+        return "n/a"
+    genome_ref = genome_ref.upper()
+    if genome_ref == record.ref.upper():
+        return "ok"
+    note = " (the ALT allele: REF and ALT may be swapped)" if genome_ref == record.alt.upper() else ""
+    return f"mismatch: genome has {genome_ref}{note}"
+
+
+def ref_match(record: VcfRecord, genome_ref: str | None) -> str:
+    """``yes`` (REF is the genome's base), ``swapped`` (the genome has the ALT instead), ``no``, or
+    ``n/a`` (``genome_ref`` is None: nothing to compare)."""
+    if genome_ref is None:
+        return "n/a"
+    genome_ref = genome_ref.upper()
+    if genome_ref == record.ref.upper():
+        return "yes"
+    return "swapped" if genome_ref == record.alt.upper() else "no"
+
+
+def genome_ref(record: VcfRecord, genome: Genome) -> str | None:
+    """The genome's bases under REF, when REF lies inside a chromosome of the genome."""
+    chrom = record.genome_chrom
+    if chrom not in genome or not record.ref or record.ref in (".", "*"):
+        return None
+    start, end = record.pos - 1, record.pos - 1 + len(record.ref)
+    if start < 0 or end > genome.length(chrom):
+        return None
+    return genome.fetch(chrom, start, end)
+
+
+def harmonise(record: VcfRecord, genome: Genome) -> VcfRecord | None:
+    """``record`` on the genome's name of its chromosome (``17`` -> ``chr17``, ``MT`` -> ``chrM``, ...:
+    :meth:`~pipeline.core.genome.Genome.suggest`), or ``None`` when no renaming applies."""
+    if record.chrom in genome:
+        return None
+    other = genome.suggest(record.chrom)
+    return None if other is None else replace(record, contig=other)
+
+
+@dataclass
+class Row:
+    """One ALT allele of one VCF record on its way to the output: status, REF check, window, effects."""
+
+    record: VcfRecord
+    skip: Skip | None = None
+    check: str = "n/a"
+    match: str = "n/a"
+    center: int | None = None
+    """1-based centre of the window the variant was scored in (``None``: not scored)."""
+    values: np.ndarray | None = None
+    """Shape ``[F]`` float32: the scores, one per target (``None``: skipped)."""
+    group: Group | None = None
+
+    @property
+    def status(self) -> str:
+        """``scored`` or ``skipped: <reason>``."""
+        return "scored" if self.skip is None else f"skipped: {self.skip.reason}"
+
+    @property
+    def done(self) -> bool:
+        """Skipped, or its window has been computed."""
+        return self.group is None or self.group.done
+
+    def set_reference(self, bases: str | None) -> None:
+        """Record the REF check against the genome's ``bases`` under REF (``None``: nothing to compare)."""
+        self.check, self.match = ref_check(self.record, bases), ref_match(self.record, bases)
+
+
+@dataclass
+class Group:
+    """Consecutive variants of one chromosome that share a window (their span is at most ``span``)."""
+
+    chrom: str
+    first: int
+    last: int
+    rows: list[Row] = field(default_factory=list)
+    done: bool = False
+
+    def takes(self, record: VcfRecord, span: int) -> bool:
+        """Whether ``record`` can join without the group spanning more than ``span`` bases."""
+        span_with = max(self.last, record.pos) - min(self.first, record.pos) + 1
+        return self.chrom == record.genome_chrom and span_with <= span
+
+    def add(self, row: Row) -> None:
+        """Add ``row`` (its position widens the group)."""
+        self.first, self.last = min(self.first, row.record.pos), max(self.last, row.record.pos)
+        self.rows.append(row)
+        row.group = self
+
+
+class Scorer(Protocol):
+    """What :class:`Batcher` hands closed groups to."""
+
+    n_windows: int
+
+    def run(self, groups: list[Group]) -> None:
+        """Score every row of ``groups`` (set ``values``, ``center`` and the REF check, or a skip) and
+        mark the groups done."""
+
+
+@dataclass
+class VcfSummary:
+    """What :func:`pipeline.apply.vcf.score_vcf` did."""
+
+    out: str
+    n_records: int = 0
+    n_scored: int = 0
+    n_windows: int = 0
+    n_mismatch: int = 0
+    n_harmonised: int = 0
+    """Records read on the genome's name of their chromosome (``17`` -> ``chr17``)."""
+    skipped: Counter[str] = field(default_factory=Counter)
+    """Skipped records by kind of reason (:attr:`Skip.kind`)."""
+    naming: str = ""
+    """The first chromosome naming mismatch (``'17' for 'chr17'``), for the error when nothing is scored."""
+    note: str = ""
+    """What happened beyond the counts (``this shard's part is done; 3 of 8 remain``)."""
+
+    def count(self, row: Row) -> None:
+        """Count one finished row."""
+        self.n_records += 1
+        if row.skip is None:
+            self.n_scored += 1
+        else:
+            self.skipped[row.skip.kind] += 1
+            self.naming = self.naming or row.skip.example
+        if row.check.startswith("mismatch"):
+            self.n_mismatch += 1
+        if row.record.contig:
+            self.n_harmonised += 1
+
+    def line(self) -> str:
+        """One line for the command line."""
+        n_skipped = sum(self.skipped.values())
+        reasons = ", ".join(f"{reason}: {count}" for reason, count in self.skipped.most_common())
+        windows = f" in {self.n_windows} windows" if self.n_windows else ""
+        return (
+            f"scored {self.n_scored} of {self.n_records} variants{windows}; "
+            f"{self.n_mismatch} REF mismatches; skipped {n_skipped}"
+            + (f" ({reasons})" if reasons else "")
+            + (f"; harmonised the chromosome names of {self.n_harmonised}" if self.n_harmonised else "")
+            + (f"; {self.note}" if self.note else f"; wrote {self.out}")
+        )
+
+
+class Batcher:
+    """Groups the scoreable rows into windows as they stream in and scores closed groups in batches.
+
+    Rows leave (:meth:`add`, :meth:`finish`) in VCF order as soon as they and every row before them
+    are finished: a skipped row waits only for earlier rows whose window is not scored yet. When
+    ``max_rows`` rows wait, the closed groups are scored without waiting for a full batch, and if
+    the open group still holds that many back it is closed and scored too, so at most ``max_rows``
+    rows are held, however long the VCF.
+    """
+
+    def __init__(self, scorer: Scorer, span: int, batch_size: int, max_rows: int | None = None) -> None:
+        self.scorer, self.span, self.batch_size = scorer, span, batch_size
+        self.max_rows = MAX_HELD_ROWS if max_rows is None else max_rows
+        self.pending: deque[Row] = deque()  # rows not yet written, in VCF order
+        self.closed: list[Group] = []  # groups waiting for the next batch
+        self.open: Group | None = None  # the group the next variant may join
+
+    def add(self, row: Row, scoreable: bool) -> Iterator[Row]:
+        """Take the next row (``scoreable``: a variant to score); yields the rows now finished."""
+        self.pending.append(row)
+        if scoreable:
+            if self.open is None or not self.open.takes(row.record, self.span):
+                self._close_open()
+            if self.open is None:
+                self.open = Group(row.record.genome_chrom, row.record.pos, row.record.pos)
+            self.open.add(row)
+            if len(self.closed) >= self.batch_size:
+                self._score()
+        yield from self._release()
+        if len(self.pending) >= self.max_rows:  # too many held: do not wait for a full batch
+            self._score()
+            yield from self._release()
+        if len(self.pending) >= self.max_rows:  # the open group holds them back: close it
+            self._close_open()
+            self._score()
+            yield from self._release()
+
+    def finish(self) -> Iterator[Row]:
+        """Score what is left; yields every remaining row (the batcher can be used again after)."""
+        self._close_open()
+        self._score()
+        yield from self._release()
+
+    def _close_open(self) -> None:
+        if self.open is not None:
+            self.closed.append(self.open)
+            self.open = None
+
+    def _score(self) -> None:
+        self.scorer.run(self.closed)
+        self.closed = []
+
+    def _release(self) -> Iterator[Row]:
+        """Yield the finished rows at the head of the queue (in VCF order)."""
+        while self.pending and self.pending[0].done:
+            yield self.pending.popleft()
+
+
+@dataclass(frozen=True)
+class Rules:
+    """How records are classified: the genome, the model's window, and the command's choices."""
+
+    genome: Genome
+    seq_len: int
+    harmonise: bool = True
+    ref_mismatch: str = "score"
+    mode: str = "shared"
+
+    def classify(self, record: VcfRecord) -> tuple[Row, bool]:
+        """The row of a record, and whether it is a variant to score (else its status says why not).
+
+        With ``harmonise``, a chromosome the genome spells otherwise is renamed first; with
+        ``ref_mismatch="skip"``, a variant whose REF is not the genome's bases is skipped.
+        """
+        if self.harmonise:
+            record = harmonise(record, self.genome) or record
+        row = Row(record, skip=skip_reason(record, self.genome, self.seq_len, self.mode))
+        if row.skip is None and self.ref_mismatch == "score":
+            return row, True
+        bases = genome_ref(record, self.genome)
+        row.set_reference(bases)
+        if row.skip is None and row.match != "yes":
+            what = "REF and ALT swapped" if row.match == "swapped" else "REF is not the genome's base"
+            row.skip = Skip(what, f"{what}: the genome has {bases} (--ref-mismatch skip)")
+        return row, row.skip is None
