@@ -7,7 +7,7 @@ WORK   ?= work
 export PYTHONDONTWRITEBYTECODE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-processes test-all lint demo clean clean-work bench bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums docs-cli
+.PHONY: help install test test-processes test-all lint demo clean clean-work bench bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf docs-cli
 
 help:  ## List every target with what it does
 	@grep -hE '^[$$()a-zA-Z0-9_./%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-28s %s\n", $$1, $$2}'
@@ -65,7 +65,11 @@ bench-checksums: $(VENV)/.installed  ## Checksums on vs off (Beluga-sized): writ
 	@mkdir -p bench
 	$(BIN)/python scripts/bench_checksums.py --json bench/checksums.json
 
-bench: bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums  ## Every benchmark, then bench/REPORT.md with all figures
+bench-vcf: $(VENV)/.installed  ## score-vcf on 100,000 demo SNVs: variants/s and RSS per mode, shared vs centred vs exact, RSS at 10k vs 1M records -> bench/vcf.json
+	@mkdir -p bench
+	$(BIN)/python scripts/bench_vcf.py --json bench/vcf.json --demo $(WORK)/demo
+
+bench: bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf  ## Every benchmark, then bench/REPORT.md with all figures
 	$(BIN)/python scripts/bench_report.py
 
 docs-cli: $(VENV)/.installed  ## Regenerate docs/cli.md from the click commands

@@ -498,8 +498,8 @@ def ism(ctx: click.Context, out: str, **options: Any) -> None:
 @click.option(
     "--group-span",
     type=click.IntRange(min=1),
-    help="Shared windows: variants whose positions span at most this many bases share one window (default: the "
-    "model's L).",
+    help="Shared windows: variants whose positions span at most this many bases share one window (default: L//4 "
+    "of the model's window, so each variant keeps at least 3L/8 of context on both sides; up to L is faster).",
 )
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Windows per pass.")
 @click.option(

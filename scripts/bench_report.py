@@ -1,7 +1,7 @@
 """Collect the benchmark results (bench/*.json) into bench/REPORT.md.
 
-Run by `make bench` after `bench-ism`, `bench-distill`, `bench-loader`, `bench-demo`, `bench-scale` and
-`bench-checksums`;
+Run by `make bench` after `bench-ism`, `bench-distill`, `bench-loader`, `bench-demo`, `bench-scale`,
+`bench-checksums` and `bench-vcf`;
 a missing result is named in the report rather than invented.
 """
 
@@ -277,6 +277,77 @@ def checksums_section(r: dict | None) -> list[str]:
     return lines + ["", f"(run {r['date']})", ""]
 
 
+VCF_MODES = {
+    "shared": "shared windows (default, `--group-span L//4`)",
+    "shared_span_L": "shared windows, `--group-span L`",
+    "centered": "`--centered`",
+    "strand_both": "`--strand both` (shared windows)",
+    "exact": "`--exact` (base model, ref/alt centred)",
+}
+
+
+def vcf_section(r: dict | None) -> list[str]:
+    if r is None:
+        return ["## Variant scoring", "", "not run (`make bench-vcf`)", ""]
+    m, start = r["machine"], r["startup"]
+    lines = [
+        "## Variant scoring (`scripts/bench_vcf.py`)",
+        "",
+        f"`multiplexer score-vcf` on a VCF of {r['n_variants']:,} SNVs drawn uniformly over the demo genome "
+        f"({r['genome_bp']:,} bp; sorted), with the demo's trained multiplexer (L = 200, F = 16) on the CPU "
+        f"({m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')}), `--batch-size 32`, output `.tsv.gz`, "
+        "one subprocess per mode. Variants/s = variants / (wall - start-up), start-up being the wall time of the "
+        f"command on a one-record VCF ({start['wall_s']:.2f} s). Peak RSS: the child's `ru_maxrss`.",
+        "",
+        "| mode | wall s | variants/s | peak RSS | summary |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for key, label in VCF_MODES.items():
+        x = r["modes"].get(key)
+        if x is None:
+            continue
+        if x["rc"]:
+            lines.append(f"| {label} | failed: {x.get('error')} | | | |")
+            continue
+        summary = x["line"].split("; wrote")[0]
+        lines.append(
+            f"| {label} | {x['wall_s']:.1f} | **{x['variants_per_s']:,.0f}** | {x['peak_rss_kb'] / 1024:.0f} MB | "
+            f"{summary} |"
+        )
+    held = r.get("held_out", {})
+    lines += [
+        "",
+        f"What sharing windows costs, on the held-out chromosome ({held.get('chrom')}, the demo's test split): "
+        "Pearson correlation between two modes' scores over every (variant, target), and the mean over targets of "
+        "the per-target correlation.",
+        "",
+        "| modes | variants | Pearson, all | Pearson, mean per target |",
+        "| --- | --- | --- | --- |",
+    ]
+    for key, x in held.items():
+        if key == "chrom" or not isinstance(x, dict):
+            continue
+        a, b = key.split("_vs_")
+        lines.append(
+            f"| {a} vs {b} | {x['n_variants']} | {x.get('pearson_all')} | {x.get('pearson_mean_per_target')} |"
+        )
+    mem = r.get("memory", {})
+    if mem:
+        lines += [
+            "",
+            "Flat memory: shared windows, `.tsv.gz` output.",
+            "",
+            "| records | wall s | peak RSS |",
+            "| --- | --- | --- |",
+        ]
+        for size, x in mem.items():
+            rss = f"{x['peak_rss_kb'] / 1024:.0f} MB" if not x["rc"] else f"failed: {x.get('error')}"
+            lines.append(f"| {int(size):,} | {x['wall_s']:.1f} | {rss} |")
+        if "memory_ratio_largest_to_smallest" in r:
+            lines.append(f"\nPeak RSS ratio, largest to smallest: **{r['memory_ratio_largest_to_smallest']}**.")
+    return lines + ["", f"(run {r['when']})", ""]
+
+
 def gpu_section() -> list[str]:
     """The figures measured once on a GPU (``*_cuda.json``; CI has none, so ``make bench`` does not
     rerun them): the ISM, distill and loader benchmarks, the demo's report, and forward passes."""
@@ -341,6 +412,7 @@ def main() -> None:
     lines += demo_section(_load("demo.json"))
     lines += scale_section(_load("scale.json"))
     lines += checksums_section(_load("checksums.json"))
+    lines += vcf_section(_load("vcf.json"))
     lines += gpu_section()
     (BENCH / "REPORT.md").write_text("\n".join(lines))
     print(f"wrote {BENCH / 'REPORT.md'}")

@@ -118,7 +118,9 @@ def test_score_vcf_with_an_exact_multiplexer(small_genome, vcf_records, make_exa
     genome_path, g, _ = small_genome
     ckpt = make_exact_checkpoint(tmp_path / "exact.pt", genome_path)  # records the small genome
     vcf = write_vcf(tmp_path / "calls.vcf", vcf_records)
-    summary = score_vcf(str(ckpt), str(vcf), str(tmp_path / "scores.tsv"), device="cpu", progress=False, batch_size=2)
+    summary = score_vcf(
+        str(ckpt), str(vcf), str(tmp_path / "scores.tsv"), device="cpu", progress=False, batch_size=2, group_span=L
+    )
     rows = read_scores(tmp_path / "scores.tsv")
     base = build_base("demo", **DEMO_KWARGS)
 
@@ -166,7 +168,7 @@ def test_score_vcf_cli_with_a_trained_multiplexer(trained_run, small_genome, vcf
     genome_path, g, _ = small_genome
     vcf = write_vcf(tmp_path / "calls.vcf.gz", vcf_records, gz=True)
     out = tmp_path / "scores.tsv.gz"
-    args = ["score-vcf", "--checkpoint", trained_run / "best.pt", "--vcf", vcf, "--out", out]
+    args = ["score-vcf", "--checkpoint", trained_run / "best.pt", "--vcf", vcf, "--out", out, "--group-span", L]
     result = invoke(*args, "--genome", genome_path, "--device", "cpu")
     assert result.exit_code == 0, result.output
     line = result.stdout.strip()

@@ -423,3 +423,17 @@ def test_merge_from_the_command_line(genome, trained_run, long_vcf, tmp_path):
     assert not Path(str(out) + ".tbi").exists()  # the records are not sorted
     assert_one_line_error(invoke("score-vcf", "--out", tmp_path / "x.tsv", "--merge"), "nothing to merge")
     assert_one_line_error(invoke("score-vcf", "--out", tmp_path / "x.tsv"), "--checkpoint and --vcf")
+
+
+def test_torchrun_ranks_split_units_like_shards(genome, trained_run, long_vcf, tmp_path, monkeypatch):
+    """Under torchrun (RANK/WORLD_SIZE), each rank takes its units; the last one to finish merges."""
+    path, _ = genome
+    ckpt = str(trained_run / "best.pt")
+    one = tmp_path / "one.tsv"
+    score_vcf(ckpt, str(long_vcf), str(one), genome=str(path), device="cpu", progress=False)
+    out = tmp_path / "ranks.tsv"
+    for rank in (1, 0):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        score_vcf(ckpt, str(long_vcf), str(out), genome=str(path), device="cpu", progress=False)
+    assert out.read_bytes() == one.read_bytes()

@@ -6,6 +6,14 @@ import torch
 from torch import nn
 
 
+def seed_parameters(module: nn.Module, seed: int, scale: float) -> None:
+    """Set every parameter of ``module`` to ``scale`` times standard normal draws from ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(scale * torch.randn(p.shape, generator=g))
+
+
 class TinyConvNet(nn.Module):
     """A small DeepSEA-like base model: Conv1d + ReLU + MaxPool + Linear + Sigmoid.
 
@@ -32,10 +40,7 @@ class TinyConvNet(nn.Module):
         self.flatten = nn.Flatten()
         self.dense = nn.Linear(channels * ((seq_len - kernel_size + 1) // 2), n_targets)
         self.out = nn.Sigmoid()
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(0.5 * torch.randn(p.shape, generator=g))
+        seed_parameters(self, seed, 0.5)
         self.eval()
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
@@ -126,10 +131,7 @@ class StrandMultiplexer(nn.Module):
         super().__init__()
         self.seq_len, self.n_targets, self.symmetric = seq_len, n_targets, symmetric
         self.h = nn.Conv1d(4, 4 * n_targets, 9, padding=4)
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for p in self.h.parameters():
-                p.copy_(0.5 * torch.randn(p.shape, generator=g))
+        seed_parameters(self.h, seed, 0.5)
         self.eval()
 
     def _h(self, X: torch.Tensor) -> torch.Tensor:
@@ -168,10 +170,7 @@ class SymmetricBase(nn.Module):
         self.seq_len, self.n_targets = seq_len, n_targets
         self.conv = nn.Conv1d(4, 6, 7)
         self.dense = nn.Linear(6 * (seq_len - 6), n_targets)
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+        seed_parameters(self, seed, 0.3)
         self.eval()
 
     def _g(self, X: torch.Tensor) -> torch.Tensor:

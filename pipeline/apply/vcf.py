@@ -5,9 +5,9 @@ of an indexed file; one row per ALT allele). Three modes (:data:`~pipeline.apply
 windows in :mod:`pipeline.apply.vcf_scoring`):
 
 - **shared** (default): consecutive SNVs on one chromosome whose positions span at most
-  ``group_span`` bases (default: the model's ``L``) share one multiplexer window, centred on them and
-  shifted to fit the chromosome; each variant's effect is read at its own index ``j = pos - first``
-  (``y[f, ALT, j]``). Fastest; not the same number as the centred score.
+  ``group_span`` bases (default: ``L // 4``, :func:`default_group_span`) share one multiplexer
+  window, centred on them and shifted to fit the chromosome; each variant's effect is read at its
+  own index ``j = pos - first`` (``y[f, ALT, j]``). Fastest; not the same number as the centred score.
 - **centered**: one multiplexer window per position, the variant at index ``L//2 - 1``.
 - **exact**: the base model on the centred reference and alternative windows (SNVs and indels).
 
@@ -55,6 +55,7 @@ from pipeline.apply.vcf_output import (
     SCORES_OUTPUT,
     ScoresTable,
     Semantics,
+    model_identity,
     output_suffix,
     read_tsv_scores,
     score_writer,
@@ -67,7 +68,6 @@ from pipeline.core.files import staging
 from pipeline.core.runtime import Launch, exact_float32, parse_shard
 from pipeline.errors import UserError, WriteError
 from pipeline.models import base_from_checkpoint, load_checkpoint, read_checkpoint
-from pipeline.models.weights import file_sha256
 
 __all__ = [
     "COLUMNS",
@@ -146,19 +146,14 @@ def _check_paths(out_path: Path, vcf: str, overwrite: bool, inputs: Sources) -> 
         raise UserError(f"VCF file {str(vcf)!r} does not exist")
 
 
+def default_group_span(seq_len: int) -> int:
+    """The default ``--group-span``: ``L // 4``, so a shared variant is at least ``3L/8`` from both ends
+    of its window (measured on the demo: ``docs/decisions.md``)."""
+    return max(1, seq_len // 4)
+
+
 def _quantity(meta: dict[str, Any], diff: bool) -> str:
     return "diff" if diff else str(meta["target_kind"])
-
-
-def _model_identity(checkpoint: str, meta: dict[str, Any], exact: bool) -> dict[str, Any]:
-    return {
-        "scored_with": "base model (exact)" if exact else "multiplexer",
-        "checkpoint": str(Path(checkpoint).resolve()),
-        "checkpoint_sha256": file_sha256(checkpoint),
-        "multiplexer": meta["architecture"]["name"],
-        "multiplexer_target": meta["target_kind"],
-        "base_model": meta.get("base", {}),
-    }
 
 
 @dataclass(frozen=True)
@@ -199,7 +194,7 @@ def _setup(
 ) -> _Job:
     meta = read_checkpoint(checkpoint)
     L = int(meta["seq_len"])
-    span = 1 if opts.mode != "shared" else L if opts.group_span is None else opts.group_span
+    span = 1 if opts.mode != "shared" else default_group_span(L) if opts.group_span is None else opts.group_span
     if not 1 <= span <= L:
         raise UserError(f"--group-span must lie in 1..{L} (the model's window), got {span}")
     names = list(meta["target_names"])
@@ -216,7 +211,7 @@ def _setup(
         quantity,
         opts.mode,
         opts.strand,
-        _model_identity(checkpoint, meta, opts.mode == "exact"),
+        model_identity(checkpoint, meta, opts.mode == "exact"),
         {"path": str(Path(genome_path).resolve()), "fingerprint": fingerprint},
         converted,
     )
@@ -444,8 +439,8 @@ def score_vcf(
     batch_size : int
         Windows per multiplexer pass (groups per base-model pass with ``exact``).
     group_span : int, optional
-        Shared windows: largest span (bases, first to last variant) that shares a window; default the
-        model's ``L``.
+        Shared windows: largest span (bases, first to last variant) that shares a window; default
+        ``L // 4`` (:func:`default_group_span`).
     diff : bool
         Scores as ``alt - ref`` instead of log-fold (the base model is run on each window).
     weights, base : optional

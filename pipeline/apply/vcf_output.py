@@ -24,7 +24,7 @@ import math
 import os
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +38,7 @@ from pipeline.apply.outputs import TSV_FORMAT, TSV_GZIP_LEVEL, OutputKind
 from pipeline.apply.vcf_input import VcfSource, open_vcf, quiet_htslib, raw_records
 from pipeline.apply.vcf_rows import Row
 from pipeline.errors import UserError
+from pipeline.models.weights import file_sha256
 
 COLUMNS = ["chrom", "pos", "id", "ref", "alt", "allele_index", "window_center", "ref_check", "ref_match", "status"]
 """The fixed columns of the TSV and Zarr outputs; one column per target follows (TSV)."""
@@ -53,6 +54,8 @@ WINDOWS = {
     "shared": "shared windows: nearby variants share one window, centred on them and shifted to fit the "
     "chromosome; each variant is read at its own index (fast; not the centred score)",
     "centered": "the window centred on the variant, which sits at 0-based index L//2 - 1",
+    "catalogue": "catalogue tiles: windows every `stride` bases; each position scored in the window whose "
+    "core (the `stride` positions around its centre) holds it, shifted to fit the contig",
     "exact": "the base model on the centred reference window (variant at 0-based index L//2 - 1) and the "
     "alternative window: the L//2 - 1 bases before the variant, ALT, then the genome after REF to length L",
 }
@@ -71,6 +74,19 @@ FIXED_INFO = {
     "REF_MATCH": ("String", "yes: REF is the genome's base; swapped: the genome has ALT; no; n/a"),
 }
 """The INFO fields a ``.vcf.gz`` output adds besides one per selected target (all ``Number=A``)."""
+
+
+def model_identity(checkpoint: str | os.PathLike[str], meta: Mapping[str, Any], exact: bool = False) -> dict[str, Any]:
+    """What scored: the multiplexer of ``checkpoint`` (or, with ``exact``, its base model), with the
+    checkpoint's path and sha256 and the base model's identity."""
+    return {
+        "scored_with": "base model (exact)" if exact else "multiplexer",
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "checkpoint_sha256": file_sha256(checkpoint),
+        "multiplexer": meta["architecture"]["name"],
+        "multiplexer_target": meta["target_kind"],
+        "base_model": meta.get("base", {}),
+    }
 
 
 def output_suffix(out: Path) -> str:
@@ -428,12 +444,14 @@ class ZarrScores:
 
 @contextmanager
 def score_writer(
-    kind: str, path: Path, *, source: VcfSource, names: list[str], semantics: Semantics, selection: np.ndarray
+    kind: str, path: Path, *, source: VcfSource | None, names: list[str], semantics: Semantics, selection: np.ndarray
 ) -> Iterator[ScoreWriter]:
     """The writer of output ``kind`` (one of :data:`SUFFIXES`) at the (staged) ``path``; closed when
     the block succeeds."""
     writer: ScoreWriter
     if kind == ".vcf.gz":
+        if source is None:
+            raise UserError("a .vcf.gz output annotates the records of a VCF; none was given")
         writer = VcfScores(path, source, names, semantics, selection)
     elif kind == ".zarr":
         writer = ZarrScores(path, names, semantics, selection)

@@ -70,6 +70,11 @@ def _allele_problem(ref: str, alt: str, record: VcfRecord, exact: bool) -> Skip 
     return None
 
 
+def skip_allele(record: VcfRecord) -> Skip | None:
+    """Why a record is not a plain SNV (``None`` when it is one)."""
+    return _allele_problem(record.ref.upper(), record.alt.upper(), record, exact=False)
+
+
 def centred_problem(record: VcfRecord, chrom_len: int, seq_len: int, exact: bool) -> Skip | None:
     """Why the variant-centred window(s) do not fit in the chromosome (``None`` when they do).
 
@@ -184,6 +189,8 @@ class Row:
     values: np.ndarray | None = None
     """Shape ``[F]`` float32: the scores, one per target (``None``: skipped)."""
     group: Group | None = None
+    source: str = "model"
+    """``model``, or ``catalogue`` when the values were read from a catalogue."""
 
     @property
     def status(self) -> str:
@@ -249,6 +256,8 @@ class VcfSummary:
     """The first chromosome naming mismatch (``'17' for 'chr17'``), for the error when nothing is scored."""
     note: str = ""
     """What happened beyond the counts (``this shard's part is done; 3 of 8 remain``)."""
+    n_catalogue: int = 0
+    """Rows answered from a catalogue."""
 
     def count(self, row: Row) -> None:
         """Count one finished row."""
@@ -262,12 +271,16 @@ class VcfSummary:
             self.n_mismatch += 1
         if row.record.contig:
             self.n_harmonised += 1
+        if row.source == "catalogue":
+            self.n_catalogue += 1
 
     def line(self) -> str:
         """One line for the command line."""
         n_skipped = sum(self.skipped.values())
         reasons = ", ".join(f"{reason}: {count}" for reason, count in self.skipped.most_common())
         windows = f" in {self.n_windows} windows" if self.n_windows else ""
+        if self.n_catalogue:
+            windows += f" ({self.n_catalogue} from the catalogue)"
         return (
             f"scored {self.n_scored} of {self.n_records} variants{windows}; "
             f"{self.n_mismatch} REF mismatches; skipped {n_skipped}"
@@ -332,7 +345,9 @@ class Batcher:
     def _release(self) -> Iterator[Row]:
         """Yield the finished rows at the head of the queue (in VCF order)."""
         while self.pending and self.pending[0].done:
-            yield self.pending.popleft()
+            row = self.pending.popleft()
+            row.group = None  # break the row <-> group cycle: freed by reference counting, not the cyclic GC
+            yield row
 
 
 @dataclass(frozen=True)
