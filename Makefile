@@ -7,7 +7,7 @@ WORK   ?= work
 export PYTHONDONTWRITEBYTECODE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-processes test-all lint demo clean clean-work bench bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf docs-cli
+.PHONY: help install test test-processes test-all lint demo clean clean-work bench bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf bench-catalogue docs-cli
 
 help:  ## List every target with what it does
 	@grep -hE '^[$$()a-zA-Z0-9_./%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-28s %s\n", $$1, $$2}'
@@ -69,7 +69,11 @@ bench-vcf: $(VENV)/.installed  ## score-vcf on 100,000 demo SNVs: variants/s and
 	@mkdir -p bench
 	$(BIN)/python scripts/bench_vcf.py --json bench/vcf.json --demo $(WORK)/demo
 
-bench: bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf  ## Every benchmark, then bench/REPORT.md with all figures
+bench-catalogue: $(VENV)/.installed  ## SNV catalogue: positions/s (demo, BelugaMultiplexer-shaped), bytes/position, lookup p50/p99, stride choice, hg38 estimate -> bench/catalogue.json
+	@mkdir -p bench
+	$(BIN)/python scripts/bench_catalogue.py --json bench/catalogue.json --demo $(WORK)/demo
+
+bench: bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf bench-catalogue  ## Every benchmark, then bench/REPORT.md with all figures
 	$(BIN)/python scripts/bench_report.py
 
 docs-cli: $(VENV)/.installed  ## Regenerate docs/cli.md from the click commands

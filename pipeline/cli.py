@@ -317,7 +317,11 @@ def store_verify(ctx: click.Context, path: str, unmark_damaged: bool) -> None:
     attributes consistent."""
     from pipeline.store import open_store, require_sound
     from pipeline.store import unmark_damaged as unmark
+    from pipeline.store.catalogue import is_catalogue, require_catalogue_sound
 
+    if is_catalogue(path):
+        click.echo(require_catalogue_sound(path, unmark_damaged=unmark_damaged))
+        return
     if unmark_damaged:
         found = unmark(open_store(path, mode="r+"), progress=_progress(ctx))
         counts = ", ".join(f"{split}: {len(units)}" for split, units in found.items() if units)
@@ -508,6 +512,11 @@ def ism(ctx: click.Context, out: str, **options: Any) -> None:
     "further); the process finishing the last unit merges them into OUT. A rerun skips finished units.",
 )
 @click.option("--merge", is_flag=True, help="Only merge the finished parts of a sharded run into OUT.")
+@click.option(
+    "--catalogue",
+    type=click.Path(),
+    help="Answer SNVs from this catalogue (made with the same checkpoint) and score the rest with the model.",
+)
 @_device
 @click.option(
     "--overwrite",
@@ -539,6 +548,63 @@ def score_vcf(
     if checkpoint is None or vcf is None:
         raise UserError("score-vcf needs --checkpoint and --vcf (or --merge to join the parts of a sharded run)")
     click.echo(run(checkpoint, vcf, out, progress=_progress(ctx), **options).line())
+
+
+@cli.command()
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="best.pt or last.pt.")
+@click.option("--out", required=True, help="The catalogue, a Zarr store (.zarr); an unfinished one is resumed.")
+@click.option("--region", "regions", multiple=True, help="chr:start-end (1-based, inclusive); repeatable.")
+@click.option("--bed", type=click.Path(dir_okay=False), help="BED file of regions (0-based, half-open).")
+@click.option("--chroms", help="Whole contigs, comma-separated (chr8,chr9).")
+@click.option("--all", "all_contigs", is_flag=True, help="Every contig at least one window long.")
+@click.option(
+    "--targets",
+    help="Targets whose effects are stored: comma-separated names or regular expressions, or a file of one per "
+    "line (default: all). max_abs and top_target always cover every target.",
+)
+@click.option(
+    "--stride",
+    type=click.IntRange(min=1),
+    help="Bases between tile windows (default: L//4); each position is read from the tile whose centre is "
+    "nearest, at most stride/2 away.",
+)
+@click.option(
+    "--genome", type=click.Path(dir_okay=False), help="Genome FASTA (default: the one recorded in the checkpoint)."
+)
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Windows per pass.")
+@click.option(
+    "--shard",
+    help="I/N: compute every N-th unit (a scheduler array task; torchrun ranks split further). Any process "
+    "resumes what is not complete.",
+)
+@_device
+@click.option("--overwrite", is_flag=True, help="Replace a catalogue made with other options (one process only).")
+@click.pass_context
+def catalogue(ctx: click.Context, checkpoint: str, out: str, chroms: str | None, **options: Any) -> None:
+    """The multiplexer's effect of every SNV (the 3 other bases at every position) of regions, contigs or a
+    whole genome, in a Zarr store chunked along position: resumable, sharded like distill, read by lookup
+    and score-vcf --catalogue."""
+    from pipeline.apply.catalogue import build_catalogue
+
+    names = [c for c in (chroms or "").split(",") if c]
+    click.echo(build_catalogue(checkpoint, out, chroms=names, progress=_progress(ctx), **options).line())
+
+
+@cli.command()
+@click.argument("catalogue_path", metavar="CATALOGUE", type=click.Path())
+@click.option("--out", required=True, help="Output, as score-vcf writes: .tsv, .tsv.gz, .zarr (.vcf.gz with --vcf).")
+@click.option("--variant", "variants", multiple=True, help="chr:pos:REF>ALT (1-based pos); repeatable.")
+@click.option("--region", help="chr:start-end: the three SNVs of every position.")
+@click.option("--vcf", type=click.Path(dir_okay=False), help="VCF/BCF: one row per ALT allele.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output of score-vcf or lookup.")
+@click.pass_context
+def lookup(ctx: click.Context, catalogue_path: str, out: str, **options: Any) -> None:
+    """Variants answered from a catalogue (only the chunks they need are read), in score-vcf's row format.
+    A query the catalogue cannot answer (contig or position not catalogued, N, not an SNV) is a row with
+    the reason; REF is checked against the catalogue's base."""
+    from pipeline.apply.lookup import lookup as run
+
+    click.echo(run(catalogue_path, out, progress=_progress(ctx), **options).line())
 
 
 @cli.command()

@@ -1,7 +1,7 @@
 """Collect the benchmark results (bench/*.json) into bench/REPORT.md.
 
 Run by `make bench` after `bench-ism`, `bench-distill`, `bench-loader`, `bench-demo`, `bench-scale`,
-`bench-checksums` and `bench-vcf`;
+`bench-checksums`, `bench-vcf` and `bench-catalogue`;
 a missing result is named in the report rather than invented.
 """
 
@@ -348,6 +348,59 @@ def vcf_section(r: dict | None) -> list[str]:
     return lines + ["", f"(run {r['when']})", ""]
 
 
+def catalogue_section(r: dict | None) -> list[str]:
+    if r is None:
+        return ["## SNV catalogue", "", "not run (`make bench-catalogue`)", ""]
+    m, d, st, lk, b = r["machine"], r["demo"], r["stride"], r["lookup"], r["beluga_shaped"]
+    bpp = d["bytes_per_position"]
+    lines = [
+        "## SNV catalogue (`scripts/bench_catalogue.py`)",
+        "",
+        f"On the CPU ({m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')}).",
+        "",
+        f"- **Demo, whole genome** (`catalogue --all`, L = 200, F = 16, stride {d['stride']}): {d['positions']:,} "
+        f"positions ({d['n_positions_at_N']:,} N) in {d['seconds']} s, **{d['positions_per_s']:,.0f} positions/s**, "
+        f"{d['windows']:,} windows; stored bytes per position: effects {bpp['effects']}, ref {bpp['ref']}, max_abs "
+        f"{bpp['max_abs']}, top_target {bpp['top_target']}.",
+        f"- **BelugaMultiplexer-shaped** (L = 2000, F = 2002, random weights) on {b['region']}, stride {b['stride']}: "
+        f"{b['positions']:,} positions, {b['windows']} windows in {b['seconds']} s: "
+        f"**{b['positions_per_s']} positions/s** "
+        f"({b['seconds_per_window']} s per window). Bytes per position (effects of 1 / 20 / 2,002 targets plus ref and "
+        "the summaries; random weights compress worse than trained ones: upper bounds): "
+        + " / ".join(f"{v:,}" for v in b["bytes_per_position_by_targets"].values())
+        + ".",
+        f"- **Lookup** of {lk['queries']:,} SNVs at random positions of the demo catalogue, one at a time in random "
+        f"order (a fresh reader: most queries read their unit, {lk['unit_positions']:,} positions, from disk): "
+        f"p50 **{lk['random_order_ms_p50']} ms**, p99 **{lk['random_order_ms_p99']} ms**; `lookup --vcf` of the same "
+        f"SNVs sorted: {lk['sorted_vcf_lookup_variants_per_s']:,.0f} variants/s.",
+        "",
+        f"**The stride** (held-out {st['region']}, {st['variants']:,} SNVs): tile scores against variant-centred "
+        "multiplexer scores (`score-vcf --centered`), Pearson over every (variant, target).",
+        "",
+        "| stride | windows per position | build s | Pearson vs centred | mean per target |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for stride, x in st["strides"].items():
+        c = x["vs_centred"]
+        lines.append(
+            f"| {stride} | {x['windows_per_position']} | {x['seconds']} | {c.get('pearson_all')} | "
+            f"{c.get('pearson_mean_per_target')} |"
+        )
+    e = r.get("hg38_h100_estimate")
+    if e:
+        storage = " / ".join(f"{v} TB" for v in e["storage_TB_by_targets"].values())
+        lines += [
+            "",
+            f"**hg38 x Beluga on one {e['device']} — an estimate, not a run**: {e['positions']:,} positions / stride "
+            f"{e['stride']} = {e['windows']:,} windows x {e['multiplexer_ms_per_window_bf16_b8']} ms "
+            "(BelugaMultiplexer, "
+            f"bf16, batch 8, measured) = **{e['catalogue_hours']} h** of forward passes; exact fast ISM of the same "
+            f"3 SNVs per position at {e['exact_fast_ism_variants_per_s']:,} variants/s (measured) = "
+            f"**{e['exact_fast_ism_hours']:,} h** ({e['speedup']}x). Storage for 1 / 20 / 2,002 targets: {storage}.",
+        ]
+    return lines + ["", f"(run {r['when']})", ""]
+
+
 def gpu_section() -> list[str]:
     """The figures measured once on a GPU (``*_cuda.json``; CI has none, so ``make bench`` does not
     rerun them): the ISM, distill and loader benchmarks, the demo's report, and forward passes."""
@@ -413,6 +466,7 @@ def main() -> None:
     lines += scale_section(_load("scale.json"))
     lines += checksums_section(_load("checksums.json"))
     lines += vcf_section(_load("vcf.json"))
+    lines += catalogue_section(_load("catalogue.json"))
     lines += gpu_section()
     (BENCH / "REPORT.md").write_text("\n".join(lines))
     print(f"wrote {BENCH / 'REPORT.md'}")

@@ -37,7 +37,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline.apply.inputs import open_genome, resolve_genome
+from pipeline.apply.lookup import CatalogueReader
 from pipeline.apply.outputs import Sources, check_output
 from pipeline.apply.predict import load_diff_base
 from pipeline.apply.vcf_input import VcfRecord, VcfSource, read_vcf
@@ -65,9 +66,11 @@ from pipeline.apply.vcf_parts import UNIT_RECORDS, Parts, parts_folder
 from pipeline.apply.vcf_rows import MAX_HELD_ROWS, NAMING, REF_MISMATCH, Batcher, Row, Rules, Scorer, VcfSummary
 from pipeline.apply.vcf_scoring import STRANDS, ExactScorer, MultiplexerScorer
 from pipeline.core.files import staging
+from pipeline.core.genome import fingerprint_difference
 from pipeline.core.runtime import Launch, exact_float32, parse_shard
 from pipeline.errors import UserError, WriteError
 from pipeline.models import base_from_checkpoint, load_checkpoint, read_checkpoint
+from pipeline.store.catalogue import open_catalogue
 
 __all__ = [
     "COLUMNS",
@@ -99,6 +102,7 @@ class _Job:
     semantics: Semantics
     identity: dict[str, Any] = field(default_factory=dict)
     n_units: int = 0
+    catalogue: _FromCatalogue | None = None
 
     def run_record(self) -> dict[str, Any]:
         """What ``run.json`` of a parts folder records: the identity plus what the merge needs."""
@@ -111,6 +115,45 @@ class _Job:
             "region": self.source.region,
             "output": self.kind,
         }
+
+
+class _FromCatalogue:
+    """``score-vcf --catalogue``: SNVs the catalogue holds are read from it, mapped onto the targets written."""
+
+    def __init__(
+        self, path: str, names: list[str], selection: np.ndarray, sha256: str, fingerprint: dict[str, Any]
+    ) -> None:
+        cat = open_catalogue(path)
+        meta = cat.meta
+        if meta.model.get("checkpoint_sha256") != sha256:
+            raise UserError(
+                f"catalogue {path!r} was made with another checkpoint (sha256 differs); use that checkpoint"
+            )
+        changed = fingerprint_difference(meta.genome_fingerprint, fingerprint)
+        if changed:
+            raise UserError(f"catalogue {path!r} was made on another genome: {changed}")
+        missing = [names[k] for k in selection if names[k] not in meta.target_names]
+        if missing:
+            raise UserError(
+                f"catalogue {path!r} does not hold target {missing[0]!r} ({len(missing)} missing); "
+                "select targets it holds with --targets"
+            )
+        self.reader = CatalogueReader(cat)
+        self.n_names = len(names)
+        self.into = np.asarray(selection, dtype=np.int64)
+        self.take = np.array([meta.target_names.index(names[k]) for k in selection], dtype=np.int64)
+        self.identity = {"path": str(Path(path).resolve()), "stride": meta.stride}
+
+    def fill(self, row: Row) -> bool:
+        """Answer ``row`` from the catalogue (values mapped onto every target name); whether it could."""
+        scratch = Row(row.record)
+        if not self.reader.answer(scratch) or scratch.values is None:
+            return False
+        values = np.full(self.n_names, np.nan, dtype=np.float32)
+        values[self.into] = scratch.values[self.take]
+        row.values, row.center, row.source = values, scratch.center, "catalogue"
+        row.check, row.match = scratch.check, scratch.match
+        return True
 
 
 def _check_naming(summary: VcfSummary) -> None:
@@ -183,6 +226,13 @@ def _scorer(checkpoint: str, meta: dict[str, Any], opts: _Options, genome: Any, 
     return MultiplexerScorer(multiplexer, base, genome, L, device, centered=opts.mode == "centered", strand=opts.strand)
 
 
+def _check_catalogue(opts: _Options) -> None:
+    if opts.mode == "exact":
+        raise UserError("--catalogue holds multiplexer scores; it does not go with --exact")
+    if opts.strand != "forward" or opts.diff:
+        raise UserError("--catalogue holds forward-strand log-fold scores; drop --strand/--diff, or drop --catalogue")
+
+
 def _setup(
     checkpoint: str,
     source: VcfSource,
@@ -191,6 +241,7 @@ def _setup(
     targets: str | None,
     opts: _Options,
     device: torch.device,
+    catalogue: str | None = None,
 ) -> _Job:
     meta = read_checkpoint(checkpoint)
     L = int(meta["seq_len"])
@@ -215,6 +266,12 @@ def _setup(
         {"path": str(Path(genome_path).resolve()), "fingerprint": fingerprint},
         converted,
     )
+    from_catalogue = None
+    if catalogue is not None:
+        _check_catalogue(opts)
+        sha256 = semantics.model["checkpoint_sha256"]
+        from_catalogue = _FromCatalogue(catalogue, names, selection, sha256, fingerprint)
+        semantics = replace(semantics, catalogue=from_catalogue.identity)
     stat = source.path.stat()
     identity = {
         "vcf_size": stat.st_size,
@@ -225,8 +282,12 @@ def _setup(
         "unit_records": UNIT_RECORDS,
         "max_held_rows": MAX_HELD_ROWS,
     }
+    if from_catalogue is not None:
+        identity["catalogue"] = from_catalogue.identity
     rules = Rules(g, L, harmonise=opts.harmonise, ref_mismatch=opts.ref_mismatch, mode=opts.mode)
-    return _Job(scorer, rules, span, opts.batch_size, source, kind, names, selection, semantics, identity)
+    job = _Job(scorer, rules, span, opts.batch_size, source, kind, names, selection, semantics, identity)
+    job.catalogue = from_catalogue
+    return job
 
 
 def _units(job: _Job, take: Callable[[int], bool], bar: tqdm) -> Iterator[tuple[int, list[Row]]]:
@@ -246,7 +307,10 @@ def _units(job: _Job, take: Callable[[int], bool], bar: tqdm) -> Iterator[tuple[
                 yield unit, rows
             unit, rows = u, []
         if take(u):
-            rows.extend(batcher.add(*job.rules.classify(record)))
+            row, scoreable = job.rules.classify(record)
+            if scoreable and job.catalogue is not None and job.catalogue.fill(row):
+                scoreable = False  # answered: done, no window
+            rows.extend(batcher.add(row, scoreable))
     if take(unit):
         rows.extend(batcher.finish())
         bar.update(len(rows))
@@ -419,6 +483,7 @@ def score_vcf(
     strand: str = "forward",
     targets: str | None = None,
     shard: str | None = None,
+    catalogue: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> VcfSummary:
@@ -464,6 +529,9 @@ def score_vcf(
     shard : str, optional
         ``I/N``: score the units ``u % N == I`` into ``<out>.parts``; the process that finishes the
         last unit merges them into ``out``. A rerun skips finished units.
+    catalogue : str, optional
+        A catalogue made with the same checkpoint and genome: SNVs inside its regions are read from it
+        (its tile windows), the others are scored by the model; the summary counts them.
     overwrite : bool
         Replace an existing ``out`` written by ``score-vcf`` (never one of the inputs, a checkpoint,
         ...); the new output is written under a temporary name and renamed over it when complete.
@@ -486,7 +554,7 @@ def score_vcf(
     launch = Launch.from_env(parse_shard(shard))
     opts = _Options(mode, strand, diff, batch_size, group_span, harmonise, ref_mismatch, weights, base)
     source = VcfSource(Path(vcf).resolve(), region)
-    job = _setup(checkpoint, source, kind, genome, targets, opts, launch.device(device))
+    job = _setup(checkpoint, source, kind, genome, targets, opts, launch.device(device), catalogue)
     if shard is None and not launch.active:
         return _score_direct(job, out_path, progress)
     return _score_sharded(job, out_path, launch, progress)

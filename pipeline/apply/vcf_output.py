@@ -110,6 +110,8 @@ class Semantics:
     genome: dict[str, Any]
     converted_from: str | None = None
     """``logfold`` when ``diff`` scores were converted from a log-fold multiplexer."""
+    catalogue: dict[str, Any] | None = None
+    """The catalogue SNVs were read from (``score-vcf --catalogue``): path and stride."""
 
     def as_dict(self) -> dict[str, Any]:
         """The semantics as a JSON-able dict (the keys every output carries)."""
@@ -132,6 +134,12 @@ class Semantics:
         }
         if self.converted_from:
             out["converted_from"] = self.converted_from
+        if self.catalogue:
+            out["catalogue"] = {
+                **self.catalogue,
+                "window": WINDOWS["catalogue"],
+                "rows": "SNVs inside the catalogue's regions are read from it; the others are scored by the mode above",
+            }
         return out
 
     def lines(self) -> list[tuple[str, str]]:

@@ -1,0 +1,214 @@
+"""``lookup``: variants answered from a catalogue, in the row format of ``score-vcf``.
+
+:class:`CatalogueReader` reads only the units (chunks) a query touches, keeping the last few in
+memory, so a sorted VCF or a region reads each unit once. A query the catalogue cannot answer is a
+row with a reason (contig or position not catalogued, unit not computed yet, ``N``, not an SNV);
+the REF is checked against the catalogue's base (``ref_match``) and the variant is scored against
+that base, as ``score-vcf`` does against the genome. ``score-vcf --catalogue`` uses the same reader.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.apply.catalogue import ALTS, tile_center
+from pipeline.apply.outputs import check_output
+from pipeline.apply.vcf_input import VcfRecord, VcfSource, read_vcf
+from pipeline.apply.vcf_output import SCORES_OUTPUT, Semantics, output_suffix, score_writer
+from pipeline.apply.vcf_rows import AT_N, Row, Skip, VcfSummary, skip_allele
+from pipeline.core.encoding import ALPHABET
+from pipeline.core.files import staging
+from pipeline.core.intervals import parse_interval
+from pipeline.errors import SpecError, UserError, WriteError
+from pipeline.store.catalogue import N_CODE, NOT_CATALOGUED, Catalogue, open_catalogue
+
+CACHED_BLOCKS = 64
+"""Inner chunks a reader keeps in memory (about 4 MB: queries in genome order read each chunk once)."""
+
+_VARIANT = re.compile(r"^(?P<chrom>.+):(?P<pos>[0-9,]+):(?P<ref>[A-Za-z]+)>(?P<alt>[A-Za-z]+)$")
+
+
+class CatalogueReader:
+    """Answers variants from a catalogue, reading a unit's chunks when a query first needs them."""
+
+    def __init__(self, cat: Catalogue) -> None:
+        self.cat, self.meta = cat, cat.meta
+        self.blocks: OrderedDict[tuple[int, int, str], np.ndarray] = OrderedDict()
+        self.done = {k: cat.complete(k) for k in range(len(cat.meta.contigs))}
+
+    def _block(self, contig: int, block: int, name: str) -> np.ndarray:
+        key = (contig, block, name)
+        if key not in self.blocks:
+            self.blocks[key] = self.cat.read_block(contig, block, name)
+            if len(self.blocks) > CACHED_BLOCKS:
+                self.blocks.popitem(last=False)
+        self.blocks.move_to_end(key)
+        return self.blocks[key]
+
+    def _at(self, where: tuple[int, int, int], name: str) -> np.ndarray:
+        """Array ``name`` at a located position (its inner chunk read, or taken from the cache)."""
+        k, u, i = where
+        p = u * self.meta.unit_positions + i
+        C = self.meta.block_positions
+        return self._block(k, p // C, name)[p % C]
+
+    def locate(self, chrom: str, pos: int) -> tuple[int, int, int] | Skip:
+        """``(contig, unit, index in unit)`` of 1-based ``pos``, or why the catalogue has nothing there."""
+        k = self.meta.contig_index(chrom)
+        if k is None:
+            return Skip("contig not in the catalogue", f"contig {chrom!r} is not in the catalogue")
+        contig = self.meta.contigs[k]
+        if not 1 <= pos <= contig.length:
+            return Skip("position outside the contig", f"position outside {chrom} (1..{contig.length})")
+        if not any(a < pos <= b for a, b in contig.regions):
+            return Skip("not in the catalogue's regions", f"{chrom}:{pos} is outside the catalogued regions")
+        u = (pos - 1) // self.meta.unit_positions
+        if not self.done[k][u]:
+            return Skip("not computed yet", f"{chrom} unit {u} of the catalogue is not computed yet (rerun catalogue)")
+        return k, u, pos - 1 - u * self.meta.unit_positions
+
+    def _code(self, where: tuple[int, int, int], chrom: str, pos: int) -> int | Skip:
+        code = int(self._at(where, "ref"))
+        if code == NOT_CATALOGUED:
+            return Skip("not in the catalogue's regions", f"{chrom}:{pos} is outside the catalogued regions")
+        return code
+
+    def base(self, chrom: str, pos: int) -> int | Skip:
+        """The catalogue's base code at 1-based ``pos`` (0..3, :data:`N_CODE`), or why there is none."""
+        where = self.locate(chrom, pos)
+        return where if isinstance(where, Skip) else self._code(where, chrom, pos)
+
+    def answer(self, row: Row) -> bool:
+        """Fill ``row`` (values, REF check, tile centre) from the catalogue, or set why not; whether
+        it was scored."""
+        r = row.record
+        where = self.locate(r.genome_chrom, r.pos)
+        code = where if isinstance(where, Skip) else self._code(where, r.genome_chrom, r.pos)
+        if isinstance(code, Skip) or isinstance(where, Skip):
+            row.skip = code if isinstance(code, Skip) else None
+            return False
+        row.set_reference("N" if code == N_CODE else ALPHABET[code])
+        if code == N_CODE:
+            row.skip = Skip(AT_N, "the genome has N at this position (effects are 0 by definition)")
+            return False
+        row.skip = skip_allele(r)
+        if row.skip is not None:
+            return False
+        k = where[0]
+        alt = ALPHABET.index(r.alt.upper())
+        effects = self._at(where, "effects")  # [3, T]
+        if alt == code:  # ALT is the catalogue's base (REF and ALT swapped): 0 by definition
+            row.values = np.zeros(effects.shape[1], np.float32)
+        else:
+            row.values = effects[list(ALTS[code]).index(alt)].astype(np.float32)
+        contig = self.meta.contigs[k]
+        row.center = tile_center(r.pos - 1, contig.length, self.meta.seq_len, self.meta.stride)
+        row.source = "catalogue"
+        return True
+
+
+def parse_variant(text: str, number: int) -> VcfRecord:
+    """``chr:pos:REF>ALT`` (1-based ``pos``) as a record."""
+    m = _VARIANT.match(text.strip())
+    if m is None or int(m["pos"].replace(",", "")) < 1:
+        raise UserError(f"--variant {text!r} is not of the form chr:pos:REF>ALT (1-based pos), e.g. chr8:1000000:A>G")
+    return VcfRecord(number, m["chrom"], int(m["pos"].replace(",", "")), ".", m["ref"].upper(), m["alt"].upper())
+
+
+def _region_records(reader: CatalogueReader, region: str) -> Iterator[VcfRecord]:
+    """The three SNVs of every position of ``region`` (one record ``N>.`` / ``?>.`` where there are none)."""
+    try:
+        iv = parse_interval(region, "--region")
+    except SpecError as exc:
+        raise UserError(str(exc)) from None
+    number = 0
+    for p in range(iv.start + 1, iv.end + 1):
+        number += 1
+        code = reader.base(iv.chrom, p)
+        if isinstance(code, Skip) or code == N_CODE:
+            yield VcfRecord(number, iv.chrom, p, ".", "N" if code == N_CODE else ".", ".", 0)
+            continue
+        for a, alt in enumerate(ALTS[code], start=1):
+            yield VcfRecord(number, iv.chrom, p, ".", ALPHABET[code], ALPHABET[alt], a)
+
+
+def _records(reader: CatalogueReader, variants: list[str], region: str | None, vcf: str | None) -> Iterator[VcfRecord]:
+    if sum([bool(variants), region is not None, vcf is not None]) != 1:
+        raise UserError("give one of --variant (repeatable), --region or --vcf")
+    if variants:
+        yield from (parse_variant(v, k) for k, v in enumerate(variants, start=1))
+    elif region is not None:
+        yield from _region_records(reader, region)
+    elif vcf is not None:
+        yield from read_vcf(VcfSource(Path(vcf)))
+
+
+def lookup(
+    catalogue: str,
+    out: str,
+    *,
+    variants: list[str] | None = None,
+    region: str | None = None,
+    vcf: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> VcfSummary:
+    """Answer variants from a catalogue into ``out`` (``.tsv``, ``.tsv.gz``, ``.zarr``; ``.vcf.gz`` for ``vcf``).
+
+    Parameters
+    ----------
+    catalogue : str
+        A store written by ``catalogue``.
+    out : str
+        The output, in ``score-vcf``'s formats.
+    variants : list of str, optional
+        ``chr:pos:REF>ALT`` queries.
+    region : str, optional
+        ``chr:start-end``: all three SNVs of every position.
+    vcf : str, optional
+        A VCF/BCF (one row per ALT allele).
+    overwrite : bool
+        Replace an existing output of ``score-vcf``/``lookup``.
+
+    Returns
+    -------
+    VcfSummary
+    """
+    out_path = Path(out)
+    kind = output_suffix(out_path)
+    if kind == ".vcf.gz" and vcf is None:
+        raise UserError("a .vcf.gz output annotates the records of a VCF: give --vcf, or write .tsv/.tsv.gz/.zarr")
+    check_output(out_path, SCORES_OUTPUT, overwrite=overwrite, inputs={"CATALOGUE": catalogue, "--vcf": vcf})
+    reader = CatalogueReader(open_catalogue(catalogue))
+    records = _records(reader, list(variants or ()), region, vcf)
+    meta = reader.meta
+    semantics = Semantics(**meta.semantics["fields"])
+    summary = VcfSummary(out=str(out_path))
+    source = VcfSource(Path(vcf)) if vcf is not None else None
+
+    def rows() -> Iterator[Row]:
+        for record in tqdm(records, desc="lookup", unit=" variants", disable=not progress):
+            row = Row(record)
+            reader.answer(row)
+            yield row
+
+    try:
+        with staging(out_path) as stage:
+            staged = stage.path(out_path)
+            names, selection = meta.target_names, np.arange(len(meta.target_names))
+            with score_writer(kind, staged, source=source, names=names, semantics=semantics, selection=selection) as w:
+                for row in rows():
+                    summary.count(row)
+                    w.write(row)
+    except OSError as exc:
+        raise WriteError(f"cannot write output {str(out_path)!r}: {exc.strerror or exc}") from None
+    return summary
+
+
+__all__ = ["CatalogueReader", "lookup", "parse_variant"]
