@@ -17,7 +17,7 @@ first when ``DIR/run/best.pt`` is missing). On this machine's CPU:
    are upper bounds).
 4. **Lookup** -- 10,000 SNVs at random positions of the demo catalogue, answered one at a time in
    random order by a fresh :class:`~pipeline.apply.lookup.CatalogueReader` (so most queries read
-   their unit from disk): p50 / p99 latency; and ``lookup --vcf`` of the same SNVs sorted: variants/s.
+   and decode their inner chunk from disk): p50 / p99 latency; and ``lookup --vcf`` of the same SNVs sorted: variants/s.
 5. **hg38 x Beluga on one H100, an estimate**: windows = hg38 positions / stride, times the
    BelugaMultiplexer bf16 forward measured on an H100 (``bench/multiplexer_forward_cuda.txt``, batch 8),
    next to exact fast ISM of the same 3 SNVs per position at the H100's measured Beluga rate
@@ -232,6 +232,7 @@ def lookup_latency(cat_path: Path, genome: Genome, work: Path, n: int = 10_000) 
     return {
         "queries": n,
         "unit_positions": cat.meta.unit_positions,
+        "block_positions": cat.meta.block_positions,
         "random_order_ms_p50": round(float(np.percentile(ms, 50)), 3),
         "random_order_ms_p99": round(float(np.percentile(ms, 99)), 3),
         "sorted_vcf_lookup_variants_per_s": round(n / wall, 1),

@@ -370,7 +370,8 @@ def catalogue_section(r: dict | None) -> list[str]:
         + " / ".join(f"{v:,}" for v in b["bytes_per_position_by_targets"].values())
         + ".",
         f"- **Lookup** of {lk['queries']:,} SNVs at random positions of the demo catalogue, one at a time in random "
-        f"order (a fresh reader: most queries read their unit, {lk['unit_positions']:,} positions, from disk): "
+        f"order (a fresh reader: most queries read and decode their inner chunk, {lk.get('block_positions', '?')} "
+        f"positions of a {lk['unit_positions']:,}-position shard, from disk): "
         f"p50 **{lk['random_order_ms_p50']} ms**, p99 **{lk['random_order_ms_p99']} ms**; `lookup --vcf` of the same "
         f"SNVs sorted: {lk['sorted_vcf_lookup_variants_per_s']:,.0f} variants/s.",
         "",
