@@ -1055,6 +1055,27 @@ def _(c: Ctx) -> list[Any]:
     return ["plot", c.assets["pred.npz"], "--compare", c.assets["ism_3001.npz"], "--out", c.tmp / "c.png"]
 
 
+# --- catalogue and lookup -------------------------------------------------------------------------
+@case("catalogue: region past the contig's end", "catalogue", "chr1:1-999999999", "runs past the end")
+def _(c: Ctx) -> list[Any]:
+    return ["catalogue", "--checkpoint", c.ckpt, "--region", "chr1:1-999999999", "--out", c.tmp / "c.zarr"]
+
+
+@case("catalogue: output is not .zarr", "catalogue", "c.tsv", ".zarr")
+def _(c: Ctx) -> list[Any]:
+    return ["catalogue", "--checkpoint", c.ckpt, "--chroms", "chr1", "--out", c.tmp / "c.tsv"]
+
+
+@case("lookup: catalogue missing", "lookup", "none.zarr", "does not exist")
+def _(c: Ctx) -> list[Any]:
+    return ["lookup", c.tmp / "none.zarr", "--variant", "chr1:5:A>G", "--out", c.tmp / "l.tsv"]
+
+
+@case("lookup: .vcf.gz output without --vcf", "lookup", "--vcf")
+def _(c: Ctx) -> list[Any]:
+    return ["lookup", c.tmp / "none.zarr", "--variant", "chr1:5:A>G", "--out", c.tmp / "l.vcf.gz"]
+
+
 # --- score-vcf -----------------------------------------------------------------------------------
 @case("score-vcf: VCF missing", "score-vcf", "none.vcf", "does not exist")
 def _(c: Ctx) -> list[Any]:
