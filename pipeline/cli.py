@@ -302,6 +302,17 @@ def store_info(path: str, as_json: bool) -> None:
     click.echo(json.dumps(summary, indent=2) if as_json else format_info(summary))
 
 
+@store.command("upgrade")
+@click.argument("path")
+def store_upgrade(path: str) -> None:
+    """Upgrade a store of format 2 to format 3 in place (attributes only, seconds): its content hash then
+    leaves out the sample counts, so distill can grow it (more samples, new splits). Format 1 stores are
+    read-only."""
+    from pipeline.store.store import upgrade_store
+
+    click.echo(upgrade_store(path))
+
+
 @store.command("verify")
 @click.argument("path")
 @click.option(

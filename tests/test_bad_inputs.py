@@ -749,6 +749,12 @@ def _(c: Ctx) -> list[Any]:
     return ["store", "info", c.assets["not_ours.zarr"]]
 
 
+@case("store upgrade: an empty folder", "store upgrade", "empty_folder", "not a readable Zarr store")
+def _(c: Ctx) -> list[Any]:
+    (c.tmp / "empty_folder").mkdir()
+    return ["store", "upgrade", c.tmp / "empty_folder"]
+
+
 @case("store verify: an empty folder", "store verify", "empty_folder", "not a readable Zarr store")
 def _(c: Ctx) -> list[Any]:
     return ["store", "verify", c.assets["empty_folder"]]

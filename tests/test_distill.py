@@ -129,17 +129,21 @@ def test_changed_spec_is_refused_naming_the_key_and_overwrite_replaces(tiny_spec
     with pytest.raises(UserError, match=key) as info:
         run(other, store_copy)
     assert "overwrite" in str(info.value)
-    assert open_store(store_copy).spec_hash == tiny_spec.content_hash()  # untouched
+    assert open_store(store_copy).spec_hash == tiny_spec.store_hash()  # untouched
     run(other, store_copy, overwrite=True)
     store = open_store(store_copy)
-    assert store.spec_hash == other.content_hash()
+    assert store.spec_hash == other.store_hash()
     assert verify_store(store) == []
 
 
-def test_changed_samples_is_refused_naming_the_key(tmp_path, write_spec, store_copy):
-    other = load_spec(write_spec(tmp_path, splits={"train": {"samples": 11}}))
-    with pytest.raises(UserError, match=r"splits\.train\.samples"):
-        run(other, store_copy)
+def test_more_samples_grow_the_store_and_fewer_are_refused(tmp_path, write_spec, store_copy):
+    fewer = load_spec(write_spec(tmp_path, "fewer.yaml", splits={"train": {"samples": 9}}))
+    with pytest.raises(UserError, match=r"holds 10 samples of split 'train'.*--max-samples 9"):
+        run(fewer, store_copy)
+    more = load_spec(write_spec(tmp_path, "more.yaml", splits={"train": {"samples": 11}}))
+    summary = run(more, store_copy)
+    assert summary.per_split["train"] == {"units": 3, "computed": 1}  # the partial last unit, now 3 samples
+    assert open_store(store_copy).split_meta("train").n_samples == 11
 
 
 def test_operational_keys_do_not_block_resuming(tiny_spec, store_copy):

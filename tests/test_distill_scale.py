@@ -174,7 +174,6 @@ def test_same_spec_reuses_without_recomputing(tmp_path, spec_file, single):
         ({"max_n": 3}, "max_n"),
         ({"target": "diff"}, "target"),
         ({"precision": "bf16"}, "precision"),
-        ({"splits": {"valid": {"samples": 7}}}, "splits.valid.samples"),
         ({"splits": {"train": {"chroms": ["chr1", "chr2"]}}}, "splits.train.chroms"),
         ({"base": {"kwargs": {"hidden": 9}}}, "base.kwargs.hidden"),
         ({"storage": {"dtype": "float32"}}, "storage.dtype"),

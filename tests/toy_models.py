@@ -179,3 +179,22 @@ class SymmetricBase(nn.Module):
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         """``X: [B, 4, L]`` -> ``[B, F]``."""
         return torch.sigmoid(self._g(X) + self._g(X.flip((-2, -1))))
+
+
+class CountingDemo(nn.Module):
+    """The demo base model, counting the sequences it scores in the class attribute :attr:`seen`
+    (every ISM variant and reference window of a distill run in this process)."""
+
+    seen = 0
+
+    def __init__(self, seq_len: int = 80, n_targets: int = 4, channels: int = 12, hidden: int = 8) -> None:
+        super().__init__()
+        from pipeline.models import build_base
+
+        self.seq_len, self.n_targets = seq_len, n_targets
+        self.inner = build_base("demo", seq_len=seq_len, n_targets=n_targets, channels=channels, hidden=hidden)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        """``X: [B, 4, L]`` -> ``[B, F]``."""
+        type(self).seen += int(X.shape[0])
+        return self.inner(X)

@@ -260,6 +260,11 @@ class TrainSpec:
     )
     compile: bool = option(False, "torch.compile the model.")
     valid_every: int = option(100, "Validate and checkpoint every N steps.", minimum=1)
+    max_samples: int | None = option(
+        None,
+        "Train on the first N train samples of the store (default: all; a grown store keeps its prefix).",
+        minimum=1,
+    )
     valid_samples: int | None = option(None, "Validate on the first N valid samples (default: all).", minimum=1)
     log_every: int = option(10, "Write a metrics row every N steps.", minimum=1)
     num_workers: int = option(0, "DataLoader worker processes per rank.", minimum=0)
@@ -404,6 +409,25 @@ class Spec:
         """sha256 (hex) of the canonical JSON of :meth:`content_dict`."""
         text = json.dumps(self.content_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
+
+    def store_dict(self) -> dict[str, Any]:
+        """What every window of every split depends on: :meth:`content_dict` without ``splits`` (each
+        split's own content is :meth:`split_content`; sample counts are in neither, so a store grows)."""
+        d = self.content_dict()
+        d.pop("splits", None)
+        return d
+
+    def store_hash(self) -> str:
+        """sha256 (hex) of the canonical JSON of :meth:`store_dict` (a store of format 3 records it)."""
+        text = json.dumps(self.store_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def split_content(self, name: str) -> dict[str, Any]:
+        """Where split ``name`` samples from: its plain form without ``samples`` (which window ``i`` is
+        does not depend on how many are asked for)."""
+        plain = dict(self.to_dict()["splits"][name])
+        plain.pop("samples", None)
+        return plain
 
     def replace_paths(self, **kwargs: Any) -> Spec:
         """Copy with some keys replaced (e.g. ``genome=...``), re-validated."""

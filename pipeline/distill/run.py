@@ -29,7 +29,8 @@ from pipeline.distill.units import Unit, UnitWriter, run_units
 from pipeline.errors import UserError, check_choice
 from pipeline.ism import ENGINE_CHOICES, choose_engine, run_ism
 from pipeline.models import BaseModel, load_base
-from pipeline.store import Store, create_or_open_store, wait_for_store, writer_lease
+from pipeline.store import Store, create_or_open_store, open_store, wait_for_store, writer_lease
+from pipeline.store.store import store_exists
 
 
 @dataclass
@@ -146,6 +147,8 @@ def distill(
         engine = choose_engine(base.module, spec.seq_len, engine, dev, notes.append)
         if spec.precision == "bf16" and dev.type != "cuda":
             notes.append(f"note: precision bf16 on {dev.type} runs, but is meant for CUDA (it is slow on a CPU)")
+        if not overwrite:
+            check_added_splits(path, spec, genome)
         store = _open_store_for(path, spec, base, genome.fingerprint(), overwrite, launch, grouped)
         summary = DistillSummary(store=path, engine=engine, rank=launch.rank, world=launch.world)
         if create_only:
@@ -216,6 +219,27 @@ def _distill_split(
         summary.computed_units += 1
         summary.computed_samples += n
     summary.per_split[split] = {"units": int(mine.sum()), "computed": todo.size}
+
+
+def check_added_splits(path: str, spec: Spec, genome: Genome) -> None:
+    """Refuse adding a split to an existing store when that would move the windows of a split it has:
+    a new split's intervals on a chromosome another split takes whole cut into that split's segments."""
+    if not store_exists(path):
+        return
+    try:
+        old_spec = open_store(path).spec()
+    except UserError:
+        return  # not a readable store: create_or_open_store says what is wrong
+    if set(spec.splits) <= set(old_spec.splits):
+        return
+    before, after = split_segments(old_spec, genome), split_segments(spec, genome)
+    for name in old_spec.splits:
+        if name in after and before[name] != after[name]:
+            added = ", ".join(sorted(set(spec.splits) - set(old_spec.splits)))
+            raise UserError(
+                f"adding split {added} to store {path!r} would move the windows of split {name!r} (its intervals "
+                f"cut into {name!r}'s chromosomes); distill the new spec into a new store"
+            )
 
 
 def _open_store_for(

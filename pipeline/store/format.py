@@ -37,8 +37,8 @@ from pipeline.errors import UserError
 from pipeline.store.digests import DIGESTED
 
 FORMAT = "multiplexer-store"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 """Format versions this package reads (it writes only :data:`FORMAT_VERSION`)."""
 ROOT_ATTRS = (
     "format",
@@ -217,6 +217,8 @@ class StoreMeta:
     package_version: str
     created: str
     genome_fingerprint: Mapping[str, Any] | None = None
+    history: tuple[Mapping[str, Any], ...] = ()
+    """When the store was created and grown, with the samples per split each time (format 3)."""
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any], path: str) -> StoreMeta:
@@ -249,6 +251,7 @@ class StoreMeta:
             package_version=str(attrs["package_version"]),
             created=str(attrs["created"]),
             genome_fingerprint=attrs.get("genome_fingerprint"),
+            history=tuple(attrs.get("history") or ()),
         )
 
     @property
@@ -281,13 +284,14 @@ def root_attrs(
     target_names: list[str],
     genome_fingerprint: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The root attributes a new store gets (see :data:`ROOT_ATTRS`, plus ``spec_dir`` and
-    ``genome_fingerprint``)."""
+    """The root attributes a new store gets (see :data:`ROOT_ATTRS`, plus ``spec_dir``,
+    ``genome_fingerprint`` and ``history``)."""
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "spec": spec.to_dict(),
-        "spec_hash": spec.content_hash(),
+        "spec_hash": spec.store_hash(),
         "spec_dir": str(Path(spec.base_dir).resolve()),
         "base": dict(base_identity),
         "alphabet": ALPHABET,
@@ -298,5 +302,15 @@ def root_attrs(
         "genome": str(spec.genome_path.resolve()),
         "genome_fingerprint": dict(genome_fingerprint) if genome_fingerprint is not None else None,
         "package_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": now,
+        "history": [history_entry(spec, now)],
+    }
+
+
+def history_entry(spec: Spec, when: str | None = None) -> dict[str, Any]:
+    """One line of a store's ``history``: when it was created or grown, to how many samples per split."""
+    return {
+        "when": when or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "samples": {name: split.samples for name, split in spec.splits.items()},
+        "package_version": __version__,
     }

@@ -43,6 +43,7 @@ from pipeline.store.format import (
     compressors,
     group_array,
     group_node,
+    history_entry,
     marker_width,
     n_units,
     root_attrs,
@@ -215,6 +216,16 @@ class Store:
     def refresh(self) -> None:
         """Forget the cached completion markers (other processes may have completed units since)."""
         with self._lock:
+            self._complete.clear()
+            self._digests.clear()
+
+    def reload(self) -> None:
+        """Read the attributes again and forget every cache (after the store grew)."""
+        self.meta = StoreMeta.from_attrs(dict(self.group.attrs), self.path)
+        with self._lock:
+            self._groups.clear()
+            self._split_meta.clear()
+            self._arrays.clear()
             self._complete.clear()
             self._digests.clear()
 
@@ -434,13 +445,7 @@ def check_same_spec(
         With ``reason`` naming the differing spec keys, the two checksums or what differs between
         the genomes (:func:`~pipeline.core.genome.fingerprint_difference`).
     """
-    if store.spec_hash != spec.content_hash():
-        keys = differing_keys(store.meta.spec, spec.to_dict())
-        raise StoreMismatchError(
-            store.path,
-            f"store {store.path!r} was made from a different spec (hash {store.spec_hash[:12]} vs "
-            f"{spec.content_hash()[:12]}); differing keys: {', '.join(keys) or 'unknown'}",
-        )
+    _check_spec_content(store, spec)
     reason = _base_change(store.meta.base, base_identity) if base_identity is not None else None
     recorded = store.meta.genome_fingerprint
     if reason is None and genome_fingerprint is not None and recorded is not None:
@@ -449,6 +454,120 @@ def check_same_spec(
             reason = f"another genome than the one now at {str(spec.genome_path)!r} ({difference})"
     if reason is not None:
         raise StoreMismatchError(store.path, f"store {store.path!r} was made with {reason}")
+
+
+def _check_spec_content(store: Store, spec: Spec) -> None:
+    """Refuse a spec whose windows differ from the store's. Format 3: everything but the splits must
+    hash alike, and every split the store has must sample from the same places (the spec may ask for
+    more samples, or add splits: the store grows). Formats 1 and 2 hashed the sample counts too."""
+    legacy = store.meta.format_version < 3
+    new_hash = spec.content_hash() if legacy else spec.store_hash()
+    if store.spec_hash != new_hash:
+        keys = [k for k in differing_keys(store.meta.spec, spec.to_dict()) if legacy or not k.startswith("splits.")]
+        hint = f"; store format {store.meta.format_version} cannot grow: `multiplexer store upgrade {store.path}`"
+        raise StoreMismatchError(
+            store.path,
+            f"store {store.path!r} was made from a different spec (hash {store.spec_hash[:12]} vs {new_hash[:12]}); "
+            f"differing keys: {', '.join(keys) or 'unknown'}" + (hint if legacy else ""),
+        )
+    if legacy:
+        return
+    stored = store.meta.spec["splits"]
+    for name in stored:
+        if name not in spec.splits:
+            raise StoreMismatchError(
+                store.path, f"store {store.path!r} has split {name!r}, which the spec no longer has"
+            )
+        old = {k: v for k, v in stored[name].items() if k != "samples"}
+        if old != spec.split_content(name):
+            new = spec.split_content(name)
+            keys = [f"{name}.{k}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+            raise StoreMismatchError(
+                store.path,
+                f"store {store.path!r}: split {name!r} samples from other places than the spec says; differing "
+                f"keys: splits.{', splits.'.join(keys)} (a store grows only by more samples or new splits)",
+            )
+
+
+def growth(store: Store, spec: Spec) -> dict[str, tuple[int, int]]:
+    """``{split: (stored samples, spec samples)}`` for every split the spec asks to grow or add (stored
+    0); a spec asking fewer samples than stored is refused (train on a prefix with ``--max-samples``)."""
+    out = {}
+    for name, split in spec.splits.items():
+        have = int(store.split_meta(name).n_samples) if name in store.splits else 0
+        if split.samples < have:
+            raise UserError(
+                f"store {store.path!r} holds {have} samples of split {name!r}, the spec asks {split.samples}; stores "
+                f"only grow: keep the spec at {have} and train on fewer with `train --max-samples {split.samples}`"
+            )
+        if split.samples > have:
+            out[name] = (have, split.samples)
+    return out
+
+
+def grow_store(store: Store, spec: Spec) -> dict[str, tuple[int, int]]:
+    """Grow ``store`` (format 3, checked against ``spec``) to the spec's sample counts and splits.
+
+    Arrays of a grown split are resized along the sample axis; its last unit, if it was partial, is
+    marked incomplete (its new samples are computed with it); new splits are created empty. Existing
+    windows are kept: window ``i`` does not depend on the sample count. The root ``spec`` becomes the
+    new spec and a ``history`` entry is added. Returns what grew (:func:`growth`).
+    """
+    changes = growth(store, spec)
+    if not changes:
+        return changes
+    for name, (have, want) in changes.items():
+        if have == 0:
+            split = spec.splits[name]
+            _build_split(store.group.create_group(name), spec, want, split.chroms, store.n_targets)
+            continue
+        _resize_split(store, name, have, want)
+    history: list[Any] = [dict(h) for h in store.meta.history]
+    entry = history_entry(spec)
+    if not history or history[-1].get("samples") != entry["samples"]:
+        history.append(entry)
+    store.group.attrs.update({"spec": spec.to_dict(), "history": history})
+    store.reload()
+    return changes
+
+
+def _resize_split(store: Store, name: str, have: int, want: int) -> None:
+    group = store.split_group(name)
+    meta = store.split_meta(name)
+    U = meta.unit_samples
+    for array_name in ("reference", "ref_pred", "targets", "chrom", "center"):
+        array = store.array(name, array_name)
+        array.resize((want, *array.shape[1:]))
+    markers = store.array(name, "complete")
+    units = n_units(want, U)
+    if have % U:  # the last unit was partial: recompute it whole with its new samples
+        markers[have // U] = np.zeros(markers.shape[1:], dtype=markers.dtype)
+    markers.resize((units, *markers.shape[1:]))
+    group.attrs.update({"n_samples": want, "n_units": units})
+
+
+def upgrade_store(path: str | os.PathLike[str]) -> str:
+    """Upgrade a format-2 store to format 3 in place (root attributes only; the data is unchanged):
+    its content hash leaves out the sample counts, so it can grow, and it gets a ``history``.
+
+    Raises
+    ------
+    UserError
+        Format 1 (no checksums: distill it again), or already format 3.
+    """
+    store = open_store(path, mode="r+")
+    version = store.meta.format_version
+    if version == FORMAT_VERSION:
+        return f"store {path} is already format {FORMAT_VERSION}"
+    if version < 2:
+        raise UserError(
+            f"store {str(path)!r} has format {version} (no checksums): it can be read, not upgraded; distill it again"
+        )
+    spec = store.spec()
+    history: list[Any] = [{"when": store.meta.created, "samples": {n: s.samples for n, s in spec.splits.items()},
+                           "package_version": store.meta.package_version, "note": f"format {version}"}]  # fmt: skip
+    store.group.attrs.update({"format_version": FORMAT_VERSION, "spec_hash": spec.store_hash(), "history": history})
+    return f"upgraded store {path} from format {version} to {FORMAT_VERSION}: it can grow (more samples, new splits)"
 
 
 def _base_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
@@ -564,13 +683,21 @@ def _reopen(
     genome_fingerprint: Mapping[str, Any] | None = None,
 ) -> Store:
     store = open_store(path, mode="r+")
-    if store.meta.format_version != FORMAT_VERSION:
+    version = store.meta.format_version
+    if version == 1:
         raise StoreMismatchError(
             path,
-            f"store {path!r} has format {store.meta.format_version} (no checksums); it can be read, but not "
-            f"extended by this version, which writes format {FORMAT_VERSION}",
+            f"store {path!r} has format 1 (no checksums); it can be read, but not extended by this version, which "
+            f"writes format {FORMAT_VERSION}",
+        )
+    if version != FORMAT_VERSION:
+        raise StoreMismatchError(
+            path,
+            f"store {path!r} has format {version}; it can be read, but to extend it upgrade it first (attributes "
+            f"only, seconds): `multiplexer store upgrade {path}`",
         )
     check_same_spec(store, spec, base_identity, genome_fingerprint)
+    grow_store(store, spec)  # more samples or new splits: resize, keep every window
     return store
 
 

@@ -133,3 +133,18 @@ def check_changes(changes: Sequence[Change], *, allow: bool, last: str) -> None:
             f"pass --allow-changes to apply them from step {asked[0].step} on (recorded in config.json and "
             "the checkpoints), or resume with the recorded values"
         )
+
+
+def check_same_train_samples(last: Mapping[str, Any], n: int, changes: list[Change], where: str) -> list[Change]:
+    """Refuse resuming on another number of train samples than the run started with (the store grew
+    since, or ``--max-samples`` changed): the epoch in progress would change. A ``max_samples`` change
+    that keeps the same number (``--max-samples`` set to the old count of a grown store) changes no
+    data: it is dropped from ``changes`` (returned)."""
+    recorded = last.get("train_samples")
+    if recorded is not None and int(recorded) != n:
+        raise UserError(
+            f"{where} trained on {recorded} train samples; this resume would use {n} (the store grew, or "
+            f"--max-samples changed); resume with --max-samples {recorded} to keep the same data, or start a new run"
+        )
+    same = recorded is not None and int(recorded) == n
+    return [c for c in changes if not (same and c.field == "max_samples")]

@@ -37,7 +37,7 @@ from pipeline.ism import mask_effects
 from pipeline.metrics import PearsonAccumulator, nanmean
 from pipeline.models import build_multiplexer, load_weights
 from pipeline.store import Store, open_store
-from pipeline.train.changes import Change, check_changes, find_changes
+from pipeline.train.changes import Change, check_changes, check_same_train_samples, find_changes
 from pipeline.train.config import Precision, check_model_size, lr_factor, multiplexer_kwargs, precision_for
 from pipeline.train.data import BlockShuffle, RankBatchSampler, StoreDataset, collate_batch
 from pipeline.train.logging import MetricsWriter, Window
@@ -268,9 +268,9 @@ class Trainer:
         self.precision = precision_for(config, device)
         self.kwargs = multiplexer_kwargs(config.multiplexer, self.store, config.kwargs)
         last = run.read_last(self.store.spec_hash) if resume else None
+        self.train_ds = StoreDataset(store_path, "train", limit=config.max_samples)
         new_changes = self._check_changes(last, allow_changes)
         check_model_size(config.multiplexer, self.kwargs, device)
-        self.train_ds = StoreDataset(store_path, "train")
         self.valid_ds = StoreDataset(store_path, "valid", limit=config.valid_samples)
         self.core = self._build_model()
         self.ddp: torch.nn.parallel.DistributedDataParallel | None = None
@@ -291,6 +291,7 @@ class Trainer:
         if last is None:
             return []
         changes = find_changes(last, self.config, self.architecture)
+        changes = check_same_train_samples(last, len(self.train_ds), changes, str(self.run_dir.last))
         check_changes(changes, allow=allow, last=str(self.run_dir.last))
         return changes
 
@@ -470,6 +471,7 @@ class Trainer:
             "genome": meta.genome,
             "genome_fingerprint": dict(meta.genome_fingerprint) if meta.genome_fingerprint is not None else None,
             "store": str(self.store_path),
+            "train_samples": len(self.train_ds),
             "package_version": __version__,
             "train": self.config.to_dict(),
             "changes": list(self.changes),
