@@ -40,7 +40,9 @@ def run(spec_path: Path, store: Path) -> tuple[int, object]:
     return counting.seen - before, summary
 
 
-def test_growing_computes_only_the_new_units_and_equals_a_store_made_at_that_size(tmp_path, write_spec, assert_same_store):
+def test_growing_computes_only_the_new_units_and_equals_a_store_made_at_that_size(
+    tmp_path, write_spec, assert_same_store
+):
     grown, scratch = tmp_path / "grown.zarr", tmp_path / "scratch.zarr"
     small, large = counting_spec(write_spec, tmp_path, 8), counting_spec(write_spec, tmp_path, 16, valid=6)
     first, _ = run(small, grown)
