@@ -619,6 +619,29 @@ def lookup(ctx: click.Context, catalogue_path: str, out: str, **options: Any) ->
 
 
 @cli.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--out", help="Also write the table to this Markdown file.")
+@click.option("--plot", help="Accuracy against seconds per window, as a PNG.")
+@click.option(
+    "--report",
+    "reports",
+    multiple=True,
+    help="RUN=REPORT.json: evaluate's report of a run kept outside its folder (repeatable).",
+)
+@click.option("--mixed-stores", is_flag=True, help="Allow runs trained on stores of different content.")
+@click.option("--sequences", default=2, show_default=True, type=click.IntRange(min=1), help="Windows timed per run.")
+@_device
+@click.option("--overwrite", is_flag=True, help="Replace a table or plot written before.")
+def compare(runs: tuple[str, ...], **options: Any) -> None:
+    """Training runs side by side: architecture and parameters, store and samples used, steps, best
+    validation and test weighted Pearson, and seconds per window of the multiplexer next to exact fast and
+    naive ISM of the base model on the same device. Runs on stores of different content need --mixed-stores."""
+    from pipeline.apply.compare import compare as run
+
+    click.echo(run(list(runs), **options), nl=False)
+
+
+@cli.command()
 @click.argument("pred", type=click.Path())
 @click.option("--out", required=True, help="Image file: .png, .pdf or .svg.")
 @click.option("--index", default=0, show_default=True, help="Which sequence of PRED.")

@@ -1082,6 +1082,13 @@ def _(c: Ctx) -> list[Any]:
     return ["lookup", c.tmp / "none.zarr", "--variant", "chr1:5:A>G", "--out", c.tmp / "l.vcf.gz"]
 
 
+# --- compare ------------------------------------------------------------------------------------
+@case("compare: a folder that is not a run", "compare", "not a run folder")
+def _(c: Ctx) -> list[Any]:
+    (c.tmp / "notrun").mkdir()
+    return ["compare", c.tmp / "notrun", "--device", "cpu"]
+
+
 # --- score-vcf -----------------------------------------------------------------------------------
 @case("score-vcf: VCF missing", "score-vcf", "none.vcf", "does not exist")
 def _(c: Ctx) -> list[Any]:

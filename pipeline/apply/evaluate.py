@@ -123,7 +123,7 @@ def evaluate(
     split = split or ("test" if "test" in store.splits else "valid")
     store.require_complete(split)
     acc = _accuracy(model, store, split, batch_size, dev, progress)
-    timings = _timings(model, store, split, timing_sequences, dev)
+    timings = time_per_sequence(model, store, split, timing_sequences, dev)
     report = _report(
         acc, store, timings, checkpoint=str(checkpoint), store_path=str(store_path), split=split, device=dev
     )
@@ -193,7 +193,9 @@ def _accuracy(
 
 
 @torch.no_grad()
-def _timings(model: torch.nn.Module, store: Store, split: str, sequences: int, dev: torch.device) -> dict[str, Any]:
+def time_per_sequence(
+    model: torch.nn.Module, store: Store, split: str, sequences: int, dev: torch.device
+) -> dict[str, Any]:
     """Seconds per sequence of the multiplexer, naive ISM and fast ISM (when it supports the base model),
     on the split's first sequences, after a warm-up; the base model is rebuilt as distill built it."""
     meta = store.meta
