@@ -7,7 +7,7 @@ WORK   ?= work
 export PYTHONDONTWRITEBYTECODE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-processes test-all lint demo clean clean-work bench bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf bench-catalogue docs-cli
+.PHONY: help install test test-processes test-all lint demo clean clean-work bench bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf bench-catalogue bench-storage docs-cli
 
 help:  ## List every target with what it does
 	@grep -hE '^[$$()a-zA-Z0-9_./%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-28s %s\n", $$1, $$2}'
@@ -73,7 +73,11 @@ bench-catalogue: $(VENV)/.installed  ## SNV catalogue: positions/s (demo, Beluga
 	@mkdir -p bench
 	$(BIN)/python scripts/bench_catalogue.py --json bench/catalogue.json --demo $(WORK)/demo
 
-bench: bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf bench-catalogue  ## Every benchmark, then bench/REPORT.md with all figures
+bench-storage: $(VENV)/.installed  ## storage.quantize: bytes per window (demo, Beluga-shaped) and held-out weighted Pearson of the demo trained on each -> bench/storage.json
+	@mkdir -p bench
+	$(BIN)/python scripts/bench_storage.py --json bench/storage.json --demo $(WORK)/demo
+
+bench: bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf bench-catalogue bench-storage  ## Every benchmark, then bench/REPORT.md with all figures
 	$(BIN)/python scripts/bench_report.py
 
 docs-cli: $(VENV)/.installed  ## Regenerate docs/cli.md from the click commands

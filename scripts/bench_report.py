@@ -1,7 +1,7 @@
 """Collect the benchmark results (bench/*.json) into bench/REPORT.md.
 
 Run by `make bench` after `bench-ism`, `bench-distill`, `bench-loader`, `bench-demo`, `bench-scale`,
-`bench-checksums`, `bench-vcf` and `bench-catalogue`;
+`bench-checksums`, `bench-vcf`, `bench-catalogue` and `bench-storage`;
 a missing result is named in the report rather than invented.
 """
 
@@ -402,6 +402,37 @@ def catalogue_section(r: dict | None) -> list[str]:
     return lines + ["", f"(run {r['when']})", ""]
 
 
+def storage_section(r: dict | None) -> list[str]:
+    if r is None:
+        return ["## Lighter storage", "", "not run (`make bench-storage`)", ""]
+    m, b = r["machine"], r["beluga_shaped"]
+    lines = [
+        "## Lighter storage (`scripts/bench_storage.py`)",
+        "",
+        f"The demo spec distilled with each `storage.quantize` on the CPU ({m.get('cpu')}, {m.get('cores')} cores), "
+        "the "
+        f"demo multiplexer trained on each store ({r['steps']} steps, same seed), and evaluated on the held-out test "
+        "split of the lossless store (the exact targets). Goal: at most 25 % of raw float16 bytes with at most 0.01 "
+        "loss of held-out weighted Pearson.",
+        "",
+        "| quantize | bytes per window | share of raw float16 | held-out weighted Pearson | loss vs lossless |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for x in r["demo"]:
+        lines.append(
+            f"| {x['quantize']} | {x['bytes_per_window']:,.0f} | {100 * x['share_of_raw']:.1f} % | "
+            f"{x['held_out_weighted_pearson']:.4f} | {x.get('pearson_loss_vs_lossless', 0):+.4f} |"
+        )
+    raw = b["raw_float16_bytes_per_window"]
+    shares = ", ".join(f"{q} {v / 1e6:.2f} MB ({100 * v / raw:.1f} %)" for q, v in b["bytes_per_window"].items())
+    lines += [
+        "",
+        f"Beluga-shaped synthetic targets (F = 2002, L = 2000, {b['windows']} windows of Laplace noise with exact "
+        f"zeros at reference bases; raw float16 {raw / 1e6:.1f} MB per window): {shares}.",
+    ]
+    return lines + ["", f"(run {r['when']})", ""]
+
+
 def gpu_section() -> list[str]:
     """The figures measured once on a GPU (``*_cuda.json``; CI has none, so ``make bench`` does not
     rerun them): the ISM, distill and loader benchmarks, the demo's report, and forward passes."""
@@ -468,6 +499,7 @@ def main() -> None:
     lines += checksums_section(_load("checksums.json"))
     lines += vcf_section(_load("vcf.json"))
     lines += catalogue_section(_load("catalogue.json"))
+    lines += storage_section(_load("storage.json"))
     lines += gpu_section()
     (BENCH / "REPORT.md").write_text("\n".join(lines))
     print(f"wrote {BENCH / 'REPORT.md'}")

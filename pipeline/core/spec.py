@@ -203,13 +203,19 @@ class StorageSpec:
     checksums: bool = True
     """A CRC-32C on every chunk and a digest of every sample in its unit's completion marker
     (:mod:`pipeline.store.digests`); ``false`` only to measure what they cost."""
+    quantize: str = "none"
+    """``none`` (lossless) or ``bitround-K``: float16 targets rounded to nearest with ``K`` of their 10
+    mantissa bits kept before compression (relative error at most ``2^-(K+1)``; zeros stay exactly 0),
+    so the compressor finds more repeats (:func:`bitround`)."""
 
     def plain(self) -> dict[str, Any]:
-        """The settings as written in a spec; ``checksums`` only when off, so specs written before it
-        existed keep their content hash."""
+        """The settings as written in a spec; ``checksums`` only when off and ``quantize`` only when
+        lossy, so specs written before they existed keep their content hash."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         if self.checksums:
             del out["checksums"]
+        if self.quantize == "none":
+            del out["quantize"]
         return out
 
 
@@ -510,6 +516,33 @@ def _split_spec(where: str, name: str, data: Any, base_dir: str) -> SplitSpec:
     return SplitSpec(chroms=tuple(chroms), samples=samples, regions=regions)
 
 
+QUANTIZE = ("none", *(f"bitround-{k}" for k in range(1, 10)))
+"""``storage.quantize`` values: lossless, or float16 bit-rounding keeping 1..9 mantissa bits."""
+
+
+def bitround(values: Any, quantize: str) -> Any:
+    """Round float16 ``values`` to nearest keeping ``K`` mantissa bits (``quantize`` = ``bitround-K``;
+    ``none`` returns them unchanged). Relative error at most ``2^-(K+1)``; 0 stays exactly 0.
+
+    Parameters
+    ----------
+    values : np.ndarray, float16
+    quantize : str
+        One of :data:`QUANTIZE`.
+    """
+    import numpy as np
+
+    if quantize == "none":
+        return values
+    drop = 10 - int(quantize.split("-")[1])
+    bits = np.ascontiguousarray(values, dtype=np.float16).view(np.uint16).astype(np.uint32)
+    half = np.uint32(1 << (drop - 1))
+    mask = np.uint32((0xFFFF >> drop) << drop)
+    finite = (bits & 0x7C00) != 0x7C00  # leave inf and NaN alone
+    rounded = np.where(finite, (bits + half) & mask, bits)
+    return rounded.astype(np.uint16).view(np.float16)
+
+
 def _storage_spec(where: str, data: Mapping[str, Any]) -> StorageSpec:
     where = f"{where} storage"
     _check_keys(where, data, tuple(f.name for f in fields(StorageSpec)))
@@ -523,7 +556,10 @@ def _storage_spec(where: str, data: Mapping[str, Any]) -> StorageSpec:
         unit_samples=_check(where, "unit_samples", data.get("unit_samples", d.unit_samples), int, minimum=1),
         shards=_check(where, "shards", data.get("shards", d.shards), bool),
         checksums=_check(where, "checksums", data.get("checksums", d.checksums), bool),
+        quantize=_check(where, "quantize", data.get("quantize", d.quantize), str, choices=QUANTIZE),
     )
+    if s.quantize != "none" and s.dtype != "float16":
+        raise SpecError(f"{where}: quantize {s.quantize} rounds float16 targets; it needs dtype float16, not {s.dtype}")
     top = CODEC_LEVELS.get(s.codec)
     if top is not None and s.level > top:
         raise SpecError(f"{where}: level {s.level} is out of range for codec {s.codec} (0..{top})")

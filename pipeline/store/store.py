@@ -31,7 +31,7 @@ from zarr.core.array_spec import ArrayConfigParams
 
 from pipeline.core.files import fsync_folder, fsync_path, is_zarr_folder, process_alive
 from pipeline.core.genome import fingerprint_difference
-from pipeline.core.spec import Spec, differing_keys, spec_from_dict
+from pipeline.core.spec import Spec, bitround, differing_keys, spec_from_dict
 from pipeline.errors import StoreMismatchError, StoreNotFoundError, UserError
 from pipeline.store.chunks import BLOCK_UNITS, CHECKED, first_missing_chunk, local_files
 from pipeline.store.digests import DIGESTED, Where, marker_row, read_checked, split_markers
@@ -281,8 +281,9 @@ class Store:
         if len(chrom) != n:
             raise ValueError(f"unit {unit} of {split}: {len(chrom)} chromosome names for {n} samples")
         arrays = {name: self.array(split, name) for name in ("targets", "reference", "ref_pred", "chrom", "center")}
+        quantize = str(self.meta.spec.get("storage", {}).get("quantize", "none"))
         data = {
-            "targets": np.asarray(targets).astype(arrays["targets"].dtype, copy=False),
+            "targets": bitround(np.asarray(targets).astype(arrays["targets"].dtype, copy=False), quantize),
             "reference": np.asarray(reference, dtype=np.uint8),
             "ref_pred": np.asarray(ref_pred, dtype=np.float32),
             "chrom": np.asarray(chrom, dtype=object),
