@@ -194,3 +194,15 @@ def test_histogram_and_report_without_effects(tmp_path):
     empty = pearson_histogram(np.array([np.nan]), np.array([np.nan]), tmp_path / "e.png")
     assert matplotlib.image.imread(empty).shape[:2] == (round(HIST_SIZE[1] * HIST_DPI), round(HIST_SIZE[0] * HIST_DPI))
     assert json.loads(json.dumps(json_safe({"a": [float("nan"), 1.0]}), allow_nan=False)) == {"a": [None, 1.0]}
+
+
+def test_the_verdict_names_exact_fast_ism_when_the_multiplexer_is_not_twice_as_fast():
+    from pipeline.apply.evaluate import summary_line, verdict
+
+    base = {"weighted_pearson_mean": 0.9, "split": "test", "n_sequences": 4, "report": "r.json"}
+    slow = {**base, "speedup_vs_naive_ism": 3.0, "speedup_vs_fast_ism": 1.6}
+    quick = {**base, "speedup_vs_naive_ism": 40.0, "speedup_vs_fast_ism": 12.0}
+    assert verdict(slow).startswith("exact fast ISM is the better choice")
+    assert "1.6x vs exact fast ISM" in summary_line(slow) and "3.0x faster than naive ISM" in summary_line(slow)
+    assert verdict(quick) == "the multiplexer is 12.0x faster than exact fast ISM"
+    assert "does not support" in verdict({**base, "speedup_vs_naive_ism": 2.0, "speedup_vs_fast_ism": None})

@@ -377,3 +377,26 @@ def test_base_from_identity_without_weights_uses_the_spec_seed():
         assert torch.equal(a, b)
     other = build_base_from_identity(identity, seed=8)
     assert not torch.equal(other.dense.weight, as_distilled.dense.weight)
+
+
+def test_fast_multiplexer_shapes_receptive_field_and_training(tiny_store, tiny_spec, tmp_path):
+    import torch
+
+    from pipeline.models import build_multiplexer, load_checkpoint
+    from pipeline.train import train, train_config
+
+    m = build_multiplexer("fast", seq_len=80, n_targets=4, width=8, rank=8, dilations=[1, 2]).eval()
+    X = torch.zeros(2, 4, 80)
+    X[:, 0] = 1
+    assert m(X).shape == (2, 4, 4, 80)
+    # a change at position 40 reaches exactly the receptive field 1 + (k - 1)(1 + 1 + 2) = 33 around it
+    Y = X.clone()
+    Y[:, :, 40] = 0
+    Y[:, 2, 40] = 1
+    with torch.no_grad():
+        moved = (m(Y) - m(X)).abs().sum(dim=(0, 1, 2)) > 0
+    assert moved.nonzero().min() == 40 - 16 and moved.nonzero().max() == 40 + 16
+    cfg = train_config(tiny_spec.train, multiplexer="fast", kwargs={"width": 8, "rank": 8}, steps=2, valid_every=2)
+    train(tiny_store, str(tmp_path / "run"), cfg, device="cpu", progress=False)
+    model, meta = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert meta["architecture"]["name"] == "fast" and type(model).__name__ == "FastMultiplexer"

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.apply.evaluate import evaluate
+from pipeline.apply.evaluate import evaluate, verdict
 from pipeline.apply.inputs import load_inputs
 from pipeline.apply.plot import plot_effects
 from pipeline.apply.predict import predict_effects
@@ -113,7 +113,7 @@ def run_demo(
     )
     echo(
         f"[4/5] held-out ({report['split']}) mean weighted Pearson {report['weighted_pearson_mean']:.3f}, "
-        f"{report['speedup_vs_naive_ism']:.1f}x faster than naive ISM -> {report['report']}"
+        f"{report['speedup_vs_naive_ism']:.1f}x faster than naive ISM ({verdict(report)}) -> {report['report']}"
     )
 
     store = open_store(store_path)

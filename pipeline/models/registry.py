@@ -24,11 +24,15 @@ from torch import nn
 from pipeline.errors import UserError
 from pipeline.models.beluga import Beluga
 from pipeline.models.demo import DemoBase
-from pipeline.models.multiplexer import BelugaMultiplexer, ConvMultiplexer
+from pipeline.models.multiplexer import BelugaMultiplexer, ConvMultiplexer, FastMultiplexer
 from pipeline.models.weights import load_state_dict_file, load_weights
 
 BASE_MODELS: dict[str, type[nn.Module]] = {"beluga": Beluga, "demo": DemoBase}
-MULTIPLEXERS: dict[str, type[nn.Module]] = {"conv": ConvMultiplexer, "beluga_multiplexer": BelugaMultiplexer}
+MULTIPLEXERS: dict[str, type[nn.Module]] = {
+    "conv": ConvMultiplexer,
+    "beluga_multiplexer": BelugaMultiplexer,
+    "fast": FastMultiplexer,
+}
 PUBLISHED_WEIGHTS: dict[str, str] = {"beluga": "deepsea.beluga.pth"}
 """Built-in base models whose trained weights are published, and the published file's name: such a
 model is only loaded with a weights file, or with random weights asked for explicitly."""
