@@ -103,6 +103,14 @@ def _options(*options: Callable[[F], F]) -> Callable[[F], F]:
     return apply
 
 
+_precision = click.option(
+    "--precision",
+    type=click.Choice(["float32", "bf16"]),
+    default="float32",
+    show_default=True,
+    help="The multiplexer's arithmetic: exact float32, or bfloat16 autocast (faster on GPUs with bf16 units; "
+    "bench/REPORT.md gives its accuracy effect).",
+)
 _device = click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
 _overwrite = click.option(
     "--overwrite",
@@ -398,6 +406,7 @@ def train(
 @_input_options
 @_diff_options
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Sequences per pass.")
+@_precision
 @click.pass_context
 def predict(ctx: click.Context, checkpoint: str, out: str, **options: Any) -> None:
     """Multiplexer effects [N, F, 4, L] for regions or sequences (L, F, targets and the default genome
@@ -522,6 +531,7 @@ def ism(ctx: click.Context, out: str, **options: Any) -> None:
     help="I/N: score every N-th unit of 1,000 records into OUT.parts (a scheduler array task; torchrun ranks split "
     "further); the process finishing the last unit merges them into OUT. A rerun skips finished units.",
 )
+@_precision
 @click.option("--merge", is_flag=True, help="Only merge the finished parts of a sharded run into OUT.")
 @click.option(
     "--catalogue",
@@ -690,6 +700,7 @@ def plot(pred: str, out: str, **options: Any) -> None:
     help="Replace an existing report in --out (only files evaluate wrote); the new files are swapped in "
     "together when all are complete.",
 )
+@_precision
 @click.pass_context
 def evaluate(ctx: click.Context, checkpoint: str, store_path: str, out: str, **options: Any) -> None:
     """Accuracy against the base model's ISM (weighted Pearson per target) and speed against naive

@@ -1,7 +1,7 @@
 """Collect the benchmark results (bench/*.json) into bench/REPORT.md.
 
 Run by `make bench` after `bench-ism`, `bench-distill`, `bench-loader`, `bench-demo`, `bench-scale`,
-`bench-checksums`, `bench-vcf`, `bench-catalogue` and `bench-storage`;
+`bench-checksums`, `bench-vcf`, `bench-catalogue`, `bench-storage` and `bench-multiplexer`;
 a missing result is named in the report rather than invented.
 """
 
@@ -433,6 +433,43 @@ def storage_section(r: dict | None) -> list[str]:
     return lines + ["", f"(run {r['when']})", ""]
 
 
+def multiplexer_section(r: dict | None) -> list[str]:
+    if r is None:
+        return ["## Multiplexer architectures", "", "not run (`make bench-multiplexer`)", ""]
+    m, b = r["machine"], r["beluga_shape"]
+    lines = [
+        "## Multiplexer architectures (`scripts/bench_multiplexer.py`)",
+        "",
+        f"Each architecture trained on the demo store with the demo's settings (same steps, batch, learning rate, "
+        f"seed), evaluated on the held-out test split by `evaluate`, which times the multiplexer (one batch of "
+        f"{r['timing_sequences']} windows) and exact fast and naive ISM of the demo base model on the same windows, "
+        f"on {r['device']} ({m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')}).",
+        "",
+        "| architecture | parameters | held-out weighted Pearson | ms/window | fast ISM ms | naive ISM ms "
+        "| vs fast ISM | vs naive ISM |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, x in r["demo"].items():
+        fast = x["speedup_vs_fast_ism"]
+        lines.append(
+            f"| {name} | {x['parameters']:,} | {x['held_out_weighted_pearson']:.4f} | {x['ms_per_window']} | "
+            f"{x['fast_ism_ms_per_window']} | {x['naive_ism_ms_per_window']} | "
+            f"**{fast:.1f}x** | {x['speedup_vs_naive_ism']:.1f}x |"
+            if fast is not None
+            else f"| {name} | {x['parameters']:,} | {x['held_out_weighted_pearson']:.4f} | {x['ms_per_window']} | - | "
+            f"{x['naive_ism_ms_per_window']} | - | {x['speedup_vs_naive_ism']:.1f}x |"
+        )
+    bm, bf = b["beluga_multiplexer"], b["fast"]
+    lines += [
+        "",
+        f"Beluga shape (L = 2000, F = 2002, random weights, batch {b['batch']}, {b['device']}): exact fast ISM of "
+        f"Beluga {b['beluga_fast_ism_ms_per_window']:,} ms per window; BelugaMultiplexer {bm['ms_per_window']:,} ms "
+        f"({bm['parameters']:,} parameters, **{bm['speedup_vs_fast_ism']}x**); `fast` {bf['ms_per_window']:,} ms "
+        f"({bf['parameters']:,} parameters, **{bf['speedup_vs_fast_ism']}x**; untrained at this shape: speed only).",
+    ]
+    return lines + ["", f"(run {r['when']})", ""]
+
+
 def gpu_section() -> list[str]:
     """The figures measured once on a GPU (``*_cuda.json``; CI has none, so ``make bench`` does not
     rerun them): the ISM, distill and loader benchmarks, the demo's report, and forward passes."""
@@ -500,6 +537,7 @@ def main() -> None:
     lines += vcf_section(_load("vcf.json"))
     lines += catalogue_section(_load("catalogue.json"))
     lines += storage_section(_load("storage.json"))
+    lines += multiplexer_section(_load("multiplexer.json"))
     lines += gpu_section()
     (BENCH / "REPORT.md").write_text("\n".join(lines))
     print(f"wrote {BENCH / 'REPORT.md'}")

@@ -337,3 +337,21 @@ def test_checkpoint_with_inconsistent_length_is_refused(trained_run, inputs, tmp
     bad = rewrite_checkpoint(trained_run / "best.pt", tmp_path / "bad.pt", seq_len=L + 8)
     with pytest.raises(UserError, match=f"records seq_len {L + 8}"):
         predict_effects(str(bad), inputs, str(tmp_path / "x.npz"), progress=False)
+
+
+def test_bf16_inference_is_close_to_float32_and_keeps_exact_zeros(trained_run, tmp_path):
+    from pipeline.apply.outputs import read_effects
+    from pipeline.apply.predict import predict_regions
+
+    ckpt = str(trained_run / "best.pt")
+    outs = {}
+    for precision in ("float32", "bf16"):
+        out = tmp_path / f"{precision}.npz"
+        predict_regions(ckpt, str(out), region="chr1:5000", device="cpu", progress=False, precision=precision)
+        outs[precision] = read_effects(out)
+    a, b = outs["float32"]["effects"], outs["bf16"]["effects"]
+    reference = outs["float32"]["reference"].astype(bool)  # [N, 4, L]
+    for i in range(len(b)):  # [F, 4, L] of window i: exact zeros at its reference bases
+        assert (b[i][:, reference[i]] == 0).all()
+    assert np.abs(b - a).max() <= 0.05 * np.abs(a).max() + 1e-6
+    assert not np.array_equal(a, b)  # bf16 really ran

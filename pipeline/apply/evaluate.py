@@ -29,7 +29,7 @@ from pipeline.core.spec import ISM_BATCH_SIZE
 from pipeline.errors import UserError, WriteError
 from pipeline.ism import fast_ism, mask_effects, naive_ism, supports
 from pipeline.metrics import PearsonAccumulator, nanmean
-from pipeline.models import build_base_from_identity, load_checkpoint, weights_label
+from pipeline.models import build_base_from_identity, for_inference, load_checkpoint, weights_label
 from pipeline.store import Store, open_store
 
 REPORT_FILES = ("report.json", "report.md", "weighted_pearson_hist.png")
@@ -86,6 +86,7 @@ def evaluate(
     timing_sequences: int = 4,
     progress: bool = True,
     overwrite: bool = False,
+    precision: str = "float32",
 ) -> dict[str, Any]:
     """Compare a multiplexer with the base model's ISM on a held-out split; write the report.
 
@@ -105,6 +106,8 @@ def evaluate(
         Sequences per multiplexer pass.
     timing_sequences : int
         Sequences timed through naive and fast ISM (the multiplexer is timed on the same ones).
+    precision : {"float32", "bf16"}
+        The multiplexer's arithmetic (``bf16``: bfloat16 autocast; recorded in the report).
     overwrite : bool
         Replace an existing report in ``out_dir`` (only files that ``evaluate`` wrote; the new ones
         are written under temporary names and swapped in together when complete).
@@ -118,13 +121,14 @@ def evaluate(
     _check_report_folder(out, overwrite, {"--checkpoint": checkpoint, "--store": store_path})
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, dev)
+    model = for_inference(model, precision)
     store = open_store(store_path)
     _check_compatible(meta, store)
     split = split or ("test" if "test" in store.splits else "valid")
     store.require_complete(split)
     acc = _accuracy(model, store, split, batch_size, dev, progress)
     timings = time_per_sequence(model, store, split, timing_sequences, dev)
-    report = _report(
+    report = {"precision": precision} | _report(
         acc, store, timings, checkpoint=str(checkpoint), store_path=str(store_path), split=split, device=dev
     )
     wp, p = acc.weighted_pearson(), acc.pearson()

@@ -20,7 +20,7 @@ from pipeline.apply.outputs import WrittenEffects, check_effects_output, effects
 from pipeline.core.runtime import exact_float32, resolve_device
 from pipeline.errors import UserError
 from pipeline.ism import logfold_to_diff, mask_effects
-from pipeline.models import base_from_checkpoint, load_checkpoint, read_checkpoint
+from pipeline.models import base_from_checkpoint, for_inference, load_checkpoint, read_checkpoint
 
 
 @torch.no_grad()
@@ -82,6 +82,7 @@ def predict_effects(
     base: str | None = None,
     tsv: bool = False,
     sources: Mapping[str, str | os.PathLike[str] | None] | None = None,
+    precision: str = "float32",
 ) -> str:
     """Run a trained multiplexer on encoded inputs and write the effects file.
 
@@ -113,6 +114,9 @@ def predict_effects(
         The command's other input files by option (``--regions``, ``--fasta``, ``--genome``), which
         ``out`` must not replace (``checkpoint`` and ``weights`` are always checked).
 
+    precision : {"float32", "bf16"}
+        The multiplexer's arithmetic (``bf16``: bfloat16 autocast).
+
     Returns
     -------
     path : str
@@ -125,6 +129,7 @@ def predict_effects(
     check_effects_output(out, tsv_files, overwrite=overwrite, inputs=named)  # before any work
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, dev)
+    model = for_inference(model, precision)
     L = meta["seq_len"]
     if inputs.X.shape[-1] != L:
         raise UserError(f"inputs have length {inputs.X.shape[-1]}, the checkpoint's model takes {L}")

@@ -69,7 +69,7 @@ from pipeline.core.files import staging
 from pipeline.core.genome import fingerprint_difference
 from pipeline.core.runtime import Launch, exact_float32, parse_shard
 from pipeline.errors import UserError, WriteError
-from pipeline.models import base_from_checkpoint, load_checkpoint, read_checkpoint
+from pipeline.models import base_from_checkpoint, for_inference, load_checkpoint, read_checkpoint
 from pipeline.store.catalogue import open_catalogue
 
 __all__ = [
@@ -212,6 +212,7 @@ class _Options:
     ref_mismatch: str
     weights: str | os.PathLike[str] | None
     base: str | None
+    precision: str = "float32"
 
 
 def _scorer(checkpoint: str, meta: dict[str, Any], opts: _Options, genome: Any, device: torch.device) -> Scorer:
@@ -222,6 +223,7 @@ def _scorer(checkpoint: str, meta: dict[str, Any], opts: _Options, genome: Any, 
             model, genome, L, device, diff=opts.diff or meta["target_kind"] == "diff", strand=opts.strand
         )
     multiplexer, _ = load_checkpoint(checkpoint, device)
+    multiplexer = for_inference(multiplexer, opts.precision)
     base = load_diff_base(meta, device, weights=opts.weights, base=opts.base) if opts.diff else None
     return MultiplexerScorer(multiplexer, base, genome, L, device, centered=opts.mode == "centered", strand=opts.strand)
 
@@ -262,7 +264,7 @@ def _setup(
         quantity,
         opts.mode,
         opts.strand,
-        model_identity(checkpoint, meta, opts.mode == "exact"),
+        {**model_identity(checkpoint, meta, opts.mode == "exact"), "precision": opts.precision},
         {"path": str(Path(genome_path).resolve()), "fingerprint": fingerprint},
         converted,
     )
@@ -484,6 +486,7 @@ def score_vcf(
     targets: str | None = None,
     shard: str | None = None,
     catalogue: str | None = None,
+    precision: str = "float32",
     overwrite: bool = False,
     progress: bool = True,
 ) -> VcfSummary:
@@ -529,6 +532,8 @@ def score_vcf(
     shard : str, optional
         ``I/N``: score the units ``u % N == I`` into ``<out>.parts``; the process that finishes the
         last unit merges them into ``out``. A rerun skips finished units.
+    precision : {"float32", "bf16"}
+        The multiplexer's arithmetic (``bf16``: bfloat16 autocast); recorded in the semantics.
     catalogue : str, optional
         A catalogue made with the same checkpoint and genome: SNVs inside its regions are read from it
         (its tile windows), the others are scored by the model; the summary counts them.
@@ -552,7 +557,7 @@ def score_vcf(
     kind = output_suffix(out_path)
     _check_paths(out_path, vcf, overwrite, {"--checkpoint": checkpoint, "--vcf": vcf, "--genome": genome})
     launch = Launch.from_env(parse_shard(shard))
-    opts = _Options(mode, strand, diff, batch_size, group_span, harmonise, ref_mismatch, weights, base)
+    opts = _Options(mode, strand, diff, batch_size, group_span, harmonise, ref_mismatch, weights, base, precision)
     source = VcfSource(Path(vcf).resolve(), region)
     job = _setup(checkpoint, source, kind, genome, targets, opts, launch.device(device), catalogue)
     if shard is None and not launch.active:

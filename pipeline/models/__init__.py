@@ -22,7 +22,14 @@ from pipeline.models.base import (
     target_names_for,
 )
 from pipeline.models.beluga import Beluga
-from pipeline.models.checkpoint import base_from_checkpoint, load_checkpoint, read_checkpoint, save_checkpoint
+from pipeline.models.checkpoint import (
+    INFERENCE_PRECISIONS,
+    base_from_checkpoint,
+    for_inference,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from pipeline.models.demo import DemoBase
 from pipeline.models.multiplexer import BelugaMultiplexer, ConvMultiplexer, positional_ramp
 from pipeline.models.registry import (
@@ -56,6 +63,8 @@ __all__ = [
     "import_object",
     "load_base",
     "load_checkpoint",
+    "for_inference",
+    "INFERENCE_PRECISIONS",
     "load_state_dict_file",
     "load_weights",
     "model_class",

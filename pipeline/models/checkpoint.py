@@ -142,3 +142,28 @@ def base_from_checkpoint(
         raise UserError("the checkpoint does not record its base model")
     seed = (meta.get("spec") or {}).get("seed")
     return build_base_from_identity(identity, weights, model=model, seed=seed)
+
+
+INFERENCE_PRECISIONS = ("float32", "bf16")
+"""``--precision`` of the commands that run a multiplexer: exact float32, or bfloat16 autocast."""
+
+
+class Autocast(nn.Module):
+    """A model run under bfloat16 autocast (convolutions and matrix products in bf16, on CPU or CUDA);
+    the output is cast back to float32."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        """``X: [B, 4, L]`` -> the wrapped model's output, in float32."""
+        with torch.autocast(device_type=X.device.type, dtype=torch.bfloat16):
+            return self.model(X).float()
+
+
+def for_inference(model: nn.Module, precision: str = "float32") -> nn.Module:
+    """``model`` for ``precision`` (:data:`INFERENCE_PRECISIONS`): itself, or wrapped in :class:`Autocast`."""
+    if precision not in INFERENCE_PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
+    return model if precision == "float32" else Autocast(model).eval()
