@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import zarr
 from bench_vcf import _correlations, ensure_demo
-from benchlib import machine, package_version
+from benchlib import machine, package_version, write_result
 
 from pipeline.apply.catalogue import build_catalogue
 from pipeline.apply.lookup import CatalogueReader, lookup
@@ -294,10 +294,7 @@ def main() -> None:
     result["beluga_shaped"] = beluga_shaped(args.demo / "genome.fa", work, args.beluga_region)
     print("beluga", json.dumps(result["beluga_shaped"]), flush=True)
     result["hg38_h100_estimate"] = hg38_estimate(result["beluga_shaped"])
-    text = json.dumps(result, indent=1)
-    if args.json:
-        args.json.write_text(text + "\n")
-    print(text)
+    write_result(result, args.json)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@ and milliseconds per window next to exact fast ISM and naive ISM, on the same de
 
 1. **Demo** (``--demo DIR``, default ``work/demo``; its store and genome, created by the demo when
    missing): each architecture of :data:`ARCHITECTURES` is trained on the demo store with the demo's
-   training settings (same steps, batch, learning rate, seed) and evaluated on the held-out test split
-   with ``evaluate`` (``--timing-sequences`` windows, default 32, timed for the multiplexer as one batch and
-   for naive and fast ISM of the demo base model: ms per window and the ratios).
+   training settings (same steps, batch and seed; the learning rate too unless the entry says
+   otherwise) and evaluated on the held-out test split with ``evaluate`` (``--timing-sequences``
+   windows, default 64, timed for the multiplexer as one batch and for naive and fast ISM of the demo
+   base model: ms per window and the ratios).
 2. **Beluga shape** (L = 2000, F = 2002; no training, random weights): the BelugaMultiplexer and the
    Beluga-shaped ``fast`` architecture timed on ``--beluga-batch`` windows, against exact fast ISM of
    Beluga (random weights) on one window, on the same device.
@@ -25,7 +26,7 @@ from typing import Any
 
 import torch
 from bench_vcf import ensure_demo
-from benchlib import machine, package_version
+from benchlib import machine, package_version, write_result
 
 from pipeline.apply.evaluate import evaluate
 from pipeline.core.spec import spec_from_dict
@@ -34,25 +35,26 @@ from pipeline.ism import fast_ism
 from pipeline.models import build_base, build_multiplexer
 from pipeline.train import train, train_config
 
-ARCHITECTURES: dict[str, tuple[str, dict[str, Any]]] = {
-    "conv (demo default)": ("conv", dict(DEMO_SPEC["train"]["kwargs"])),
-    "fast w64 r64": ("fast", {"width": 64, "rank": 64}),
-    "fast w48 r32": ("fast", {"width": 48, "rank": 32}),
-    "fast w32 r32": ("fast", {"width": 32, "rank": 32}),
+ARCHITECTURES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "conv (demo default)": ("conv", dict(DEMO_SPEC["train"]["kwargs"]), {}),
+    "conv w32, lr 0.004": ("conv", {**DEMO_SPEC["train"]["kwargs"], "width1": 32, "width2": 32}, {"lr": 0.004}),
+    "fast w64 r64, lr 0.006": ("fast", {"width": 64, "rank": 64}, {"lr": 0.006}),
+    "fast w64 r64": ("fast", {"width": 64, "rank": 64}, {}),
+    "fast w48 r32": ("fast", {"width": 48, "rank": 32}, {}),
 }
-"""Name -> (registered multiplexer, constructor arguments) trained on the demo."""
+"""Name -> (registered multiplexer, constructor arguments, training settings that differ from the demo's)."""
 
 BELUGA_FAST = {"width": 256, "rank": 256, "dilations": [1, 2, 4, 8, 16, 32, 64, 128]}
 """The ``fast`` architecture at Beluga shape: receptive field 1 + 8 · 256 = 2049 >= L."""
 
 
 def demo_architecture(
-    name: str, arch: str, kwargs: dict[str, Any], demo: Path, work: Path, args: Any
+    name: str, arch: str, kwargs: dict[str, Any], overrides: dict[str, Any], demo: Path, work: Path, args: Any
 ) -> dict[str, Any]:
     spec = spec_from_dict({**json.loads(json.dumps(DEMO_SPEC)), "genome": str((demo / "genome.fa").resolve()),
                            "store": str((demo / "store.zarr").resolve())}, base_dir=work)  # fmt: skip
-    run = work / name.replace(" ", "_").replace("(", "").replace(")", "")
-    cfg = train_config(spec.train, multiplexer=arch, kwargs=kwargs, steps=args.steps)
+    run = work / "".join(c if c.isalnum() else "_" for c in name)
+    cfg = train_config(spec.train, multiplexer=arch, kwargs=kwargs, steps=args.steps, **overrides)
     t0 = time.perf_counter()
     train(str(spec.store_path()), str(run), cfg, device=args.device, progress=False)
     train_s = time.perf_counter() - t0
@@ -63,6 +65,7 @@ def demo_architecture(
     return {
         "architecture": arch,
         "kwargs": kwargs,
+        "train_overrides": overrides,
         "parameters": int(
             sum(
                 v.numel()
@@ -122,7 +125,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, help="Training steps of every architecture (default: the demo's).")
-    parser.add_argument("--timing-sequences", type=int, default=32)
+    parser.add_argument("--timing-sequences", type=int, default=64)
     parser.add_argument("--beluga-batch", type=int, default=2)
     parser.add_argument("--only", help="Comma-separated architecture names (default: all).")
     args = parser.parse_args()
@@ -138,15 +141,12 @@ def main() -> None:
     }
     wanted = args.only.split(",") if args.only else list(ARCHITECTURES)
     for name in wanted:
-        arch, kwargs = ARCHITECTURES[name]
-        result["demo"][name] = demo_architecture(name, arch, kwargs, args.demo, work, args)
+        arch, kwargs, overrides = ARCHITECTURES[name]
+        result["demo"][name] = demo_architecture(name, arch, kwargs, overrides, args.demo, work, args)
         print("demo", name, json.dumps(result["demo"][name]), flush=True)
     result["beluga_shape"] = beluga_shape(torch.device(args.device), args.beluga_batch)
     print("beluga", json.dumps(result["beluga_shape"]), flush=True)
-    text = json.dumps(result, indent=1)
-    if args.json:
-        args.json.write_text(text + "\n")
-    print(text)
+    write_result(result, args.json)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import zarr
 from bench_vcf import ensure_demo
-from benchlib import machine, package_version
+from benchlib import machine, package_version, write_result
 
 from pipeline.apply.evaluate import evaluate
 from pipeline.core.spec import StorageSpec, bitround, spec_from_dict
@@ -143,10 +143,7 @@ def main() -> None:
             r["pearson_loss_vs_lossless"] = round(base["held_out_weighted_pearson"] - r["held_out_weighted_pearson"], 4)
     result["beluga_shaped"] = beluga_shaped(settings, args.beluga_windows, work)
     print("beluga", json.dumps(result["beluga_shaped"]), flush=True)
-    text = json.dumps(result, indent=1)
-    if args.json:
-        args.json.write_text(text + "\n")
-    print(text)
+    write_result(result, args.json)
 
 
 if __name__ == "__main__":

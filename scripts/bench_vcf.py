@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import machine, package_version
+from benchlib import machine, package_version, write_result
 
 BIN = Path(sys.executable).parent
 MODES = {
@@ -209,10 +209,7 @@ def main() -> None:
     rss = [r["peak_rss_kb"] for r in result["memory"].values() if not r["rc"]]
     if len(rss) >= 2:
         result["memory_ratio_largest_to_smallest"] = round(rss[-1] / rss[0], 3)
-    text = json.dumps(result, indent=1)
-    if args.json:
-        args.json.write_text(text + "\n")
-    print(text)
+    write_result(result, args.json)
 
 
 if __name__ == "__main__":

@@ -39,3 +39,13 @@ def machine(**versions: Any) -> dict[str, Any]:
         **versions,
         "package": package_version("multiplexer"),
     }
+
+
+def write_result(result: dict[str, Any], path: Path | None) -> None:
+    """Print a benchmark's result as JSON, and write it to ``path`` when given."""
+    import json
+
+    text = json.dumps(result, indent=1)
+    if path is not None:
+        path.write_text(text + "\n")
+    print(text)

@@ -34,6 +34,16 @@ def positional_ramp(
     return ramp.to(device=device, dtype=dtype or torch.float32)
 
 
+def with_ramp(X: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """The model input: ``X`` (``[B, 4, L]``, checked against ``seq_len``) and the :func:`positional_ramp`
+    as a 5th channel, ``[B, 5, L]``."""
+    B, _, L = X.shape
+    if L != seq_len:
+        raise ValueError(f"this multiplexer takes sequences of length {seq_len}, got {L}")
+    ramp = positional_ramp(L, device=X.device, dtype=X.dtype)
+    return torch.cat([X, ramp.expand(B, 1, L)], dim=1)
+
+
 def _positive(name: str, value: Any) -> int:
     """``value`` as an ``int`` when it is a whole number >= 1, else a :class:`ValueError` naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
@@ -142,10 +152,7 @@ class ConvMultiplexer(nn.Module):
             ``y_hat[i, f, b, j]``: predicted effect on target ``f`` of setting position ``j`` to ``b``.
         """
         B, _, L = X.shape
-        if L != self.seq_len:
-            raise ValueError(f"this multiplexer takes sequences of length {self.seq_len}, got {L}")
-        ramp = positional_ramp(L, device=X.device, dtype=X.dtype)
-        x = torch.cat([X, ramp.expand(B, 1, L)], dim=1)
+        x = with_ramp(X, self.seq_len)
         x2 = self.model_two(self.model_one(x))
         x3 = self.model_three(x2)
         x5 = self.model_five(self.model_four(x3))
@@ -250,8 +257,5 @@ class FastMultiplexer(nn.Module):
         y_hat : torch.Tensor, shape=(B, F, 4, L)
         """
         B, _, L = X.shape
-        if L != self.seq_len:
-            raise ValueError(f"this multiplexer takes sequences of length {self.seq_len}, got {L}")
-        ramp = positional_ramp(L, device=X.device, dtype=X.dtype)
-        x = self.blocks(self.stem(torch.cat([X, ramp.expand(B, 1, L)], dim=1)))
+        x = self.blocks(self.stem(with_ramp(X, self.seq_len)))
         return self.head(x).reshape(B, self.n_targets, 4, L)

@@ -23,9 +23,7 @@ are on disk, so a killed run leaves it unmarked and a rerun redoes it; the diges
 from __future__ import annotations
 
 import os
-import platform
 import shutil
-import uuid
 import zlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -35,10 +33,9 @@ from typing import Any, Literal
 import numpy as np
 import zarr
 
-from pipeline.core.files import fsync_folder, fsync_path
 from pipeline.errors import StoreMismatchError, UserError
 from pipeline.store.format import group_node
-from pipeline.store.store import CREATING, _sync_written, _write_settled, remove_stale_creations
+from pipeline.store.store import _sync_written, _write_settled, create_atomically
 
 FORMAT = "multiplexer-catalogue"
 VERSION = 1
@@ -275,21 +272,8 @@ def create_or_open_catalogue(
         else:
             return _reopen(target, meta)
     target.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_creations(target)
-    tmp = target.with_name(f".{target.name}{CREATING}{os.getpid()}-{uuid.uuid4().hex[:8]}-{platform.node()}")
-    try:
-        _build(str(tmp), meta)
-        fsync_path(tmp)
-        try:
-            os.rename(tmp, target)
-            fsync_folder(target.parent)
-        except OSError:
-            if not target.exists():
-                raise
-            return _reopen(target, meta)  # another process created it first
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    if not create_atomically(target, lambda tmp: _build(tmp, meta)):
+        return _reopen(target, meta)  # another process created it first
     return open_catalogue(target, mode="r+")
 
 

@@ -16,7 +16,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -641,24 +641,31 @@ def create_or_open_store(
         target.parent.mkdir(parents=True, exist_ok=True)  # like the default stores/ folder
     except OSError as exc:
         raise UserError(f"cannot create store {path!r}: {exc.strerror or exc} ({target.parent})") from None
+    if not create_atomically(target, lambda tmp: _build(tmp, spec, n_targets, attrs)):
+        return _reopen(path, spec, base_identity, genome_fingerprint)  # another process created it first
+    return open_store(path, mode="r+")
+
+
+def create_atomically(target: Path, build: Callable[[str], None]) -> bool:
+    """Build a Zarr folder in a temporary sibling (``.<name>.creating-<pid>-<random>-<host>``), flush it,
+    and rename it to ``target``, so processes that start together never see a half-built one. Returns
+    ``False`` when another process's folder got the name first (this one's is removed)."""
     remove_stale_creations(target)
     tmp = target.with_name(f".{target.name}{CREATING}{os.getpid()}-{uuid.uuid4().hex[:8]}-{platform.node()}")
     try:
-        _build(str(tmp), spec, n_targets, attrs)
-        fsync_path(tmp)  # the whole empty store is on disk before its name says it exists
+        build(str(tmp))
+        fsync_path(tmp)  # the whole empty folder is on disk before its name says it exists
         try:
             os.rename(tmp, target)
             fsync_folder(target.parent)
         except OSError:
             if not target.exists():
                 raise
-            # another process created it first: use theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-            return _reopen(path, spec, base_identity, genome_fingerprint)
+            return False
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return open_store(path, mode="r+")
+    return True
 
 
 CREATING = ".creating-"
