@@ -37,7 +37,7 @@ from pipeline.train import train, train_config
 
 ARCHITECTURES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "conv (demo default)": ("conv", dict(DEMO_SPEC["train"]["kwargs"]), {}),
-    "conv w32, lr 0.004": ("conv", {**DEMO_SPEC["train"]["kwargs"], "width1": 32, "width2": 32}, {"lr": 0.004}),
+    "conv_light (conv w32), lr 0.004": ("conv_light", {}, {"lr": 0.004}),
     "fast w64 r64, lr 0.006": ("fast", {"width": 64, "rank": 64}, {"lr": 0.006}),
     "fast w64 r64": ("fast", {"width": 64, "rank": 64}, {}),
     "fast w48 r32": ("fast", {"width": 48, "rank": 32}, {}),

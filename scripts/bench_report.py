@@ -440,8 +440,8 @@ def multiplexer_section(r: dict | None) -> list[str]:
     lines = [
         "## Multiplexer architectures (`scripts/bench_multiplexer.py`)",
         "",
-        f"Each architecture trained on the demo store with the demo's settings (same steps, batch, learning rate, "
-        f"seed), evaluated on the held-out test split by `evaluate`, which times the multiplexer (one batch of "
+        f"Each architecture trained on the demo store with the demo's settings (same steps, batch and seed; learning "
+        f"rate 0.002 unless the row names another), evaluated on the held-out test split by `evaluate`, which times the multiplexer (one batch of "
         f"{r['timing_sequences']} windows) and exact fast and naive ISM of the demo base model on the same windows, "
         f"on {r['device']} ({m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')}).",
         "",
@@ -466,6 +466,8 @@ def multiplexer_section(r: dict | None) -> list[str]:
         f"Beluga {b['beluga_fast_ism_ms_per_window']:,} ms per window; BelugaMultiplexer {bm['ms_per_window']:,} ms "
         f"({bm['parameters']:,} parameters, **{bm['speedup_vs_fast_ism']}x**); `fast` {bf['ms_per_window']:,} ms "
         f"({bf['parameters']:,} parameters, **{bf['speedup_vs_fast_ism']}x**; untrained at this shape: speed only).",
+        "",
+        "`conv w32` is the registered `conv_light` (the same constructor arguments and parameters).",
     ]
     return lines + ["", f"(run {r['when']})", ""]
 

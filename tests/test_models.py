@@ -400,3 +400,19 @@ def test_fast_multiplexer_shapes_receptive_field_and_training(tiny_store, tiny_s
     train(tiny_store, str(tmp_path / "run"), cfg, device="cpu", progress=False)
     model, meta = load_checkpoint(tmp_path / "run" / "best.pt")
     assert meta["architecture"]["name"] == "fast" and type(model).__name__ == "FastMultiplexer"
+
+
+def test_conv_light_is_conv_at_width_32():
+    import torch
+
+    from pipeline.models import build_multiplexer
+
+    light = build_multiplexer("conv_light", seq_len=80, n_targets=4)
+    conv = build_multiplexer("conv", seq_len=80, n_targets=4, width1=32, width2=32, dilations=[2, 4, 8, 4, 2])
+    assert light.config == conv.config
+    conv.load_state_dict(light.state_dict())  # the same parameters, names and shapes
+    X = torch.zeros(2, 4, 80)
+    X[:, 1] = 1
+    light.eval(), conv.eval()
+    with torch.no_grad():
+        assert torch.equal(light(X), conv(X))

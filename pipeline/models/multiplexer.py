@@ -259,3 +259,20 @@ class FastMultiplexer(nn.Module):
         B, _, L = X.shape
         x = self.blocks(self.stem(with_ramp(X, self.seq_len)))
         return self.head(x).reshape(B, self.n_targets, 4, L)
+
+
+class LightConvMultiplexer(ConvMultiplexer):
+    """The ``conv`` architecture made light for speed: widths 32 (the demo's ``conv`` uses 64), so each
+    full convolution costs a quarter; the same dilated residual layout and head. Every argument of
+    :class:`ConvMultiplexer` can still be given."""
+
+    def __init__(
+        self,
+        seq_len: int,
+        n_targets: int,
+        width1: int = 32,
+        width2: int = 32,
+        kernel_size: int = 8,
+        dilations: tuple[int, int, int, int, int] | list[int] = (2, 4, 8, 4, 2),
+    ) -> None:
+        super().__init__(seq_len, n_targets, width1, width2, kernel_size, dilations)

@@ -24,7 +24,7 @@ from torch import nn
 from pipeline.errors import UserError
 from pipeline.models.beluga import Beluga
 from pipeline.models.demo import DemoBase
-from pipeline.models.multiplexer import BelugaMultiplexer, ConvMultiplexer, FastMultiplexer
+from pipeline.models.multiplexer import BelugaMultiplexer, ConvMultiplexer, FastMultiplexer, LightConvMultiplexer
 from pipeline.models.weights import load_state_dict_file, load_weights
 
 BASE_MODELS: dict[str, type[nn.Module]] = {"beluga": Beluga, "demo": DemoBase}
@@ -32,6 +32,7 @@ MULTIPLEXERS: dict[str, type[nn.Module]] = {
     "conv": ConvMultiplexer,
     "beluga_multiplexer": BelugaMultiplexer,
     "fast": FastMultiplexer,
+    "conv_light": LightConvMultiplexer,
 }
 PUBLISHED_WEIGHTS: dict[str, str] = {"beluga": "deepsea.beluga.pth"}
 """Built-in base models whose trained weights are published, and the published file's name: such a
