@@ -442,7 +442,8 @@ def multiplexer_section(r: dict | None) -> list[str]:
         "",
         "Each architecture trained on the demo store with the demo's settings (same steps, batch and seed; learning "
         "rate 0.002 unless the row names another), evaluated on the held-out test split by `evaluate`, which times "
-        f"the multiplexer (one batch of {r['timing_sequences']} windows) and exact fast and naive ISM of the demo base model on the same windows, "
+        f"the multiplexer (one batch of {r['timing_sequences']} windows) and exact fast and naive ISM of the demo "
+        "base model on the same windows, "
         f"on {r['device']} ({m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')}).",
         "",
         "| architecture | parameters | held-out weighted Pearson | ms/window | fast ISM ms | naive ISM ms "
