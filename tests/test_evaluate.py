@@ -205,4 +205,5 @@ def test_the_verdict_names_exact_fast_ism_when_the_multiplexer_is_not_twice_as_f
     assert verdict(slow).startswith("exact fast ISM is the better choice")
     assert "1.6x vs exact fast ISM" in summary_line(slow) and "3.0x faster than naive ISM" in summary_line(slow)
     assert verdict(quick) == "the multiplexer is 12.0x faster than exact fast ISM"
+    assert "slower than it (0.4x)" in verdict({**slow, "speedup_vs_fast_ism": 0.4})
     assert "does not support" in verdict({**base, "speedup_vs_naive_ism": 2.0, "speedup_vs_fast_ism": None})

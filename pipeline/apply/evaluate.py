@@ -171,9 +171,10 @@ def verdict(report: dict[str, Any]) -> str:
     if fast is None:
         return "exact fast ISM does not support this base model: the multiplexer is compared with naive ISM only"
     if fast < EXACT_IS_BETTER_BELOW:
+        how = f"only {fast:.1f}x faster than it" if fast >= 1 else f"slower than it ({fast:.1f}x)"
         return (
-            f"exact fast ISM is the better choice here: the multiplexer is only {fast:.1f}x faster than it, and "
-            "exact ISM has no approximation error"
+            f"exact fast ISM is the better choice here: the multiplexer is {how}, and exact ISM has no "
+            "approximation error"
         )
     return f"the multiplexer is {fast:.1f}x faster than exact fast ISM"
 
