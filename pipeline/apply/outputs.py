@@ -496,7 +496,8 @@ def read_effects(path: str | Path) -> dict[str, Any]:
         raise UserError(f"effects file {str(path)!r} does not exist")
     try:
         if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
+            # our own handle: numpy leaves the file open when the archive is damaged (a truncated .npz)
+            with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as z:
                 out = {k: z[k] for k in ("effects", "reference", "chrom", "center", "target_names")}
                 out["attrs"] = json.loads(str(z["attrs"]))
         else:

@@ -111,7 +111,7 @@ class Parts:
 
     def read(self, unit: int) -> list[Row]:
         """The rows of unit ``unit``."""
-        with np.load(self.unit_path(unit), allow_pickle=False) as z:
+        with open(self.unit_path(unit), "rb") as handle, np.load(handle, allow_pickle=False) as z:  # closed if damaged
             data = {k: z[k] for k in z.files}
         rows = []
         for k in range(len(data["number"])):
