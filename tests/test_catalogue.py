@@ -337,3 +337,14 @@ def test_torchrun_two_processes_equal_one(genome, trained_run, tmp_path):
     run_cli(*_cli_args(ckpt, path, single))
     torchrun(2, *_cli_args(ckpt, path, two))
     assert_same_catalogue(single, two)
+
+
+def test_lookup_reads_a_contig_the_catalogue_spells_otherwise(genome, built, tmp_path):
+    _, seqs = genome
+    ref = seqs["chrA"][19].upper()
+    alt = next(b for b in "ACGT" if b != ref)
+    out = tmp_path / "h.tsv"
+    lookup(str(built), str(out), variants=[f"chrA:20:{ref}>{alt}", f"A:20:{ref}>{alt}"], progress=False)
+    named, other = read_scores(out)
+    assert other["chrom"] == "A" and other["status"] == "scored"  # the query's spelling is kept
+    assert other["effects"] == named["effects"] and other["window_center"] == named["window_center"]

@@ -24,6 +24,7 @@ from pipeline.apply.vcf_output import SCORES_OUTPUT, Semantics, output_suffix, s
 from pipeline.apply.vcf_rows import AT_N, Row, Skip, VcfSummary, skip_allele
 from pipeline.core.encoding import ALPHABET
 from pipeline.core.files import staging
+from pipeline.core.genome import other_spelling
 from pipeline.core.intervals import parse_interval
 from pipeline.errors import SpecError, UserError, WriteError
 from pipeline.store.catalogue import N_CODE, NOT_CATALOGUED, Catalogue, open_catalogue
@@ -41,6 +42,7 @@ class CatalogueReader:
         self.cat, self.meta = cat, cat.meta
         self.blocks: OrderedDict[tuple[int, int, str], np.ndarray] = OrderedDict()
         self.done = {k: cat.complete(k) for k in range(len(cat.meta.contigs))}
+        self.names = [c.name for c in cat.meta.contigs]
 
     def _block(self, contig: int, block: int, name: str) -> np.ndarray:
         key = (contig, block, name)
@@ -59,8 +61,15 @@ class CatalogueReader:
         return self._block(k, p // C, name)[p % C]
 
     def locate(self, chrom: str, pos: int) -> tuple[int, int, int] | Skip:
-        """``(contig, unit, index in unit)`` of 1-based ``pos``, or why the catalogue has nothing there."""
+        """``(contig, unit, index in unit)`` of 1-based ``pos``, or why the catalogue has nothing there.
+
+        A contig the catalogue spells otherwise (``17`` for ``chr17``, ``MT`` for ``chrM``) is read under
+        the catalogue's name.
+        """
         k = self.meta.contig_index(chrom)
+        if k is None:
+            other = other_spelling(chrom, self.names)
+            k = None if other is None else self.meta.contig_index(other)
         if k is None:
             return Skip("contig not in the catalogue", f"contig {chrom!r} is not in the catalogue")
         contig = self.meta.contigs[k]

@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,38 @@ _SAMPLE_BUDGET = 65536  # slices over the whole genome: assemblies of many scaff
 _LISTED_CONTIGS = 25
 _HEADER_SPAN = 65536  # longest header line the index check reads back
 _MITOCHONDRION = ("chrM", "MT", "M", "chrMT")
+
+
+def other_spelling(chrom: str, names: Collection[str], folded: Mapping[str, str] | None = None) -> str | None:
+    """The name among ``names`` that spells ``chrom`` under the other naming convention, if one does:
+    ``17`` and ``chr17`` name each other, as do ``chrM``, ``MT``, ``M`` and ``chrMT``; case is ignored
+    when nothing matches exactly. ``None`` when ``chrom`` itself is in ``names`` or nothing matches.
+
+    Parameters
+    ----------
+    chrom : str
+    names : collection of str
+        The names to choose from (a genome's contigs, a catalogue's).
+    folded : mapping, optional
+        ``casefold(name) -> name`` for ``names`` (computed when not given).
+    """
+    if chrom in names:
+        return None
+    if folded is None:
+        folded = {name.casefold(): name for name in reversed(list(names))}
+    candidates = [chrom[3:] if chrom.startswith("chr") else f"chr{chrom}"]
+    if chrom.casefold() in {m.casefold() for m in _MITOCHONDRION}:
+        candidates += _MITOCHONDRION
+    for name in candidates:
+        if name and name != chrom and name in names:
+            return name
+    for name in (chrom, *candidates):
+        found = folded.get(name.casefold())
+        if found is not None and found != chrom:
+            return found
+    return None
+
+
 _BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
 _BGZF_SUFFIXES = (".gz", ".bgz")  # pyfaidx reads a FASTA as bgzip by its name
 _READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
@@ -536,19 +568,7 @@ class Genome:
         str or None
             A chromosome of the genome, or ``None`` (also when ``chrom`` itself is in the genome).
         """
-        if chrom in self.chrom_lengths:
-            return None
-        candidates = [chrom[3:] if chrom.startswith("chr") else f"chr{chrom}"]
-        if chrom.casefold() in {m.casefold() for m in _MITOCHONDRION}:
-            candidates += _MITOCHONDRION
-        for name in candidates:
-            if name and name != chrom and name in self.chrom_lengths:
-                return name
-        for name in (chrom, *candidates):
-            found = self._folded.get(name.casefold())
-            if found is not None and found != chrom:
-                return found
-        return None
+        return other_spelling(chrom, self.chrom_lengths, self._folded)
 
     def length(self, chrom: str) -> int:
         """Length of ``chrom``.
