@@ -302,10 +302,16 @@ def store() -> None:
 @click.argument("path")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def store_info(path: str, as_json: bool) -> None:
-    """Summary: spec name and hash, base model, per-split counts and completion, bytes per sample."""
+    """Summary: spec name and hash, base model, per-split counts and completion, bytes per sample (for a
+    catalogue: contigs, positions, units complete, stride, targets, bytes per position)."""
     from pipeline.store import format_info, open_store
     from pipeline.store import store_info as info
+    from pipeline.store.catalogue import catalogue_info, format_catalogue_info, is_catalogue
 
+    if is_catalogue(path):
+        found = catalogue_info(path)
+        click.echo(json.dumps(found, indent=2) if as_json else format_catalogue_info(found))
+        return
     summary = info(open_store(path))
     click.echo(json.dumps(summary, indent=2) if as_json else format_info(summary))
 

@@ -348,3 +348,12 @@ def test_lookup_reads_a_contig_the_catalogue_spells_otherwise(genome, built, tmp
     named, other = read_scores(out)
     assert other["chrom"] == "A" and other["status"] == "scored"  # the query's spelling is kept
     assert other["effects"] == named["effects"] and other["window_center"] == named["window_center"]
+
+
+def test_store_info_summarises_a_catalogue(built):
+    import json
+
+    info = json.loads(ok("store", "info", built, "--json").output)
+    assert info["positions"] == 150 + 181 + 61 and info["units_complete"] == info["units"] > 1
+    assert info["stride"] == STRIDE and info["targets"] == 4 and info["bytes_per_position"] > 0
+    assert "units complete" in ok("store", "info", built).output

@@ -34,6 +34,7 @@ import numpy as np
 import zarr
 
 from pipeline.errors import StoreMismatchError, UserError
+from pipeline.store.chunks import stored_bytes
 from pipeline.store.format import group_node
 from pipeline.store.store import _sync_written, _write_settled, create_atomically
 
@@ -330,3 +331,55 @@ def require_catalogue_sound(path: str | os.PathLike[str], *, unmark_damaged: boo
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise UserError(f"catalogue {str(path)!r}: " + "; ".join(problems[:3]) + more)
     return f"catalogue {path} is complete and consistent"
+
+
+def catalogue_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """``store info`` of a catalogue: its plan, targets, units complete and stored bytes per position."""
+    cat = open_catalogue(path)
+    meta = cat.meta
+    contigs = []
+    total_bytes = positions = done = units = 0
+    for k, contig in enumerate(meta.contigs):
+        complete = cat.complete(k)
+        planned = contig.units(meta.unit_positions)
+        n = sum(b - a for a, b in contig.regions)
+        finished = int(sum(bool(complete[u]) for u in planned))
+        contigs.append({"name": contig.name, "length": contig.length, "positions": n,
+                        "units": len(planned), "complete": finished})  # fmt: skip
+        positions += n
+        units += len(planned)
+        done += finished
+        total_bytes += sum(stored_bytes(cat.array(k, name)) for name in (*ARRAYS, "complete"))
+    return {
+        "path": str(path),
+        "seq_len": meta.seq_len,
+        "stride": meta.stride,
+        "unit_positions": meta.unit_positions,
+        "targets": len(meta.target_names),
+        "all_targets": len(meta.all_target_names),
+        "checkpoint_sha256": meta.model.get("checkpoint_sha256"),
+        "positions": positions,
+        "units": units,
+        "units_complete": done,
+        "bytes": total_bytes,
+        "bytes_per_position": total_bytes / positions if positions else None,
+        "contigs": contigs,
+    }
+
+
+def format_catalogue_info(info: Mapping[str, Any]) -> str:
+    """:func:`catalogue_info` as text."""
+    per = info["bytes_per_position"]
+    lines = [
+        f"catalogue  {info['path']}",
+        f"model      L = {info['seq_len']}, checkpoint sha256 {str(info['checkpoint_sha256'])[:12]}; "
+        f"{info['targets']} of {info['all_targets']} targets stored",
+        f"tiling     stride {info['stride']}, units of {info['unit_positions']:,} positions",
+        f"positions  {info['positions']:,} in {len(info['contigs'])} contigs; units complete "
+        f"{info['units_complete']} / {info['units']}",
+        f"bytes      {info['bytes']:,}" + (f" ({per:.1f} per position)" if per else ""),
+    ]
+    lines += [
+        f"  {c['name']}: {c['positions']:,} positions, {c['complete']}/{c['units']} units" for c in info["contigs"]
+    ]
+    return "\n".join(lines)
