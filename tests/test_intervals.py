@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.core.intervals import Interval, merge, parse_interval, read_bed, subtract
+from pipeline.core.intervals import VCF_QUERY_MAX, Interval, check_region, merge, parse_interval, read_bed, subtract
 from pipeline.core.spec import load_spec, spec_from_dict
 from pipeline.distill import WindowSampler, check_splits, split_segments
 from pipeline.errors import SpecError, UserError
@@ -40,6 +40,29 @@ def test_region_strings_are_one_based_inclusive(text, expected):
 def test_bad_region_strings_are_refused(text):
     with pytest.raises(SpecError, match="chr:start-end"):
         parse_interval(text)
+
+
+@pytest.mark.parametrize("text", ["chr21:1-99999999999999999999", "chr21:99999999999999999999-99999999999999999999"])
+def test_positions_past_any_genome_are_one_line_naming_the_option(text):
+    """Issue 27.2: ``score-vcf --region chr21:1-99999999999999999999`` was an ``OverflowError`` in
+    pysam; every parser of regions refuses such a position, naming the option."""
+    with pytest.raises(SpecError, match=r"--region: .* position 9+ is out of range \(at most"):
+        parse_interval(text, "--region")
+    with pytest.raises(SpecError, match=r"--region: .* out of range \(at most 2,147,483,647\)"):
+        check_region(text, "--region", VCF_QUERY_MAX)
+
+
+@pytest.mark.parametrize(
+    "text", ["chr7", "chr7:100", "chr7:100-", "chr7:1,000-2,000", "HLA-A*01:01", f"chr7:1-{2**31 - 1}"]
+)
+def test_htslib_regions_are_passed_unchanged(text):
+    assert check_region(text, "--region", VCF_QUERY_MAX) == text
+
+
+@pytest.mark.parametrize("text", ["chr7:0-5", "chr7:10-9", ":1-5", f"chr7:1-{2**31}"])
+def test_bad_htslib_regions_are_refused(text):
+    with pytest.raises(SpecError, match="--region"):
+        check_region(text, "--region", VCF_QUERY_MAX)
 
 
 def test_merge_and_subtract_are_set_operations():

@@ -40,6 +40,28 @@ class Interval:
         return Interval(self.chrom, max(0, self.start - margin), self.end + margin)
 
 
+MAX_POSITION = 2**62
+"""Largest position a region may name: far beyond any genome (the longest known chromosomes are
+about 10^10 bases), within htslib's 64-bit positions and numpy's ``int64`` with room for arithmetic.
+A larger number is refused with one line instead of overflowing in htslib or numpy."""
+
+VCF_QUERY_MAX = 2**31 - 1
+"""Largest position of a region read from an indexed VCF/BCF: pysam's ``VariantFile.fetch`` passes
+positions to htslib as 32-bit integers (and overflows beyond)."""
+
+
+def _position(text: str, value: str, where: str, limit: int = MAX_POSITION) -> int | None:
+    """One coordinate of a region (commas allowed; ``None``: not an integer), refused with one line
+    beyond ``limit``."""
+    try:
+        number = int(value.replace(",", ""))
+    except ValueError:
+        return None
+    if number > limit:
+        raise SpecError(f"{where}: {text!r}: position {value} is out of range (at most {limit:,})")
+    return number
+
+
 def parse_interval(text: str, where: str = "region") -> Interval:
     """``chr:start-end`` (1-based, inclusive; commas allowed) as an :class:`Interval`.
 
@@ -48,17 +70,40 @@ def parse_interval(text: str, where: str = "region") -> Interval:
     Raises
     ------
     SpecError
-        When the text is not of that form, ``start < 1`` or ``end < start``.
+        When the text is not of that form, ``start < 1``, ``end < start`` or a position is beyond
+        :data:`MAX_POSITION`; the message names ``where`` (the option or spec key).
     """
     chrom, sep, span = str(text).strip().rpartition(":")
     first, dash, last = span.partition("-")
-    try:
-        start, end = int(first.replace(",", "")), int(last.replace(",", ""))
-    except ValueError:
-        start = end = 0
-    if not sep or not chrom or not dash or start < 1 or end < start:
+    start, end = (_position(text, first, where), _position(text, last, where)) if dash else (None, None)
+    if not sep or not chrom or start is None or end is None or start < 1 or end < start:
         raise SpecError(f"{where}: {text!r} is not a region chr:start-end (1-based, inclusive, start <= end)")
     return Interval(chrom, start - 1, end)
+
+
+def check_region(text: str, where: str = "--region", limit: int = MAX_POSITION) -> str:
+    """Check a samtools-style region as htslib reads it (``chr``, ``chr:pos``, ``chr:start-``,
+    ``chr:start-end``; 1-based, commas allowed) and return it unchanged.
+
+    Only the coordinates are checked (the chromosome is the file's business): each must be a positive
+    integer no larger than ``limit`` (:data:`VCF_QUERY_MAX` for a VCF/BCF query), and ``end >= start``.
+    A text whose part after the last ``:`` is not coordinates is taken as a chromosome name (names such
+    as ``HLA-A*01:01`` hold ``:``).
+
+    Raises
+    ------
+    SpecError
+        One line naming ``where`` and the offending position.
+    """
+    chrom, sep, span = str(text).strip().rpartition(":")
+    if not sep or not span or not all(c.isdigit() or c in ",-" for c in span):
+        return text
+    first, _, last = span.partition("-")
+    start = _position(text, first, where, limit) if first else 1
+    end = _position(text, last, where, limit) if last else start
+    if not chrom or start is None or end is None or start < 1 or end < start:
+        raise SpecError(f"{where}: {text!r} is not a region chr, chr:pos or chr:start-end (1-based, start <= end)")
+    return text
 
 
 def table_lines(path: Path, what: str, error: type[UserError] = UserError) -> Iterator[tuple[int, str, list[str]]]:
