@@ -11,7 +11,6 @@ file. A model named with ``--base`` and without a weights file is initialised fr
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import sys
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from pipeline.apply.inputs import Inputs, load_inputs, require_bases, resolve_ge
 from pipeline.apply.outputs import WrittenEffects, check_effects_output, effects_output, tsv_paths
 from pipeline.core.runtime import exact_float32, resolve_device
 from pipeline.core.spec import ISM_BATCH_SIZE, RANDOM_WEIGHTS, load_spec
+from pipeline.core.yamlio import json_object
 from pipeline.errors import SpecError, UserError, check_choice
 from pipeline.ism import TARGETS, choose_engine, run_ism
 from pipeline.models import (
@@ -245,12 +245,7 @@ def _from_name(
 def _constructor_kwargs(name: str, base_kwargs: str | None, seq_len: int | None) -> dict[str, Any]:
     """``--base-kwargs`` as a dict, plus ``seq_len`` from ``--seq-len`` when the class takes it (the
     two must agree when both give it)."""
-    try:
-        kwargs = json.loads(base_kwargs) if base_kwargs else {}
-    except json.JSONDecodeError as exc:
-        raise SpecError(f"--base-kwargs is not valid JSON: {exc}") from None
-    if not isinstance(kwargs, dict):
-        raise SpecError("--base-kwargs must be a JSON object")
+    kwargs = json_object(base_kwargs, "--base-kwargs") if base_kwargs else {}
     if seq_len is None or "seq_len" not in inspect.signature(model_class(name, BASE_MODELS)).parameters:
         return kwargs
     if "seq_len" in kwargs and kwargs["seq_len"] != seq_len:
