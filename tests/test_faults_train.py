@@ -251,6 +251,31 @@ def test_the_row_of_the_checkpoint_step_comes_back_after_a_kill_before_it(
     assert float(row["valid_loss"]) == saved["valid_loss"] and float(row["train_loss"]) == saved["train_loss"]
 
 
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(bytes(range(128, 256)) * 4, "not UTF-8 text"), (b"step,epoch\x00\x00\x00", "NUL"),
+     (b"lorem ipsum\ndolor sit amet\n", "no line of it")],
+    ids=["random-bytes", "nul-bytes", "foreign-text"],
+)  # fmt: skip
+def test_a_damaged_metrics_file_is_refused_naming_it_and_can_be_set_aside(
+    trained_run, tiny_store, write_spec, tmp_path, content, reason
+):
+    """Issue 27.2: a ``metrics.csv`` overwritten with random bytes made ``--resume`` impossible
+    (``UnicodeDecodeError``). It is one line naming the file and the way on; nothing in the run folder
+    changes; with the file moved aside the run resumes, its new file starting from the checkpoint's row
+    (rows before it are not in the checkpoint: refusing keeps the user from losing them unknowingly)."""
+    run = copy_run(trained_run, tmp_path)
+    (run / "metrics.csv").write_bytes(content)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    spec = spec_for(write_spec, tmp_path, tiny_store)
+    result = invoke("train", spec, "--run-dir", run, "--resume", "--steps", "6", "--device", "cpu")
+    assert_one_line_error(result, str(run / "metrics.csv"), "damaged", reason, "move it aside")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    (run / "metrics.csv").rename(tmp_path / "metrics.csv.damaged")
+    ok("train", spec, "--run-dir", run, "--resume", "--steps", "6", "--device", "cpu")
+    assert assert_clean_metrics(run) == [4, 6]
+
+
 @pytest.mark.processes
 def test_sigkill_then_resume_leaves_clean_metrics_and_no_temporaries(tiny_store, tmp_path):
     """A real kill, somewhere after the first checkpoint (rows after it, maybe a checkpoint being written)."""

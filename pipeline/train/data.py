@@ -29,6 +29,7 @@ import torch
 import zarr
 from torch.utils.data import Dataset, Sampler
 
+from pipeline.errors import UserError
 from pipeline.store import open_store
 from pipeline.store.digests import DIGESTED, read_checked
 
@@ -46,15 +47,24 @@ class StoreDataset(Dataset):
     split : str
         ``train``, ``valid`` or ``test``.
     limit : int, optional
-        Use only the first ``limit`` samples.
+        Use only the first ``limit`` samples; more than the split holds is an error (never a silent
+        cut to what there is).
+    limit_option : str
+        How the error names ``limit`` (``"--max-samples"``).
     """
 
-    def __init__(self, path: str, split: str, limit: int | None = None) -> None:
+    def __init__(self, path: str, split: str, limit: int | None = None, limit_option: str = "limit") -> None:
         store = open_store(path)
-        store.require_complete(split, limit=limit)
         self.path, self.split = str(path), split
         n = store.split_info(split).n_samples
-        self.n = n if limit is None else min(n, int(limit))
+        if limit is not None and int(limit) > n:
+            raise UserError(
+                f"{limit_option} {limit}: split {split!r} of store {self.path!r} holds only {n} samples; leave "
+                f"{limit_option} out to use all {n}, or grow the store (more samples for split {split!r} in the "
+                "spec, then distill)"
+            )
+        store.require_complete(split, limit=limit)
+        self.n = n if limit is None else int(limit)
         self.seq_len, self.n_targets = store.seq_len, store.n_targets
         targets = store.array(split, "targets")
         self.chunk_samples = int(targets.chunks[0])

@@ -10,6 +10,7 @@ steps.
 from __future__ import annotations
 
 import csv
+import io
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from pipeline.core.files import atomic_path
+from pipeline.errors import UserError
 
 METRIC_FIELDS = (
     "step",
@@ -76,21 +78,64 @@ def _step_of(fields: list[str]) -> int | None:
         return None
 
 
+def _decode(path: Path) -> tuple[str | None, str | None]:
+    """The text of an existing ``metrics.csv`` and why it is damaged (``None``: it is not): not text
+    (undecodable UTF-8 or NUL bytes), or none of its lines is the header or a metrics row."""
+    if not path.is_file():
+        return None, None
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start}"
+    if "\x00" in text:
+        return None, f"not text: a NUL byte at offset {text.index(chr(0))}"
+    rows = csv.reader(io.StringIO(text, newline=""))
+    if text.strip() and not any(tuple(r) == METRIC_FIELDS or _step_of(r) is not None for r in rows):
+        return None, "no line of it is the header or a metrics row"
+    return text, None
+
+
+def metrics_problem(path: Path) -> str | None:
+    """Why a resumed run cannot keep the rows of its ``metrics.csv`` (``None``: it can, or there is none):
+    the file was damaged, and dropping its rows silently would lose the run's history."""
+    _, damage = _decode(path)
+    if damage is None:
+        return None
+    return (
+        f"{str(path)!r} is damaged ({damage}); restore it from a copy, or move it aside to resume without the "
+        "rows before the checkpoint (the resumed run starts a new file with the checkpoint's own row)"
+    )
+
+
+def _read_rows(path: Path) -> list[list[str]]:
+    """The CSV rows of an existing ``metrics.csv`` (``[]`` when there is none).
+
+    Raises
+    ------
+    UserError
+        The file is damaged (:func:`metrics_problem`).
+    """
+    text, damage = _decode(path)
+    if damage is not None:
+        raise UserError(str(metrics_problem(path)))
+    return list(csv.reader(io.StringIO(text or "", newline="")))
+
+
 def rows_until(path: Path, step: int, saved: Mapping[str, Any] | None = None) -> list[list[str]]:
     """The rows of ``path`` up to ``step``, as a resumed run from ``step`` keeps them.
 
     Headers, half-written lines and rows after ``step`` are dropped; of two rows of one step (left by an
     earlier resume that appended) the later one is kept; the rows come out in step order. The row of
     ``step`` itself is ``saved`` (the row the checkpoint recorded, exactly as it was written) when given,
-    so a run killed between writing the checkpoint and its row gets that row back.
+    so a run killed between writing the checkpoint and its row gets that row back. A damaged file (not
+    text, or no line of it a metrics row) is refused, naming it (:func:`_read_rows`).
     """
     rows: dict[int, list[str]] = {}
-    if path.is_file():
-        with open(path, newline="") as handle:
-            for fields in csv.reader(handle):
-                at = _step_of(fields)
-                if at is not None and at <= step:
-                    rows[at] = fields
+    for fields in _read_rows(path):
+        at = _step_of(fields)
+        if at is not None and at <= step:
+            rows[at] = fields
     if saved is not None and all(key in saved for key in METRIC_FIELDS):
         rows[step] = [str(saved[key]) for key in METRIC_FIELDS]
     return [rows[at] for at in sorted(rows)]

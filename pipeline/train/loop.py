@@ -268,10 +268,10 @@ class Trainer:
         self.precision = precision_for(config, device)
         self.kwargs = multiplexer_kwargs(config.multiplexer, self.store, config.kwargs)
         last = run.read_last(self.store.spec_hash) if resume else None
-        self.train_ds = StoreDataset(store_path, "train", limit=config.max_samples)
+        self.train_ds = StoreDataset(store_path, "train", limit=config.max_samples, limit_option="--max-samples")
         new_changes = self._check_changes(last, allow_changes)
         check_model_size(config.multiplexer, self.kwargs, device)
-        self.valid_ds = StoreDataset(store_path, "valid", limit=config.valid_samples)
+        self.valid_ds = StoreDataset(store_path, "valid", limit=config.valid_samples, limit_option="--valid-samples")
         self.core = self._build_model()
         self.ddp: torch.nn.parallel.DistributedDataParallel | None = None
         optimizer = torch.optim.AdamW(self.core.parameters(), lr=config.lr, weight_decay=config.weight_decay)

@@ -23,6 +23,7 @@ from pipeline.core.spec import TrainSpec
 from pipeline.errors import UserError
 from pipeline.models import read_checkpoint, save_checkpoint
 from pipeline.train.config import lr_factor
+from pipeline.train.logging import metrics_problem
 
 RUN_FILES = ("best.pt", "last.pt", "config.json", "metrics.csv")
 """The files a run writes through a temporary (see :meth:`RunDir.remove_stale_temporaries`)."""
@@ -143,9 +144,12 @@ class RunDir:
         self.config, self.metrics = self.path / "config.json", self.path / "metrics.csv"
 
     def problem(self, resume: bool) -> str | None:
-        """Why this folder cannot be used (``--resume`` without ``last.pt``; checkpoints without it)."""
+        """Why this folder cannot be used (``--resume`` without ``last.pt``, or with a damaged
+        ``metrics.csv``; checkpoints without it)."""
         if resume and not self.last.is_file():
             return f"--resume: {str(self.last)!r} does not exist"
+        if resume:
+            return metrics_problem(self.metrics)
         if not resume and (self.last.exists() or self.best.exists()):
             return f"run folder {str(self.path)!r} already holds checkpoints; pass --resume or another --run-dir"
         return None
