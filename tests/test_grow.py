@@ -79,6 +79,14 @@ def test_a_store_never_shrinks_and_other_windows_are_refused(tmp_path, write_spe
     run(counting_spec(write_spec, tmp_path, 8), store)
     with pytest.raises(UserError, match=r"stores only grow.*--max-samples 4"):
         run(counting_spec(write_spec, tmp_path, 4), store)
+    # each split's hint names the option that reads a prefix of it (issue 22.10: valid named --max-samples)
+    with pytest.raises(UserError, match=r"split 'valid'.*stores only grow.*`train --valid-samples 2`") as refused:
+        run(counting_spec(write_spec, tmp_path, 8, valid=2), store)
+    assert "--max-samples" not in str(refused.value)
+    run(counting_spec(write_spec, tmp_path, 8, test=3), store)
+    with pytest.raises(UserError, match=r"split 'test'.*read whole.*new store") as refused:
+        run(counting_spec(write_spec, tmp_path, 8, test=2), store)
+    assert "--max-samples" not in str(refused.value)
     other = counting_spec(write_spec, tmp_path, 8)
     d = yaml.safe_load(other.read_text())
     d["splits"]["train"]["chroms"] = ["chr4"]
@@ -127,3 +135,10 @@ def test_max_samples_trains_on_a_prefix_and_a_grown_store_resumes_only_on_the_sa
     train(str(store), str(prefix), train_config(spec.train, steps=2, valid_every=2, max_samples=5), device="cpu",
           progress=False)  # fmt: skip
     assert read_checkpoint(prefix / "last.pt")["train_samples"] == 5
+    # more than the store holds is refused, not cut silently to what there is (issue 22.10)
+    for option, value in (("max_samples", 1000), ("valid_samples", 50)):
+        flag = "--" + option.replace("_", "-")
+        config = train_config(spec.train, steps=2, valid_every=2, **{option: value})
+        with pytest.raises(UserError, match=f"{flag} {value}: split .* holds only (16|4) samples"):
+            train(str(store), str(tmp_path / f"too_many_{option}"), config, device="cpu", progress=False)
+        assert not (tmp_path / f"too_many_{option}").exists()

@@ -201,6 +201,37 @@ def test_open_store_refuses_non_stores(tmp_path):
         open_store(tmp_path / "plain.zarr")
 
 
+@pytest.mark.parametrize("url", [False, True], ids=["local", "file-url"])
+def test_distill_overwrite_replaces_only_a_training_store(tmp_path, tiny_spec, store_copy, url):
+    """``distill --overwrite`` replaces a training store (also one whose root metadata was lost, or an
+    empty group left by a creation cut short) and nothing else: a catalogue or a score-vcf output at
+    the path stays, locally and behind a URL (issue 22.2)."""
+    import shutil
+
+    from pipeline.distill import distill
+
+    def at(path: Path) -> str:
+        return f"file://{path}" if url else str(path)
+
+    def run(path: Path) -> int:
+        return distill(
+            tiny_spec, store_path=at(path), splits=["test"], overwrite=True, device="cpu", progress=False
+        ).computed_units
+
+    for name, attrs in (("cat.zarr", {"format": "multiplexer-catalogue"}), ("s.zarr", {"kind": "score-vcf"})):
+        zarr.open_group(str(tmp_path / name), mode="w").attrs.update(attrs)
+        with pytest.raises(UserError, match=r"another kind .*--overwrite will not replace it"):
+            run(tmp_path / name)
+        assert dict(zarr.open_group(str(tmp_path / name), mode="r").attrs) == attrs
+    assert run(Path(store_copy)) == 2  # a training store: replaced, its test units computed again
+    lost_root = tmp_path / "lost_root.zarr"
+    shutil.copytree(store_copy, lost_root)
+    (lost_root / "zarr.json").unlink()  # its split groups still say what it is
+    assert run(lost_root) == 2
+    zarr.open_group(str(tmp_path / "cut_short.zarr"), mode="w")  # nothing in it yet
+    assert run(tmp_path / "cut_short.zarr") == 2
+
+
 def test_require_complete_names_the_unit(store_copy):
     _group(store_copy, "valid")["complete"][1] = 0
     with pytest.raises(UserError, match="unit 1"):

@@ -54,7 +54,7 @@ from pipeline.core.windows import first_position
 from pipeline.errors import UserError, WriteError
 from pipeline.models.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from pipeline.models.weights import torch_load_safely
-from pipeline.store.format import FORMAT as STORE_FORMAT
+from pipeline.store.store import is_training_store
 
 
 @dataclass
@@ -165,19 +165,6 @@ VARIANT_TSV = table_kind("a variant TSV written by predict or ism", "variant\t")
 IMAGE = OutputKind("an image (.png, .pdf or .svg)", _is_image)
 
 
-def _training_store(folder: Path) -> bool:
-    """A multiplexer store: its root attributes say so, or (a store whose creation was cut short) a
-    split group holds ``targets`` and completion markers."""
-    attrs = _zarr_attributes(folder)
-    if attrs is not None and attrs.get("format") == STORE_FORMAT:
-        return True
-    try:
-        children = [child for child in folder.iterdir() if child.is_dir()]
-    except OSError:
-        return False
-    return any((c / "targets" / "zarr.json").is_file() and (c / "complete" / "zarr.json").is_file() for c in children)
-
-
 def _torch_file(path: Path) -> str | None:
     """``"checkpoint"``, ``"torch"`` (another PyTorch file: weights) or ``None`` (not a PyTorch file)."""
     if not _head(path, 4).startswith((b"PK\x03\x04", b"\x80")):  # torch's zip format, or a legacy pickle
@@ -192,7 +179,7 @@ def _torch_file(path: Path) -> str | None:
 def _protected(path: Path) -> str | None:
     """What ``path`` holds if it is something no command output may replace (else ``None``)."""
     if path.is_dir():
-        if _training_store(path):
+        if is_training_store(path):
             return "holds a multiplexer training store"
         found = [name for name in RUN_FOLDER_FILES if (path / name).exists()]
         return f"is a training run folder (it holds {found[0]})" if found else None

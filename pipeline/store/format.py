@@ -224,6 +224,12 @@ class StoreMeta:
     def from_attrs(cls, attrs: Mapping[str, Any], path: str) -> StoreMeta:
         """Check and read the root attributes of the store at ``path``."""
         if attrs.get("format") != FORMAT:
+            said = [f"{key} {attrs[key]!r}" for key in ("format", "kind") if isinstance(attrs.get(key), str)]
+            if said:  # a catalogue, a score-vcf output, ...: never advise removing it
+                raise UserError(
+                    f"{path!r} is not a multiplexer training store (it holds a Zarr store of another kind: "
+                    f"{', '.join(said)}); choose another store path"
+                )
             raise UserError(
                 f"{path!r} is not a multiplexer store (or its creation was interrupted); "
                 "remove it or rerun distill with --overwrite"

@@ -10,6 +10,7 @@ all its arrays are written, so a crash leaves it unmarked and a rerun redoes it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import shutil
@@ -29,7 +30,7 @@ import zarr
 import zarr.codecs as zc
 from zarr.core.array_spec import ArrayConfigParams
 
-from pipeline.core.files import fsync_folder, fsync_path, is_zarr_folder, process_alive
+from pipeline.core.files import fsync_folder, fsync_path, process_alive
 from pipeline.core.genome import fingerprint_difference
 from pipeline.core.spec import Spec, bitround, differing_keys, spec_from_dict
 from pipeline.errors import StoreMismatchError, StoreNotFoundError, UserError
@@ -37,6 +38,7 @@ from pipeline.store.chunks import BLOCK_UNITS, CHECKED, first_missing_chunk, loc
 from pipeline.store.digests import DIGESTED, Where, marker_row, read_checked, split_markers
 from pipeline.store.format import (
     DIMENSIONS,
+    FORMAT,
     FORMAT_VERSION,
     SplitMeta,
     StoreMeta,
@@ -120,6 +122,7 @@ class Store:
         self._arrays: dict[tuple[str, str], zarr.Array] = {}
         self._complete: dict[str, np.ndarray] = {}
         self._digests: dict[str, np.ndarray | None] = {}
+        self._damaged: dict[str, set[int]] = {}
         self.lease: Path | None = None
         """This process's writer lease (:func:`writer_lease`), renewed by every unit written."""
 
@@ -195,11 +198,19 @@ class Store:
             self._load_markers(split)
             return self._digests[split]
 
+    def damaged_markers(self, split: str) -> list[int]:
+        """The units of ``split`` whose completion marker cannot be read (a damaged chunk, or one cut short
+        by a kill while it was written): they count as incomplete, and ``distill`` recomputes them."""
+        with self._lock:
+            self._load_markers(split)
+            return sorted(self._damaged[split])
+
     def _load_markers(self, split: str) -> None:
         if split not in self._complete:
             meta = self.split_meta(split)
-            rows = _read_markers(self.array(split, "complete"))
+            rows, damaged = read_markers(self.array(split, "complete"))
             self._complete[split], self._digests[split] = split_markers(rows, meta.n_samples, meta.unit_samples)
+            self._damaged[split] = set(damaged)
 
     def sample_name(self, split: str) -> Where:
         """How messages name a sample of ``split``: ``"store X: split S unit U sample K"``."""
@@ -218,6 +229,7 @@ class Store:
         with self._lock:
             self._complete.clear()
             self._digests.clear()
+            self._damaged.clear()
 
     def reload(self) -> None:
         """Read the attributes again and forget every cache (after the store grew)."""
@@ -228,6 +240,7 @@ class Store:
             self._arrays.clear()
             self._complete.clear()
             self._digests.clear()
+            self._damaged.clear()
 
     def split_info(self, split: str) -> SplitInfo:
         """Samples, unit size, units and complete units of a split."""
@@ -309,6 +322,7 @@ class Store:
         with self._lock:
             if split in self._complete:
                 self._complete[split][unit] = True
+                self._damaged[split].discard(unit)
         if self.lease is not None:
             with contextlib.suppress(OSError):  # a lease is a courtesy to --overwrite, never a failure
                 self.lease.touch()
@@ -323,6 +337,13 @@ class Store:
         info = self.split_info(split)
         if info.n_complete < info.n_units:
             first = int(np.flatnonzero(~self.complete_units(split))[0])
+            if first in self.damaged_markers(split):
+                key = "/".join([split, "complete", "c", str(first)] + ["0"] * (self.array(split, "complete").ndim - 1))
+                raise UserError(
+                    f"store {self.path!r}: split {split!r} unit {first}: its completion marker cannot be read "
+                    f"({key} is damaged); rerun `multiplexer distill` to recompute the unit (`multiplexer store "
+                    "verify` lists every damaged unit)"
+                )
             raise UserError(
                 f"store {self.path!r}: split {split!r} has {info.n_units - info.n_complete} of "
                 f"{info.n_units} write units incomplete (first: unit {first}); rerun `multiplexer distill`"
@@ -351,25 +372,26 @@ def _sync_written(writes: list[tuple[zarr.Array, slice, np.ndarray]]) -> None:
         fsync_path(files[0])
 
 
-def _read_markers(array: zarr.Array) -> np.ndarray:
-    """The completion markers' rows, read :data:`~pipeline.store.chunks.BLOCK_UNITS` at a time (so the
-    memory zarr needs for a read stays bounded whatever the number of units)."""
-    out = np.zeros(array.shape, dtype=array.dtype)
+def read_markers(array: zarr.Array, first: int = 0, stop: int | None = None) -> tuple[np.ndarray, list[int]]:
+    """The completion markers' rows of units ``first .. stop - 1``, read
+    :data:`~pipeline.store.chunks.BLOCK_UNITS` at a time (so the memory zarr needs for a read stays
+    bounded whatever the number of units), and the units whose marker cannot be read (a damaged chunk,
+    or one cut short by a kill while written): their rows are zeros, so they count as incomplete."""
+    stop = array.shape[0] if stop is None else stop
+    out = np.zeros((stop - first, *array.shape[1:]), dtype=array.dtype)
+    damaged: list[int] = []
     with bulk_reads():
-        for start in range(0, array.shape[0], BLOCK_UNITS):
+        for start in range(first, stop, BLOCK_UNITS):
+            end = min(start + BLOCK_UNITS, stop)
             try:
-                out[start : start + BLOCK_UNITS] = np.asarray(array[start : start + BLOCK_UNITS])
-            except Exception:  # noqa: BLE001 - a marker damaged (a kill while writing it): that unit is not complete
-                for u in range(start, min(start + BLOCK_UNITS, array.shape[0])):
-                    out[u] = _marker_or_zero(array, u)
-    return out
-
-
-def _marker_or_zero(array: zarr.Array, unit: int) -> np.ndarray:
-    try:
-        return np.asarray(array[unit])
-    except Exception:  # noqa: BLE001 - unreadable: not complete, so distill redoes the unit
-        return np.zeros(array.shape[1:], dtype=array.dtype)
+                out[start - first : end - first] = np.asarray(array[start:end])
+            except Exception:  # noqa: BLE001 - a marker damaged: read the block's markers one by one
+                for u in range(start, end):
+                    try:
+                        out[u - first] = np.asarray(array[u])
+                    except Exception:  # noqa: BLE001 - zarr raises several types for an undecodable chunk
+                        damaged.append(u)
+    return out, damaged
 
 
 def _blocks(array: zarr.Array, start: int, stop: int) -> list[tuple[int, int]]:
@@ -399,11 +421,8 @@ def _write_settled(writes: list[tuple[zarr.Array, slice, np.ndarray]]) -> None:
 def store_exists(path: str) -> bool:
     """Whether something (a store, or anything else) is at ``path``."""
     if is_url(path):
-        try:
-            open_group(path, mode="r")
-            return True
-        except Exception:  # noqa: BLE001 - any failure to open means there is no store to reuse
-            return False
+        fs, root = fsspec.core.url_to_fs(path)
+        return bool(fs.exists(root))
     return Path(path).exists()
 
 
@@ -490,16 +509,29 @@ def _check_spec_content(store: Store, spec: Spec) -> None:
             )
 
 
+PREFIX_OPTIONS = {"train": "--max-samples", "valid": "--valid-samples"}
+"""The ``train`` option that reads a prefix of a split (the other splits are read whole)."""
+
+
+def _fewer_hint(name: str, samples: int) -> str:
+    """How to use fewer samples of split ``name`` than its store holds, without shrinking the store."""
+    option = PREFIX_OPTIONS.get(name)
+    if option is not None:
+        return f"and train on fewer with `train {option} {samples}`"
+    return f"(split {name!r} is read whole), or distill the smaller spec into a new store"
+
+
 def growth(store: Store, spec: Spec) -> dict[str, tuple[int, int]]:
     """``{split: (stored samples, spec samples)}`` for every split the spec asks to grow or add (stored
-    0); a spec asking fewer samples than stored is refused (train on a prefix with ``--max-samples``)."""
+    0); a spec asking fewer samples than stored is refused (``train`` reads a prefix of the train split
+    with ``--max-samples``, of the valid split with ``--valid-samples``)."""
     out = {}
     for name, split in spec.splits.items():
         have = int(store.split_meta(name).n_samples) if name in store.splits else 0
         if split.samples < have:
             raise UserError(
                 f"store {store.path!r} holds {have} samples of split {name!r}, the spec asks {split.samples}; stores "
-                f"only grow: keep the spec at {have} and train on fewer with `train --max-samples {split.samples}`"
+                f"only grow: keep the spec at {have} {_fewer_hint(name, split.samples)}"
             )
         if split.samples > have:
             out[name] = (have, split.samples)
@@ -513,14 +545,20 @@ def grow_store(store: Store, spec: Spec) -> dict[str, tuple[int, int]]:
     marked incomplete (its new samples are computed with it); new splits are created empty. Existing
     windows are kept: window ``i`` does not depend on the sample count. The root ``spec`` becomes the
     new spec and a ``history`` entry is added. Returns what grew (:func:`growth`).
+
+    Crash-consistent: each step can be repeated, and the split groups are finished before the root
+    attributes record them. A growth cut short anywhere is finished by the next reopening: a split
+    resized but not yet recorded at the root, or a new split group whose arrays or attributes are
+    partly written (it is not recorded at the root, so no unit of it was ever written), is completed
+    and then recorded (:func:`_recorded_behind`).
     """
     changes = growth(store, spec)
-    if not changes:
+    if not changes and not _recorded_behind(store, spec):
         return changes
     for name, (have, want) in changes.items():
         if have == 0:
             split = spec.splits[name]
-            _build_split(store.group.create_group(name), spec, want, split.chroms, store.n_targets)
+            _build_split(store.group.require_group(name), spec, want, split.chroms, store.n_targets)
             continue
         _resize_split(store, name, have, want)
     history: list[Any] = [dict(h) for h in store.meta.history]
@@ -530,6 +568,13 @@ def grow_store(store: Store, spec: Spec) -> dict[str, tuple[int, int]]:
     store.group.attrs.update({"spec": spec.to_dict(), "history": history})
     store.reload()
     return changes
+
+
+def _recorded_behind(store: Store, spec: Spec) -> bool:
+    """Whether the root attributes record other sample counts or splits than ``spec`` asks while the
+    split groups already hold them: a growth cut short after its resizes, before its root update."""
+    recorded = {name: int(split.get("samples", -1)) for name, split in store.meta.spec.get("splits", {}).items()}
+    return recorded != {name: split.samples for name, split in spec.splits.items()}
 
 
 def _resize_split(store: Store, name: str, have: int, want: int) -> None:
@@ -733,12 +778,17 @@ def _build(path: str, spec: Spec, n_targets: int, attrs: dict[str, Any]) -> None
 
 
 def _build_split(g: zarr.Group, spec: Spec, n: int, chroms: tuple[str, ...], n_targets: int) -> None:
+    """Create a split's empty arrays, then its attributes (so a split group with attributes has all its
+    arrays). Arrays already there (left by a growth cut short, or made by a process growing the store
+    at the same time) are kept, resized to this split's sample count along the sample axis."""
     L, F, st = spec.seq_len, n_targets, spec.storage
     U = st.unit_samples
     units = n_units(n, U)
-    g.attrs.update(
-        {"n_samples": n, "unit_samples": U, "chunk_samples": st.chunk_samples, "n_units": units, "chroms": list(chroms)}
-    )
+    have = {name for name, _ in g.arrays()}
+    for name in have:
+        array = g[name]
+        if isinstance(array, zarr.Array) and name in DIMENSIONS:
+            array.resize((units if name == "complete" else n, *array.shape[1:]))
     # every written chunk exists (see Store.write_unit), so a missing one means lost data
     cfg: ArrayConfigParams = {"write_empty_chunks": True}
     small = compressors(zc.ZstdCodec(level=3), st)
@@ -747,6 +797,8 @@ def _build_split(g: zarr.Group, spec: Spec, n: int, chroms: tuple[str, ...], n_t
         ("ref_pred", (n, F), "float32", 0.0),
         ("center", (n,), "int64", 0),
     ):
+        if name in have:
+            continue
         chunks = (U, *shape[1:])
         g.create_array(
             name,
@@ -758,9 +810,38 @@ def _build_split(g: zarr.Group, spec: Spec, n: int, chroms: tuple[str, ...], n_t
             dimension_names=DIMENSIONS[name],
             config=cfg,
         )
-    g.create_array(
-        "chrom", shape=(n,), chunks=(U,), dtype=str, compressors=small, config=cfg, dimension_names=DIMENSIONS["chrom"]
+    if "chrom" not in have:
+        g.create_array(
+            "chrom",
+            shape=(n,),
+            chunks=(U,),
+            dtype=str,
+            compressors=small,
+            config=cfg,
+            dimension_names=DIMENSIONS["chrom"],
+        )
+    if "targets" not in have:
+        _build_targets(g, (n, F, L), st, cfg)
+    width = marker_width(st)
+    if "complete" not in have:
+        g.create_array(
+            "complete",
+            shape=(units, width),
+            chunks=(1, width),
+            dtype="uint32",
+            fill_value=0,
+            compressors=compressors(None, st),
+            config=cfg,
+            dimension_names=DIMENSIONS["complete"],
+        )
+    g.attrs.update(
+        {"n_samples": n, "unit_samples": U, "chunk_samples": st.chunk_samples, "n_units": units, "chroms": list(chroms)}
     )
+
+
+def _build_targets(g: zarr.Group, shape: tuple[int, int, int], st: Any, cfg: ArrayConfigParams) -> None:
+    n, F, L = shape
+    U = st.unit_samples
     g.create_array(
         "targets",
         shape=(n, F, 4, L),
@@ -772,30 +853,82 @@ def _build_split(g: zarr.Group, spec: Spec, n: int, chroms: tuple[str, ...], n_t
         config=cfg,
         dimension_names=DIMENSIONS["targets"],
     )
-    width = marker_width(st)
-    g.create_array(
-        "complete",
-        shape=(units, width),
-        chunks=(1, width),
-        dtype="uint32",
-        fill_value=0,
-        compressors=compressors(None, st),
-        config=cfg,
-        dimension_names=DIMENSIONS["complete"],
+
+
+def _root_attributes(path: str) -> dict[str, Any] | None:
+    """The root attributes of the Zarr group at ``path``, a local folder or a URL (``None``: not a
+    readable Zarr v3 group)."""
+    fs, root = fsspec.core.url_to_fs(path)
+    try:
+        meta = json.loads(fs.cat_file(f"{root.rstrip('/')}/zarr.json"))
+    except (OSError, ValueError):
+        return None
+    attrs = meta.get("attributes", {}) if isinstance(meta, dict) and meta.get("node_type") == "group" else None
+    return attrs if isinstance(attrs, dict) else None
+
+
+def _child_folders(path: str) -> list[str]:
+    """The folders (prefixes) directly inside ``path``, a local folder or a URL (full paths)."""
+    fs, root = fsspec.core.url_to_fs(path)
+    try:
+        return [entry["name"] for entry in fs.ls(root, detail=True) if entry.get("type") == "directory"]
+    except OSError:
+        return []
+
+
+def is_training_store(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` (a local folder or a URL) holds a multiplexer training store: its root attributes
+    say so, or (a store whose creation was cut short before its root attributes, or whose root metadata
+    was lost) a split group holds ``targets`` and completion markers. The one rule for what ``distill
+    --overwrite`` may replace and what no other command's ``--overwrite`` may."""
+    path = str(path)
+    attrs = _root_attributes(path)
+    if attrs:
+        return attrs.get("format") == FORMAT
+    fs, _ = fsspec.core.url_to_fs(path)
+    return any(
+        fs.exists(f"{child}/targets/zarr.json") and fs.exists(f"{child}/complete/zarr.json")
+        for child in _child_folders(path)
     )
 
 
+def _other_kind(path: str) -> str | None:
+    """What ``distill --overwrite`` will not replace at ``path`` (``None``: a training store, or an empty
+    Zarr group that a creation cut short before anything was in it)."""
+    if is_training_store(path):
+        return None
+    attrs = _root_attributes(path)
+    if attrs is None:
+        return "is not a Zarr store" if is_url(path) else "is a folder but not a Zarr store"
+    if not attrs and not _child_folders(path):
+        return None
+    said = [f"{key} {attrs[key]!r}" for key in ("format", "kind") if isinstance(attrs.get(key), str)]
+    return "holds a Zarr store of another kind" + (f" ({', '.join(said)})" if said else "")
+
+
 def remove_store(path: str) -> None:
-    """Delete the store at ``path`` (``--overwrite``); a folder that is not a Zarr store is refused."""
+    """Delete the training store at ``path`` (``distill --overwrite``).
+
+    Raises
+    ------
+    UserError
+        ``path`` is a file, a folder that is not a Zarr store, or a Zarr store of another kind (a
+        catalogue, a ``score-vcf`` output, someone else's data): ``--overwrite`` replaces only a
+        training store (:func:`is_training_store`), like every command replaces only its own kind.
+    """
+    if not is_url(path) and Path(path).is_file():
+        raise UserError(f"store path {path!r} is a file, not a Zarr store")
+    other = _other_kind(path)
+    if other is not None:
+        raise UserError(
+            f"store path {path!r} {other}; --overwrite will not replace it (it replaces only a multiplexer "
+            "training store)"
+        )
     if is_url(path):
         fs, root = fsspec.core.url_to_fs(path)
         fs.rm(root, recursive=True)
         return
     p = Path(path)
-    if p.is_file():
-        raise UserError(f"store path {path!r} is a file, not a Zarr store")
-    if not is_zarr_folder(p):
-        raise UserError(f"refusing to remove {path!r}: it is a folder but not a Zarr store")
     busy = active_writers(p)
     if busy:
         raise UserError(

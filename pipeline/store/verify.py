@@ -18,12 +18,15 @@ from pipeline.errors import UserError
 from pipeline.store.chunks import BLOCK_UNITS, CHECKED, first_missing_chunk, stored_bytes
 from pipeline.store.digests import DIGESTED, first_mismatch, split_markers, unreadable
 from pipeline.store.format import SplitMeta, group_array, int_attr
-from pipeline.store.store import Store, active_writers, bulk_reads, is_url, open_store
+from pipeline.store.store import Store, active_writers, bulk_reads, is_url, open_store, read_markers
 
 VERIFY_BATCH_BYTES = 64_000_000
 """Target bytes (raw) read at once by ``verify``: whole units, as many as fit, so a store of many small
 units is read in few large requests and memory stays bounded for large units."""
 
+
+DAMAGED_MARKER = "its completion marker cannot be read (a damaged chunk)"
+"""How ``verify`` names a unit whose marker is damaged; ``--unmark-damaged`` clears such a marker."""
 
 VERIFY_WORKERS = 8
 """Most processes ``verify`` reads a local store's data with (zarr spends ~0.2 ms of one core per chunk)."""
@@ -191,15 +194,22 @@ def _check_shapes(store: Store, split: str) -> str | None:
 
 
 def _check_complete(store: Store, split: str, readers: _Readers) -> tuple[str | None, np.ndarray | None]:
-    """The first incomplete unit (the markers read by the workers when there are several ranges), and
-    the samples' digests read with the markers."""
+    """The first unit whose completion marker cannot be read, else the first incomplete unit (the
+    markers read by the workers when there are several ranges), and the samples' digests read with the
+    markers."""
     meta = store.split_meta(split)
     ranges = readers.ranges(meta.n_units, BLOCK_UNITS)
     if readers.pool is not None and len(ranges) > 1:
-        parts = readers.pool.map(_read_markers_range, [(store.path, split, r) for r in ranges])
-        complete, digests = split_markers(np.concatenate(list(parts)), meta.n_samples, meta.unit_samples)
+        parts = list(readers.pool.map(_read_markers_range, [(store.path, split, r) for r in ranges]))
+        rows = np.concatenate([part for part, _ in parts])
+        damaged = [u for _, units in parts for u in units]
+        complete, digests = split_markers(rows, meta.n_samples, meta.unit_samples)
     else:
         complete, digests = store.complete_units(split), store.digests(split)
+        damaged = store.damaged_markers(split)
+    if damaged:
+        more = f" ({len(damaged)} damaged markers)" if len(damaged) > 1 else ""
+        return f"unit {damaged[0]}: {DAMAGED_MARKER}{more}", digests
     if complete.all():
         return None, digests
     first, missing = int(np.flatnonzero(~complete)[0]), int((~complete).sum())
@@ -244,11 +254,11 @@ def _data_arrays(store: Store, split: str) -> dict[str, zarr.Array]:
     return {name: store.array(split, name) for name in DIGESTED}
 
 
-def _read_markers_range(job: tuple[str, str, tuple[int, int]]) -> np.ndarray:
-    """The completion markers' rows of units ``job[2][0] .. job[2][1] - 1``, in a worker process."""
+def _read_markers_range(job: tuple[str, str, tuple[int, int]]) -> tuple[np.ndarray, list[int]]:
+    """The completion markers' rows of units ``job[2][0] .. job[2][1] - 1``, and those of them whose
+    marker cannot be read, in a worker process."""
     path, split, (first, stop) = job
-    with bulk_reads():
-        return np.asarray(open_store(path).array(split, "complete")[first:stop])
+    return read_markers(open_store(path).array(split, "complete"), first, stop)
 
 
 def _check_path_batch(job: tuple[str, str, tuple[int, int], np.ndarray | None]) -> str | None:
@@ -317,13 +327,14 @@ def _check_unit(X: np.ndarray, y: np.ndarray, ref_pred: np.ndarray, center: np.n
 
 
 def damaged_units(store: Store, split: str, *, progress: bool = False) -> list[tuple[int, str]]:
-    """Every complete unit of ``split`` with a missing, unreadable or mismatching chunk, or data that
-    break a convention: ``(unit, problem)`` pairs (one unit at a time, in this process)."""
+    """Every unit of ``split`` whose completion marker cannot be read, and every complete unit with a
+    missing, unreadable or mismatching chunk, or data that break a convention: ``(unit, problem)``
+    pairs (one unit at a time, in this process)."""
     meta = store.split_meta(split)
     complete, digests = store.complete_units(split), store.digests(split)
     checked = {name: store.array(split, name) for name in CHECKED}
     arrays = _data_arrays(store, split)
-    out = []
+    out = [(u, DAMAGED_MARKER) for u in store.damaged_markers(split)]
     for u in tqdm(np.flatnonzero(complete).tolist(), desc=f"check {split}", disable=not progress, unit="unit"):
         start, stop = meta.unit_range(u)
         missing = first_missing_chunk(checked, [(u, start, stop)])
@@ -351,7 +362,7 @@ def unmark_damaged(store: Store, *, progress: bool = False) -> dict[str, list[in
         raise UserError(f"store {store.path!r} is being written by {busy[0]}; stop it before repairing the store")
     out = {}
     for split in store.splits:
-        units = [u for u, _ in damaged_units(store, split, progress=progress)]
+        units = sorted(u for u, _ in damaged_units(store, split, progress=progress))
         markers = store.array(split, "complete")
         for u in units:
             markers[u] = np.zeros(markers.shape[1:], dtype=markers.dtype)
