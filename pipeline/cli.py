@@ -19,8 +19,10 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from pipeline import __version__
+from pipeline.core.intervals import VCF_QUERY_MAX, check_region
 from pipeline.core.spec import ISM_BATCH_SIZE, TRAIN_RULES, TrainSpec, option_flag
-from pipeline.errors import SpecError, UserError
+from pipeline.core.yamlio import json_object
+from pipeline.errors import UserError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -30,6 +32,25 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _fail(message: str, code: int) -> NoReturn:
     click.echo(f"error: {' '.join(str(message).split())}", err=True)
     sys.exit(code)
+
+
+OUT_OF_MEMORY = "out of memory; use smaller batches (--batch-size)"
+
+TORCH_CPU_OOM = "DefaultCPUAllocator: can't allocate memory"
+"""What torch's CPU allocator says when an allocation fails: it raises a plain ``RuntimeError``."""
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says memory ran out: Python's ``MemoryError``, torch's ``OutOfMemoryError`` (which
+    ``torch.cuda.OutOfMemoryError`` is), or the ``RuntimeError`` of torch's CPU allocator. torch is looked
+    up only if it was imported (an exception cannot come from it otherwise)."""
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if isinstance(oom, type) and isinstance(exc, oom):
+        return True
+    return isinstance(exc, RuntimeError) and TORCH_CPU_OOM in str(exc)
 
 
 class _Cli(click.Group):
@@ -59,7 +80,7 @@ class _Cli(click.Group):
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except MemoryError:
-            _fail("out of memory; use smaller batches (--batch-size)", EXIT_ERROR)
+            _fail(OUT_OF_MEMORY, EXIT_ERROR)
         except OSError as exc:
             if os.environ.get("MULTIPLEXER_DEBUG"):
                 raise
@@ -68,6 +89,8 @@ class _Cli(click.Group):
         except Exception as exc:  # a bug, not a bad input: still one line, with a way to see more
             if os.environ.get("MULTIPLEXER_DEBUG"):
                 raise
+            if out_of_memory(exc):
+                _fail(OUT_OF_MEMORY, EXIT_ERROR)
             _fail(f"internal error: {type(exc).__name__}: {exc} (set MULTIPLEXER_DEBUG=1 for a traceback)", EXIT_ERROR)
         code = rv if isinstance(rv, int) else 0
         if standalone_mode:
@@ -83,13 +106,7 @@ def _json_object(flag: str, text: str | None) -> dict[str, Any] | None:
     """A JSON object given on the command line (``None`` when the option was not given)."""
     if text is None:
         return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SpecError(f"{flag} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise SpecError(f"{flag} must be a JSON object")
-    return value
+    return json_object(text, flag)
 
 
 def _options(*options: Callable[[F], F]) -> Callable[[F], F]:
@@ -574,6 +591,8 @@ def score_vcf(
         return
     if checkpoint is None or vcf is None:
         raise UserError("score-vcf needs --checkpoint and --vcf (or --merge to join the parts of a sharded run)")
+    if options["region"] is not None:
+        check_region(options["region"], "--region", VCF_QUERY_MAX)  # pysam overflows past 32 bits
     click.echo(run(checkpoint, vcf, out, progress=_progress(ctx), **options).line())
 
 

@@ -42,6 +42,7 @@ from helpers import (
     assert_one_line_error,
     invoke,
     make_read_only,
+    ok,
     rewrite_checkpoint,
     snapshot,
 )
@@ -702,6 +703,30 @@ def _(c: Ctx) -> list[Any]:
     return ["distill", c.spec(seed=7, store=c.store), "--device", "cpu"]
 
 
+# --overwrite replaces only a training store (issue 22.2): a catalogue or a score-vcf Zarr output at
+# --store is refused, like every other command refuses other kinds of output
+@case("distill: --overwrite onto a catalogue", "distill", "cat.zarr", "another kind", "multiplexer-catalogue",
+      "--overwrite will not replace it")  # fmt: skip
+def _(c: Ctx) -> list[Any]:
+    out = c.tmp / "cat.zarr"
+    ok("catalogue", "--checkpoint", c.ckpt, "--out", out, "--region", "chr7:3001-3040", "--device", "cpu")
+    return ["distill", c.spec(), "--store", out, "--overwrite", "--device", "cpu"]
+
+
+@case("distill: --overwrite onto a score-vcf Zarr output", "distill", "s.zarr", "another kind", "score-vcf",
+      "--overwrite will not replace it")  # fmt: skip
+def _(c: Ctx) -> list[Any]:
+    out = c.tmp / "s.zarr"
+    ok("score-vcf", "--checkpoint", c.ckpt, "--vcf", c.assets["one.vcf"], "--out", out, "--device", "cpu")
+    return ["distill", c.spec(), "--store", out, "--overwrite", "--device", "cpu"]
+
+
+@case("distill: --overwrite onto someone else's Zarr group", "distill", "not_ours.zarr", "another kind",
+      "--overwrite will not replace it")  # fmt: skip
+def _(c: Ctx) -> list[Any]:
+    return ["distill", c.spec(), "--store", c.assets["not_ours.zarr"], "--overwrite", "--device", "cpu"]
+
+
 @case("train: store from another spec", "train", "different spec", "seed")
 def _(c: Ctx) -> list[Any]:
     return ["train", c.spec(seed=7, store=c.store), "--run-dir", c.tmp / "run", "--device", "cpu"]
@@ -1033,6 +1058,107 @@ def _(c: Ctx) -> list[Any]:
 def _(c: Ctx) -> list[Any]:
     return ["train", c.store, "--run-dir", c.tmp / "run", "--steps", "2", "--arch-kwargs", '{"width2": 1000000}',
             "--device", "cpu"]  # fmt: skip
+
+
+# --- smaller problems of issue 22.10 and the internal errors of issue 27.2 ---
+@case("train: --max-samples beyond the store", "train", "--max-samples 1000", "split 'train'", "holds only 10")
+def _(c: Ctx) -> list[Any]:
+    return ["train", c.store, "--run-dir", c.tmp / "run", "--max-samples", "1000", "--device", "cpu"]
+
+
+@case("train: --valid-samples beyond the store", "train", "--valid-samples 50", "split 'valid'", "holds only 6")
+def _(c: Ctx) -> list[Any]:
+    return ["train", c.store, "--run-dir", c.tmp / "run", "--valid-samples", "50", "--device", "cpu"]
+
+
+@case("train: --arch-kwargs with a key given twice", "train", "--arch-kwargs", "'width1'", "given twice")
+def _(c: Ctx) -> list[Any]:
+    return ["train", c.store, "--run-dir", c.tmp / "run", "--arch-kwargs", '{"width1": 4, "width1": 8}',
+            "--device", "cpu"]  # fmt: skip
+
+
+@case("ism: --base-kwargs with a key given twice", "ism", "--base-kwargs", "'channels'", "given twice")
+def _(c: Ctx) -> list[Any]:
+    kwargs = DEMO_KWARGS_JSON[:-1] + ', "channels": 4}'
+    return ["ism", "--base", "demo", "--base-kwargs", kwargs, "--region", "chr7:3000", "--genome", c.genome,
+            "--out", c.tmp / "x.npz"]  # fmt: skip
+
+
+@case("distill: spec with a leading-zero integer (YAML 1.1 octal)", "distill", "'seq_len'", "0120", "octal", "80")
+def _(c: Ctx) -> list[Any]:
+    spec = c.spec()
+    spec.write_text(spec.read_text().replace("seq_len: 80", "seq_len: 0120"))  # octal 0120 is 80: it would run
+    return ["distill", spec, "--device", "cpu"]
+
+
+@case("train: spec with a base-60 integer", "train", "'steps'", "1:20", "base 60")
+def _(c: Ctx) -> list[Any]:
+    spec = c.spec()
+    spec.write_text(spec.read_text().replace("steps: 4", "steps: 1:20"))
+    return ["train", spec, "--run-dir", c.tmp / "run", "--device", "cpu"]
+
+
+@case("store verify: damaged completion marker", "store verify", "train: unit 1", "completion marker")
+def _(c: Ctx) -> list[Any]:
+    store = c.tmp / "s.zarr"
+    shutil.copytree(c.store, store)
+    marker = store / "train/complete/c/1/0"
+    marker.write_bytes(marker.read_bytes()[:-1] + bytes([marker.read_bytes()[-1] ^ 0x5A]))
+    return ["store", "verify", store]
+
+
+@case("train: store with a damaged completion marker", "train", "'train' unit 1", "completion marker",
+      "train/complete/c/1/0")  # fmt: skip
+def _(c: Ctx) -> list[Any]:
+    store = c.tmp / "s.zarr"
+    shutil.copytree(c.store, store)
+    marker = store / "train/complete/c/1/0"
+    marker.write_bytes(marker.read_bytes()[:-1] + bytes([marker.read_bytes()[-1] ^ 0x5A]))
+    return ["train", store, "--run-dir", c.tmp / "run", "--steps", "2", "--device", "cpu"]
+
+
+@case("train: --resume with a metrics.csv of random bytes", "train", "metrics.csv", "damaged", "not UTF-8",
+      "move it aside")  # fmt: skip
+def _(c: Ctx) -> list[Any]:
+    run = _run_copy(c)
+    (run / "metrics.csv").write_bytes(np.random.default_rng(0).integers(128, 256, 500, dtype=np.uint8).tobytes())
+    return ["train", c.spec(store=c.store), "--run-dir", run, "--resume", "--steps", "6", "--device", "cpu"]
+
+
+def _indexed_vcf(c: Ctx) -> Path:
+    import pysam
+
+    path = c.tmp / "v.vcf"
+    path.write_text("##fileformat=VCFv4.2\n##contig=<ID=chr7,length=7956>\n"
+                    "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\nchr7\t3000\t.\tA\tG\t.\t.\t.\n")  # fmt: skip
+    pysam.tabix_compress(str(path), str(path) + ".gz")
+    pysam.tabix_index(str(path) + ".gz", preset="vcf")
+    return Path(str(path) + ".gz")
+
+
+@case("score-vcf: --region position past 64 bits", "score-vcf", "--region", "99999999999999999999", "out of range")
+def _(c: Ctx) -> list[Any]:
+    return ["score-vcf", "--checkpoint", c.ckpt, "--vcf", _indexed_vcf(c), "--out", c.tmp / "s.tsv",
+            "--region", "chr7:1-99999999999999999999"]  # fmt: skip
+
+
+@case("lookup: --region position past 64 bits", "lookup", "--region", "99999999999999999999", "out of range")
+def _(c: Ctx) -> list[Any]:
+    out = c.tmp / "cat.zarr"
+    ok("catalogue", "--checkpoint", c.ckpt, "--out", out, "--region", "chr7:3001-3040", "--device", "cpu")
+    return ["lookup", out, "--region", "chr7:1-99999999999999999999", "--out", c.tmp / "l.tsv"]
+
+
+@case("predict: CUDA out of memory", "predict", "out of memory", "smaller batches", "--batch-size")
+def _(c: Ctx) -> list[Any]:
+    import pipeline.apply.predict as predict
+
+    def full(*args: Any, **kwargs: Any) -> Any:  # what torch raises when the GPU's memory is exhausted
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+    c.mp.setattr(predict, "multiplexer_effects", full)
+    return ["predict", "--checkpoint", c.ckpt, "--region", "chr7:3000", "--out", c.tmp / "x.zarr",
+            "--batch-size", "1000000"]  # fmt: skip
 
 
 # --- plot ----------------------------------------------------------------------------------------

@@ -58,6 +58,39 @@ def test_a_duplicate_key_in_a_spec_names_the_key_and_both_lines(tmp_path, spec_d
         load_spec(write_yaml(tmp_path / "dup2.yaml", nested))
 
 
+@pytest.mark.parametrize(
+    ("written", "fragments"),
+    [
+        ("seq_len: 0310", ("key 'seq_len'", "'0310'", "octal (200)")),
+        ("seq_len: +0120", ("key 'seq_len'", "'+0120'", "octal (80)")),
+        ("seq_len: 1:30", ("key 'seq_len'", "'1:30'", "base 60 (90)")),
+        ("seq_len: 80\n  dilations: [2, 02, 2]", ("'02'", "octal")),
+    ],
+)
+def test_integers_yaml_1_1_reads_in_another_base_are_refused(tmp_path, spec_dict, written, fragments):
+    """Issue 22.10: ``seq_len: 0310`` was read as the octal 200 (YAML 1.1), silently; it and base-60
+    integers (``1:30`` is 90) are refused naming the key, the text and the value YAML 1.1 gives it."""
+    text = yaml.safe_dump(spec_dict(), sort_keys=False)
+    if "dilations" in written:
+        text = text.replace("    - 2\n" * 5, "").replace("    dilations:\n", "    dilations: [2, 02, 2]\n")
+        assert "[2, 02, 2]" in text
+    else:
+        text = text.replace("seq_len: 80", written)
+    with pytest.raises(SpecError) as refused:
+        load_spec(write_yaml(tmp_path / "octal.yaml", text))
+    assert "octal.yaml" in str(refused.value) and "on line" in str(refused.value)
+    for fragment in fragments:
+        assert fragment in str(refused.value), (fragment, str(refused.value))
+
+
+def test_zero_hex_and_underscored_integers_are_read(tmp_path, spec_dict):
+    text = yaml.safe_dump(spec_dict(), sort_keys=False)
+    assert "seed: 0\n" in text and load_spec(write_yaml(tmp_path / "zero.yaml", text)).seed == 0
+    spec = load_spec(write_yaml(tmp_path / "hex.yaml", text.replace("seq_len: 80", "seq_len: 0x50")))
+    assert spec.seq_len == 80
+    assert load_spec(write_yaml(tmp_path / "under.yaml", text.replace("seed: 0", "seed: 1_000"))).seed == 1000
+
+
 def test_a_yaml_alias_bomb_is_refused_before_it_grows(tmp_path, spec_dict):
     """Nested aliases in base.kwargs that would expand to 9**9 nodes: refused from the node count."""
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
@@ -336,6 +369,29 @@ def test_unmark_damaged_then_distill_repairs_the_store(store_copy, tiny_spec, ti
     assert ok("store", "verify", store_copy, "--unmark-damaged").stdout.endswith("no damaged unit\n")
 
 
+def test_a_damaged_marker_is_a_damaged_unit(store_copy, tiny_spec, tiny_store, assert_same_store, tmp_path):
+    """Issue 27.2: a flipped byte in a completion marker's chunk was ``ValueError: Stored and computed
+    checksum do not match`` in verify, and ``--unmark-damaged`` found "no damaged unit". verify names
+    the unit (in one process and with workers), train refuses it in one line naming the chunk,
+    ``--unmark-damaged`` clears the marker, and distill recomputes the unit."""
+    from pipeline.distill import distill
+    from pipeline.store import open_store, verify_store
+
+    flip_a_byte(Path(store_copy) / "train/complete/c/1/0")
+    line = assert_one_line_error(invoke("store", "verify", store_copy), "train: unit 1", "completion marker")
+    assert "cannot be read" in line
+    for workers in (1, 2):
+        problems = verify_store(open_store(store_copy), workers=workers)
+        assert problems == ["train: unit 1: its completion marker cannot be read (a damaged chunk)"], workers
+    result = invoke("train", store_copy, "--run-dir", tmp_path / "run", "--device", "cpu", "--steps", "2")
+    assert_one_line_error(result, "split 'train' unit 1", "completion marker", "train/complete/c/1/0", "distill")
+    assert not (tmp_path / "run").exists()
+    assert "train: 1" in ok("store", "verify", store_copy, "--unmark-damaged").stdout
+    assert distill(tiny_spec, store_path=store_copy, device="cpu", progress=False).computed_units == 1
+    assert_same_store(store_copy, tiny_store)
+    ok("store", "verify", store_copy)
+
+
 def test_a_store_whose_parent_folder_is_read_only_is_still_written(store_copy, tiny_spec, monkeypatch):
     """The writer lease lives beside the store; where that folder cannot be written, distill writes the
     store without one instead of failing."""
@@ -355,3 +411,52 @@ def test_a_store_whose_parent_folder_is_read_only_is_still_written(store_copy, t
     monkeypatch.setattr(os, "mkdir", mkdir)
     assert distill(tiny_spec, store_path=store_copy, device="cpu", progress=False).computed_units == 1
     assert not leases.exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# a growth cut short (issue 22.10)
+# ------------------------------------------------------------------------------------------------
+
+
+class KilledError(Exception):
+    """Stands for a kill at the patched point."""
+
+
+def _killed(*args: object, **kwargs: object) -> None:
+    raise KilledError
+
+
+@pytest.mark.parametrize(
+    ("seam", "add_test"),
+    [("history_entry", False), ("history_entry", True), ("marker_width", True)],
+    ids=["before-root-update", "before-root-update-new-split", "inside-new-split"],
+)
+def test_a_growth_cut_short_is_finished_by_the_next_run(
+    tmp_path, write_spec, assert_same_store, monkeypatch, seam, add_test
+):
+    """Growing train 6 -> 10 (and adding the test split), cut short after the resize and before the root
+    attributes record it (``history_entry`` is called there), or halfway through creating the new split's
+    arrays (``marker_width`` is called before its markers): the rerun repairs the store, which then equals
+    one distilled at the larger size, root spec and history included (they used to stay at the old size
+    forever, or the rerun failed on the half-made split)."""
+    import zarr
+
+    import pipeline.store.store as store_module
+    from pipeline.distill import distill
+
+    small = load_spec(write_spec(tmp_path, "small.yaml", splits={"train": {"samples": 6}, "test": None}))
+    large = load_spec(write_spec(tmp_path, "large.yaml", splits={} if add_test else {"test": None}))
+    grown, scratch = tmp_path / "grown.zarr", tmp_path / "scratch.zarr"
+    distill(small, store_path=str(grown), device="cpu", progress=False)
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module, seam, _killed)
+        with pytest.raises(KilledError):
+            distill(large, store_path=str(grown), device="cpu", progress=False)
+    assert zarr.open_group(str(grown), mode="r").attrs["spec"]["splits"]["train"]["samples"] == 6  # cut short
+    distill(large, store_path=str(grown), device="cpu", progress=False)
+    distill(large, store_path=str(scratch), device="cpu", progress=False)
+    assert_same_store(str(grown), str(scratch))
+    history = zarr.open_group(str(grown), mode="r").attrs["history"]
+    grown_to = {"train": 10, "valid": 6, **({"test": 5} if add_test else {})}
+    assert [h["samples"] for h in history] == [{"train": 6, "valid": 6}, grown_to]
+    ok("store", "verify", grown)

@@ -486,3 +486,61 @@ def test_npz_output_too_large_for_memory_is_refused_before_any_work(tmp_path, tr
     assert ".npz" in line
     assert not out.exists() and temporaries(tmp_path) == []
     ok(*_predict(trained_run / "best.pt", regions, tmp_path / "big.zarr"))
+
+
+# ------------------------------------------------------------------------------------------------
+# memory running out inside torch (issue 27.2)
+# ------------------------------------------------------------------------------------------------
+
+LIMITED_PREDICT = """
+import resource, sys
+import pipeline.apply.predict as predict
+from pipeline.cli import main
+real = predict.multiplexer_effects
+def limited(*args, **kwargs):  # the address space is capped when the first batch starts
+    size = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmSize:"))
+    resource.setrlimit(resource.RLIMIT_AS, (size * 1024 + 64 * 2**20, resource.RLIM_INFINITY))
+    return real(*args, **kwargs)
+predict.multiplexer_effects = limited
+sys.argv[0] = "multiplexer"
+main()
+"""
+
+
+@pytest.mark.processes
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the process size from /proc")
+def test_predict_out_of_memory_in_torch_is_the_clis_one_line(tmp_path, trained_run):
+    """``predict --batch-size 1000000`` under a memory limit: torch's CPU allocator raises a plain
+    ``RuntimeError`` ("DefaultCPUAllocator: can't allocate memory"), which used to surface as an internal
+    error; it is the CLI's own "out of memory; use smaller batches" line, and no output is left. The
+    limit (64 MB more than the process holds) is set when the first batch starts, so torch's allocation
+    of that batch (12,000 windows: about 240 MB of activations) is what fails."""
+    from helpers import process_env
+
+    positions = [f"chr{c}\t{p}" for c in (1, 2, 3) for p in range(100, 2100)]
+    (tmp_path / "many.txt").write_text("\n".join((positions * 2)[:12000]) + "\n")
+    args = ["-q", "predict", "--checkpoint", str(trained_run / "best.pt"), "--regions", str(tmp_path / "many.txt"),
+            "--out", str(tmp_path / "x.zarr"), "--batch-size", "1000000", "--device", "cpu"]  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", LIMITED_PREDICT, *args], env=process_env(), capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert_one_line_error(result, "out of memory", "smaller batches", "--batch-size")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["many.txt"]
+
+
+def test_torch_out_of_memory_errors_are_recognised():
+    """The types and messages torch uses: ``torch.OutOfMemoryError`` (``torch.cuda.OutOfMemoryError`` is the
+    same class) and the CPU allocator's ``RuntimeError``; another ``RuntimeError`` is not memory."""
+    import torch
+
+    from pipeline.cli import out_of_memory
+
+    assert torch.cuda.OutOfMemoryError is torch.OutOfMemoryError
+    assert out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB"))
+    try:
+        torch.empty(2**62, dtype=torch.uint8)  # no machine has 4 EiB: torch's own CPU allocator error
+    except RuntimeError as exc:
+        assert out_of_memory(exc), str(exc)
+    else:
+        pytest.fail("an allocation of 4 EiB succeeded")
+    assert out_of_memory(MemoryError())
+    assert not out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
