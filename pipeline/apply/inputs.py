@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.core.encoding import one_hot
-from pipeline.core.genome import Genome, fingerprint_difference
+from pipeline.core.genome import Genome
 from pipeline.core.intervals import table_lines
 from pipeline.core.windows import bed_center, parse_region
 from pipeline.errors import UserError
@@ -149,7 +149,7 @@ def open_genome(
     """
     genome = Genome(path, notify=notify)
     if recorded is not None:
-        difference = fingerprint_difference(recorded, genome.fingerprint())
+        difference = genome.difference(recorded)  # the sample first, then the full digest
         if difference is not None:
             (notify or _stderr)(
                 f"warning: genome {str(path)!r} is not the genome the model was distilled from ({difference}); "

@@ -7,14 +7,16 @@ A window that does not fit inside its chromosome is an error, never truncated or
 A genome is a plain FASTA or a bgzip-compressed one (``.fa.gz``/``.fa.bgz``, with samtools' ``.fai``
 and ``.gzi`` next to it or without them). A missing index is built next to the FASTA; where that
 folder is read-only it is kept in the user's cache (:func:`cache_dir`), named by the FASTA's path,
-size and modification time. :meth:`Genome.fingerprint` names a genome cheaply, and
-:func:`fingerprint_difference` says how two fingerprints differ.
+size and modification time. :meth:`Genome.fingerprint` names a genome by a digest of every base
+(computed once per file and cached, :mod:`pipeline.core.sequence_digest`), :meth:`Genome.quick_fingerprint`
+by a sample (the quick pre-check), and :func:`fingerprint_difference` says how two fingerprints differ.
 """
 
 from __future__ import annotations
 
 import bisect
 import errno
+import gzip
 import hashlib
 import os
 import shutil
@@ -32,8 +34,11 @@ from typing import Any
 import pyfaidx
 from Bio import bgzf
 
+from pipeline.core.sequence_digest import DIGEST_VERSION, cache_dir, cached_digest, sequence_digest
 from pipeline.core.windows import center_range, window_bounds
 from pipeline.errors import UserError
+
+__all__ = ["FINGERPRINT_VERSION", "Genome", "cache_dir", "fingerprint_difference", "other_spelling"]
 
 FINGERPRINT_VERSION = 1
 """Version of :meth:`Genome.fingerprint`'s sampling scheme (sequence samples compare only within one)."""
@@ -80,22 +85,6 @@ _BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000
 _BGZF_SUFFIXES = (".gz", ".bgz")  # pyfaidx reads a FASTA as bgzip by its name
 _READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
 _READ_ERRORS = (OSError, ValueError, EOFError, RuntimeError, zlib.error, struct.error)
-
-
-def cache_dir() -> Path:
-    """The user's cache folder of multiplexer (where indexes of read-only genomes are kept).
-
-    Returns
-    -------
-    Path
-        ``$MULTIPLEXER_CACHE`` if set, else ``$XDG_CACHE_HOME/multiplexer``, else
-        ``~/.cache/multiplexer``. It need not exist.
-    """
-    if os.environ.get("MULTIPLEXER_CACHE"):
-        return Path(os.environ["MULTIPLEXER_CACHE"]).expanduser()
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "multiplexer"
-    return Path.home() / ".cache" / "multiplexer"
 
 
 def _print_note(line: str) -> None:
@@ -421,6 +410,15 @@ def _pairs(fingerprint: Mapping[str, Any]) -> list[tuple[str, int]]:
     return [(str(name), int(length)) for name, length in fingerprint.get("first_contigs", [])]
 
 
+def _full_digests(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether both fingerprints carry a full sequence digest of the same version."""
+    return (
+        bool(old.get("sequence_digest"))
+        and bool(new.get("sequence_digest"))
+        and (old.get("digest_version") == new.get("digest_version"))
+    )
+
+
 def fingerprint_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
     """What differs between two :meth:`Genome.fingerprint` results, most specific first.
 
@@ -437,12 +435,17 @@ def fingerprint_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> st
         ``"24 contigs vs 25"``, ``"contig names differ ('chr1' vs '1')"``,
         ``"the contig names and lengths differ"`` or
         ``"same contig names and lengths but different sequence"``. Sequence samples are compared
-        only between fingerprints of the same ``version``.
+        only between fingerprints of the same ``version``; full digests (``sequence_digest``) where
+        both have one of the same ``digest_version`` (a fingerprint recorded before full digests
+        existed is compared by its sample only).
     """
     if old["layout_sha256"] == new["layout_sha256"]:
-        if old.get("version") != new.get("version") or old["sequence_sha256"] == new["sequence_sha256"]:
-            return None
-        return "same contig names and lengths but different sequence"
+        sampled_alike = old.get("version") != new.get("version") or old["sequence_sha256"] == new["sequence_sha256"]
+        if not sampled_alike:
+            return "same contig names and lengths but different sequence"
+        if _full_digests(old, new) and old["sequence_digest"] != new["sequence_digest"]:
+            return "same contig names and lengths but different sequence (the full digests differ)"
+        return None
     a, b = _pairs(old), _pairs(new)
     lengths_b = dict(b)
     for name, length in a:
@@ -477,8 +480,8 @@ class Genome:
         Sequences keep their case; :func:`pipeline.encoding.one_hot` treats lower case like upper case.
     notify : callable, optional
         Receives one line when the index cannot be kept next to the FASTA (a read-only folder) and is
-        kept in the cache (:func:`cache_dir`) or built for this process only. Default: print it on
-        stderr.
+        kept in the cache (:func:`cache_dir`) or built for this process only, or when the sequence
+        digest cannot be kept in the cache. Default: print it on stderr.
 
     Attributes
     ----------
@@ -511,6 +514,8 @@ class Genome:
         self.chrom_lengths: dict[str, int] = {name: len(record) for name, record in self._fasta.records.items()}
         self._folded = {name.casefold(): name for name in reversed(self.chrom_lengths)}
         self._fingerprint: dict[str, Any] | None = None
+        self._digest: str | None = None
+        self._notify = notify or _print_note
         if not self.chrom_lengths:  # the file starts with a header, so it has at least one record
             raise UserError(
                 f"genome index {str(index.fai)!r} lists no sequences, but {str(self.path)!r} has some; "
@@ -603,11 +608,15 @@ class Genome:
         """Bases ``[start, end)`` of ``chrom`` as stored (no bounds check)."""
         if self._bytes is None:
             return str(self._fasta[chrom][start:end])
+        return self._raw(chrom, start, end, self._bytes.read).decode("latin-1")
+
+    def _raw(self, chrom: str, start: int, end: int, read_at: Callable[[int, int], bytes]) -> bytes:
+        """Bases ``[start, end)`` of ``chrom`` as bytes, through ``read_at(offset, size)`` of the
+        (uncompressed) file; line breaks removed, no bounds check."""
         rec = self._fasta.faidx.index[chrom]
         first = rec.offset + (start // rec.lenc) * rec.lenb + start % rec.lenc
         last = rec.offset + ((end - 1) // rec.lenc) * rec.lenb + (end - 1) % rec.lenc
-        raw = self._bytes.read(first, last + 1 - first)
-        return raw.replace(b"\n", b"").replace(b"\r", b"").decode("latin-1")
+        return read_at(first, last + 1 - first).replace(b"\n", b"").replace(b"\r", b"")
 
     def fetch(self, chrom: str, start: int, end: int) -> str:
         """Sequence of the 0-based half-open interval ``[start, end)``; must lie inside ``chrom``.
@@ -672,8 +681,9 @@ class Genome:
             )
         return self.fetch(chrom, start, end)
 
-    def fingerprint(self) -> dict[str, Any]:
-        """A cheap, JSON-able identity of the genome (reads a sample, never the whole sequence).
+    def quick_fingerprint(self) -> dict[str, Any]:
+        """A cheap, JSON-able identity of the genome (reads a sample, never the whole sequence): the
+        quick pre-check before :meth:`fingerprint`'s full digest.
 
         The sample is, per contig, up to 16 evenly spaced slices of 64 bases (fewer per contig in
         assemblies of more than 4,096 contigs), upper-cased, so a soft-masked and an unmasked copy
@@ -704,3 +714,50 @@ class Genome:
             }
         fp = self._fingerprint
         return {**fp, "first_contigs": [list(pair) for pair in fp["first_contigs"]]}
+
+    def sequence_digest(self) -> str:
+        """sha256 (hex) of every base (:func:`pipeline.core.sequence_digest.sequence_digest`: each
+        contig's name, length and bases, upper-cased), computed once per version of the file and kept
+        in the user's cache (:func:`cache_dir`), keyed by the FASTA's path, size, mtime and inode."""
+        if self._digest is None:
+            self._digest = cached_digest(self.path, self._compute_digest, self._notify)
+        return self._digest
+
+    def _compute_digest(self) -> str:
+        # a bgzip file is a series of gzip members: gzip reads it straight through at zlib's speed (the
+        # contigs come in file order, so every seek is forward); the block index is for random access
+        with gzip.open(self.path, "rb") if self.bgzip else open(self.path, "rb") as handle:
+
+            def read_at(offset: int, size: int) -> bytes:
+                handle.seek(offset)
+                return handle.read(size)
+
+            return sequence_digest(
+                self.chrom_lengths.items(), lambda c, s, e: self._raw(c, s, e, read_at), label=self.path.name
+            )
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The genome's identity, as stores, checkpoints, catalogues and outputs record it: the
+        :meth:`quick_fingerprint` plus the full digest of every base (:meth:`sequence_digest`).
+
+        Returns
+        -------
+        dict
+            The keys of :meth:`quick_fingerprint`, plus ``sequence_digest`` and ``digest_version``.
+        """
+        return {**self.quick_fingerprint(), "sequence_digest": self.sequence_digest(), "digest_version": DIGEST_VERSION}
+
+    def difference(self, recorded: Mapping[str, Any]) -> str | None:
+        """How this genome differs from a recorded fingerprint (:func:`fingerprint_difference`), the
+        sample compared first: the full digest is read (or computed) only when the sample agrees and
+        ``recorded`` has one.
+
+        Returns
+        -------
+        str or None
+            ``None`` when they name the same genome.
+        """
+        quick = fingerprint_difference(recorded, self.quick_fingerprint())
+        if quick is not None or not recorded.get("sequence_digest"):
+            return quick
+        return fingerprint_difference(recorded, self.fingerprint())

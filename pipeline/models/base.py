@@ -21,9 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.core.identity import BUILT_IN, WEIGHTS_FILE
+from pipeline.core.identity import BUILT_IN, WEIGHTS_FILE, code_digest
 from pipeline.core.spec import Spec
 from pipeline.errors import SpecError, UserError
+from pipeline.models.closure import local_imports
 from pipeline.models.registry import BASE_MODELS, BUILT_IN_WEIGHTS, PUBLISHED_WEIGHTS, build_base, model_class
 from pipeline.models.weights import file_sha256
 
@@ -170,9 +171,17 @@ def base_identity(
 
 
 def source_identity(cls: type) -> dict[str, Any]:
-    """``source`` and ``source_sha256``: the file defining a user's model class (not this package's,
-    which the package version identifies), so an edited model file is noticed like edited weights.
-    Empty for classes of this package or without a source file."""
+    """The code of a user's model class (not this package's, which the package version identifies), so
+    an edited model file, or an edited helper module it imports, is noticed like edited weights.
+
+    Returns
+    -------
+    dict
+        ``source`` and ``source_sha256``: the file defining the class; ``imports``: ``[name, file,
+        sha256]`` of every local module it imports (:func:`~pipeline.models.closure.local_imports`);
+        ``code_sha256``: one digest of all of them (:func:`~pipeline.core.identity.code_digest`).
+        Empty for classes of this package or without a source file.
+    """
     module = inspect.getmodule(cls)
     if module is None or module.__name__.split(".")[0] == __name__.split(".")[0]:
         return {}
@@ -182,7 +191,14 @@ def source_identity(cls: type) -> dict[str, Any]:
         return {}
     if path is None or not Path(path).is_file():
         return {}
-    return {"source": str(Path(path).resolve()), "source_sha256": file_sha256(path)}
+    imports = [[name, str(file), file_sha256(file)] for name, file in local_imports(module)]
+    source_sha256 = file_sha256(path)
+    return {
+        "source": str(Path(path).resolve()),
+        "source_sha256": source_sha256,
+        "imports": imports,
+        "code_sha256": code_digest(source_sha256, imports),
+    }
 
 
 def build_base_from_identity(
