@@ -336,12 +336,20 @@ def store_info(path: str, as_json: bool) -> None:
 @store.command("upgrade")
 @click.argument("path")
 def store_upgrade(path: str) -> None:
-    """Upgrade a store of format 2 to format 3 in place (attributes only, seconds): its content hash then
-    leaves out the sample counts, so distill can grow it (more samples, new splits). Format 1 stores are
-    read-only."""
+    """Upgrade a store in place (attributes only, seconds): format 2 becomes format 3 (its content hash
+    leaves out the sample counts, so distill can grow it), and a store, catalogue or score-vcf Zarr output
+    written before metadata digests gets one (run `store verify` first: what is there now is sealed).
+    Format 1 stores are read-only."""
+    from pipeline.store.catalogue import is_catalogue, seal_catalogue
+    from pipeline.store.score_output import is_score_output, seal_score_output
     from pipeline.store.store import upgrade_store
 
-    click.echo(upgrade_store(path))
+    if is_catalogue(path):
+        click.echo(seal_catalogue(path))
+    elif is_score_output(path):
+        click.echo(seal_score_output(path))
+    else:
+        click.echo(upgrade_store(path))
 
 
 @store.command("verify")
@@ -354,15 +362,21 @@ def store_upgrade(path: str) -> None:
 )
 @click.pass_context
 def store_verify(ctx: click.Context, path: str, unmark_damaged: bool) -> None:
-    """Full integrity check: all units complete, no missing chunk, every chunk's CRC-32C and every
-    sample's digest matching, no NaN, targets exactly 0 at reference bases and N positions, shapes and
-    attributes consistent."""
+    """Full integrity check: every attribute matching its metadata digest (a mismatch named), all units
+    complete, no missing chunk, every chunk's CRC-32C and every sample's digest matching, no NaN, targets
+    exactly 0 at reference bases and N positions, shapes and attributes consistent. Also checks
+    catalogues and score-vcf Zarr outputs."""
     from pipeline.store import open_store, require_sound
     from pipeline.store import unmark_damaged as unmark
     from pipeline.store.catalogue import is_catalogue, require_catalogue_sound
+    from pipeline.store.meta_digest import unsealed_note
+    from pipeline.store.score_output import is_score_output, verify_score_output
 
     if is_catalogue(path):
         click.echo(require_catalogue_sound(path, unmark_damaged=unmark_damaged))
+        return
+    if is_score_output(path):
+        click.echo(verify_score_output(path))
         return
     if unmark_damaged:
         found = unmark(open_store(path, mode="r+"), progress=_progress(ctx))
@@ -373,8 +387,9 @@ def store_verify(ctx: click.Context, path: str, unmark_damaged: bool) -> None:
             else f"store {path}: no damaged unit"
         )
         return
-    require_sound(open_store(path), progress=_progress(ctx))
-    click.echo(f"store {path} is complete and consistent")
+    store = open_store(path, check=False)  # verify names every attribute that does not match its digest
+    require_sound(store, progress=_progress(ctx))
+    click.echo(f"store {path} is complete and consistent" + unsealed_note(store.group.attrs, path))
 
 
 # ------------------------------------------------------------------------------------------------

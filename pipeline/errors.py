@@ -59,6 +59,11 @@ class StoreMismatchError(UserError):
         self.path, self.reason = path, reason
 
 
+class MetadataError(UserError):
+    """A stored group's attributes (its ``zarr.json``) do not match the digest written with them: the
+    metadata that gives the data its meaning is damaged (:mod:`pipeline.store.meta_digest`)."""
+
+
 class OutputExistsError(UserError):
     """An output file or folder exists and ``--overwrite`` was not given."""
 

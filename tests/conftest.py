@@ -59,6 +59,20 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The tests' own multiplexer cache (genome digests, indexes of read-only genomes), never the
+    user's home; processes the tests start inherit it. A test may set its own."""
+    folder = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("MULTIPLEXER_CACHE")
+    os.environ["MULTIPLEXER_CACHE"] = str(folder)
+    yield folder
+    if old is None:
+        del os.environ["MULTIPLEXER_CACHE"]
+    else:
+        os.environ["MULTIPLEXER_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def genome_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The synthetic genome with chromosomes of about 2.4-12 kb (and its ``.fai``)."""
@@ -189,13 +203,16 @@ def device(request: pytest.FixtureRequest) -> Iterator[torch.device]:
 @pytest.fixture
 def assert_same_store() -> Callable[[str, str], None]:
     """``assert_same_store(a, b)``: every array of every split equal exactly, and equal attributes
-    (root attributes except ``created`` and ``history``)."""
+    (root attributes except ``created``, ``history`` and the digest of them all, which must match)."""
     import zarr
+
+    from pipeline.store.meta_digest import meta_digest_problems
 
     def check(a: str, b: str) -> None:
         ga, gb = zarr.open_group(a, mode="r"), zarr.open_group(b, mode="r")
-        attrs_a = {k: v for k, v in ga.attrs.items() if k not in ("created", "history")}
-        attrs_b = {k: v for k, v in gb.attrs.items() if k not in ("created", "history")}
+        assert meta_digest_problems(dict(ga.attrs)) == meta_digest_problems(dict(gb.attrs)) == []
+        attrs_a = {k: v for k, v in ga.attrs.items() if k not in ("created", "history", "meta_digest")}
+        attrs_b = {k: v for k, v in gb.attrs.items() if k not in ("created", "history", "meta_digest")}
         assert attrs_a == attrs_b
         splits_a = sorted(name for name, _ in ga.groups())
         assert splits_a == sorted(name for name, _ in gb.groups())

@@ -209,3 +209,40 @@ def deny_writes_inside(mp: pytest.MonkeyPatch, folder: Path) -> None:
     mp.setattr(os, "open", os_open)
     mp.setattr(builtins, "open", open_)
     mp.setattr(io, "open", open_)
+
+
+# ------------------------------------------------------------------------------------------------
+# identities
+# ------------------------------------------------------------------------------------------------
+
+
+def content_hash(spec: Any, store: Any) -> str:
+    """The content identity (hash version 2) ``spec`` has with the base model, genome and target names
+    recorded in ``store``: what the store's ``spec_hash`` is when it was made from ``spec``."""
+    from pipeline.core.identity import identity_hash
+
+    meta = store.meta
+    return identity_hash(spec.store_dict(), meta.base, meta.genome_fingerprint, list(meta.target_names))
+
+
+def make_legacy(store_path: Any, spec: Any) -> None:
+    """Rewrite a store's attributes as a store written before content identities and metadata digests
+    (hash version 1: ``spec_hash`` of the spec's keys as written; a sampled genome fingerprint only; a
+    base identity without imports; no ``meta_digest`` on the root or the splits)."""
+    import zarr
+
+    root = zarr.open_group(str(store_path), mode="r+")
+    attrs = dict(root.attrs)
+    for key in ("meta_digest", "spec_hash_version"):
+        attrs.pop(key, None)
+    attrs["spec_hash"] = spec.store_hash()
+    if attrs.get("genome_fingerprint"):
+        attrs["genome_fingerprint"] = {
+            k: v for k, v in attrs["genome_fingerprint"].items() if k not in ("sequence_digest", "digest_version")
+        }
+    attrs["base"] = {k: v for k, v in attrs["base"].items() if k not in ("imports", "code_sha256")}
+    root.attrs.put(attrs)
+    for _, group in root.groups():
+        inner = dict(group.attrs)
+        if inner.pop("meta_digest", None) is not None:
+            group.attrs.put(inner)

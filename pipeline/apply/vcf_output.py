@@ -39,6 +39,7 @@ from pipeline.apply.vcf_input import VcfSource, open_vcf, quiet_htslib, raw_reco
 from pipeline.apply.vcf_rows import Row
 from pipeline.errors import UserError
 from pipeline.models.weights import file_sha256
+from pipeline.store.meta_digest import write_meta_digest
 
 COLUMNS = ["chrom", "pos", "id", "ref", "alt", "allele_index", "window_center", "ref_check", "ref_match", "status"]
 """The fixed columns of the TSV and Zarr outputs; one column per target follows (TSV)."""
@@ -443,7 +444,7 @@ class ZarrScores:
     def close(self) -> None:
         """Append the last rows, then write the attributes."""
         self._append()
-        self.group.attrs.update(self.attrs)
+        self.group.attrs.update(write_meta_digest(self.attrs))  # sealed: checked on every open
 
     def discard(self) -> None:
         """Nothing to release (every chunk is written when appended)."""

@@ -14,7 +14,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -149,7 +148,7 @@ def distill(
             notes.append(f"note: precision bf16 on {dev.type} runs, but is meant for CUDA (it is slow on a CPU)")
         if not overwrite:
             check_added_splits(path, spec, genome)
-        store = _open_store_for(path, spec, base, genome.fingerprint(), overwrite, launch, grouped)
+        store = _open_store_for(path, spec, base, genome, overwrite, launch, grouped)
         summary = DistillSummary(store=path, engine=engine, rank=launch.rank, world=launch.world)
         if create_only:
             return summary
@@ -246,26 +245,32 @@ def _open_store_for(
     path: str,
     spec: Spec,
     base: BaseModel,
-    fingerprint: dict[str, Any],
+    genome: Genome,
     overwrite: bool,
     launch: Launch,
     grouped: bool,
 ) -> Store:
-    """Rank 0 creates or reopens the store; under torchrun the others open it once rank 0 is done."""
-    kwargs: dict[str, Any] = {
-        "base_identity": base.identity,
-        "genome_fingerprint": fingerprint,
-        "n_targets": base.n_targets,
-        "target_names": base.target_names,
-        "overwrite": overwrite,
-    }
+    """Rank 0 creates or reopens the store; under torchrun the others open it once rank 0 is done (only
+    the process that creates or checks the store reads the genome's full digest)."""
+
+    def create_or_open() -> Store:
+        return create_or_open_store(
+            path,
+            spec,
+            base_identity=base.identity,
+            genome_fingerprint=genome.fingerprint(),
+            n_targets=base.n_targets,
+            target_names=base.target_names,
+            overwrite=overwrite,
+        )
+
     if not grouped:
-        return create_or_open_store(path, spec, **kwargs)
+        return create_or_open()
     message: list[str | None] = [None]
     store = None
     if launch.main:
         try:
-            store = create_or_open_store(path, spec, **kwargs)
+            store = create_or_open()
         except UserError as exc:
             message = [str(exc)]
     dist.broadcast_object_list(message, src=0)

@@ -33,9 +33,18 @@ from typing import Any, Literal
 import numpy as np
 import zarr
 
-from pipeline.errors import StoreMismatchError, UserError
+from pipeline.core.genome import fingerprint_difference
+from pipeline.errors import MetadataError, StoreMismatchError, UserError
 from pipeline.store.chunks import stored_bytes
 from pipeline.store.format import group_node
+from pipeline.store.meta_digest import (
+    DAMAGED_METADATA,
+    checked_attrs,
+    meta_digest_problems,
+    seal,
+    unsealed_note,
+    write_meta_digest,
+)
 from pipeline.store.store import _sync_written, _write_settled, create_atomically
 
 FORMAT = "multiplexer-catalogue"
@@ -150,9 +159,9 @@ def unit_digests(data: Mapping[str, np.ndarray]) -> np.ndarray:
 class Catalogue:
     """An open catalogue store."""
 
-    def __init__(self, group: zarr.Group, path: str) -> None:
+    def __init__(self, group: zarr.Group, path: str, *, check: bool = True) -> None:
         self.group, self.path = group, path
-        self.meta = CatalogueMeta.from_attrs(group.attrs)
+        self.meta = CatalogueMeta.from_attrs(checked_attrs(group, "catalogue", path, check=check))
         self._arrays: dict[tuple[int, str], zarr.Array] = {}
 
     def array(self, contig: int, name: str) -> zarr.Array:
@@ -227,12 +236,18 @@ def _build(path: str, meta: CatalogueMeta) -> None:
             dtype="uint32",
             fill_value=0,
         )
-    root.attrs.update(meta.attrs())  # last: the attributes mark a finished (empty) catalogue
+    root.attrs.update(write_meta_digest(meta.attrs()))  # last: the attributes mark a finished (empty) catalogue
 
 
 def _differences(old: CatalogueMeta, new: CatalogueMeta) -> list[str]:
+    """The :data:`IDENTITY_KEYS` that differ (genome fingerprints compared by
+    :func:`~pipeline.core.genome.fingerprint_difference`: one recorded before full digests still
+    matches the same genome)."""
     a, b = old.attrs(), new.attrs()
-    return [k for k in IDENTITY_KEYS if a.get(k) != b.get(k)]
+    out = [k for k in IDENTITY_KEYS if k != "genome_fingerprint" and a.get(k) != b.get(k)]
+    if fingerprint_difference(old.genome_fingerprint, new.genome_fingerprint) is not None:
+        out.append("genome_fingerprint")
+    return out
 
 
 def is_catalogue(path: str | os.PathLike[str]) -> bool:
@@ -243,13 +258,22 @@ def is_catalogue(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-def open_catalogue(path: str | os.PathLike[str], mode: Literal["r", "r+"] = "r") -> Catalogue:
-    """Open an existing catalogue (``r`` or ``r+``)."""
+def open_catalogue(path: str | os.PathLike[str], mode: Literal["r", "r+"] = "r", *, check: bool = True) -> Catalogue:
+    """Open an existing catalogue (``r`` or ``r+``), its attributes checked against their digest
+    (:func:`~pipeline.store.meta_digest.checked_attrs`; ``check=False`` only for ``store verify``)."""
     if not Path(path).exists():
         raise UserError(f"catalogue {str(path)!r} does not exist")
     if not is_catalogue(path):
         raise UserError(f"{str(path)!r} is not a catalogue written by `multiplexer catalogue`")
-    return Catalogue(zarr.open_group(str(path), mode=mode), str(path))
+    return Catalogue(zarr.open_group(str(path), mode=mode), str(path), check=check)
+
+
+def seal_catalogue(path: str | os.PathLike[str]) -> str:
+    """``store upgrade`` of a catalogue written before metadata digests: add one to its attributes."""
+    cat = open_catalogue(path, mode="r+")
+    if seal(cat.group):
+        return f"upgraded catalogue {path}: added a metadata digest to its attributes"
+    return f"catalogue {path} already has a metadata digest"
 
 
 def create_or_open_catalogue(
@@ -317,7 +341,11 @@ def verify_catalogue(cat: Catalogue) -> list[str]:
 def require_catalogue_sound(path: str | os.PathLike[str], *, unmark_damaged: bool = False) -> str:
     """``store verify`` of a catalogue: a one-line verdict, or a :class:`UserError` naming the first
     problems. With ``unmark_damaged``, damaged units are marked incomplete so a rerun recomputes them."""
-    cat = open_catalogue(path, mode="r+" if unmark_damaged else "r")
+    cat = open_catalogue(path, mode="r+" if unmark_damaged else "r", check=False)
+    named = meta_digest_problems(dict(cat.group.attrs))
+    if named:
+        listed = "; ".join(named)
+        raise MetadataError(f"catalogue {str(path)!r} (zarr.json): {listed}; {DAMAGED_METADATA}")
     problems = verify_catalogue(cat)
     damaged = [p for p in problems if " unit " in p and "not complete" not in p]
     if unmark_damaged and damaged:
@@ -330,7 +358,7 @@ def require_catalogue_sound(path: str | os.PathLike[str], *, unmark_damaged: boo
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise UserError(f"catalogue {str(path)!r}: " + "; ".join(problems[:3]) + more)
-    return f"catalogue {path} is complete and consistent"
+    return f"catalogue {path} is complete and consistent" + unsealed_note(cat.group.attrs, str(path))
 
 
 def catalogue_info(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -32,9 +32,11 @@ import zarr.codecs as zc
 
 from pipeline import __version__
 from pipeline.core.encoding import ALPHABET
+from pipeline.core.identity import HASH_VERSION, identity_hash
 from pipeline.core.spec import SPLIT_NAMES, Spec, StorageSpec
 from pipeline.errors import UserError
 from pipeline.store.digests import DIGESTED
+from pipeline.store.meta_digest import has_meta_digest, write_meta_digest
 
 FORMAT = "multiplexer-store"
 FORMAT_VERSION = 3
@@ -219,6 +221,12 @@ class StoreMeta:
     genome_fingerprint: Mapping[str, Any] | None = None
     history: tuple[Mapping[str, Any], ...] = ()
     """When the store was created and grown, with the samples per split each time (format 3)."""
+    hash_version: int = 1
+    """How ``spec_hash`` was computed (:data:`~pipeline.core.identity.HASH_VERSION`): 1, the spec's keys
+    with paths as text (stores written before it was recorded); 2, with every path replaced by the
+    content it names (:func:`~pipeline.core.identity.identity_hash`)."""
+    sealed: bool = False
+    """Whether the root attributes carry a digest (:mod:`pipeline.store.meta_digest`)."""
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any], path: str) -> StoreMeta:
@@ -258,6 +266,8 @@ class StoreMeta:
             created=str(attrs["created"]),
             genome_fingerprint=attrs.get("genome_fingerprint"),
             history=tuple(attrs.get("history") or ()),
+            hash_version=int(attrs.get("spec_hash_version", 1)),
+            sealed=has_meta_digest(attrs),
         )
 
     @property
@@ -283,6 +293,20 @@ class StoreMeta:
         return None if value is None else int(value)
 
 
+def spec_identity(
+    spec: Spec,
+    base_identity: Mapping[str, Any],
+    target_names: list[str],
+    genome_fingerprint: Mapping[str, Any] | None,
+) -> tuple[str, int]:
+    """A new store's ``spec_hash`` and its version: the content identity (version 2,
+    :func:`~pipeline.core.identity.identity_hash`) when the genome's full digest is known, else the
+    spec's keys as written (version 1: stores of synthetic data written without a genome)."""
+    if genome_fingerprint is not None and genome_fingerprint.get("sequence_digest"):
+        return identity_hash(spec.store_dict(), base_identity, genome_fingerprint, target_names), HASH_VERSION
+    return spec.store_hash(), 1
+
+
 def root_attrs(
     spec: Spec,
     base_identity: Mapping[str, Any],
@@ -290,14 +314,16 @@ def root_attrs(
     target_names: list[str],
     genome_fingerprint: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The root attributes a new store gets (see :data:`ROOT_ATTRS`, plus ``spec_dir``,
-    ``genome_fingerprint`` and ``history``)."""
+    """The root attributes a new store gets (see :data:`ROOT_ATTRS`, plus ``spec_hash_version``,
+    ``spec_dir``, ``genome_fingerprint``, ``history`` and the ``meta_digest`` of them all)."""
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    return {
+    spec_hash, hash_version = spec_identity(spec, base_identity, target_names, genome_fingerprint)
+    attrs = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "spec": spec.to_dict(),
-        "spec_hash": spec.store_hash(),
+        "spec_hash": spec_hash,
+        "spec_hash_version": hash_version,
         "spec_dir": str(Path(spec.base_dir).resolve()),
         "base": dict(base_identity),
         "alphabet": ALPHABET,
@@ -311,6 +337,7 @@ def root_attrs(
         "created": now,
         "history": [history_entry(spec, now)],
     }
+    return write_meta_digest(attrs)
 
 
 def history_entry(spec: Spec, when: str | None = None) -> dict[str, Any]:

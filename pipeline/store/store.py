@@ -32,7 +32,8 @@ from zarr.core.array_spec import ArrayConfigParams
 
 from pipeline.core.files import fsync_folder, fsync_path, process_alive
 from pipeline.core.genome import fingerprint_difference
-from pipeline.core.spec import Spec, bitround, differing_keys, spec_from_dict
+from pipeline.core.identity import code_change, identity_hash, without_paths
+from pipeline.core.spec import NON_CONTENT_KEYS, Spec, bitround, differing_keys, spec_from_dict
 from pipeline.errors import StoreMismatchError, StoreNotFoundError, UserError
 from pipeline.store.chunks import BLOCK_UNITS, CHECKED, first_missing_chunk, local_files
 from pipeline.store.digests import DIGESTED, Where, marker_row, read_checked, split_markers
@@ -50,6 +51,14 @@ from pipeline.store.format import (
     n_units,
     root_attrs,
     target_codec,
+)
+from pipeline.store.meta_digest import (
+    check_meta_digest,
+    checked_attrs,
+    group_label,
+    seal,
+    update_attrs,
+    write_meta_digest,
 )
 
 Mode = Literal["r", "r+", "a", "w", "w-"]
@@ -113,9 +122,14 @@ class Store:
         The root attributes.
     """
 
-    def __init__(self, group: zarr.Group, path: str) -> None:
-        self.group, self.path = group, path
-        self.meta = StoreMeta.from_attrs(dict(group.attrs), path)
+    def __init__(self, group: zarr.Group, path: str, *, check: bool = True) -> None:
+        self.group, self.path, self.check = group, path, check
+        attrs = checked_attrs(group, "store", path, check=check)
+        try:
+            self.meta = StoreMeta.from_attrs(attrs, path)
+        except UserError:  # unreadable attributes: a damaged one (named by its digest) explains it best
+            check_meta_digest(attrs, group_label(group, "store", path))
+            raise
         self._lock = threading.Lock()  # distill's writer threads share the caches
         self._groups: dict[str, zarr.Group] = {}
         self._split_meta: dict[str, SplitMeta] = {}
@@ -167,7 +181,9 @@ class Store:
         if split not in self.splits:
             raise UserError(f"store {self.path!r} has no split {split!r} (it has {', '.join(self.splits)})")
         if split not in self._groups:
-            self._groups[split] = group_node(self.group, split, zarr.Group, "split group")
+            group = group_node(self.group, split, zarr.Group, "split group")
+            checked_attrs(group, "store", self.path, check=self.check)
+            self._groups[split] = group
         return self._groups[split]
 
     def split_meta(self, split: str) -> SplitMeta:
@@ -233,7 +249,7 @@ class Store:
 
     def reload(self) -> None:
         """Read the attributes again and forget every cache (after the store grew)."""
-        self.meta = StoreMeta.from_attrs(dict(self.group.attrs), self.path)
+        self.meta = StoreMeta.from_attrs(checked_attrs(self.group, "store", self.path, check=self.check), self.path)
         with self._lock:
             self._groups.clear()
             self._split_meta.clear()
@@ -426,13 +442,22 @@ def store_exists(path: str) -> bool:
     return Path(path).exists()
 
 
-def open_store(path: str | os.PathLike[str], mode: Literal["r", "r+"] = "r") -> Store:
-    """Open an existing store (``mode`` ``"r"`` or ``"r+"``), checking it is one of ours.
+def open_store(path: str | os.PathLike[str], mode: Literal["r", "r+"] = "r", *, check: bool = True) -> Store:
+    """Open an existing store (``mode`` ``"r"`` or ``"r+"``), checking it is one of ours and that its
+    attributes match their digest (the root's now, a split's when it is first used;
+    :func:`~pipeline.store.meta_digest.checked_attrs`). Every reader opens a store through here.
+
+    Parameters
+    ----------
+    check : bool
+        ``False`` only for ``store verify``, which names every attribute that does not match itself.
 
     Raises
     ------
     StoreNotFoundError
         Nothing exists at a local ``path``.
+    MetadataError
+        An attribute does not match its digest.
     UserError
         ``path`` is a file, not a Zarr store, or a Zarr group that is not a multiplexer store.
     """
@@ -447,7 +472,7 @@ def open_store(path: str | os.PathLike[str], mode: Literal["r", "r+"] = "r") -> 
         group = open_group(path, mode=mode)
     except Exception as exc:  # zarr raises several types for what is not a group
         raise UserError(f"{path!r} is not a readable Zarr store: {type(exc).__name__}: {exc}") from None
-    return Store(group, path)
+    return Store(group, path, check=check)
 
 
 def check_same_spec(
@@ -455,9 +480,16 @@ def check_same_spec(
     spec: Spec,
     base_identity: Mapping[str, Any] | None = None,
     genome_fingerprint: Mapping[str, Any] | None = None,
+    target_names: list[str] | None = None,
 ) -> None:
     """Refuse a store made from other inputs than ``spec`` gives now, saying what differs: another
-    spec, base-model weights file or model source file, or another genome at the spec's genome path.
+    spec, base-model weights file or model code (its file or a local module it imports), another
+    genome, or other target names. What is not given is not compared.
+
+    A store of hash version 2 compares the spec's keys without their path text (a genome or weights
+    file moved elsewhere is the same input), the contents those paths name, and finally its content
+    identity (:func:`~pipeline.core.identity.identity_hash`); one of version 1 (written before) the
+    keys as written, paths included, and the genome by whatever its fingerprint holds.
 
     Raises
     ------
@@ -472,24 +504,62 @@ def check_same_spec(
         difference = fingerprint_difference(recorded, genome_fingerprint)
         if difference is not None:
             reason = f"another genome than the one now at {str(spec.genome_path)!r} ({difference})"
+    if reason is None and target_names is not None:
+        reason = _names_change(store.target_names, target_names)
     if reason is not None:
         raise StoreMismatchError(store.path, f"store {store.path!r} was made with {reason}")
+    if base_identity is None or genome_fingerprint is None or target_names is None:
+        return
+    if store.meta.hash_version >= 2 and genome_fingerprint.get("sequence_digest"):
+        expected = identity_hash(spec.store_dict(), base_identity, genome_fingerprint, target_names)
+        if expected != store.spec_hash:
+            raise StoreMismatchError(
+                store.path,
+                f"store {store.path!r} has content identity {store.spec_hash[:12]}, but the spec's inputs give "
+                f"{expected[:12]}",
+            )
+
+
+def _names_change(old: list[str], new: list[str]) -> str | None:
+    """How the target names ``new`` differ from the recorded ``old`` (``None``: they do not)."""
+    if list(new) == list(old):
+        return None
+    first = next((i for i, (a, b) in enumerate(zip(old, new)) if a != b), None)
+    if first is None:
+        return f"other target names ({len(old)} names, now {len(new)})"
+    return f"other target names (target {first} is {old[first]!r}, now {new[first]!r})"
+
+
+def _spec_keys(spec_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """The store keys of a spec's plain form (:meth:`~pipeline.core.spec.Spec.store_dict`)."""
+    return {k: v for k, v in spec_dict.items() if k not in (*NON_CONTENT_KEYS, "splits")}
 
 
 def _check_spec_content(store: Store, spec: Spec) -> None:
     """Refuse a spec whose windows differ from the store's. Format 3: everything but the splits must
-    hash alike, and every split the store has must sample from the same places (the spec may ask for
-    more samples, or add splits: the store grows). Formats 1 and 2 hashed the sample counts too."""
+    agree, and every split the store has must sample from the same places (the spec may ask for
+    more samples, or add splits: the store grows). Formats 1 and 2 hashed the sample counts too.
+    Hash version 2 compares the keys without their path text (:func:`~pipeline.core.identity.without_paths`)."""
     legacy = store.meta.format_version < 3
-    new_hash = spec.content_hash() if legacy else spec.store_hash()
-    if store.spec_hash != new_hash:
-        keys = [k for k in differing_keys(store.meta.spec, spec.to_dict()) if legacy or not k.startswith("splits.")]
-        hint = f"; store format {store.meta.format_version} cannot grow: `multiplexer store upgrade {store.path}`"
-        raise StoreMismatchError(
-            store.path,
-            f"store {store.path!r} was made from a different spec (hash {store.spec_hash[:12]} vs {new_hash[:12]}); "
-            f"differing keys: {', '.join(keys) or 'unknown'}" + (hint if legacy else ""),
-        )
+    if store.meta.hash_version >= 2:
+        old, new = without_paths(_spec_keys(store.meta.spec)), without_paths(spec.store_dict())
+        if old != new:
+            raise StoreMismatchError(
+                store.path,
+                f"store {store.path!r} was made from a different spec; differing keys: "
+                f"{', '.join(differing_keys(old, new)) or 'unknown'}",
+            )
+    else:
+        new_hash = spec.content_hash() if legacy else spec.store_hash()
+        if store.spec_hash != new_hash:
+            keys = [k for k in differing_keys(store.meta.spec, spec.to_dict()) if legacy or not k.startswith("splits.")]
+            hint = f"; store format {store.meta.format_version} cannot grow: `multiplexer store upgrade {store.path}`"
+            raise StoreMismatchError(
+                store.path,
+                f"store {store.path!r} was made from a different spec (hash {store.spec_hash[:12]} vs "
+                f"{new_hash[:12]}); "
+                f"differing keys: {', '.join(keys) or 'unknown'}" + (hint if legacy else ""),
+            )
     if legacy:
         return
     stored = store.meta.spec["splits"]
@@ -565,7 +635,7 @@ def grow_store(store: Store, spec: Spec) -> dict[str, tuple[int, int]]:
     entry = history_entry(spec)
     if not history or history[-1].get("samples") != entry["samples"]:
         history.append(entry)
-    store.group.attrs.update({"spec": spec.to_dict(), "history": history})
+    update_attrs(store.group, {"spec": spec.to_dict(), "history": history}, "store", store.path)
     store.reload()
     return changes
 
@@ -589,31 +659,42 @@ def _resize_split(store: Store, name: str, have: int, want: int) -> None:
     if have % U:  # the last unit was partial: recompute it whole with its new samples
         markers[have // U] = np.zeros(markers.shape[1:], dtype=markers.dtype)
     markers.resize((units, *markers.shape[1:]))
-    group.attrs.update({"n_samples": want, "n_units": units})
+    update_attrs(group, {"n_samples": want, "n_units": units}, "store", store.path)
 
 
 def upgrade_store(path: str | os.PathLike[str]) -> str:
-    """Upgrade a format-2 store to format 3 in place (root attributes only; the data is unchanged):
-    its content hash leaves out the sample counts, so it can grow, and it gets a ``history``.
+    """Upgrade a store in place (attributes only; the data is unchanged): format 2 to format 3 (its
+    content hash leaves out the sample counts, so it can grow, and it gets a ``history``), and a store
+    written before metadata digests gets one on its root and split attributes
+    (:mod:`pipeline.store.meta_digest`; run ``store verify`` first: what is there now is sealed).
+    The content hash keeps its version (a checkpoint trained on the store still resumes on it).
 
     Raises
     ------
     UserError
-        Format 1 (no checksums: distill it again), or already format 3.
+        Format 1 (no checksums: distill it again).
     """
     store = open_store(path, mode="r+")
     version = store.meta.format_version
-    if version == FORMAT_VERSION:
-        return f"store {path} is already format {FORMAT_VERSION}"
     if version < 2:
         raise UserError(
             f"store {str(path)!r} has format {version} (no checksums): it can be read, not upgraded; distill it again"
         )
-    spec = store.spec()
-    history: list[Any] = [{"when": store.meta.created, "samples": {n: s.samples for n, s in spec.splits.items()},
-                           "package_version": store.meta.package_version, "note": f"format {version}"}]  # fmt: skip
-    store.group.attrs.update({"format_version": FORMAT_VERSION, "spec_hash": spec.store_hash(), "history": history})
-    return f"upgraded store {path} from format {version} to {FORMAT_VERSION}: it can grow (more samples, new splits)"
+    done = []
+    if version < FORMAT_VERSION:
+        spec = store.spec()
+        history: list[Any] = [{"when": store.meta.created, "samples": {n: s.samples for n, s in spec.splits.items()},
+                               "package_version": store.meta.package_version, "note": f"format {version}"}]  # fmt: skip
+        changes = {"format_version": FORMAT_VERSION, "spec_hash": spec.store_hash(), "history": history}
+        update_attrs(store.group, changes, "store", store.path)
+        done.append(f"from format {version} to {FORMAT_VERSION}: it can grow (more samples, new splits)")
+    groups = [store.group, *(store.split_group(split) for split in store.splits)]
+    sealed = sum(seal(group) for group in groups)
+    if sealed:
+        done.append(f"added a metadata digest to {sealed} groups' attributes")
+    if not done:
+        return f"store {path} is already format {FORMAT_VERSION} with a metadata digest"
+    return f"upgraded store {path}: " + "; ".join(done)
 
 
 def _base_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
@@ -623,12 +704,8 @@ def _base_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
             f"base-model weights sha256 {str(old.get('weights_sha256'))[:12]}, but {new.get('weights')!r} has "
             f"sha256 {str(new.get('weights_sha256'))[:12]}"
         )
-    if old.get("source_sha256") not in (None, new.get("source_sha256")):
-        return (
-            f"base-model source file {old.get('source')!r} of sha256 {str(old['source_sha256'])[:12]}, but "
-            f"{new.get('source')!r} now has sha256 {str(new.get('source_sha256'))[:12]}: the model's code changed"
-        )
-    return None
+    change = code_change(old, new)
+    return None if change is None else f"base-{change}"
 
 
 def create_or_open_store(
@@ -662,7 +739,9 @@ def create_or_open_store(
     overwrite : bool
         Discard an existing store at ``path`` (the only way to do so).
     genome_fingerprint : dict, optional
-        The genome's fingerprint (recorded, and compared on reopening).
+        The genome's fingerprint (recorded, and compared on reopening). With its full digest the
+        store's ``spec_hash`` is its content identity (hash version 2); without (stores of synthetic
+        data), the spec's keys as written (version 1).
 
     Raises
     ------
@@ -673,7 +752,7 @@ def create_or_open_store(
     path = str(path)
     if store_exists(path):
         if not overwrite:
-            return _reopen(path, spec, base_identity, genome_fingerprint)
+            return _reopen(path, spec, base_identity, genome_fingerprint, target_names)
         remove_store(path)
     if len(target_names) != n_targets:
         raise UserError(f"{len(target_names)} target names for a base model with {n_targets} outputs")
@@ -687,7 +766,7 @@ def create_or_open_store(
     except OSError as exc:
         raise UserError(f"cannot create store {path!r}: {exc.strerror or exc} ({target.parent})") from None
     if not create_atomically(target, lambda tmp: _build(tmp, spec, n_targets, attrs)):
-        return _reopen(path, spec, base_identity, genome_fingerprint)  # another process created it first
+        return _reopen(path, spec, base_identity, genome_fingerprint, target_names)  # another process created it first
     return open_store(path, mode="r+")
 
 
@@ -734,6 +813,7 @@ def _reopen(
     spec: Spec,
     base_identity: Mapping[str, Any] | None,
     genome_fingerprint: Mapping[str, Any] | None = None,
+    target_names: list[str] | None = None,
 ) -> Store:
     store = open_store(path, mode="r+")
     version = store.meta.format_version
@@ -749,7 +829,7 @@ def _reopen(
             f"store {path!r} has format {version}; it can be read, but to extend it upgrade it first (attributes "
             f"only, seconds): `multiplexer store upgrade {path}`",
         )
-    check_same_spec(store, spec, base_identity, genome_fingerprint)
+    check_same_spec(store, spec, base_identity, genome_fingerprint, target_names)
     grow_store(store, spec)  # more samples or new splits: resize, keep every window
     return store
 
@@ -774,7 +854,7 @@ def _build(path: str, spec: Spec, n_targets: int, attrs: dict[str, Any]) -> None
         raise UserError(f"cannot create store {path!r}: {type(exc).__name__}: {exc}") from None
     for split, split_spec in spec.splits.items():
         _build_split(root.create_group(split), spec, split_spec.samples, split_spec.chroms, n_targets)
-    root.attrs.update(attrs)
+    root.attrs.update(attrs)  # sealed with their digest (root_attrs)
 
 
 def _build_split(g: zarr.Group, spec: Spec, n: int, chroms: tuple[str, ...], n_targets: int) -> None:
@@ -834,9 +914,8 @@ def _build_split(g: zarr.Group, spec: Spec, n: int, chroms: tuple[str, ...], n_t
             config=cfg,
             dimension_names=DIMENSIONS["complete"],
         )
-    g.attrs.update(
-        {"n_samples": n, "unit_samples": U, "chunk_samples": st.chunk_samples, "n_units": units, "chroms": list(chroms)}
-    )
+    attrs = {"n_samples": n, "unit_samples": U, "chunk_samples": st.chunk_samples, "n_units": units}
+    g.attrs.update(write_meta_digest({**attrs, "chroms": list(chroms)}))
 
 
 def _build_targets(g: zarr.Group, shape: tuple[int, int, int], st: Any, cfg: ArrayConfigParams) -> None:

@@ -14,10 +14,11 @@ import zarr
 from tqdm import tqdm
 
 from pipeline.core.identity import weights_label
-from pipeline.errors import UserError
+from pipeline.errors import MetadataError, UserError
 from pipeline.store.chunks import BLOCK_UNITS, CHECKED, first_missing_chunk, stored_bytes
 from pipeline.store.digests import DIGESTED, first_mismatch, split_markers, unreadable
-from pipeline.store.format import SplitMeta, group_array, int_attr
+from pipeline.store.format import SplitMeta, group_array, group_node, int_attr
+from pipeline.store.meta_digest import DAMAGED_METADATA, meta_digest_problems
 from pipeline.store.store import Store, active_writers, bulk_reads, is_url, open_store, read_markers
 
 VERIFY_BATCH_BYTES = 64_000_000
@@ -109,10 +110,24 @@ def format_info(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def metadata_problems(store: Store) -> list[str]:
+    """Every attribute of the root and the split groups that does not match its digest, by name
+    (``"test/zarr.json: attribute 'n_samples' does not match its digest"``; ``[]`` for a store without
+    digests: see :func:`~pipeline.store.meta_digest.unsealed_note`)."""
+    out = [f"zarr.json: {p}" for p in meta_digest_problems(dict(store.group.attrs))]
+    for split in store.splits:
+        if split in store.group:
+            group = group_node(store.group, split, zarr.Group, "split group")
+            out += [f"{split}/zarr.json: {p}" for p in meta_digest_problems(dict(group.attrs))]
+    return out
+
+
 def verify_store(store: Store, *, progress: bool = False, workers: int | None = None) -> list[str]:
     """Full integrity check; returns the problems found (empty when the store is sound).
 
-    Checks the attributes against the arrays' shapes, that every unit is complete, that no chunk of a
+    Checks first that every attribute matches its digest (:func:`metadata_problems`; open the store
+    with ``check=False`` to get them by name rather than as the opening's error), then the attributes
+    against the arrays' shapes, that every unit is complete, that no chunk of a
     unit is missing, that every chunk's checksum and every sample's digest match
     (:mod:`pipeline.store.digests`), that targets and reference predictions are finite, that references are one-hot
     (or all-zero ``N``) columns, and that targets are exactly 0 at every reference base and at every
@@ -129,7 +144,9 @@ def verify_store(store: Store, *, progress: bool = False, workers: int | None = 
         the CPU count, at most :data:`VERIFY_WORKERS`; ``1``: this process only). Stores behind URLs
         are read by this process.
     """
-    problems: list[str] = []
+    problems = metadata_problems(store)
+    if problems:  # the attributes say what the data are: check nothing against damaged ones
+        return problems
     F = store.n_targets
     if len(store.target_names) != F:
         problems.append(f"{len(store.target_names)} target names but n_targets = {F}")
@@ -372,7 +389,11 @@ def unmark_damaged(store: Store, *, progress: bool = False) -> dict[str, list[in
 
 
 def require_sound(store: Store, *, progress: bool = False) -> None:
-    """Raise a :class:`UserError` naming the first problem :func:`verify_store` finds (and how many)."""
+    """Raise a :class:`UserError` naming the first problem :func:`verify_store` finds (and how many);
+    a :class:`~pipeline.errors.MetadataError` naming every attribute that does not match its digest."""
+    named = metadata_problems(store)
+    if named:
+        raise MetadataError(f"store {store.path!r} failed verification: {'; '.join(named)}; {DAMAGED_METADATA}")
     problems = verify_store(store, progress=progress)
     if problems:
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
