@@ -7,7 +7,7 @@ WORK   ?= work
 export PYTHONDONTWRITEBYTECODE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-processes test-all lint demo clean clean-work bench bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf bench-catalogue bench-storage bench-multiplexer docs-cli
+.PHONY: help install test test-processes test-all lint demo clean clean-work bench bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf bench-catalogue bench-storage bench-multiplexer bench-identity docs-cli
 
 help:  ## List every target with what it does
 	@grep -hE '^[$$()a-zA-Z0-9_./%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-28s %s\n", $$1, $$2}'
@@ -81,7 +81,11 @@ bench-multiplexer: $(VENV)/.installed  ## Multiplexer architectures on the demo 
 	@mkdir -p bench
 	$(BIN)/python scripts/bench_multiplexer.py --json bench/multiplexer.json --demo $(WORK)/demo
 
-bench: bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf bench-catalogue bench-storage bench-multiplexer  ## Every benchmark, then bench/REPORT.md with all figures
+bench-identity: $(VENV)/.installed  ## Genome sequence digest cold vs cached on a generated 150 Mb genome (plain, bgzip), hg19 estimate, metadata digest cost -> bench/identity.json
+	@mkdir -p bench
+	$(BIN)/python scripts/bench_identity.py --json bench/identity.json
+
+bench: bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf bench-catalogue bench-storage bench-multiplexer bench-identity  ## Every benchmark, then bench/REPORT.md with all figures
 	$(BIN)/python scripts/bench_report.py
 
 docs-cli: $(VENV)/.installed  ## Regenerate docs/cli.md from the click commands

@@ -1,12 +1,15 @@
 """Collect the benchmark results (bench/*.json) into bench/REPORT.md.
 
 Run by `make bench` after `bench-ism`, `bench-distill`, `bench-loader`, `bench-demo`, `bench-scale`,
-`bench-checksums`, `bench-vcf`, `bench-catalogue`, `bench-storage` and `bench-multiplexer`;
-a missing result is named in the report rather than invented.
+`bench-checksums`, `bench-vcf`, `bench-catalogue`, `bench-storage`, `bench-multiplexer` and
+`bench-identity`; a missing result is named in the report rather than invented.
+`--section NAME` refreshes only that section of an existing REPORT.md (from its JSON), keeping the
+others as they are: for one benchmark run on its own.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -473,6 +476,49 @@ def multiplexer_section(r: dict | None) -> list[str]:
     return lines + ["", f"(run {r['when']})", ""]
 
 
+def _load_note(load: list[float] | None) -> str:
+    """A sentence on a run taken while the machine was busy (its 1-minute load average, before and after)."""
+    cores = os.cpu_count() or 1
+    if not load or max(load) < cores:
+        return ""
+    return (
+        f" Taken while other jobs shared the {cores} cores (load average {load[0]:.0f} before, {load[1]:.0f} after): "
+        "the absolute times are pessimistic; compare rows of one run."
+    )
+
+
+def identity_section(r: dict | None) -> list[str]:
+    if r is None:
+        return ["## Content identities", "", "not run (`make bench-identity`)", ""]
+    m, hg19, meta = r["machine"], r["hg19_estimate"], r["meta_digest"]
+    lines = [
+        "## Content identities (`scripts/bench_identity.py`)",
+        "",
+        f"The full sequence digest of a generated {r['genome_mb']} Mb genome (random bases, soft-masked and N runs; "
+        f"written to a temporary folder, read from the page cache) on the CPU ({m.get('cpu')}, {m.get('cores')} "
+        "cores): cold with an empty cache (every base read, upper-cased and hashed with sha256), cached on a "
+        "second open (read back from `$MULTIPLEXER_CACHE/digests`)." + _load_note(r.get("load_average")),
+        "",
+        "| FASTA | bases | open (index built) | quick fingerprint | digest cold | cold rate | digest cached |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for x in r["genomes"]:
+        lines.append(
+            f"| {x['file']} | {x['bases']:,} | {x['open_s']:.2f} s | {x['quick_fingerprint_s'] * 1e3:.1f} ms | "
+            f"**{x['digest_cold_s']:.2f} s** | {x['cold_mb_per_s']:.0f} Mb/s | {x['digest_cached_s'] * 1e3:.2f} ms |"
+        )
+    lines += [
+        "",
+        f"hg19 (**estimate**, not measured): {hg19['bases']:,} bases at the plain FASTA's cold rate = "
+        f"**{hg19['cold_s']:.0f} s**, once per version of the file, then cached ({hg19['note']}; a bgzip "
+        "FASTA takes about the ratio of the two rows longer).",
+        "",
+        f"Metadata digest of a Beluga-shaped store's root attributes ({meta['targets']:,} target names): "
+        f"{meta['write_us']:.0f} µs to write, {meta['check_us']:.0f} µs to check on each open.",
+    ]
+    return lines + ["", f"(run {r['when']})", ""]
+
+
 def gpu_section() -> list[str]:
     """The figures measured once on a GPU (``*_cuda.json``; CI has none, so ``make bench`` does not
     rerun them): the ISM, distill and loader benchmarks, the demo's report, and forward passes."""
@@ -522,7 +568,32 @@ def gpu_section() -> list[str]:
     return lines
 
 
+SECTIONS = {"identity": (identity_section, "identity.json")}
+"""Sections that ``--section`` refreshes on their own."""
+
+
+def refresh_section(name: str) -> None:
+    """Replace (or insert, before the GPU section) one section of the existing REPORT.md."""
+    make, source = SECTIONS[name]
+    new = make(_load(source))
+    text = (BENCH / "REPORT.md").read_text().split("\n")
+    title = new[0].split(" (`")[0]
+    start = next((i for i, line in enumerate(text) if line.split(" (`")[0] == title), None)
+    if start is None:
+        start = end = next((i for i, line in enumerate(text) if line.startswith("## On a GPU")), len(text))
+    else:
+        end = next((i for i in range(start + 1, len(text)) if text[i].startswith("## ")), len(text))
+    (BENCH / "REPORT.md").write_text("\n".join(text[:start] + new + text[end:]))
+    print(f"refreshed section {title!r} of {BENCH / 'REPORT.md'}")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--section", choices=sorted(SECTIONS), help="Refresh only this section of REPORT.md.")
+    args = parser.parse_args()
+    if args.section:
+        refresh_section(args.section)
+        return
     lines = [
         "# Benchmark report",
         "",
@@ -541,6 +612,7 @@ def main() -> None:
     lines += catalogue_section(_load("catalogue.json"))
     lines += storage_section(_load("storage.json"))
     lines += multiplexer_section(_load("multiplexer.json"))
+    lines += identity_section(_load("identity.json"))
     lines += gpu_section()
     (BENCH / "REPORT.md").write_text("\n".join(lines))
     print(f"wrote {BENCH / 'REPORT.md'}")
