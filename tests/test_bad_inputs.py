@@ -115,6 +115,10 @@ def assets(tmp_path_factory, genome_path, write_spec, tiny_store, trained_run) -
     shutil.copytree(tiny_store, a["lost.zarr"])
     (a["lost.zarr"] / "train/targets/c/5/0/0/0").unlink()  # sample 5 lies in unit 1 (unit_samples 4)
     (a["lost.zarr"] / "test/targets/c/2/0/0/0").unlink()
+    a["relabelled.zarr"] = d / "relabelled.zarr"  # one flipped byte: target name demo_03 reads demo_02
+    shutil.copytree(tiny_store, a["relabelled.zarr"])
+    root_json = a["relabelled.zarr"] / "zarr.json"
+    root_json.write_text(root_json.read_text().replace('"demo_03"', '"demo_02"', 1))
     for name, overrides in (("l81.zarr", {"seq_len": 81}), ("f3.zarr", {"base": {"kwargs": {"n_targets": 3}}})):
         a[name] = d / name
         a[f"{name}.yaml"] = write_spec(d, f"{name}.yaml", store=str(a[name]), **overrides)
@@ -751,6 +755,22 @@ def _(c: Ctx) -> list[Any]:
 @case("evaluate: store with a deleted chunk", "evaluate", "lost.zarr", "'test' unit 0", "missing")
 def _(c: Ctx) -> list[Any]:
     return ["evaluate", "--checkpoint", c.ckpt, "--store", c.assets["lost.zarr"], "--out", c.tmp / "eval"]
+
+
+@case("store verify: a flipped target name", "store verify", "relabelled.zarr", "zarr.json",
+      "attribute 'target_names' does not match its digest")  # fmt: skip
+def _(c: Ctx) -> list[Any]:
+    return ["store", "verify", c.assets["relabelled.zarr"]]
+
+
+@case("train: a flipped target name", "train", "relabelled.zarr", "'target_names' does not match its digest")
+def _(c: Ctx) -> list[Any]:
+    return ["train", c.assets["relabelled.zarr"], "--run-dir", c.tmp / "run", "--steps", "2", "--device", "cpu"]
+
+
+@case("evaluate: a flipped target name", "evaluate", "relabelled.zarr", "'target_names' does not match its digest")
+def _(c: Ctx) -> list[Any]:
+    return ["evaluate", "--checkpoint", c.ckpt, "--store", c.assets["relabelled.zarr"], "--out", c.tmp / "eval"]
 
 
 @case("store info: store missing", "store info", "nowhere.zarr")
