@@ -7,7 +7,7 @@ WORK   ?= work
 export PYTHONDONTWRITEBYTECODE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-processes test-all lint demo clean clean-work bench bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf bench-catalogue bench-storage bench-multiplexer bench-identity docs-cli
+.PHONY: help install test test-processes test-all lint demo clean clean-work bench bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf bench-catalogue bench-storage bench-multiplexer bench-identity bench-gpu gpu-wheels docs-cli
 
 help:  ## List every target with what it does
 	@grep -hE '^[$$()a-zA-Z0-9_./%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-28s %s\n", $$1, $$2}'
@@ -87,6 +87,18 @@ bench-identity: $(VENV)/.installed  ## Genome sequence digest cold vs cached on 
 
 bench: bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf bench-catalogue bench-storage bench-multiplexer bench-identity  ## Every benchmark, then bench/REPORT.md with all figures
 	$(BIN)/python scripts/bench_report.py
+
+bench-gpu:  ## On a GPU machine: every GPU figure in <= 8 min -> bench/*_cuda.json, REPORT.md's GPU section (DEVICE=cpu TINY=1: a dry run)
+	scripts/bench_gpu.sh
+
+GPU_PYTHON ?= 3.12
+gpu-wheels: $(VENV)/.installed  ## Download the package's dependencies as wheels into .whl/ for a GPU machine without a network (GPU_PYTHON=3.12)
+	@mkdir -p .whl
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+		$$($(BIN)/python -c "from importlib.metadata import version as v; print(' '.join(f'{n}=={v(n)}' for n in ('zarr', 'numcodecs', 'donfig', 'google-crc32c', 'pyfaidx', 'biopython', 'pysam')))")
+	@du -sh .whl
 
 docs-cli: $(VENV)/.installed  ## Regenerate docs/cli.md from the click commands
 	$(BIN)/python scripts/gen_cli_docs.py

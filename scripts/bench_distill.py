@@ -7,6 +7,12 @@ compressed bytes per sample against raw float32 for every codec, with write and 
 
     python scripts/bench_distill.py --json bench/distill.json
     python scripts/bench_distill.py --quick          # fewer windows
+    python scripts/bench_distill.py --device cuda --specs beluga --beluga-windows 48 --unit-samples 8 \
+        --ism-batch-size 4096 --modes overlap --no-codecs --json bench/distill_cuda.json     # on a GPU
+
+Next to each Beluga-sized distill run, ``compute_only`` times the ISM engine alone on as many random
+windows of the same shape (float16 effects copied to the host, as distill stores them): the gap to
+distill's rate is what preparing and writing the windows cost.
 """
 
 from __future__ import annotations
@@ -25,10 +31,13 @@ import torch
 import zarr
 import zarr.codecs as zc
 
+from pipeline.core.runtime import exact_float32
 from pipeline.core.spec import spec_from_dict
 from pipeline.demo import DEMO_SPEC
 from pipeline.demo.synthetic import synth_genome
 from pipeline.distill import distill
+from pipeline.ism import fast_ism
+from pipeline.models import build_base
 from pipeline.store import open_store, store_info
 
 CODECS = [
@@ -69,6 +78,36 @@ def run_distill(spec_dict: dict, work: Path, name: str, overlap: bool, device: s
         "bytes_per_sample": round(info["bytes_per_sample"]),
         "raw_float32_bytes_per_sample": info["raw_float32_bytes_per_sample"],
         "store": str(path),
+    }
+
+
+def compute_only(spec_dict: dict, windows: int, batch: int, device: str) -> dict:
+    """The fast engine alone on ``windows`` random windows of the spec's shape (after a warm-up)."""
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device
+    )
+    torch.manual_seed(0)
+    model = build_base(spec_dict["base"]["model"], **spec_dict["base"].get("kwargs", {})).to(dev).eval()
+    L = spec_dict["seq_len"]
+    g = torch.Generator().manual_seed(3)
+    X = torch.nn.functional.one_hot(torch.randint(0, 4, (windows, L), generator=g), 4).permute(0, 2, 1).float()
+    unit = spec_dict["storage"]["unit_samples"]
+    with exact_float32():
+        fast_ism(model, X[:unit], batch_size=batch, device=dev, out_dtype=torch.float16)  # warm-up
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        start = time.perf_counter()
+        for i in range(0, windows, unit):  # one call per write unit, as distill makes them
+            fast_ism(model, X[i : i + unit], batch_size=batch, device=dev, out_dtype=torch.float16)
+        seconds = time.perf_counter() - start
+    return {
+        "spec": spec_dict["name"],
+        "windows": windows,
+        "unit_samples": unit,
+        "ism_batch_size": batch,
+        "seconds": round(seconds, 3),
+        "windows_per_s": round(windows / seconds, 3),
+        "seconds_per_window": round(seconds / windows, 4),
     }
 
 
@@ -114,7 +153,14 @@ def codec_table(store: str, name: str, work: Path) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer windows")
+    parser.add_argument("--tiny", action="store_true", help="Beluga's layout at L=400, F=64 (a dry run)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--specs", default="demo,beluga", help="which specs: demo, beluga (comma-separated)")
+    parser.add_argument("--beluga-windows", type=int, default=None, help="Beluga-sized windows (default 4, quick 2)")
+    parser.add_argument("--unit-samples", type=int, default=2, help="windows per write unit of the Beluga spec")
+    parser.add_argument("--ism-batch-size", type=int, default=512, help="the Beluga spec's ism_batch_size")
+    parser.add_argument("--modes", default="overlap,sequential", help="overlap, sequential (comma-separated)")
+    parser.add_argument("--no-codecs", action="store_true", help="skip the per-codec table")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--workdir", help="keep the stores here (default: a temporary folder)")
     args = parser.parse_args()
@@ -129,41 +175,28 @@ def main() -> None:
         "store": None,
         "splits": {"train": {"chroms": DEMO_SPEC["splits"]["train"]["chroms"], "samples": 128 if args.quick else 512}},
     }
+    n_beluga = args.beluga_windows or (2 if args.quick else 4)
     beluga = {
         **DEMO_SPEC,
         "name": "beluga_random",
         "genome": str(genome),
         "store": None,
-        "seq_len": 2000,
-        "base": {"model": "beluga", "weights": "random"},
-        "ism_batch_size": 512,
-        "storage": {**DEMO_SPEC["storage"], "unit_samples": 2},
-        "splits": {"train": {"chroms": DEMO_SPEC["splits"]["train"]["chroms"], "samples": 2 if args.quick else 4}},
+        "seq_len": 400 if args.tiny else 2000,
+        "base": {
+            "model": "beluga",
+            "weights": "random",
+            **({"kwargs": {"seq_len": 400, "n_targets": 64}} if args.tiny else {}),
+        },
+        "ism_batch_size": args.ism_batch_size,
+        "storage": {**DEMO_SPEC["storage"], "unit_samples": args.unit_samples},
+        "splits": {"train": {"chroms": DEMO_SPEC["splits"]["train"]["chroms"], "samples": n_beluga}},
     }
-    runs, codecs = [], []
+    specs = [(name, spec) for name, spec in (("demo", demo), ("beluga", beluga)) if name in args.specs.split(",")]
+    modes = [mode == "overlap" for mode in args.modes.split(",")]
+    runs, codecs, alone = [], [], []
     # warm-up (page cache, kernels, thread pools) so the first timed run is not penalised
     warm = {**demo, "name": "warmup", "splits": {"train": {**demo["splits"]["train"], "samples": 64}}}
     run_distill(warm, work, "warmup", True, args.device)
-    for name, spec in (("demo", demo), ("beluga", beluga)):
-        for overlap in (True, False):
-            runs.append(run_distill(spec, work, name, overlap, args.device))
-            print(
-                f"{name:7} overlap={str(overlap):5} {runs[-1]['samples_per_s']:9.3f} samples/s "
-                f"{runs[-1]['stored_bytes_per_s'] / 1e6:8.2f} MB/s stored "
-                f"({runs[-1]['raw_float32_bytes_per_s'] / 1e6:.1f} MB/s as raw float32)",
-                flush=True,
-            )
-        codecs += codec_table(runs[-1]["store"], name, work)
-    print()
-    print(
-        f"{'spec':7} {'codec':22} {'bytes/sample':>13} {'raw float32':>12} {'ratio':>7} {'write MB/s':>11} "
-        f"{'read MB/s':>10}"
-    )
-    for r in codecs:
-        print(
-            f"{r['spec']:7} {r['codec']:22} {r['bytes_per_sample']:13d} {r['raw_float32_bytes_per_sample']:12d} "
-            f"{r['ratio_vs_float32']:6.2f}x {r['write_MB_per_s']:11.1f} {r['read_MB_per_s']:10.1f}"
-        )
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {
@@ -173,8 +206,45 @@ def main() -> None:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         },
         "distill": runs,
+        "compute_only": alone,
         "codecs": codecs,
     }
+    for name, spec in specs:
+        if name == "beluga":  # one write unit of the same shapes first: the kernels' first use is not timed
+            one_unit = {
+                **spec,
+                "name": "beluga_warmup",
+                "splits": {"train": {**spec["splits"]["train"], "samples": args.unit_samples}},
+            }
+            run_distill(one_unit, work, "beluga-warmup", True, args.device)
+        for overlap in modes:
+            runs.append(run_distill(spec, work, name, overlap, args.device))
+            print(
+                f"{name:7} overlap={str(overlap):5} {runs[-1]['samples_per_s']:9.3f} samples/s "
+                f"{runs[-1]['stored_bytes_per_s'] / 1e6:8.2f} MB/s stored "
+                f"({runs[-1]['raw_float32_bytes_per_s'] / 1e6:.1f} MB/s as raw float32)",
+                flush=True,
+            )
+        if name == "beluga":
+            alone.append(compute_only(spec, n_beluga, args.ism_batch_size, args.device))
+            print(
+                f"{name:7} ISM alone: {alone[-1]['windows_per_s']:.3f} windows/s "
+                f"({alone[-1]['seconds_per_window']:.3f} s per window)",
+                flush=True,
+            )
+        if not args.no_codecs:
+            codecs += codec_table(runs[-1]["store"], name, work)
+    if codecs:
+        print()
+        print(
+            f"{'spec':7} {'codec':22} {'bytes/sample':>13} {'raw float32':>12} {'ratio':>7} {'write MB/s':>11} "
+            f"{'read MB/s':>10}"
+        )
+    for r in codecs:
+        print(
+            f"{r['spec']:7} {r['codec']:22} {r['bytes_per_sample']:13d} {r['raw_float32_bytes_per_sample']:12d} "
+            f"{r['ratio_vs_float32']:6.2f}x {r['write_MB_per_s']:11.1f} {r['read_MB_per_s']:10.1f}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
         print(f"wrote {args.json}")

@@ -9,6 +9,12 @@ predictions and of the log-fold targets; ``--json`` writes the figures.
 
     python scripts/bench_ism.py                  # Beluga L=2000 F=2002 (random weights) + demo
     python scripts/bench_ism.py --quick          # smaller: for a smoke run
+    python scripts/bench_ism.py --devices cuda --tf32-check --json bench/ism_cuda.json   # on a GPU
+    python scripts/bench_ism.py --devices cpu --tiny   # Beluga's layout at L=400, F=64: a dry run
+
+``--tf32-check`` also runs the fast engine with TF32 products allowed and compares its float16 effects
+(what a store keeps) with the exact float32 run's: the share of stored elements that change and the
+largest change. On a CPU TF32 does not exist, so both runs are the same computation.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ import torch
 from pipeline.core.runtime import exact_float32
 from pipeline.ism import fast_ism, get_plan, log_fold, mutate_batch, variant_index
 from pipeline.models import Beluga, DemoBase
+
+TINY_BELUGA = {"seq_len": 400, "n_targets": 64}
+"""Beluga's layers at a small size, for a dry run of the GPU script on a CPU."""
 
 
 def sync(device: torch.device) -> None:
@@ -55,6 +64,30 @@ def naive_sample(model: torch.nn.Module, X: torch.Tensor, n_variants: int | None
     sync(device)
     seconds = time.perf_counter() - start
     return (seq, pos, base), torch.cat(outs).cpu(), seconds
+
+
+def tf32_check(model: torch.nn.Module, X: torch.Tensor, device: torch.device, batch: int) -> dict:
+    """Fast ISM with TF32 products allowed against exact float32, both stored as float16 (log-fold)."""
+    exact, _ = fast_ism(model, X, target="logfold", batch_size=batch, device=device, out_dtype=torch.float16)
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        fast_ism(model, X[:1], target="logfold", batch_size=batch, device=device)  # warm-up
+        sync(device)
+        t = time.perf_counter()
+        tf32, _ = fast_ism(model, X, target="logfold", batch_size=batch, device=device, out_dtype=torch.float16)
+        sync(device)
+        seconds = time.perf_counter() - t
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+    changed = exact != tf32
+    return {
+        "tf32_fast_variants_per_s": round(variant_index(X)[0].numel() / seconds, 1),
+        "tf32_stored_elements": int(exact.numel()),
+        "tf32_share_changed": float(changed.double().mean()),
+        "tf32_max_abs_change": float((exact.float() - tf32.float()).abs().max()),
+        "tf32_max_abs_logfold": float(exact.float().abs().max()),
+    }
 
 
 def bench(
@@ -95,6 +128,8 @@ def bench(
         "plan_seconds": round(plan_s, 3),
         "fast_seconds": round(fast_s, 3),
         "naive_seconds": round(naive_s, 3),
+        "fast_batch": fast_batch,
+        "fast_windows_per_s": round(X.shape[0] / fast_s, 3),
         "fast_variants_per_s": round(fast_rate, 1),
         "naive_variants_per_s": round(naive_rate, 2),
         "speedup": round(fast_rate / naive_rate, 2),
@@ -107,7 +142,12 @@ def bench(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Beluga on fewer naive variants (smoke run)")
+    parser.add_argument("--tiny", action="store_true", help="Beluga's layout at L=400, F=64 (a dry run)")
     parser.add_argument("--devices", default="auto", help="cpu, cuda, or auto (CPU, plus CUDA when present)")
+    parser.add_argument("--windows", type=int, default=None, help="Beluga windows (default: 1 on CPU, 4 on CUDA)")
+    parser.add_argument("--fast-batch", type=int, default=None, help="fast engine's variants per chunk")
+    parser.add_argument("--naive-variants", type=int, default=None, help="naive engine's sample of variants")
+    parser.add_argument("--tf32-check", action="store_true", help="also run fast ISM with TF32 (see above)")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
@@ -117,20 +157,27 @@ def main() -> None:
     rows = []
     for dev_name in devices:
         device = torch.device(dev_name)
-        torch.manual_seed(0)
-        beluga = Beluga()  # random weights, L = 2000, F = 2002
         cuda = device.type == "cuda"
+        torch.manual_seed(0)
+        beluga = Beluga(**TINY_BELUGA) if args.tiny else Beluga()  # random weights; L = 2000, F = 2002
+        L = beluga.seq_len
+        X = random_windows(args.windows or (4 if cuda else 1), L, seed=1)
+        fast_batch = args.fast_batch or (4096 if cuda else 512)
+        naive = args.naive_variants or (4096 if cuda else 32 if args.tiny else 64 if args.quick else 256)
         rows.append(
             bench(
                 "beluga",
                 beluga,
-                random_windows(2 if cuda else 1, 2000, seed=1),
+                X,
                 device,
-                naive_variants=(64 if args.quick else 256) if not cuda else None,
-                fast_batch=1024 if cuda else 512,
+                naive_variants=naive,
+                fast_batch=fast_batch,
                 naive_batch=128 if cuda else 32,
             )
         )
+        if args.tf32_check:
+            rows[-1].update(tf32_check(beluga.to(device), X, device, fast_batch))
+        write(rows, args.json)  # each row as soon as it is measured: a time limit keeps what was done
         del beluga
         demo = DemoBase()
         rows.append(
@@ -144,6 +191,7 @@ def main() -> None:
                 naive_batch=4096,
             )
         )
+        write(rows, args.json)
     header = (
         f"{'model':8} {'device':6} {'L':>5} {'F':>5} {'fast var/s':>11} {'naive var/s':>12} {'speedup':>8} "
         f"{'max err alt':>12} {'max err lf':>11}"
@@ -155,6 +203,20 @@ def main() -> None:
             f"{r['naive_variants_per_s']:12.2f} {r['speedup']:7.1f}x {r['max_abs_error_alt']:12.2e} "
             f"{r['max_abs_error_logfold']:11.2e}"
         )
+    for r in rows:
+        if "tf32_share_changed" in r:
+            print(
+                f"{r['model']} with TF32 on {r['device']}: {r['tf32_fast_variants_per_s']:.1f} variants/s; "
+                f"{100 * r['tf32_share_changed']:.3f} % of the stored float16 log-fold elements change, "
+                f"the largest by {r['tf32_max_abs_change']:.3g}"
+            )
+    if args.json:
+        print(f"wrote {args.json}")
+
+
+def write(rows: list[dict], path: str | None) -> None:
+    if path is None:
+        return
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {
@@ -166,10 +228,8 @@ def main() -> None:
         },
         "results": rows,
     }
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=2)
-        print(f"wrote {args.json}")
+    with open(path, "w") as handle:
+        json.dump(result, handle, indent=2)
 
 
 if __name__ == "__main__":

@@ -36,13 +36,16 @@ from pipeline.train.data import BlockShuffle, RankBatchSampler, StoreDataset, co
 L, F = 2000, 2002
 
 
-def make_store(path: Path, n: int, unit: int) -> str:
+def make_store(path: Path, n: int, unit: int, seq_len: int = L, n_targets: int = F) -> str:
+    """A store of ``n`` train samples (and one unit of valid) with random one-hot windows and random
+    float16 targets (0 at reference bases), Beluga-shaped by default, in the default layout and codec."""
+    kwargs = {} if (seq_len, n_targets) == (L, F) else {"kwargs": {"seq_len": seq_len, "n_targets": n_targets}}
     spec = spec_from_dict(
         {
             "name": "loader_bench",
             "genome": "unused.fa",
-            "seq_len": L,
-            "base": {"model": "beluga", "weights": "random"},
+            "seq_len": seq_len,
+            "base": {"model": "beluga", "weights": "random", **kwargs},
             "splits": {"train": {"chroms": ["chr1"], "samples": n}, "valid": {"chroms": ["chr2"], "samples": unit}},
             "storage": {"unit_samples": unit},
         },
@@ -52,22 +55,22 @@ def make_store(path: Path, n: int, unit: int) -> str:
         str(path),
         spec,
         base_identity={"model": "beluga", "weights": None, "weights_sha256": None, "init": "random (seed 0)"},
-        n_targets=F,
-        target_names=[f"t{i}" for i in range(F)],
+        n_targets=n_targets,
+        target_names=[f"t{i}" for i in range(n_targets)],
     )
     rng = np.random.default_rng(0)
     for split in ("train", "valid"):
         for u, a, b in store.iter_units(split):
             k = b - a
-            X = np.zeros((k, 4, L), dtype=np.uint8)
-            X[np.arange(k)[:, None], rng.integers(0, 4, (k, L)), np.arange(L)[None, :]] = 1
-            y = (rng.standard_normal((k, F, 4, L), dtype=np.float32) * 0.3).astype(np.float16)
+            X = np.zeros((k, 4, seq_len), dtype=np.uint8)
+            X[np.arange(k)[:, None], rng.integers(0, 4, (k, seq_len)), np.arange(seq_len)[None, :]] = 1
+            y = (rng.standard_normal((k, n_targets, 4, seq_len), dtype=np.float32) * 0.3).astype(np.float16)
             y[np.broadcast_to(X[:, None].astype(bool), y.shape)] = 0
             store.write_unit(
                 split,
                 u,
                 reference=X,
-                ref_pred=np.full((k, F), 0.5, np.float32),
+                ref_pred=np.full((k, n_targets), 0.5, np.float32),
                 targets=y,
                 chrom=["chr1"] * k,
                 center=np.full(k, 1000),

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 from bench_vcf import ensure_demo
-from benchlib import machine, package_version, write_result
+from benchlib import BELUGA_FAST, machine, package_version, write_result
 
 from pipeline.apply.evaluate import evaluate
 from pipeline.core.spec import spec_from_dict
@@ -43,9 +43,6 @@ ARCHITECTURES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "fast w48 r32": ("fast", {"width": 48, "rank": 32}, {}),
 }
 """Name -> (registered multiplexer, constructor arguments, training settings that differ from the demo's)."""
-
-BELUGA_FAST = {"width": 256, "rank": 256, "dilations": [1, 2, 4, 8, 16, 32, 64, 128]}
-"""The ``fast`` architecture at Beluga shape: receptive field 1 + 8 · 256 = 2049 >= L."""
 
 
 def demo_architecture(

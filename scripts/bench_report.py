@@ -5,6 +5,10 @@ Run by `make bench` after `bench-ism`, `bench-distill`, `bench-loader`, `bench-d
 `bench-identity`; a missing result is named in the report rather than invented.
 `--section NAME` refreshes only that section of an existing REPORT.md (from its JSON), keeping the
 others as they are: for one benchmark run on its own.
+
+``--gpu-only`` (run by ``scripts/bench_gpu.sh``) rewrites only the "On a GPU" section from the
+``*_cuda.json`` files and keeps the rest of the report as it is (the CPU results are not on a GPU
+machine); ``--bench DIR`` reads and writes another folder than ``bench/`` (a dry run's).
 """
 
 from __future__ import annotations
@@ -519,34 +523,138 @@ def identity_section(r: dict | None) -> list[str]:
     return lines + ["", f"(run {r['when']})", ""]
 
 
-def gpu_section() -> list[str]:
-    """The figures measured once on a GPU (``*_cuda.json``; CI has none, so ``make bench`` does not
-    rerun them): the ISM, distill and loader benchmarks, the demo's report, and forward passes."""
-    runs = [
-        (ism_section, "ism_cuda.json"),
-        (distill_section, "distill_cuda.json"),
-        (loader_section, "loader_cuda.json"),
+def ism_gpu_lines(r: dict) -> list[str]:
+    """The ISM table of ``ism_cuda.json``, with the fast engine's windows/s and the TF32 check."""
+    lines = [
+        "### ISM engines (`scripts/bench_ism.py`) on CUDA",
+        "",
+        "| model | L | F | windows | fast chunk | fast windows/s | fast variants/s | naive variants/s | speedup "
+        "| max err alt | max err log-fold |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    found = [(render, _load(name)) for render, name in runs]
-    if not any(r for _, r in found):
+    for x in r["results"]:
+        fast_windows = x.get("fast_windows_per_s", round(x["windows"] / x["fast_seconds"], 3))
+        lines.append(
+            f"| {x['model']} | {x['seq_len']} | {x['n_targets']} | {x['windows']} | {x.get('fast_batch', '')} | "
+            f"{fast_windows} | {x['fast_variants_per_s']} | {x['naive_variants_per_s']} | **{x['speedup']}x** | "
+            f"{x['max_abs_error_alt']:.2e} | {x['max_abs_error_logfold']:.2e} |"
+        )
+    for x in r["results"]:
+        if "tf32_share_changed" in x:
+            lines += [
+                "",
+                f"TF32 products allowed ({x['model']}): {x['tf32_fast_variants_per_s']} variants/s; of the "
+                f"{x['tf32_stored_elements']:,} float16 log-fold elements a store would keep, "
+                f"{100 * x['tf32_share_changed']:.3f} % change, the largest by {x['tf32_max_abs_change']:.3g} "
+                f"(largest |log-fold| {x['tf32_max_abs_logfold']:.3g}).",
+            ]
+    return lines + ["", f"(run {r['date']})", ""]
+
+
+def profile_gpu_lines(r: dict) -> list[str]:
+    """Where the fast engine's time goes on CUDA (``ism_profile_cuda.json``)."""
+    regions = r.get("region_device_seconds", {})
+    lines = [
+        "### Where fast ISM's time goes on CUDA (`scripts/profile_ism.py`)",
+        "",
+        f"Beluga (L = {r['seq_len']}), {r['windows']} windows, chunks of {r['batch_size']} variants: "
+        f"{r['windows_per_s_unprofiled']} windows/s unprofiled; {r['compute_ops_per_window']:.0f} operators "
+        f"({r.get('kernel_launches', 0) / max(r['windows'], 1):.0f} kernels) per window; host syncs: "
+        f"{sum(r['sync_ops'].values())}. Kernels kept the GPU busy {r.get('kernel_seconds', 0)} s of the "
+        f"{r['seconds_profiled']} s profiled.",
+        "",
+        "| phase | kernel seconds |",
+        "| --- | --- |",
+    ]
+    lines += [f"| {name} | {sec} |" for name, sec in regions.items()]
+    top = r.get("top_kernels", {})
+    if top:
+        lines += ["", "| kernel | seconds | launches |", "| --- | --- | --- |"]
+        lines += [f"| `{name}` | {k['seconds']} | {k['count']} |" for name, k in list(top.items())[:8]]
+    return lines + ["", f"(run {r['date']})", ""]
+
+
+def distill_gpu_lines(r: dict) -> list[str]:
+    sub = distill_section(r)
+    lines = ["#" + sub[0] + " on CUDA", *sub[1:-3]]
+    for x in r.get("compute_only", []):
+        lines += [
+            "",
+            f"The ISM engine alone on {x['windows']} windows of the same shape ({x['unit_samples']} per call, chunks "
+            f"of {x['ism_batch_size']} variants, float16 effects copied to the host): **{x['windows_per_s']} "
+            f"windows/s** ({x['seconds_per_window']} s per window).",
+        ]
+    return lines + ["", f"(run {r['date']})", ""]
+
+
+def train_gpu_lines(r: dict) -> list[str]:
+    """Step rates on the device alone and ``train`` end to end (``train_cuda.json``)."""
+    lines = ["### Training on CUDA (`scripts/bench_train_gpu.py`)", ""]
+    rates = r.get("step_rates")
+    if rates:
+        lines += [
+            f"Training steps on batches already on the device ({rates['shape']['seq_len']} x "
+            f"{rates['shape']['n_targets']}), `train`'s step:",
+            "",
+            "| model | parameters | batch | precision | s/step | samples/s |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for key, x in rates["models"].items():
+            lines.append(
+                f"| {key} | {x['parameters']:,} | {x['batch']} | {x['precision']} | {x['step_seconds']} | "
+                f"**{x['samples_per_s']}** |"
+            )
+        lines += ["", f"(run {rates['date']})", ""]
+    section = r.get("train")
+    if section:
+        lines += [
+            f"`train` end to end from a local Beluga-shaped store ({section['model']}, median samples/s of the "
+            "logged windows after the first):",
+            "",
+            "| feed | workers | steps | samples/s | share of the GPU-only rate |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for x in section["rows"]:
+            lines.append(
+                f"| {x['feed']} | {x['workers']} | {x['steps']} | {x['samples_per_s']} | "
+                f"{x.get('share_of_gpu_only', 'n/a')} |"
+            )
+        lines += ["", f"(run {section['date']})", ""]
+    return lines
+
+
+def gpu_section() -> list[str]:
+    """The figures measured on a GPU (``*_cuda.json``; CI has none, so ``make bench`` does not rerun them):
+    ``scripts/bench_gpu.sh`` writes ISM, its profile, distill and training; the loader, demo and forward
+    figures are an earlier run's, kept with their date."""
+    found = {name: _load(f"{name}_cuda.json") for name in ("ism", "ism_profile", "distill", "train", "loader")}
+    demo = _load("demo_cuda_report.json")
+    if not any(found.values()):
         return []
-    device = next(r["machine"].get("cuda") for _, r in found if r and "machine" in r and r["machine"].get("cuda"))
+    device = next((r["machine"].get("cuda") for r in found.values() if r and r.get("machine", {}).get("cuda")), "a GPU")
     lines = [
         f"## On a GPU: {device}",
         "",
-        "Measured once on a lent GPU machine (16 CPU cores); CI has no GPU, so `make bench` does not rerun these.",
-        "The same scripts write them with `--device cuda` / `--devices cuda`.",
+        "Measured on a lent GPU machine by `scripts/bench_gpu.sh` (`make bench-gpu`); CI has no GPU, so `make bench`",
+        "does not rerun these. Each table gives the date of its run: a figure stays until a later run replaces it.",
         "",
     ]
-    for render, r in found:
-        if r is not None:
-            sub = render(r)
-            lines += ["#" + sub[0] + " on CUDA", *sub[1:]]
-    demo = _load("demo_cuda_report.json")
+    renderers = {
+        "ism": ism_gpu_lines,
+        "ism_profile": profile_gpu_lines,
+        "distill": distill_gpu_lines,
+        "train": train_gpu_lines,
+    }
+    for name, render in renderers.items():
+        if found[name] is not None:
+            lines += render(found[name])
+    if found["loader"] is not None:
+        sub = loader_section(found["loader"])
+        lines += ["#" + sub[0] + " on CUDA", *sub[1:]]
     if demo is not None:
         t = demo["seconds_per_sequence"]
         lines += [
-            "### The demo on CUDA (`multiplexer demo --device cuda`, its `report.json`)",
+            "### The demo on CUDA (`multiplexer demo --device cuda`, its `report.json`; run 2026-11-25)",
             "",
             f"Held-out mean weighted Pearson {demo['weighted_pearson_mean']:.4f}; seconds per sequence: multiplexer "
             f"{t['multiplexer']:.4f}, naive ISM {t['naive_ism']:.4f}, fast ISM {t['fast_ism']:.4f} "
@@ -557,10 +665,10 @@ def gpu_section() -> list[str]:
     forward = BENCH / "multiplexer_forward_cuda.txt"
     if forward.exists():
         lines += [
-            "### BelugaMultiplexer forward passes on CUDA (L = 2000, F = 2002)",
+            "### BelugaMultiplexer forward passes on CUDA (L = 2000, F = 2002; run 2026-11-25)",
             "",
             "Inference (`torch.no_grad`), random weights and inputs, 3 warm-ups then the mean of 10; fp32 used "
-            "PyTorch's defaults (TF32 convolutions). Fast ISM of Beluga on the same GPU: 0.49 s per window (above).",
+            "PyTorch's defaults (TF32 convolutions).",
             "",
             "```",
         ]
@@ -587,12 +695,27 @@ def refresh_section(name: str) -> None:
     print(f"refreshed section {title!r} of {BENCH / 'REPORT.md'}")
 
 
+def splice_gpu_section(report: Path) -> None:
+    """Replace the "On a GPU" section of ``report`` (or add it), keeping everything before it."""
+    text = report.read_text() if report.exists() else "# Benchmark report\n"
+    head = text.split("\n## On a GPU", 1)[0].rstrip("\n")
+    report.write_text(head + "\n\n" + "\n".join(gpu_section()))
+
+
 def main() -> None:
+    global BENCH
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--section", choices=sorted(SECTIONS), help="Refresh only this section of REPORT.md.")
+    parser.add_argument("--bench", type=Path, default=BENCH, help="the folder of the results and REPORT.md")
+    parser.add_argument("--gpu-only", action="store_true", help="rewrite only the 'On a GPU' section")
     args = parser.parse_args()
+    BENCH = args.bench
     if args.section:
         refresh_section(args.section)
+        return
+    if args.gpu_only:
+        splice_gpu_section(BENCH / "REPORT.md")
+        print(f"wrote the GPU section of {BENCH / 'REPORT.md'}")
         return
     lines = [
         "# Benchmark report",

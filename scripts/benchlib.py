@@ -1,4 +1,4 @@
-"""What the benchmark scripts share: the machine they ran on."""
+"""What the benchmark scripts share: the machine they ran on, and shapes several of them measure."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+BELUGA_FAST = {"width": 256, "rank": 256, "dilations": [1, 2, 4, 8, 16, 32, 64, 128]}
+"""The ``fast`` multiplexer at Beluga shape: receptive field 1 + 8 · 256 = 2049 >= L."""
 
 
 def cpu_model() -> str:

@@ -137,19 +137,21 @@ class ViewFlattenNet(nn.Module):
         return self.out(self.fc(h.view(h.shape[0], -1)))
 
 
-def max_error_against_model(model: nn.Module, X: torch.Tensor, alt: torch.Tensor, positions: list[int]) -> float:
-    """Largest |alt - model(mutated X)| over every variant of sequence 0 at ``positions``."""
-    _, pos, base = variant_index(X[:1])
+def max_error_against_model(
+    model: nn.Module, X: torch.Tensor, alt: torch.Tensor, positions: list[int], window: int = 0
+) -> float:
+    """Largest |alt - model(mutated X)| over every variant of sequence ``window`` at ``positions``."""
+    _, pos, base = variant_index(X[window : window + 1])
     keep = torch.isin(pos, torch.tensor(positions))
     pos, base = pos[keep], base[keep]
     assert pos.numel() > 0
-    Xv = X[[0] * pos.numel()].clone()
+    Xv = X[[window] * pos.numel()].clone()
     rows = torch.arange(pos.numel())
     Xv[rows, :, pos] = 0
     Xv[rows, base, pos] = 1
     with torch.no_grad():
         direct = model(Xv)
-    return (alt[0, :, base, pos].T - direct).abs().max().item()
+    return (alt[window, :, base, pos].T - direct).abs().max().item()
 
 
 def assert_fast_equals_naive(model: nn.Module, X: torch.Tensor, batch_size: int = 97) -> None:
@@ -193,17 +195,66 @@ def test_fast_equals_naive_on_demo_base():
 
 
 def test_fast_equals_naive_on_beluga_subset():
-    """Beluga's published layout (random weights), L = 400: every variant from the fast engine, a
-    subset (both ends, pooling-block boundaries, the middle) checked against direct forward passes."""
+    """Beluga's published layout (random weights), L = 400, two windows of different content and N
+    columns, in chunks that do not divide L: every variant from the fast engine, a subset (both ends,
+    pooling-block boundaries, the middle) checked against direct forward passes, in both windows."""
     torch.manual_seed(0)
     L = 400
     model = Beluga(seq_len=L, n_targets=2002).eval()
-    X = random_onehot(1, L, n_columns=(10,), seed=1)
-    alt, ref = fast_ism(model, X, target="alt", batch_size=512)
+    X = random_onehot(2, L, n_columns=(10,), seed=1)
+    X[1] = random_onehot(1, L, n_columns=(0, 200, 399), seed=2)[0]
+    alt, ref = fast_ism(model, X, target="alt", batch_size=1000)  # 2 windows x 166 positions per chunk
     positions = [0, 1, 2, 7, 8, 9, 27, 28, 29, 30, 31, 199, 200, 383, 384, 385, 397, 398, 399]
-    assert max_error_against_model(model, X, alt, positions) <= ALT_TOL
+    for window in (0, 1):
+        assert max_error_against_model(model, X, alt, positions, window=window) <= ALT_TOL
     with torch.no_grad():
-        assert torch.allclose(ref[0], model(X)[0], rtol=0, atol=1e-6)
+        assert torch.allclose(ref, model(X), rtol=0, atol=1e-6)
+    assert (alt[1, :, :, [0, 200, 399]] == ref[1][:, None, None]).all()  # N columns keep the reference
+
+
+@pytest.mark.parametrize("factory", [ValidConvNet, PaddedDilatedNet])
+def test_fast_equals_naive_in_every_chunking(factory):
+    """Windows of different content (one without N, one all N) batched in every shape the engine cuts
+    them into: one position of one window per chunk (3), a partial last group of windows (8: groups
+    of 2 of 3 windows), partial last chunks of positions (97), all of it in one chunk (100,000)."""
+    L = 67
+    model = randomize(factory(L), seed=7)
+    X = random_onehot(4, L, seed=7)
+    X[0, :, [0, 30]] = 0.0
+    X[2, :, [5, 6, L - 1]] = 0.0
+    X[3] = 0.0  # a window of N only: no variant, effects all zero
+    alt_naive, ref_naive = naive_ism(model, X, target="alt", batch_size=4096)
+    lf_naive, _ = naive_ism(model, X, target="logfold", batch_size=4096)
+    for batch_size in (3, 8, 97, 100_000):
+        alt, ref = fast_ism(model, X, target="alt", batch_size=batch_size)
+        assert torch.allclose(ref, ref_naive, rtol=0, atol=1e-6)
+        assert (alt - alt_naive).abs().max().item() <= ALT_TOL
+        lf, _ = fast_ism(model, X, target="logfold", batch_size=batch_size)
+        assert (lf - lf_naive).abs().max().item() <= LOGFOLD_TOL
+        assert (lf[X.bool().unsqueeze(1).expand_as(lf)] == 0).all()  # reference bases
+        assert (lf[3] == 0).all() and (lf[0, :, :, [0, 30]] == 0).all()  # N columns
+
+
+def test_progress_counts_every_real_variant_once():
+    L = 96
+    model = randomize(ValidConvNet(L), seed=3)
+    X = random_onehot(3, L, n_columns=(0, 50), seed=3)
+    counts: list[int] = []
+    fast_ism(model, X, batch_size=50, progress=counts.append)
+    assert sum(counts) == variant_index(X)[0].numel() == 3 * 3 * (L - 2)
+    assert len(counts) > 3 and min(counts) >= 0
+
+
+def test_results_do_not_depend_on_how_windows_are_grouped():
+    """A window's effects are the same whether it is computed alone or batched with others."""
+    L = 64
+    model = randomize(PaddedDilatedNet(L), seed=9)
+    X = random_onehot(3, L, n_columns=(2, 40), seed=9)
+    together, ref = fast_ism(model, X, target="logfold", batch_size=300)
+    for i in range(3):
+        alone, ref_alone = fast_ism(model, X[i : i + 1], target="logfold", batch_size=64)
+        assert (alone[0] - together[i]).abs().max().item() <= LOGFOLD_TOL
+        assert torch.allclose(ref_alone[0], ref[i], rtol=0, atol=1e-6)
 
 
 @pytest.mark.slow

@@ -1,18 +1,23 @@
 """Exact incremental ISM: every SNV's base-model prediction without re-running the whole model.
 
-A single-nucleotide change alters only a bounded span of each convolutional layer, so this engine
-keeps the reference pass's activations and, for each variant, recomputes only the positions whose
-receptive field contains the mutated base, splicing them into the cached reference activations:
+A single-nucleotide change alters only a bounded window of each layer, so this engine keeps the
+reference pass's activations and, for each variant, propagates only the *change* through the layers
+(:mod:`pipeline.ism.geometry` computes, once per plan, where that window lies at every layer):
 
 * the first convolution's change is a lookup of weight differences ``W[:, alt] - W[:, ref]``;
-* every later convolution, elementwise layer and pooling layer (``kernel == stride``) maps a
-  fixed-width patch to the next layer's patch (blocks past the last full pooling window, which a
-  floor pooling drops, come out as exactly zero change);
-* the first Linear after the flatten is a low-rank update, ``ref_out + W[:, patch columns] @ Δ``,
-  grouped by patch position so each group is one matrix product;
+* every later convolution is linear, so its change is the convolution of the input change alone (no
+  bias, no reference context): one matrix product ``[V·w, C_in] @ [C_in, k·C_out]`` over the columns
+  that changed, then an overlap-add of the ``k`` shifted slices;
+* a run of elementwise and pooling layers (``kernel == stride``) maps ``ref + change`` gathered from
+  the cached reference activations (one gather per run) and subtracts the cached reference output;
+  columns outside a layer (the padding, or what a floor pooling drops) have no change;
+* the first Linear after the flatten is a low-rank update, ``ref_out + W[:, window columns] @ change``,
+  one in-place product per run of positions whose window starts at the same column;
 * the rest of the head (Linear, activations) runs densely on ``[V, hidden]``.
 
-Variants of several sequences are batched together so the device sees large products, and log-fold
+Variants are processed position-major: a chunk is a range of positions of a group of windows with the
+three alternatives of each, so every index is precomputed per position, a chunk is a slice, and the
+host never waits for the device inside the loop (no ``.item()``, no data-dependent shapes). Log-fold
 targets are computed on the device. The model is read by :func:`pipeline.ism.plan.read_plan`;
 :func:`build_plan` also self-checks a few variants against the model, and :func:`get_plan` caches
 the result (or the refusal) per model, length and device.
@@ -22,20 +27,24 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 
 from pipeline.core.spec import ISM_BATCH_SIZE
 from pipeline.errors import UnsupportedModelError
-from pipeline.ism.effects import effects_buffer, effects_from_alt
+from pipeline.ism.effects import effects_from_alt
+from pipeline.ism.geometry import ConvSegment, Geometry, MapSegment, Window, build_geometry
 from pipeline.ism.naive import autocast, model_device, prepare_inputs
 from pipeline.ism.plan import BodyStep, ConvStep, LinearStep, Plan, PoolStep, probe_input, read_plan
-from pipeline.ism.variants import mutate_batch, variant_index
+from pipeline.ism.variants import mutate_batch
 
 # ---------------------------------------------------------------------------------------------
-# reference pass and variant patches
+# reference pass
 # ---------------------------------------------------------------------------------------------
 
 
@@ -47,25 +56,22 @@ def _apply_body(step: BodyStep, x: torch.Tensor) -> torch.Tensor:
     return step.fn(x)
 
 
-def _reference(plan: Plan, X: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-    """Reference activations at the input of every body step, the first conv's output, and the
-    first Linear's output (before the head)."""
+def _reference(plan: Plan, X: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Reference activations at the input of every body step (and the body's output), and the first
+    Linear's output (before the head), ``[B, F1]`` in float32."""
     acts = []
     x = X
-    first_out = X
-    for i, step in enumerate(plan.body):
+    for step in plan.body:
         acts.append(x)
         if isinstance(step, ConvStep):
             right = step.length_out - (x.shape[-1] + step.padding - step.dilation * (step.weight.shape[-1] - 1))
             x = F.pad(x, (step.padding, max(right, 0)))
         x = _apply_body(step, x)
-        if i == 0:
-            first_out = x
     acts.append(x)
     with torch.autocast(device_type=x.device.type, enabled=False):
         flat = x.float().reshape(x.shape[0], -1)
         lin = F.linear(flat, plan.linear.weight, plan.linear.bias)
-    return acts, first_out, lin
+    return acts, lin
 
 
 def _head(plan: Plan, h: torch.Tensor) -> torch.Tensor:
@@ -74,105 +80,194 @@ def _head(plan: Plan, h: torch.Tensor) -> torch.Tensor:
     return h
 
 
-def _gather(act: torch.Tensor, seq: torch.Tensor, start: torch.Tensor, width: int) -> torch.Tensor:
-    """``act[seq[v], :, start[v] : start[v] + width]`` with zeros outside ``[0, L)``: ``[V, C, width]``."""
-    L = act.shape[-1]
-    pos = start[:, None] + torch.arange(width, device=act.device)
-    valid = (pos >= 0) & (pos < L)
-    out = act[seq[:, None], :, pos.clamp(0, L - 1)]  # [V, width, C]
-    return (out * valid[:, :, None].to(out.dtype)).permute(0, 2, 1).contiguous()
+@dataclass
+class _Batch:
+    """What the chunks of one call share: the reference activations the runs of elementwise and
+    pooling layers gather from (channels last, zero-padded: ``[B, Lp, C]``), the first Linear's
+    reference output ``lin [B, F1]``, the reference prediction
+    ``ref_pred [B, F]``, and per position and window ``code [L, B, 3]`` (``alt · 4 + ref``), ``alt
+    [L, B, 3]`` and ``invalid [L, B]`` (an ``N`` column, or a change that reaches no column)."""
+
+    padded: dict[int, torch.Tensor]
+    lin: torch.Tensor
+    ref_pred: torch.Tensor
+    code: torch.Tensor
+    alt: torch.Tensor
+    invalid: torch.Tensor
 
 
-def _mask(patch: torch.Tensor, start: torch.Tensor, length: int) -> torch.Tensor:
-    pos = start[:, None] + torch.arange(patch.shape[-1], device=patch.device)
-    return patch * ((pos >= 0) & (pos < length)).to(patch.dtype)[:, None, :]
+def _prepare(plan: Plan, geometry: Geometry, X: torch.Tensor, precision: str) -> _Batch:
+    """The reference pass of ``X [B, 4, L]`` and the per-call tables."""
+    with autocast(X.device, precision):
+        acts, lin = _reference(plan, X)
+    padded = {
+        act: F.pad(acts[act], (left, right)).transpose(1, 2).contiguous()  # [B, Lp, C]
+        for act, (left, right) in geometry.pads.items()
+    }
+    ref = X.argmax(dim=1)  # [B, L]; 0 at N columns (masked through invalid)
+    other = geometry.other_bases[ref]  # [B, L, 3]
+    invalid = (X.sum(dim=1) == 0) | geometry.dead_mask[None, :]
+    return _Batch(
+        padded=padded,
+        lin=lin,
+        ref_pred=_head(plan, lin),
+        code=(other * 4 + ref[..., None]).transpose(0, 1).contiguous(),
+        alt=other.transpose(0, 1).contiguous(),
+        invalid=invalid.T.contiguous(),
+    )
 
 
-def _variant_alt(
-    plan: Plan,
-    acts: list[torch.Tensor],
-    first_out: torch.Tensor,
-    lin: torch.Tensor,
-    seq: torch.Tensor,
-    pos: torch.Tensor,
-    alt: torch.Tensor,
-    ref: torch.Tensor,
-) -> torch.Tensor:
-    """Head input (first Linear output) for each variant ``(seq, pos, alt)`` whose reference base is
-    ``ref``: ``[V, F1]``."""
-    conv0 = plan.first_conv
-    k, d, p = conv0.weight.shape[-1], conv0.dilation, conv0.padding
-    start = pos + p - d * (k - 1)
-    width = d * (k - 1) + 1
-    W = conv0.weight  # [C_out, 4, k]
-    delta = W[:, alt, :] - W[:, ref, :]  # [C_out, V, k]
-    patch = torch.zeros(pos.shape[0], W.shape[0], width, device=W.device, dtype=W.dtype)
-    taps = d * (k - 1 - torch.arange(k, device=W.device))
-    patch[:, :, taps] = delta.permute(1, 0, 2)
-    patch = _mask(patch + _gather(first_out, seq, start, width), start, conv0.length_out)
-    for i, step in enumerate(plan.body[1:], start=1):
-        if isinstance(step, ConvStep):
-            span = step.dilation * (step.weight.shape[-1] - 1)
-            ctx = _gather(acts[i], seq, start - span, width + 2 * span)
-            ctx[:, :, span : span + width] = patch
-            patch = F.conv1d(ctx, step.weight, step.bias, dilation=step.dilation, groups=step.groups)
-            start, width = start + step.padding - span, width + span
-            patch = _mask(patch, start, step.length_out)
-        elif isinstance(step, PoolStep):
-            kk = step.kernel
-            new_start = torch.div(start, kk, rounding_mode="floor")
-            new_width = (width + kk - 2) // kk + 1
-            ctx = _gather(acts[i], seq, new_start * kk, new_width * kk)
-            offset = start - new_start * kk
-            index = (offset[:, None] + torch.arange(width, device=ctx.device))[:, None, :].expand(-1, ctx.shape[1], -1)
-            ctx.scatter_(2, index, patch.to(ctx.dtype))
-            patch = F.max_pool1d(ctx, kk) if step.kind == "max" else F.avg_pool1d(ctx, kk)
-            start, width = new_start, new_width
-            patch = _mask(patch, start, step.length_out)
+@dataclass
+class _Group:
+    """A group of windows processed together: ``rows``, a slice of the call's windows."""
+
+    rows: slice
+
+    @property
+    def size(self) -> int:
+        return int(self.rows.stop - self.rows.start)
+
+
+@dataclass
+class _Chunk:
+    """Positions processed together: ``positions`` on the host, ``rows`` (a slice, or the positions as
+    a tensor on the device) to select them from per-position tables."""
+
+    positions: np.ndarray
+    rows: slice | torch.Tensor
+
+    @property
+    def size(self) -> int:
+        return int(self.positions.size)
+
+    def take(self, table: torch.Tensor) -> torch.Tensor:
+        """The chunk's rows of a per-position table."""
+        return table[self.rows] if isinstance(self.rows, slice) else table.index_select(0, self.rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# a chunk's changes, layer by layer
+# ---------------------------------------------------------------------------------------------
+
+
+def _mask(change: torch.Tensor, window: Window, chunk: _Chunk) -> torch.Tensor:
+    """Zero the change outside the layer (only for chunks with a position at an edge)."""
+    if window.mask is None or not window.edge[chunk.positions].any():
+        return change
+    mask = chunk.take(window.mask).view(chunk.size, 1, 1, window.width, 1)
+    return change * mask.to(change.dtype)
+
+
+def _conv(seg: ConvSegment, change: torch.Tensor, chunk: _Chunk) -> torch.Tensor:
+    """The change after a convolution: ``[P, Bg, 3, w, C_in] -> [P, Bg, 3, w + span, C_out]``."""
+    P, Bg, A, w, C = change.shape
+    V, k, d, span = P * Bg * A, seg.kernel, seg.step.dilation, seg.span
+    if seg.product is not None:
+        Y = (change.reshape(V * w, C) @ seg.product).view(V, w, k, -1)
+        out = Y.new_zeros(V, w + span, Y.shape[-1])
+        for u in range(k):
+            out[:, d * u : d * u + w].add_(Y[:, :, u])
+    else:
+        x = change.reshape(V, w, C).transpose(1, 2)
+        out = F.conv1d(x, seg.step.weight, padding=span, dilation=d, groups=seg.step.groups).transpose(1, 2)
+    return _mask(out.reshape(P, Bg, A, w + span, -1), seg.out, chunk)
+
+
+def _gather(batch: _Batch, group: _Group, chunk: _Chunk, act: int, columns: torch.Tensor | None) -> torch.Tensor:
+    """Reference activation ``act`` around each position's window: ``[P, Bg, 1, w, C]`` (a view)."""
+    assert columns is not None
+    cols = chunk.take(columns)  # [P, w]
+    P, w = cols.shape
+    ref = batch.padded[act][group.rows].index_select(1, cols.reshape(-1))  # [Bg, P w, C]
+    return ref.view(group.size, P, w, -1).transpose(0, 1).unsqueeze(2)
+
+
+def _map(seg: MapSegment, change: torch.Tensor, batch: _Batch, group: _Group, chunk: _Chunk) -> torch.Tensor:
+    """The change after a run of elementwise and pooling layers."""
+    P, Bg, A, w, C = change.shape
+    ref_in = _gather(batch, group, chunk, seg.first, seg.columns_in)
+    width = seg.context.width
+    if seg.place is not None:  # the change inside the pooling blocks it touches
+        padded = F.pad(change, (0, 0, seg.block - 1, width - w))
+        index = chunk.take(seg.place).view(P, 1, 1, width, 1).expand(P, Bg, A, width, C)
+        change = torch.gather(padded, 3, index)
+    x = (change + ref_in).reshape(P * Bg * A, width, C)  # change first: the sum is laid out like it
+    for step in seg.steps:
+        if isinstance(step, PoolStep):
+            x = x.reshape(x.shape[0], -1, step.kernel, C)
+            x = x.amax(dim=2) if step.kind == "max" else x.mean(dim=2)
         else:
-            length = acts[i].shape[-1]
-            patch = _mask(step.fn(patch), start, length)
-    # first Linear as a low-rank update over the patch's columns
-    L_last = plan.flat_length
-    # in float32 also under bf16 autocast: the targets are differences of nearby values
-    delta = patch.float() - _gather(acts[-1], seq, start, width).float()  # [V, C, w], 0 outside [0, L_last)
-    win = min(width, L_last)
-    aligned = start.clamp(0, L_last - win)
-    shift = aligned - start  # window position t holds patch t + shift
-    idx = shift[:, None] + torch.arange(win, device=delta.device)
-    ok = (idx >= 0) & (idx < width)
-    delta = torch.gather(delta, 2, idx.clamp(0, width - 1)[:, None, :].expand(-1, delta.shape[1], -1))
-    delta = (delta * ok[:, None, :].to(delta.dtype)).permute(0, 2, 1).reshape(pos.shape[0], -1)  # [V, win*C]
-    Wwin = plan.window_weight()  # [L_last, C, F1]
-    out = lin[seq].clone()
-    order = torch.argsort(aligned, stable=True)
-    starts, counts = torch.unique_consecutive(aligned[order], return_counts=True)
-    done = 0
-    with torch.autocast(device_type=out.device.type, enabled=False):
-        for a, n in zip(starts.tolist(), counts.tolist()):
-            rows = order[done : done + n]
-            out[rows] += delta[rows] @ Wwin[a : a + win].reshape(-1, Wwin.shape[-1])
-            done += n
+            x = step.fn(x.transpose(1, 2)).transpose(1, 2)
+    ref_out = _gather(batch, group, chunk, seg.last, seg.columns_out)
+    out = x.reshape(P, Bg, A, seg.out.width, C) - ref_out
+    return _mask(out, seg.out, chunk)
+
+
+def _change(geometry: Geometry, batch: _Batch, group: _Group, chunk: _Chunk) -> torch.Tensor:
+    """The change at the flattened layer for every variant of the chunk: ``[P, Bg, 3, w, C]``."""
+    first = geometry.first
+    with record_function("ism.first_conv"):
+        code = chunk.take(batch.code)[:, group.rows]  # [P, Bg, 3]
+        change = first.table.index_select(0, code.reshape(-1))
+        change = _mask(change.view(chunk.size, group.size, 3, first.out.width, -1), first.out, chunk)
+    for seg in geometry.segments:
+        if isinstance(seg, ConvSegment):
+            with record_function("ism.conv"):
+                change = _conv(seg, change, chunk)
+        else:
+            with record_function("ism.map"):
+                change = _map(seg, change, batch, group, chunk)
+    return change
+
+
+def _linear(
+    plan: Plan, geometry: Geometry, batch: _Batch, group: _Group, chunk: _Chunk, change: torch.Tensor
+) -> torch.Tensor:
+    """The first Linear's output for every variant: ``lin + W[:, window] @ change``, ``[V, F1]``."""
+    P, Bg, A, w, C = change.shape
+    V = P * Bg * A
+    W = plan.window_weight()  # [L_last, C, F1]
+    with torch.autocast(device_type=change.device.type, enabled=False):
+        delta = change.float().reshape(V, w, C)
+        out = batch.lin[group.rows].view(1, Bg, 1, -1).expand(P, Bg, A, -1).contiguous().view(V, -1)
+        for r0, r1, c0, c1, start in geometry.linear_runs(chunk.positions, Bg * A):
+            lhs = delta[r0:r1, c0 - start : c1 - start].reshape(r1 - r0, -1)
+            out[r0:r1].addmm_(lhs, W[c0:c1].reshape(-1, W.shape[-1]))
     return out
 
 
-def _self_check(model: nn.Module, plan: Plan, X: torch.Tensor) -> None:
+def _chunk_alt(
+    plan: Plan, geometry: Geometry, batch: _Batch, group: _Group, chunk: _Chunk, precision: str
+) -> torch.Tensor:
+    """The base model's prediction for every variant of the chunk: ``[P, Bg, 3, F]``, float32."""
+    with autocast(batch.lin.device, precision):
+        change = _change(geometry, batch, group, chunk)
+    with record_function("ism.linear"):
+        h = _linear(plan, geometry, batch, group, chunk, change)
+    with record_function("ism.head"):
+        alt = _head(plan, h)
+    return alt.view(chunk.size, group.size, 3, -1)
+
+
+def _self_check(model: nn.Module, plan: Plan, geometry: Geometry, X: torch.Tensor) -> None:
     """Compare the plan with the model on the probe: reference output and a few variants."""
     with torch.no_grad():
-        acts, first_out, lin = _reference(plan, X)
+        batch = _prepare(plan, geometry, X, "float32")
         expected = model(X)
-        got = _head(plan, lin)
+        got = batch.ref_pred
         if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
             raise UnsupportedModelError(
                 "fast ISM self-check failed: the layers read from the model do not reproduce its output"
             )
         L = X.shape[-1]
-        positions = torch.tensor(sorted({0, 1, L // 2, L - 2, L - 1}), device=X.device)
-        seq = torch.zeros_like(positions)
-        ref = X[0, :, positions].argmax(0)
-        alt = (ref + 1) % 4
-        alt_out = _head(plan, _variant_alt(plan, acts, first_out, lin, seq, positions, alt, ref))
-        direct = model(mutate_batch(X, seq, positions, alt))
+        positions = np.array(sorted({0, 1, L // 2, L - 2, L - 1}))
+        rows = torch.from_numpy(positions).to(X.device)
+        group = _Group(slice(0, 1))
+        alt_out = _chunk_alt(plan, geometry, batch, group, _Chunk(positions, rows), "float32").reshape(
+            -1, got.shape[-1]
+        )
+        bases = batch.alt.index_select(0, rows)[:, 0].reshape(-1)
+        direct = model(mutate_batch(X, torch.zeros_like(bases), rows.repeat_interleave(3), bases))
         if not torch.allclose(alt_out, direct, rtol=1e-4, atol=1e-5):
             err = (alt_out - direct).abs().max().item()
             raise UnsupportedModelError(f"fast ISM self-check failed on probe variants (max error {err:.2e})")
@@ -203,11 +298,22 @@ def build_plan(model: nn.Module, seq_len: int, *, device: torch.device | None = 
         Naming the first layer (or the step of ``forward``) the engine cannot follow, or when the
         self-check fails.
     """
-    X = probe_input(seq_len, model_device(model, device))
+    dev = model_device(model, device)
+    X = probe_input(seq_len, dev)
     plan = read_plan(model, seq_len, X)
     if check:
-        _self_check(model, plan, X)
+        _self_check(model, plan, geometry_of(plan, dev), X)
     return plan
+
+
+def geometry_of(plan: Plan, device: torch.device) -> Geometry:
+    """The plan's :class:`~pipeline.ism.geometry.Geometry` on ``device`` (built once, kept on the plan)."""
+    key = f"geometry:{device}"
+    if key not in plan.engine_cache:
+        plan.engine_cache[key] = build_geometry(plan, plan.seq_len, device)
+    geometry = plan.engine_cache[key]
+    assert isinstance(geometry, Geometry)
+    return geometry
 
 
 _PLANS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, str], Plan | UnsupportedModelError]] = (
@@ -267,11 +373,12 @@ def fast_ism(
     target : str
         ``logfold``, ``diff`` or ``alt``.
     batch_size : int
-        Variants per batch (across sequences).
+        Variants per chunk: the three alternatives at each of ``batch_size // (3 Bg)`` positions of
+        ``Bg = min(B, batch_size // 3)`` windows (on a GPU, larger chunks mean larger products).
     device : str or torch.device, optional
         Defaults to the model's device.
     progress : callable, optional
-        Called with the number of variants finished after each batch.
+        Called with the number of variants finished after each chunk.
     precision : str
         ``float32`` or ``bf16`` (convolution trunk under bfloat16 autocast; the first Linear's
         update, the head and the targets in float32).
@@ -286,21 +393,44 @@ def fast_ism(
         changes nothing has exactly zero effect.
     """
     dev, X = prepare_inputs(model, X, target, batch_size, device)
-    L = X.shape[-1]
+    present = (X.sum(dim=1) > 0).cpu().numpy()  # [B, L], for the progress counts (before the loop)
+    B, _, L = X.shape
     plan = get_plan(model, L, dev)
-    with autocast(dev, precision):
-        acts, first_out, lin = _reference(plan, X)
-    ref_pred = _head(plan, lin)  # [B, F], float32
-    y = effects_buffer(ref_pred, target, L)
-    seq, pos, base = variant_index(X)
-    ref_base = X[seq, :, pos].argmax(dim=1)
-    for start in range(0, seq.numel(), batch_size):
-        sl = slice(start, start + batch_size)
-        s, p, b = seq[sl], pos[sl], base[sl]
-        with autocast(dev, precision):
-            h = _variant_alt(plan, acts, first_out, lin, s, p, b, ref_base[sl])
-        alt = _head(plan, h)
-        y[s, :, b, p] = effects_from_alt(alt, ref_pred[s], target)
-        if progress is not None:
-            progress(s.numel())
-    return y.to(out_dtype).cpu(), ref_pred.float().cpu()
+    geometry = geometry_of(plan, dev)
+    with record_function("ism.reference"):
+        batch = _prepare(plan, geometry, X, precision)
+        ref_pred = batch.ref_pred  # [B, F], float32
+        n_targets = ref_pred.shape[-1]
+        # the effects, position-major so that a chunk's rows are contiguous: [L, B, 4, F]
+        fill = ref_pred if target == "alt" else torch.zeros_like(ref_pred)
+        buffer = fill[None, :, None, :].expand(L, B, 4, n_targets).contiguous()
+    per_group = min(B, max(1, batch_size // 3))
+    per_chunk = max(1, min(L, batch_size // (3 * per_group)))
+    for b0 in range(0, B, per_group):
+        group = _Group(slice(b0, min(B, b0 + per_group)))
+        for p0 in range(0, L, per_chunk):
+            rows = slice(p0, min(L, p0 + per_chunk))
+            chunk = _Chunk(np.arange(rows.start, rows.stop), rows)
+            alt = _chunk_alt(plan, geometry, batch, group, chunk, precision)
+            with record_function("ism.effects"):
+                _write_effects(buffer, batch, group, chunk, alt, target)
+            if progress is not None:
+                progress(3 * int(present[group.rows, rows].sum()))
+    with record_function("ism.output"):
+        y = torch.empty((B, n_targets, 4, L), dtype=out_dtype, device=dev)
+        y.copy_(buffer.permute(1, 3, 2, 0))
+        return y.cpu(), ref_pred.float().cpu()
+
+
+def _write_effects(
+    buffer: torch.Tensor, batch: _Batch, group: _Group, chunk: _Chunk, alt: torch.Tensor, target: str
+) -> None:
+    """Effects of the chunk's variants from their predictions ``alt [P, Bg, 3, F]`` into ``buffer``
+    (``[L, B, 4, F]``); ``N`` columns and changes that reach no column get the fill value."""
+    ref = batch.ref_pred[group.rows][None, :, None, :]
+    effects = effects_from_alt(alt, ref, target)
+    fill = ref if target == "alt" else torch.zeros((), dtype=effects.dtype, device=effects.device)
+    invalid = chunk.take(batch.invalid)[:, group.rows]  # [P, Bg]
+    effects = torch.where(invalid[:, :, None, None], fill, effects)
+    bases = chunk.take(batch.alt)[:, group.rows, :, None].expand_as(effects)
+    buffer[chunk.rows, group.rows].scatter_(2, bases, effects)

@@ -115,6 +115,8 @@ class Plan:
     flat_channels: int = 0
     flat_length: int = 0
     _window_weight: torch.Tensor | None = None  # first Linear's weight as [L_last, C, F1]
+    engine_cache: dict[str, Any] = field(default_factory=dict, repr=False)
+    """What an engine derives from the plan once (e.g. the fast engine's geometry per device)."""
 
     @property
     def linear(self) -> LinearStep:
@@ -149,6 +151,7 @@ class Plan:
             if isinstance(step, PointwiseStep) and isinstance(step.fn, nn.Module):
                 step.fn.to(device)
         self._window_weight = None
+        self.engine_cache.clear()
         return self
 
     def window_weight(self) -> torch.Tensor:
