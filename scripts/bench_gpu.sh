@@ -19,14 +19,16 @@
 # a machine with a package index), without a network; elsewhere `make install`. The store it needs is
 # generated (random Beluga-shaped targets). Nothing is downloaded.
 #
-# Variables: DEVICE (cuda), TINY (0), BUDGET_S (480), BENCH_OUT (bench; with DEVICE=cpu a temporary
-# folder, so a dry run never replaces the GPU figures), WORK (scratch folder), WHEELHOUSE (.whl).
+# Variables: DEVICE (cuda), TINY (0), BUDGET_S (480), BUDGET_SCALE (1: multiplies every step's budget,
+# for a dry run on a slow or shared CPU), BENCH_OUT (bench; with DEVICE=cpu a temporary folder, so a
+# dry run never replaces the GPU figures), WORK (scratch folder), WHEELHOUSE (.whl).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 DEVICE=${DEVICE:-cuda}
 TINY=${TINY:-0}
 BUDGET_S=${BUDGET_S:-480}
+BUDGET_SCALE=${BUDGET_SCALE:-1}
 if [[ "$DEVICE" == cpu ]]; then BENCH_OUT=${BENCH_OUT:-${TMPDIR:-/tmp}/bench-gpu-dry-run}; else BENCH_OUT=${BENCH_OUT:-bench}; fi
 WORK=${WORK:-${TMPDIR:-/tmp}/bench-gpu-work}
 WHEELHOUSE=${WHEELHOUSE:-.whl}
@@ -63,7 +65,7 @@ ensure_env() {
 # less than MIN seconds are left; prints its elapsed time.
 declare -a SUMMARY=()
 step() {
-    local name=$1 budget=$2 need=$3
+    local name=$1 budget=$(($2 * BUDGET_SCALE)) need=$(($3 * BUDGET_SCALE))
     shift 3
     local remaining
     remaining=$(left)
@@ -119,10 +121,10 @@ step train-steps 35 15 $PY scripts/bench_train_gpu.py --device "$DEVICE" --parts
 # ---- a local Beluga-shaped store, then `train` end to end by loader worker count -----------------
 step store 60 20 $PY scripts/bench_train_gpu.py --device "$DEVICE" --parts store $(tiny --tiny) \
     --store-samples "$([[ $TINY == 1 ]] && echo 16 || echo 48)" --workdir "$WORK/train" --json "$BENCH_OUT/train_cuda.json"
-TRAIN_BUDGET=$(($(left) - 25))
+TRAIN_BUDGET=$(($(left) - 25 * BUDGET_SCALE))
 step train 150 30 $PY scripts/bench_train_gpu.py --device "$DEVICE" --parts train $(tiny --tiny) \
     --workers "$([[ $TINY == 1 ]] && echo 0,1,2 || echo 1,2,4,8,12)" --train-steps "$([[ $TINY == 1 ]] && echo 6 || echo 24)" \
-    --train-budget "$((TRAIN_BUDGET < 120 ? TRAIN_BUDGET : 120))" --workdir "$WORK/train" --json "$BENCH_OUT/train_cuda.json"
+    --train-budget "$((TRAIN_BUDGET < 120 * BUDGET_SCALE ? TRAIN_BUDGET : 120 * BUDGET_SCALE))" --workdir "$WORK/train" --json "$BENCH_OUT/train_cuda.json"
 
 # ---- `train` with GPU decode (issue 23, item 3) --------------------------------------------------
 # The loader's GPU-decode path goes here: the same store and steps as the step above, one row per

@@ -92,11 +92,12 @@ def distill_section(r: dict | None) -> list[str]:
             f"{x['stored_bytes_per_s'] / 1e6:.2f} | {x['raw_float32_bytes_per_s'] / 1e6:.2f} | "
             f"{_mb(x['bytes_per_sample'])} | {_mb(x['raw_float32_bytes_per_sample'])} |"
         )
-    lines += [
-        "",
-        "| spec | codec | bytes/sample | vs raw float32 | write MB/s | read MB/s |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
+    if r["codecs"]:
+        lines += [
+            "",
+            "| spec | codec | bytes/sample | vs raw float32 | write MB/s | read MB/s |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
     for x in r["codecs"]:
         lines.append(
             f"| {x['spec']} | {x['codec']} | {_mb(x['bytes_per_sample'])} | {x['ratio_vs_float32']}x | "
@@ -528,14 +529,15 @@ def ism_gpu_lines(r: dict) -> list[str]:
     lines = [
         "### ISM engines (`scripts/bench_ism.py`) on CUDA",
         "",
-        "| model | L | F | windows | fast chunk | fast windows/s | fast variants/s | naive variants/s | speedup "
-        "| max err alt | max err log-fold |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | device | L | F | windows | fast chunk | fast windows/s | fast variants/s | naive variants/s "
+        "| speedup | max err alt | max err log-fold |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for x in r["results"]:
         fast_windows = x.get("fast_windows_per_s", round(x["windows"] / x["fast_seconds"], 3))
         lines.append(
-            f"| {x['model']} | {x['seq_len']} | {x['n_targets']} | {x['windows']} | {x.get('fast_batch', '')} | "
+            f"| {x['model']} | {x['device']} | {x['seq_len']} | {x['n_targets']} | {x['windows']} | "
+            f"{x.get('fast_batch', '')} | "
             f"{fast_windows} | {x['fast_variants_per_s']} | {x['naive_variants_per_s']} | **{x['speedup']}x** | "
             f"{x['max_abs_error_alt']:.2e} | {x['max_abs_error_logfold']:.2e} |"
         )
@@ -561,12 +563,11 @@ def profile_gpu_lines(r: dict) -> list[str]:
         f"{r['windows_per_s_unprofiled']} windows/s unprofiled; {r['compute_ops_per_window']:.0f} operators "
         f"({r.get('kernel_launches', 0) / max(r['windows'], 1):.0f} kernels) per window; host syncs: "
         f"{sum(r['sync_ops'].values())}. Kernels kept the GPU busy {r.get('kernel_seconds', 0)} s of the "
-        f"{r['seconds_profiled']} s profiled.",
-        "",
-        "| phase | kernel seconds |",
-        "| --- | --- |",
+        f"{r['seconds_profiled']} s profiled ({r['device']}).",
     ]
-    lines += [f"| {name} | {sec} |" for name, sec in regions.items()]
+    if regions:
+        lines += ["", "| phase | kernel seconds |", "| --- | --- |"]
+        lines += [f"| {name} | {sec} |" for name, sec in regions.items()]
     top = r.get("top_kernels", {})
     if top:
         lines += ["", "| kernel | seconds | launches |", "| --- | --- | --- |"]

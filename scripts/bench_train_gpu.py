@@ -75,7 +75,7 @@ def step_rate(name: str, kwargs: dict, shape: dict, batch: int, device: torch.de
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return float(loss)  # train reads the loss every step
+        return float(loss.detach())  # train reads the loss every step
 
     for _ in range(3):
         step()
