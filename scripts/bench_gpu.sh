@@ -46,7 +46,12 @@ ensure_env() {
     if [[ -x $PY ]] && $PY -c "import torch, zarr, pipeline" 2>/dev/null; then return 0; fi
     if python3 -c "import torch" 2>/dev/null && [[ -d "$WHEELHOUSE" || "$DEVICE" != cpu ]]; then
         echo "== making .venv on the system torch ($(python3 -c 'import torch; print(torch.__version__)')), wheels from $WHEELHOUSE"
-        python3 -m venv --system-site-packages .venv || return 1
+        python3 -m venv --without-pip --system-site-packages .venv || return 1  # pip and setuptools: the image's
+        # python3 may itself be a venv (the GPU image's is): its site-packages are not the base
+        # interpreter's, so name them in a .pth file (after the venv's own, which come first)
+        local purelib
+        purelib=$($PY -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") || return 1
+        python3 -c "import site; print('\n'.join(site.getsitepackages()))" >"$purelib/_image_python.pth" || return 1
         local links=()
         [[ -d "$WHEELHOUSE" ]] && links=(--find-links "$WHEELHOUSE")
         $PY -m pip install -q --no-index "${links[@]}" --no-build-isolation -e . || {
