@@ -13,20 +13,30 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import fields
 from typing import Any, NoReturn, TypeVar
 
 import click
 
 from pipeline import __version__
+from pipeline.core.commands import (
+    DiffOptions,
+    DistillOptions,
+    EvaluateOptions,
+    InputOptions,
+    IsmOptions,
+    IsmSource,
+    PredictOptions,
+)
 from pipeline.core.intervals import VCF_QUERY_MAX, check_region
-from pipeline.core.spec import ISM_BATCH_SIZE, TRAIN_RULES, TrainSpec, option_flag
+from pipeline.core.options import Declared, Rule, declared, pick
+from pipeline.core.spec import TrainSpec, option_flag
 from pipeline.core.yamlio import json_object
 from pipeline.errors import UserError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 F = TypeVar("F", bound=Callable[..., Any])
+S = TypeVar("S")
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -120,91 +130,92 @@ def _options(*options: Callable[[F], F]) -> Callable[[F], F]:
     return apply
 
 
-_precision = click.option(
-    "--precision",
-    type=click.Choice(["float32", "bf16"]),
-    default="float32",
-    show_default=True,
-    help="The multiplexer's arithmetic: exact float32, or bfloat16 autocast (faster on GPUs with bf16 units; "
-    "bench/REPORT.md gives its accuracy effect).",
-)
-_device = click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
-_overwrite = click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Replace an existing effects file (and its TSV files) written by predict or ism; never a store, "
-    "a checkpoint, a run folder or an input. The new output is swapped in only when complete.",
-)
-_engine = click.option(
-    "--engine",
-    default="auto",
-    metavar="[auto|fast|naive]",
-    show_default=True,
-    help="ISM engine: fast (exact, incremental), naive (one base-model pass per variant), or auto "
-    "(fast when it supports the base model, else naive, said once).",
-)
-_input_options = _options(
-    click.option("--region", help="chr:pos, the 1-based window center."),
-    click.option(
-        "--regions",
-        "regions_file",
-        type=click.Path(dir_okay=False),
-        help="File of regions: 'chr pos' lines or BED (0-based start, end).",
-    ),
-    click.option("--fasta", type=click.Path(dir_okay=False), help="FASTA of sequences of the model's length."),
-    click.option(
-        "--genome",
-        type=click.Path(dir_okay=False),
-        help="Genome FASTA for --region/--regions (default: the checkpoint's or spec's).",
-    ),
-    click.option(
-        "--out",
-        required=True,
-        help="Output: a Zarr folder (any name not ending in .npz), or .npz (built in memory: at most 2 GiB "
-        "of effects).",
-    ),
-    click.option(
-        "--tsv",
-        is_flag=True,
-        help="Also write OUT_STEM.<i>.<chrom>_<center>.tsv.gz per sequence: one row per variant "
-        "('chr:pos REF>ALT'), one column per target.",
-    ),
-    _device,
-    _overwrite,
-)
-_diff_options = _options(
-    click.option(
-        "--diff",
-        is_flag=True,
-        help="Write alt - ref instead of log-fold effects (runs the checkpoint's base model on each window).",
-    ),
-    click.option(
-        "--weights",
-        type=click.Path(dir_okay=False),
-        help="With --diff: the base model's weights file, if it moved (sha256 is checked).",
-    ),
-    click.option("--base", help="With --diff: the base model's import path, if its .py file moved."),
-)
+def declared_option(setting: Declared, *, override: bool = False) -> Callable[[F], F]:
+    """The click option of one declared setting (:func:`pipeline.core.options.declared`).
 
-
-def _train_option(name: str) -> Callable[[F], F]:
-    """The click option of one :class:`TrainSpec` field, from its declaration (values are checked by
-    its rule in :func:`pipeline.train.config.train_config`, not by click)."""
-    declared = next(f for f in fields(TrainSpec) if f.name == name)
-    flag, text = option_flag(name), declared.metadata["help"]
-    if name not in TRAIN_RULES:  # kwargs: a JSON object
+    Normally the option has the setting's default (shown in ``--help``) and click checks its range,
+    choices or path kind. With ``override`` it only overrides a value held elsewhere (a spec's
+    ``train:`` section): no default of its own (``None`` when not given), ``--x/--no-x`` for a
+    ``bool``, and the value is checked by the setting's rule in the library, not by click.
+    """
+    flag, name, text = setting.flag, setting.name, setting.help
+    if setting.repeatable:
+        return click.option(flag, name, multiple=True, metavar=setting.metavar, help=text)
+    rule = setting.rule
+    if rule is None:  # a mapping: a JSON object
         return click.option(flag, name, metavar="JSON", help=text)
-    rule = TRAIN_RULES[name]
     if rule.kind is bool:
-        return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=text)
+        return _bool_option(setting, override)
     kinds: dict[type, click.ParamType] = {int: click.INT, float: click.FLOAT, str: click.STRING}
     kind = kinds[rule.kind]
-    metavar = "[" + "|".join(rule.choices) + "]" if rule.choices else kind.name.upper()
-    bounds = rule.describe()
-    return click.option(flag, name, type=kind, metavar=metavar, help=f"{text}  [{bounds}]" if bounds else text)
+    if override:
+        metavar = setting.metavar or ("[" + "|".join(rule.choices) + "]" if rule.choices else kind.name.upper())
+        bounds = rule.describe()
+        return click.option(flag, name, type=kind, metavar=metavar, help=f"{text}  [{bounds}]" if bounds else text)
+    if setting.path is not None:
+        kind = click.Path(dir_okay=setting.path != "file", file_okay=setting.path != "dir")
+    elif rule.choices:
+        kind = click.Choice(rule.choices)
+    elif rule.kind in (int, float) and rule.describe():
+        kind = _ranged(rule)
+    if setting.required:
+        return click.option(flag, name, type=kind, required=True, metavar=setting.metavar, help=text)
+    shown = setting.default is not None and setting.default != ""
+    return click.option(
+        flag, name, type=kind, default=setting.default, show_default=shown, metavar=setting.metavar, help=text
+    )
 
 
-_train_options = _options(*(_train_option(f.name) for f in fields(TrainSpec)))
+def _ranged(rule: Rule) -> click.ParamType:
+    """click's range type for a number rule's bounds (``above`` is an open lower bound)."""
+    low, high, open_low = (rule.minimum if rule.above is None else rule.above), rule.maximum, rule.above is not None
+    if rule.kind is int:
+        return click.IntRange(
+            min=None if low is None else int(low), max=None if high is None else int(high), min_open=open_low
+        )
+    return click.FloatRange(min=low, max=high, min_open=open_low)
+
+
+def _bool_option(setting: Declared, override: bool) -> Callable[[F], F]:
+    """A ``bool`` setting: a flag, an off switch (``--no-x``, default on), or ``--x/--no-x``."""
+    flag, name, text = setting.flag, setting.name, setting.help
+    if override:
+        return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=text)
+    if setting.default is True and flag.startswith("--no-"):
+        return click.option(flag, name, is_flag=True, flag_value=False, default=True, help=text)
+    if setting.default is True:
+        return click.option(f"{flag}/--no-{flag[2:]}", name, default=True, show_default=True, help=text)
+    return click.option(flag, name, is_flag=True, help=text)
+
+
+def declared_options(*classes: type, override: bool = False) -> Callable[[F], F]:
+    """The click options of every command-line setting of ``classes`` (options dataclasses), in order.
+
+    A command that takes them builds each object back with :func:`settings`.
+    """
+    found: dict[str, Declared] = {}
+    for cls in classes:
+        for name, setting in declared(cls).items():
+            if name in found:
+                raise TypeError(f"setting {name!r} of {cls.__name__} is declared twice among {classes}")
+            found[name] = setting
+    return _options(*(declared_option(s, override=override) for s in found.values() if s.command_line))
+
+
+def settings(cls: type[S], values: dict[str, Any]) -> S:
+    """An options object of ``cls`` from a command's keyword arguments (the ones that are its settings)."""
+    return cls(**pick(cls, values))
+
+
+_train_options = declared_options(TrainSpec, override=True)
+_device = declared_option(declared(EvaluateOptions)["device"])
+_precision = declared_option(declared(EvaluateOptions)["precision"])
+_diff_options = declared_options(DiffOptions)
+_effects_out = click.option(
+    "--out",
+    required=True,
+    help="Output: a Zarr folder (any name not ending in .npz), or .npz (built in memory: at most 2 GiB of effects).",
+)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -248,34 +259,15 @@ def genome_synth(out: str, seed: int, divisor: int) -> None:
 # ------------------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--store", "store_path", help="Store path or URL (default: the spec's `store`, else stores/<name>.zarr).")
-@click.option("--split", "splits", multiple=True, help="Only this split (repeatable; default: all).")
-@_device
-@_engine
-@click.option("--shard", help="I/N: write only the units u with u % N == I (e.g. a SLURM array task).")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Variants per base-model pass (default: the spec's).")
-@click.option("--overwrite", is_flag=True, help="Discard an existing store at the path first.")
-@click.option(
-    "--no-overlap", is_flag=True, help="Do not prepare and write units on background threads (for benchmarks)."
-)
-@click.option("--create-only", is_flag=True, help="Create (or check) the store and stop, e.g. before --shard jobs.")
+@declared_options(DistillOptions)
 @click.option(
     "--check",
     is_flag=True,
     help="Only check that every split can be sampled (contigs, usable bases, N rejection per split); "
     "loads no model and writes nothing.",
 )
-@click.option("--allow-no-valid", is_flag=True, help="Distil a spec without a valid split (train refuses its store).")
 @click.pass_context
-def distill(
-    ctx: click.Context,
-    spec: str,
-    shard: str | None,
-    splits: tuple[str, ...],
-    no_overlap: bool,
-    check: bool,
-    **options: Any,
-) -> None:
+def distill(ctx: click.Context, spec: str, check: bool, **options: Any) -> None:
     """Stage 1: write (or resume) the Zarr store of SPEC: sampled windows, the base model's
     reference predictions and the effect of every SNV. Complete write units are skipped on rerun.
 
@@ -284,27 +276,19 @@ def distill(
       torchrun --nproc_per_node 4 -m pipeline.cli distill SPEC.yaml
     or with a scheduler's job array (each job takes u % N == I):
       multiplexer distill SPEC.yaml --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT"""
-    from pipeline.core.runtime import parse_shard
     from pipeline.core.spec import load_spec
     from pipeline.distill import check_spec, format_checks
     from pipeline.distill import distill as run
 
     loaded = load_spec(spec)
+    chosen = settings(DistillOptions, options)
     if check:
-        checks = check_spec(loaded, allow_no_valid=options["allow_no_valid"], progress=_progress(ctx))
+        checks = check_spec(loaded, allow_no_valid=chosen.allow_no_valid, progress=_progress(ctx))
         click.echo(format_checks(loaded, checks))
         click.echo("every split can be sampled; nothing was written")
         return
-    summary = run(
-        loaded,
-        shard=parse_shard(shard),
-        splits=list(splits) or None,
-        overlap=not no_overlap,
-        progress=_progress(ctx),
-        notify=lambda message: click.echo(message, err=True),
-        **options,
-    )
-    click.echo(f"store {summary.store} is ready" if options["create_only"] else summary.line())
+    summary = run(loaded, chosen, progress=_progress(ctx), notify=lambda message: click.echo(message, err=True))
+    click.echo(f"store {summary.store} is ready" if chosen.create_only else summary.line())
     if summary.total is not None and summary.rank == 0:
         click.echo(summary.total_line())
 
@@ -412,7 +396,6 @@ def train(
     source: str,
     run_dir: str,
     store_path: str | None,
-    kwargs: str | None,
     device: str,
     resume: bool,
     allow_changes: bool,
@@ -429,7 +412,8 @@ def train(
     from pipeline.train import train as run
 
     path, defaults = resolve_source(source, store_path)
-    config = train_config(defaults, kwargs=_json_object(option_flag("kwargs"), kwargs), **overrides)
+    kwargs = _json_object(option_flag("kwargs"), overrides.pop("kwargs"))
+    config = train_config(defaults, kwargs=kwargs, **overrides)
     result = run(
         path, run_dir, config, resume=resume, allow_changes=allow_changes, device=device, progress=_progress(ctx)
     )
@@ -441,61 +425,31 @@ def train(
 # ------------------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="best.pt or last.pt.")
-@_input_options
-@_diff_options
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Sequences per pass.")
-@_precision
+@declared_options(InputOptions)
+@_effects_out
+@declared_options(PredictOptions)
 @click.pass_context
 def predict(ctx: click.Context, checkpoint: str, out: str, **options: Any) -> None:
     """Multiplexer effects [N, F, 4, L] for regions or sequences (L, F, targets and the default genome
     come from the checkpoint)."""
     from pipeline.apply.predict import predict_regions
 
-    click.echo(predict_regions(checkpoint, out, progress=_progress(ctx), **options).line())
+    inputs, chosen = settings(InputOptions, options), settings(PredictOptions, options)
+    click.echo(predict_regions(checkpoint, out, inputs, chosen, progress=_progress(ctx)).line())
 
 
 @cli.command()
-@click.option(
-    "--spec",
-    "spec_path",
-    type=click.Path(dir_okay=False),
-    help="Take the base model, window length and genome from this spec.",
-)
-@click.option(
-    "--checkpoint",
-    type=click.Path(dir_okay=False),
-    help="Take the base model, window length, targets and genome recorded in this multiplexer checkpoint.",
-)
-@click.option(
-    "--base",
-    help="Base model: demo, beluga, or package.module:Class / file.py:Class (with --checkpoint: the recorded "
-    "model's new import path).",
-)
-@click.option(
-    "--weights",
-    type=click.Path(dir_okay=False),
-    help="Base-model state dict (with --checkpoint: its new path); 'random': random weights from seed 0 "
-    "(beluga needs one of the two).",
-)
-@click.option("--base-kwargs", help="Base-model constructor arguments as JSON.")
-@click.option("--seq-len", type=click.IntRange(min=2), help="Window length (default: the spec's or the model's).")
-@click.option(
-    "--target",
-    "kind",
-    metavar="[logfold|diff|alt]",
-    help="Effect kind: logfold, diff or alt (default: the spec's or checkpoint's, else logfold).",
-)
-@_input_options
-@_engine
-@click.option(
-    "--batch-size", default=ISM_BATCH_SIZE, show_default=True, type=click.IntRange(min=1), help="Variants per pass."
-)
+@declared_options(IsmSource, InputOptions)
+@_effects_out
+@declared_options(IsmOptions)
 @click.pass_context
 def ism(ctx: click.Context, out: str, **options: Any) -> None:
     """Exact in-silico saturation mutagenesis with the base model (same output format as predict)."""
     from pipeline.apply.exact_ism import exact_ism_regions
 
-    click.echo(exact_ism_regions(out, progress=_progress(ctx), **options).line())
+    source, inputs = settings(IsmSource, options), settings(InputOptions, options)
+    written = exact_ism_regions(out, source, inputs, settings(IsmOptions, options), progress=_progress(ctx))
+    click.echo(written.line())
 
 
 @cli.command("score-vcf")
@@ -719,28 +673,13 @@ def plot(pred: str, out: str, **options: Any) -> None:
 @cli.command()
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="best.pt or last.pt.")
 @click.option("--store", "store_path", required=True, help="Store with the held-out split.")
-@click.option("--split", help="Split (default: test if present, else valid).")
 @click.option(
     "--out",
     required=True,
     type=click.Path(file_okay=False),
     help="Folder for report.json, report.md and weighted_pearson_hist.png.",
 )
-@_device
-@click.option(
-    "--timing-sequences",
-    default=4,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Sequences timed through naive and fast ISM.",
-)
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Replace an existing report in --out (only files evaluate wrote); the new files are swapped in "
-    "together when all are complete.",
-)
-@_precision
+@declared_options(EvaluateOptions)
 @click.pass_context
 def evaluate(ctx: click.Context, checkpoint: str, store_path: str, out: str, **options: Any) -> None:
     """Accuracy against the base model's ISM (weighted Pearson per target) and speed against naive
@@ -748,7 +687,8 @@ def evaluate(ctx: click.Context, checkpoint: str, store_path: str, out: str, **o
     from pipeline.apply.evaluate import evaluate as run
     from pipeline.apply.evaluate import summary_line
 
-    click.echo(summary_line(run(checkpoint, store_path, out, progress=_progress(ctx), **options)))
+    chosen = settings(EvaluateOptions, options)
+    click.echo(summary_line(run(checkpoint, store_path, out, chosen, progress=_progress(ctx))))
 
 
 @cli.command()

@@ -2,6 +2,8 @@
 
 Callers branch on the type, never on the message text. Each rule of the input has one home that
 raises one of these types; the CLI prints ``error: <message>`` on stderr and exits with status 1.
+Every error pickles with its type and attributes, so one raised on ``torchrun`` rank 0 is raised as
+itself on the other ranks.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ class StoreNotFoundError(UserError):
         super().__init__(f"store {path!r} does not exist")
         self.path = path
 
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        # pickled as its arguments, so it crosses processes (torchrun ranks) with its type and attributes
+        return type(self), (self.path,)
+
 
 class StoreMismatchError(UserError):
     """An existing store was made from another spec or another base-model weights file.
@@ -57,6 +63,10 @@ class StoreMismatchError(UserError):
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(f"{reason}. {self.ADVICE}")
         self.path, self.reason = path, reason
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # pickled as its arguments, so it crosses processes (torchrun ranks) with its type and attributes
+        return type(self), (self.path, self.reason)
 
 
 class MetadataError(UserError):

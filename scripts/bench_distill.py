@@ -31,6 +31,7 @@ import torch
 import zarr
 import zarr.codecs as zc
 
+from pipeline.core.commands import DistillOptions
 from pipeline.core.runtime import exact_float32
 from pipeline.core.spec import spec_from_dict
 from pipeline.demo import DEMO_SPEC
@@ -54,14 +55,11 @@ def run_distill(spec_dict: dict, work: Path, name: str, overlap: bool, device: s
     spec = spec_from_dict(spec_dict, base_dir=work)
     path = work / f"{name}-{'overlap' if overlap else 'sequential'}.zarr"
     shutil.rmtree(path, ignore_errors=True)
-    summary = distill(  # a train split only: what is measured (allow_no_valid)
+    summary = distill(
         spec,
-        store_path=str(path),
-        device=device,
-        overlap=overlap,
+        DistillOptions(store_path=str(path), device=device, overlap=overlap, allow_no_valid=True),
         progress=False,
         notify=lambda message: None,
-        allow_no_valid=True,
     )
     info = store_info(open_store(str(path)))["splits"]["train"]
     return {

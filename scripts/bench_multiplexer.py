@@ -29,6 +29,7 @@ from bench_vcf import ensure_demo
 from benchlib import BELUGA_FAST, machine, package_version, write_result
 
 from pipeline.apply.evaluate import evaluate
+from pipeline.core.commands import EvaluateOptions
 from pipeline.core.spec import spec_from_dict
 from pipeline.demo.run import DEMO_SPEC
 from pipeline.ism import fast_ism
@@ -55,8 +56,8 @@ def demo_architecture(
     t0 = time.perf_counter()
     train(str(spec.store_path()), str(run), cfg, device=args.device, progress=False)
     train_s = time.perf_counter() - t0
-    report = evaluate(str(run / "best.pt"), str(spec.store_path()), str(run / "eval"), device=args.device,
-                      progress=False, overwrite=True, timing_sequences=args.timing_sequences)  # fmt: skip
+    options = EvaluateOptions(device=args.device, overwrite=True, timing_sequences=args.timing_sequences)
+    report = evaluate(str(run / "best.pt"), str(spec.store_path()), str(run / "eval"), options, progress=False)
     t = report["seconds_per_sequence"]
     model = torch.load(run / "best.pt", weights_only=True, map_location="cpu")["model"]
     return {

@@ -36,6 +36,7 @@ from bench_vcf import ensure_demo
 from benchlib import machine, package_version, write_result
 
 from pipeline.apply.evaluate import evaluate
+from pipeline.core.commands import DistillOptions, EvaluateOptions
 from pipeline.core.spec import StorageSpec, bitround, spec_from_dict
 from pipeline.demo.run import DEMO_SPEC
 from pipeline.distill import distill
@@ -69,7 +70,7 @@ def demo_setting(
 ) -> dict[str, Any]:
     spec = _spec(work, genome, quantize)
     t0 = time.perf_counter()
-    distill(spec, device="cpu", progress=False)
+    distill(spec, DistillOptions(device="cpu"), progress=False)
     distill_s = time.perf_counter() - t0
     per_window, n = _bytes_per_window(spec.store_path())
     raw = spec.base.kwargs.get("n_targets", 16) * 4 * spec.seq_len * 2
@@ -78,8 +79,8 @@ def demo_setting(
     train(str(spec.store_path()), str(run), train_config(spec.train, steps=steps), device="cpu", progress=False)
     train_s = time.perf_counter() - t0
     truth = lossless_store or str(spec.store_path())
-    report = evaluate(str(run / "best.pt"), truth, str(work / f"eval-{quantize}"), device="cpu", progress=False,
-                      overwrite=True, timing_sequences=1)  # fmt: skip
+    options = EvaluateOptions(device="cpu", overwrite=True, timing_sequences=1)
+    report = evaluate(str(run / "best.pt"), truth, str(work / f"eval-{quantize}"), options, progress=False)
     return {
         "quantize": quantize,
         "windows": n,

@@ -18,6 +18,8 @@ import torch
 import yaml
 from helpers import DEMO_KWARGS, N_TARGETS, SEQ_LEN, TOY_MODELS
 
+from pipeline.core.commands import DistillOptions
+
 TINY_SPEC: dict[str, Any] = {
     "name": "tiny",
     "genome": "<set by the fixture>",
@@ -128,7 +130,7 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory, tiny_spec) -> str:
     from pipeline.distill import distill
 
     path = tmp_path_factory.mktemp("store") / "tiny.zarr"
-    distill(tiny_spec, store_path=str(path), device="cpu", progress=False)
+    distill(tiny_spec, DistillOptions(store_path=str(path), device="cpu"), progress=False)
     return str(path)
 
 

@@ -48,6 +48,7 @@ from helpers import (
 )
 
 from pipeline.cli import cli
+from pipeline.core.commands import DistillOptions, IsmOptions, PredictOptions
 from pipeline.store import open_store
 
 # ------------------------------------------------------------------------------------------------
@@ -123,7 +124,7 @@ def assets(tmp_path_factory, genome_path, write_spec, tiny_store, trained_run) -
         a[name] = d / name
         a[f"{name}.yaml"] = write_spec(d, f"{name}.yaml", store=str(a[name]), **overrides)
         spec = load_spec(a[f"{name}.yaml"])
-        distill(spec, splits=["test"], device="cpu", progress=False)
+        distill(spec, DistillOptions(splits=["test"], device="cpu"), progress=False)
     (d / "not_ours.zarr").mkdir()
     zarr.open_group(str(d / "not_ours.zarr"), mode="w").attrs["what"] = "someone else's data"
     a["not_ours.zarr"] = d / "not_ours.zarr"
@@ -132,7 +133,9 @@ def assets(tmp_path_factory, genome_path, write_spec, tiny_store, trained_run) -
     put("a_file.zarr", "I am a file")
     # an effects file, and a truncated copy
     inputs = load_inputs(seq_len=80, genome=genome_path, region="chr7:3000")
-    predict_effects(str(trained_run / "best.pt"), inputs, str(d / "pred.npz"), device="cpu", progress=False)
+    predict_effects(
+        str(trained_run / "best.pt"), inputs, str(d / "pred.npz"), PredictOptions(device="cpu"), progress=False
+    )
     a["pred.npz"] = d / "pred.npz"
     effects = a["pred.npz"].read_bytes()
     put("truncated_pred.npz", effects[: len(effects) // 2])
@@ -140,7 +143,7 @@ def assets(tmp_path_factory, genome_path, write_spec, tiny_store, trained_run) -
     meta = read_checkpoint(trained_run / "best.pt")
     inputs = load_inputs(seq_len=80, genome=genome_path, region="chr7:3001")
     a["ism_3001.npz"] = Path(
-        ism_effects(base_from_checkpoint(meta), inputs, str(d / "ism_3001.npz"), target=meta["target_kind"],
+        ism_effects(base_from_checkpoint(meta), inputs, str(d / "ism_3001.npz"), IsmOptions(target=meta["target_kind"]),
                     target_names=meta["target_names"], progress=False)
     )  # fmt: skip
     a["root"] = d
@@ -572,7 +575,7 @@ def _(c: Ctx) -> list[Any]:
     fasta = c.tmp / "g.fa"
     fasta.write_bytes(c.genome.read_bytes())
     spec = c.spec(genome=str(fasta), store=str(c.tmp / "g.zarr"), splits={"train": {"samples": 2}, "test": None})
-    distill(load_spec(spec), device="cpu", progress=False)
+    distill(load_spec(spec), DistillOptions(device="cpu"), progress=False)
     records = c.genome.read_text().split(">")[1:]  # the same path now holds a genome with a shorter chr9
     fasta.write_text(">" + ">".join(r if not r.startswith("chr9\n") else r[:-71] + "\n" for r in records))
     (c.tmp / "g.fa.fai").unlink()

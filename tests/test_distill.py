@@ -12,6 +12,7 @@ import yaml
 import zarr
 from helpers import DEMO_KWARGS, TOY_MODELS, content_hash
 
+from pipeline.core.commands import DistillOptions
 from pipeline.core.encoding import one_hot
 from pipeline.core.spec import load_spec
 from pipeline.distill import distill, parse_shard
@@ -24,7 +25,7 @@ from pipeline.store import open_store, verify_store
 
 def run(spec, path, **kwargs):
     kwargs.setdefault("allow_no_valid", True)  # some tests distil one split only
-    return distill(spec, store_path=str(path), device="cpu", progress=False, **kwargs)
+    return distill(spec, DistillOptions(store_path=str(path), device="cpu", **kwargs), progress=False)
 
 
 def n_units_total(spec) -> int:
@@ -86,13 +87,13 @@ def test_one_split_at_a_time_equals_all_at_once(tiny_spec, tiny_store, tmp_path,
 
 def test_shards_equal_all_at_once(tiny_spec, tiny_store, tmp_path, assert_same_store):
     path = tmp_path / "sharded.zarr"
-    run(tiny_spec, path, shard=(0, 2))
+    run(tiny_spec, path, shard="0/2")
     store = open_store(path)
     for split in store.splits:
         complete = store.complete_units(split)
         assert complete[0::2].all() and not complete[1::2].any()
     assert verify_store(store)  # half done: not yet a sound store
-    run(tiny_spec, path, shard=(1, 2))
+    run(tiny_spec, path, shard="1/2")
     assert verify_store(open_store(path)) == []
     assert_same_store(tiny_store, str(path))
 
@@ -269,7 +270,7 @@ def test_user_model_file_resolves_against_the_spec_folder(tmp_path, spec_dict, m
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     spec = load_spec(spec_path)
-    summary = distill(spec, store_path=str(tmp_path / "user.zarr"), device="cpu", progress=False)
+    summary = distill(spec, DistillOptions(store_path=str(tmp_path / "user.zarr"), device="cpu"), progress=False)
     assert summary.engine == "fast"
     store = open_store(str(tmp_path / "user.zarr"))
     assert store.meta.base["model"] == f"{folder / 'toy.py'}:Net"

@@ -19,6 +19,7 @@ import pytest
 import zarr
 from helpers import assert_one_line_error, ok, process_env, run_cli, start_cli, torchrun
 
+from pipeline.core.commands import DistillOptions
 from pipeline.core.spec import spec_from_dict
 from pipeline.distill import Launch, distill
 from pipeline.errors import UserError
@@ -186,7 +187,7 @@ def test_any_content_key_change_refuses_reuse(tmp_path, spec_dict, tiny_store, c
     changed = spec_from_dict(spec_dict(**change), base_dir=tmp_path)
     before = {p: p.stat().st_mtime_ns for p in Path(tiny_store).rglob("*") if p.is_file()}
     with pytest.raises(UserError, match=f"differing keys: .*{key}"):
-        distill(changed, store_path=tiny_store, device="cpu", progress=False)
+        distill(changed, DistillOptions(store_path=tiny_store, device="cpu"), progress=False)
     assert {p: p.stat().st_mtime_ns for p in Path(tiny_store).rglob("*") if p.is_file()} == before
 
 
@@ -212,15 +213,15 @@ def test_torchrun_refusal_reaches_every_rank(tmp_path, write_spec, single):
 
 def test_overlap_and_sequential_give_the_same_store(tmp_path, tiny_spec, tiny_store):
     path = str(tmp_path / "sequential.zarr")
-    distill(tiny_spec, store_path=path, device="cpu", progress=False, overlap=False)
+    distill(tiny_spec, DistillOptions(store_path=path, device="cpu", overlap=False), progress=False)
     assert_arrays_equal(path, tiny_store)
 
 
 def test_sharded_targets_store(tmp_path, spec_dict):
     plain = spec_from_dict(spec_dict(), base_dir=tmp_path)
     sharded = spec_from_dict(spec_dict(storage={"shards": True}), base_dir=tmp_path)
-    distill(plain, store_path=str(tmp_path / "plain.zarr"), device="cpu", progress=False)
-    distill(sharded, store_path=str(tmp_path / "sharded.zarr"), device="cpu", progress=False)
+    distill(plain, DistillOptions(store_path=str(tmp_path / "plain.zarr"), device="cpu"), progress=False)
+    distill(sharded, DistillOptions(store_path=str(tmp_path / "sharded.zarr"), device="cpu"), progress=False)
     a, b = open_store(str(tmp_path / "plain.zarr")), open_store(str(tmp_path / "sharded.zarr"))
     assert b.array("train", "targets").shards is not None
     for split in plain.splits:
@@ -241,13 +242,13 @@ def test_bf16_precision_on_cpu_stays_close_to_float32(tmp_path, spec_dict):
     exact = spec_from_dict(base, base_dir=tmp_path)
     bf16 = spec_from_dict({**base, "precision": "bf16"}, base_dir=tmp_path)
     notes: list[str] = []
-    distill(exact, store_path=str(tmp_path / "f32.zarr"), device="cpu", progress=False, splits=["valid"])
+    distill(
+        exact, DistillOptions(store_path=str(tmp_path / "f32.zarr"), device="cpu", splits=["valid"]), progress=False
+    )
     distill(
         bf16,
-        store_path=str(tmp_path / "bf16.zarr"),
-        device="cpu",
+        DistillOptions(store_path=str(tmp_path / "bf16.zarr"), device="cpu", splits=["valid"]),
         progress=False,
-        splits=["valid"],
         notify=notes.append,
     )
     assert any("bf16" in n for n in notes)
@@ -261,14 +262,16 @@ def test_bf16_precision_on_cpu_stays_close_to_float32(tmp_path, spec_dict):
 
 def test_overwrite_with_shards_is_refused(tmp_path, tiny_spec):
     with pytest.raises(UserError, match="--overwrite cannot be combined with --shard"):
-        distill(tiny_spec, store_path=str(tmp_path / "x.zarr"), shard=(0, 2), overwrite=True, progress=False)
+        distill(
+            tiny_spec, DistillOptions(store_path=str(tmp_path / "x.zarr"), shard="0/2", overwrite=True), progress=False
+        )
 
 
 @pytest.mark.parametrize("codec", ["blosc-lz4", "blosc-zstd", "zstd", "none"])
 def test_codecs_and_store_info(tmp_path, spec_dict, codec):
     spec = spec_from_dict(spec_dict(storage={"codec": codec, "shuffle": "shuffle"}), base_dir=tmp_path)
     path = str(tmp_path / f"{codec}.zarr")
-    distill(spec, store_path=path, device="cpu", progress=False, splits=["valid"])
+    distill(spec, DistillOptions(store_path=path, device="cpu", splits=["valid"]), progress=False)
     info = store_info(open_store(path))["splits"]["valid"]
     assert info["raw_float32_bytes_per_sample"] == spec.seq_len * 4 * 4 * 4
     assert info["bytes_per_sample"] > 0
@@ -285,8 +288,8 @@ def test_store_at_an_fsspec_url(tmp_path, tiny_spec, tiny_store):
     from pipeline.train import train, train_config
 
     url = f"file://{tmp_path}/url.zarr"
-    distill(tiny_spec, store_path=url, device="cpu", progress=False)
-    assert distill(tiny_spec, store_path=url, device="cpu", progress=False).computed_samples == 0
+    distill(tiny_spec, DistillOptions(store_path=url, device="cpu"), progress=False)
+    assert distill(tiny_spec, DistillOptions(store_path=url, device="cpu"), progress=False).computed_samples == 0
     store = open_store(url)
     assert verify_store(store) == []
     assert_arrays_equal(str(tmp_path / "url.zarr"), tiny_store)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pipeline.apply.evaluate import HIST_DPI, HIST_SIZE, evaluate, json_safe, pearson_histogram
+from pipeline.core.commands import EvaluateOptions
 from pipeline.errors import UserError
 from pipeline.ism import mask_effects
 from pipeline.metrics import PearsonAccumulator, nanmean, weighted_pearson
@@ -106,7 +107,7 @@ def test_shape_mismatch_is_an_error():
 
 def test_evaluate_writes_the_report(trained_run, tiny_store, tmp_path):
     out = tmp_path / "eval"
-    report = evaluate(str(trained_run / "best.pt"), tiny_store, str(out), device="cpu", progress=False)
+    report = evaluate(str(trained_run / "best.pt"), tiny_store, str(out), EvaluateOptions(device="cpu"), progress=False)
     saved = json.loads((out / "report.json").read_text())
     for key in (
         "checkpoint",
@@ -177,12 +178,16 @@ def test_evaluate_writes_the_report(trained_run, tiny_store, tmp_path):
 
     # an existing report is kept unless asked to replace it
     with pytest.raises(UserError, match="--overwrite"):
-        evaluate(str(trained_run / "best.pt"), tiny_store, str(out), device="cpu", progress=False)
+        evaluate(str(trained_run / "best.pt"), tiny_store, str(out), EvaluateOptions(device="cpu"), progress=False)
 
 
 def test_evaluate_on_another_split(trained_run, tiny_store, tmp_path):
     report = evaluate(
-        str(trained_run / "last.pt"), tiny_store, str(tmp_path / "v"), split="valid", device="cpu", progress=False
+        str(trained_run / "last.pt"),
+        tiny_store,
+        str(tmp_path / "v"),
+        EvaluateOptions(split="valid", device="cpu"),
+        progress=False,
     )
     assert report["split"] == "valid" and report["n_sequences"] == 6
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline.core.commands import DistillOptions
 from pipeline.core.runtime import exact_float32
 from pipeline.errors import UserError
 from pipeline.ism import (
@@ -362,7 +363,7 @@ def test_stores_from_fast_and_naive_engines_match(tmp_path, spec_dict):
     paths = {}
     for engine in ("fast", "naive"):
         paths[engine] = str(tmp_path / f"{engine}.zarr")
-        summary = distill(spec, store_path=paths[engine], engine=engine, device="cpu", progress=False)
+        summary = distill(spec, DistillOptions(store_path=paths[engine], engine=engine, device="cpu"), progress=False)
         assert summary.engine == engine
     fast, naive = open_store(paths["fast"]), open_store(paths["naive"])
     for split in spec.splits:

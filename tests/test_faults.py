@@ -16,6 +16,7 @@ import pytest
 import yaml
 from helpers import assert_one_line_error, invoke, make_legacy, ok
 
+from pipeline.core.commands import DistillOptions
 from pipeline.core.genome import Genome
 from pipeline.core.spec import load_spec
 from pipeline.errors import SpecError, UserError
@@ -163,12 +164,14 @@ def test_an_edited_user_model_file_is_refused_on_resume(tmp_path, spec_dict):
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec_dict(base={"model": "toy.py:Net", "kwargs": None})))
     spec = load_spec(tmp_path / "spec.yaml")
     store = tmp_path / "user.zarr"
-    distill(spec, store_path=str(store), splits=["train"], device="cpu", progress=False)  # "killed" after train
+    distill(
+        spec, DistillOptions(store_path=str(store), splits=["train"], device="cpu"), progress=False
+    )  # "killed" after train
     base = open_store(store).meta.base
     assert base["source"] == str((tmp_path / "toy.py").resolve()) and len(base["source_sha256"]) == 64
     (tmp_path / "toy.py").write_text(USER_MODEL.replace("nn.Conv1d(4, 3, 5)", "nn.Conv1d(4, 3, 5, bias=False)"))
     with pytest.raises(StoreMismatchError, match=r"source file .*toy.py.*the model's code changed"):
-        distill(spec, store_path=str(store), device="cpu", progress=False)
+        distill(spec, DistillOptions(store_path=str(store), device="cpu"), progress=False)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -272,7 +275,9 @@ def test_a_killed_creation_is_cleaned_by_the_next_run(tmp_path, tiny_spec):
     other = tmp_path / f".s.zarr.creating-{dead_pid()}-0a1b2c3d-{host}-elsewhere"
     for folder in (dead, live, other):
         (folder / "train").mkdir(parents=True)
-    distill(tiny_spec, store_path=str(tmp_path / "s.zarr"), splits=["test"], device="cpu", progress=False)
+    distill(
+        tiny_spec, DistillOptions(store_path=str(tmp_path / "s.zarr"), splits=["test"], device="cpu"), progress=False
+    )
     assert not dead.exists() and live.exists() and other.exists()
 
 
@@ -285,7 +290,7 @@ def test_a_damaged_completion_marker_means_the_unit_is_redone(store_copy, tiny_s
     marker = Path(store_copy) / "train" / "complete" / "c" / "1" / "0"
     marker.write_bytes(marker.read_bytes()[:5])
     assert not open_store(store_copy).complete_units("train")[1]
-    summary = distill(tiny_spec, store_path=store_copy, device="cpu", progress=False)
+    summary = distill(tiny_spec, DistillOptions(store_path=store_copy, device="cpu"), progress=False)
     assert summary.computed_units == 1
     assert_same_store(store_copy, tiny_store)
 
@@ -322,12 +327,12 @@ def test_overwrite_refuses_a_store_another_process_is_writing(store_copy, tiny_s
     try:
         (leases / f"{platform.node()}-{writer.pid}").touch()
         with pytest.raises(UserError, match=f"is being written by process {writer.pid} on"):
-            distill(tiny_spec, store_path=store_copy, overwrite=True, device="cpu", progress=False)
+            distill(tiny_spec, DistillOptions(store_path=store_copy, overwrite=True, device="cpu"), progress=False)
         assert (Path(store_copy) / "train" / "targets" / "zarr.json").is_file()
     finally:
         writer.kill()
         writer.wait()
-    summary = distill(tiny_spec, store_path=store_copy, overwrite=True, device="cpu", progress=False)
+    summary = distill(tiny_spec, DistillOptions(store_path=store_copy, overwrite=True, device="cpu"), progress=False)
     assert summary.computed_units > 0 and not leases.exists()  # our own lease is gone too
 
 
@@ -350,7 +355,7 @@ def test_a_format_1_store_is_read_but_not_extended(store_copy, tiny_spec, tmp_pa
     ok("store", "verify", store_copy)
     ok("train", store_copy, "--run-dir", tmp_path / "run", "--device", "cpu", "--steps", "2")
     with pytest.raises(StoreMismatchError, match="format 1 .* not extended"):
-        distill(tiny_spec, store_path=store_copy, device="cpu", progress=False)
+        distill(tiny_spec, DistillOptions(store_path=store_copy, device="cpu"), progress=False)
 
 
 def test_unmark_damaged_then_distill_repairs_the_store(store_copy, tiny_spec, tiny_store, assert_same_store):
@@ -364,7 +369,7 @@ def test_unmark_damaged_then_distill_repairs_the_store(store_copy, tiny_spec, ti
     (Path(store_copy) / "test/reference/c/1/0/0").unlink()  # test unit 1
     out = ok("store", "verify", store_copy, "--unmark-damaged").stdout
     assert "train: 3" in out and "test: 1" in out and "valid" not in out
-    assert distill(tiny_spec, store_path=store_copy, device="cpu", progress=False).computed_units == 4
+    assert distill(tiny_spec, DistillOptions(store_path=store_copy, device="cpu"), progress=False).computed_units == 4
     ok("store", "verify", store_copy)
     assert_same_store(store_copy, tiny_store)
     assert ok("store", "verify", store_copy, "--unmark-damaged").stdout.endswith("no damaged unit\n")
@@ -410,7 +415,7 @@ def test_a_store_whose_parent_folder_is_read_only_is_still_written(store_copy, t
         return real_mkdir(path, mode, dir_fd=dir_fd)
 
     monkeypatch.setattr(os, "mkdir", mkdir)
-    assert distill(tiny_spec, store_path=store_copy, device="cpu", progress=False).computed_units == 1
+    assert distill(tiny_spec, DistillOptions(store_path=store_copy, device="cpu"), progress=False).computed_units == 1
     assert not leases.exists()
 
 

@@ -11,6 +11,7 @@ import yaml
 import zarr
 from helpers import DEMO_KWARGS, TOY_MODELS, assert_one_line_error, invoke, make_legacy, ok
 
+from pipeline.core.commands import DistillOptions
 from pipeline.core.spec import load_spec
 from pipeline.distill import distill
 from pipeline.errors import UserError
@@ -36,7 +37,9 @@ def run(spec_path: Path, store: Path) -> tuple[int, object]:
     """Distill; the number of sequences the base model scored (the class distill itself loads)."""
     counting = model_class(COUNTING["model"], BASE_MODELS)
     before = counting.seen
-    summary = distill(load_spec(spec_path), store_path=str(store), device="cpu", progress=False, engine="naive")
+    summary = distill(
+        load_spec(spec_path), DistillOptions(store_path=str(store), device="cpu", engine="naive"), progress=False
+    )
     return counting.seen - before, summary
 
 
@@ -92,7 +95,7 @@ def test_a_store_never_shrinks_and_other_windows_are_refused(tmp_path, write_spe
     d["splits"]["train"]["chroms"] = ["chr4"]
     other.write_text(yaml.safe_dump(d, sort_keys=False))
     with pytest.raises(UserError, match="samples from other places"):
-        distill(load_spec(other), store_path=str(store), device="cpu", progress=False)
+        distill(load_spec(other), DistillOptions(store_path=str(store), device="cpu"), progress=False)
 
 
 def test_a_format_2_store_is_read_and_upgraded_in_one_line(tmp_path, write_spec, assert_same_store):

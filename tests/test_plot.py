@@ -14,6 +14,7 @@ from pipeline.apply.inputs import load_inputs
 from pipeline.apply.outputs import read_effects
 from pipeline.apply.plot import figure_size, pick_target, plot_effects
 from pipeline.apply.predict import predict_effects
+from pipeline.core.commands import IsmOptions
 from pipeline.errors import UserError
 from pipeline.models import base_from_checkpoint, read_checkpoint
 
@@ -44,7 +45,7 @@ def exact_ism(trained_run, genome_path, tmp_path_factory) -> Path:
             base_from_checkpoint(meta),
             inputs,
             str(out),
-            target=meta["target_kind"],
+            IsmOptions(target=meta["target_kind"]),
             target_names=meta["target_names"],
             progress=False,
         )
@@ -109,7 +110,7 @@ def test_compare_refuses_another_sequence_or_kind(prediction, exact_ism, tmp_pat
         base_from_checkpoint(meta),
         inputs,
         str(tmp_path / "diff.npz"),
-        target="diff",
+        IsmOptions(target="diff"),
         target_names=meta["target_names"],
         progress=False,
     )

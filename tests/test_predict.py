@@ -14,6 +14,7 @@ from pipeline.apply.exact_ism import ism_effects
 from pipeline.apply.inputs import Inputs, load_inputs, read_regions
 from pipeline.apply.outputs import read_effects, tsv_paths, variant_table
 from pipeline.apply.predict import predict_effects
+from pipeline.core.commands import InputOptions, IsmOptions, PredictOptions
 from pipeline.core.encoding import decode, one_hot
 from pipeline.core.windows import center_range
 from pipeline.errors import UserError
@@ -47,7 +48,9 @@ def assert_zero_at_reference_and_n(effects: np.ndarray, X: np.ndarray, dense: bo
 @pytest.mark.parametrize("suffix", [".npz", ".zarr"])
 def test_predict_writes_effects(trained_run, inputs, tmp_path, suffix):
     out = tmp_path / f"pred{suffix}"
-    path = predict_effects(str(trained_run / "best.pt"), inputs, str(out), device="cpu", progress=False, batch_size=2)
+    path = predict_effects(
+        str(trained_run / "best.pt"), inputs, str(out), PredictOptions(device="cpu", batch_size=2), progress=False
+    )
     assert path == str(out)
     data = read_effects(out)
     assert data["effects"].shape == (3, F, 4, L) and data["effects"].dtype == np.float32
@@ -80,12 +83,14 @@ def test_existing_output_is_refused_without_overwrite(trained_run, inputs, tmp_p
         predict_effects(str(trained_run / "best.pt"), inputs, str(out), progress=False)
         with pytest.raises(UserError, match="exists"):
             predict_effects(str(trained_run / "best.pt"), inputs, str(out), progress=False)
-        predict_effects(str(trained_run / "best.pt"), inputs, str(out), progress=False, overwrite=True)
+        predict_effects(str(trained_run / "best.pt"), inputs, str(out), PredictOptions(overwrite=True), progress=False)
         assert read_effects(out)["effects"].shape == (3, F, 4, L)
     folder = tmp_path / "not_zarr"
     folder.mkdir()
     with pytest.raises(UserError, match="not a Zarr store"):
-        predict_effects(str(trained_run / "best.pt"), inputs, str(folder), progress=False, overwrite=True)
+        predict_effects(
+            str(trained_run / "best.pt"), inputs, str(folder), PredictOptions(overwrite=True), progress=False
+        )
 
 
 def test_predict_checks_the_length(trained_run, tmp_path):
@@ -97,7 +102,9 @@ def test_predict_checks_the_length(trained_run, tmp_path):
 def test_ism_effects_are_exact_base_model_ism(inputs, tmp_path):
     base = build_base("demo", **DEMO_KWARGS)
     names = [f"t{i}" for i in range(F)]
-    out = ism_effects(base, inputs, str(tmp_path / "ism.npz"), target="diff", target_names=names, progress=False)
+    out = ism_effects(
+        base, inputs, str(tmp_path / "ism.npz"), IsmOptions(target="diff"), target_names=names, progress=False
+    )
     data = read_effects(out)
     assert data["effects"].shape == (3, F, 4, L)
     assert data["attrs"]["kind"] == "diff" and data["attrs"]["source"] == "ism"
@@ -197,7 +204,7 @@ def test_tsv_rows_match_the_effect_tensor(trained_run, genome, genome_path, n_ed
     chrom, center, start0 = n_edge_region
     inputs = load_inputs(seq_len=L, genome=genome_path, region=f"{chrom}:{center}")
     out = tmp_path / "pred.zarr"
-    predict_effects(str(trained_run / "best.pt"), inputs, str(out), progress=False, tsv=True)
+    predict_effects(str(trained_run / "best.pt"), inputs, str(out), PredictOptions(tsv=True), progress=False)
     data = read_effects(out)
     (path,) = tsv_paths(out, [chrom], [center])
     assert path == tmp_path / f"pred.0.{chrom}_{center}.tsv.gz" and path.is_file()
@@ -225,7 +232,7 @@ def test_tsv_rows_match_the_effect_tensor(trained_run, genome, genome_path, n_ed
 
 def test_tsv_for_fasta_inputs_and_existing_files(trained_run, inputs, tmp_path):
     out = tmp_path / "seqs.npz"
-    predict_effects(str(trained_run / "best.pt"), inputs, str(out), progress=False, tsv=True)
+    predict_effects(str(trained_run / "best.pt"), inputs, str(out), PredictOptions(tsv=True), progress=False)
     data = read_effects(out)
     paths = tsv_paths(out, inputs.chrom, inputs.center)
     assert [p.name for p in paths] == ["seqs.0.s0.tsv.gz", "seqs.1.s1.tsv.gz", "seqs.2.s2.tsv.gz"]
@@ -236,15 +243,19 @@ def test_tsv_for_fasta_inputs_and_existing_files(trained_run, inputs, tmp_path):
         np.testing.assert_allclose(values, want_values, rtol=1e-5, atol=1e-30)
     out.unlink()
     with pytest.raises(UserError, match="seqs.0.s0.tsv.gz"):  # a TSV left from before is not replaced
-        predict_effects(str(trained_run / "best.pt"), inputs, str(out), progress=False, tsv=True)
+        predict_effects(str(trained_run / "best.pt"), inputs, str(out), PredictOptions(tsv=True), progress=False)
     assert not out.exists()
-    predict_effects(str(trained_run / "best.pt"), inputs, str(out), progress=False, tsv=True, overwrite=True)
+    predict_effects(
+        str(trained_run / "best.pt"), inputs, str(out), PredictOptions(tsv=True, overwrite=True), progress=False
+    )
 
 
 def test_ism_tsv(inputs, tmp_path):
     base = build_base("demo", **DEMO_KWARGS)
     names = [f"t{i}" for i in range(F)]
-    out = ism_effects(base, inputs, str(tmp_path / "ism"), target="diff", target_names=names, progress=False, tsv=True)
+    out = ism_effects(
+        base, inputs, str(tmp_path / "ism"), IsmOptions(target="diff", tsv=True), target_names=names, progress=False
+    )
     data = read_effects(out)
     header, labels, values = read_tsv(tmp_path / "ism.1.s1.tsv.gz")
     assert header == ["variant", *names]
@@ -298,7 +309,9 @@ def test_predict_diff_equals_base_model_alt_minus_ref(make_exact_checkpoint, gen
     expected_lf, _ = naive_ism(base, X, target="logfold")
     np.testing.assert_allclose(lf["effects"], expected_lf.numpy(), rtol=1e-5, atol=1e-6)  # the toy is exact
 
-    out = predict_effects(str(ckpt), region_inputs, str(tmp_path / "diff.npz"), progress=False, diff=True, batch_size=2)
+    out = predict_effects(
+        str(ckpt), region_inputs, str(tmp_path / "diff.npz"), PredictOptions(diff=True, batch_size=2), progress=False
+    )
     got = read_effects(out)
     assert got["attrs"]["kind"] == "diff" and got["attrs"]["converted_from"] == "logfold"
     expected, ref_pred = naive_ism(base, X, target="diff")
@@ -321,16 +334,22 @@ def test_predict_diff_finds_moved_weights(make_exact_checkpoint, genome_path, re
     moved = tmp_path / "moved.pt"
     weights.rename(moved)
     with pytest.raises(UserError, match="--weights"):
-        predict_effects(str(ckpt), region_inputs, str(tmp_path / "d.npz"), progress=False, diff=True)
-    out = predict_effects(str(ckpt), region_inputs, str(tmp_path / "d.npz"), progress=False, diff=True, weights=moved)
+        predict_effects(str(ckpt), region_inputs, str(tmp_path / "d.npz"), PredictOptions(diff=True), progress=False)
+    out = predict_effects(
+        str(ckpt), region_inputs, str(tmp_path / "d.npz"), PredictOptions(diff=True, weights=moved), progress=False
+    )
     expected, _ = naive_ism(build_base("demo", **DEMO_KWARGS), torch.from_numpy(region_inputs.X), target="diff")
     np.testing.assert_allclose(read_effects(out)["effects"], expected.numpy(), rtol=1e-4, atol=2e-7)
     other = tmp_path / "other.pt"
     torch.save({k: v + 1 for k, v in build_base("demo", **DEMO_KWARGS).state_dict().items()}, other)
     with pytest.raises(UserError, match="sha256"):
-        predict_effects(str(ckpt), region_inputs, str(tmp_path / "e.npz"), progress=False, diff=True, weights=other)
+        predict_effects(
+            str(ckpt), region_inputs, str(tmp_path / "e.npz"), PredictOptions(diff=True, weights=other), progress=False
+        )
     with pytest.raises(UserError, match="--diff"):
-        predict_effects(str(ckpt), region_inputs, str(tmp_path / "e.npz"), progress=False, weights=moved)
+        predict_effects(
+            str(ckpt), region_inputs, str(tmp_path / "e.npz"), PredictOptions(weights=moved), progress=False
+        )
 
 
 def test_checkpoint_with_inconsistent_length_is_refused(trained_run, inputs, tmp_path):
@@ -347,7 +366,13 @@ def test_bf16_inference_is_close_to_float32_and_keeps_exact_zeros(trained_run, t
     outs = {}
     for precision in ("float32", "bf16"):
         out = tmp_path / f"{precision}.npz"
-        predict_regions(ckpt, str(out), region="chr1:5000", device="cpu", progress=False, precision=precision)
+        predict_regions(
+            ckpt,
+            str(out),
+            InputOptions(region="chr1:5000"),
+            PredictOptions(device="cpu", precision=precision),
+            progress=False,
+        )
         outs[precision] = read_effects(out)
     a, b = outs["float32"]["effects"], outs["bf16"]["effects"]
     reference = outs["float32"]["reference"].astype(bool)  # [N, 4, L]

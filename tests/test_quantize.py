@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.core.commands import DistillOptions
 from pipeline.core.spec import QUANTIZE, bitround, load_spec
 from pipeline.distill import distill
 from pipeline.errors import SpecError
@@ -30,7 +31,7 @@ def test_bitround_meets_its_bound_and_keeps_zeros(keep):
 def test_a_quantized_store_holds_the_rounded_lossless_targets(tmp_path, write_spec, tiny_store):
     spec = load_spec(write_spec(tmp_path, storage={"quantize": "bitround-3"}))
     path = tmp_path / "q.zarr"
-    distill(spec, store_path=str(path), device="cpu", progress=False)
+    distill(spec, DistillOptions(store_path=str(path), device="cpu"), progress=False)
     lossless, lossy = open_store(tiny_store), open_store(path)
     assert lossy.spec_hash != lossless.spec_hash  # another content
     for split in lossless.splits:

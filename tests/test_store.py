@@ -16,6 +16,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 from helpers import content_hash
 
 import pipeline
+from pipeline.core.commands import DistillOptions
 from pipeline.errors import UserError
 from pipeline.store import ROOT_ATTRS, n_units, open_store, store_info, unit_range, verify_store
 
@@ -297,7 +298,7 @@ def counted_store(spec_dict, tmp_path) -> Callable[..., tuple[str, Any]]:
                 storage={"unit_samples": 1, "chunk_samples": 1, "shards": shards},
             )
         )
-        distill(spec, store_path=url, device="cpu", progress=False, create_only=True)
+        distill(spec, DistillOptions(store_path=url, device="cpu", create_only=True), progress=False)
         made.append(url)
         return url, spec
 

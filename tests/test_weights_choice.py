@@ -15,6 +15,7 @@ import yaml
 from helpers import DEMO_KWARGS, DEMO_KWARGS_JSON, N_TARGETS, TOY_MODELS, assert_one_line_error, invoke, ok
 
 from pipeline.apply.exact_ism import ISM_SEED, ism_setup
+from pipeline.core.commands import DistillOptions, EvaluateOptions, IsmSource
 from pipeline.core.spec import load_spec
 from pipeline.errors import SpecError, UserError
 from pipeline.models import (
@@ -158,9 +159,15 @@ def random_run(tmp_path_factory, spec_dict) -> dict[str, Path]:
     (d / "spec.yaml").write_text(yaml.safe_dump(data))
     spec = load_spec(d / "spec.yaml")
     store = d / "store.zarr"
-    distill(spec, store_path=str(store), device="cpu", progress=False)
+    distill(spec, DistillOptions(store_path=str(store), device="cpu"), progress=False)
     train(str(store), str(d / "run"), train_config(spec.train), device="cpu", progress=False)
-    evaluate(str(d / "run" / "best.pt"), str(store), str(d / "eval"), device="cpu", progress=False, timing_sequences=1)
+    evaluate(
+        str(d / "run" / "best.pt"),
+        str(store),
+        str(d / "eval"),
+        EvaluateOptions(device="cpu", timing_sequences=1),
+        progress=False,
+    )
     return {"store": store, "checkpoint": d / "run" / "best.pt", "eval": d / "eval"}
 
 
@@ -189,8 +196,8 @@ def test_report_names_the_random_weights(random_run):
 
 def test_ism_base_beluga_needs_weights_or_random():
     with pytest.raises(SpecError, match="--weights with its state-dict file.*deepsea.beluga.pth.*--weights random"):
-        ism_setup(base="beluga", base_kwargs=json.dumps(BELUGA_KWARGS), seq_len=400)
-    setup = ism_setup(base="beluga", weights="random", base_kwargs=json.dumps(BELUGA_KWARGS), seq_len=400)
+        ism_setup(IsmSource(base="beluga", base_kwargs=json.dumps(BELUGA_KWARGS), seq_len=400))
+    setup = ism_setup(IsmSource(base="beluga", weights="random", base_kwargs=json.dumps(BELUGA_KWARGS), seq_len=400))
     assert setup.base.identity["init"] == f"random (seed {ISM_SEED})" and setup.base.identity["weights"] is None
     torch.manual_seed(ISM_SEED)
     assert same_weights(setup.base.module, Beluga(seq_len=400, **BELUGA_KWARGS))
@@ -209,30 +216,38 @@ def test_ism_seq_len_reaches_the_constructor(tmp_path):
 
     effects = read_effects(out)["effects"]
     assert effects.shape == (1, 4, 4, 400) and np.isfinite(effects).all()
-    by_option = ism_setup(base="beluga", weights="random", base_kwargs=json.dumps(BELUGA_KWARGS), seq_len=400)
-    by_kwargs = ism_setup(base="beluga", weights="random", base_kwargs=json.dumps({**BELUGA_KWARGS, "seq_len": 400}))
+    by_option = ism_setup(
+        IsmSource(base="beluga", weights="random", base_kwargs=json.dumps(BELUGA_KWARGS), seq_len=400)
+    )
+    by_kwargs = ism_setup(
+        IsmSource(base="beluga", weights="random", base_kwargs=json.dumps({**BELUGA_KWARGS, "seq_len": 400}))
+    )
     assert by_option.base.seq_len == by_kwargs.base.seq_len == 400
     assert by_option.base.identity == by_kwargs.base.identity
     assert same_weights(by_option.base.module, by_kwargs.base.module)
     # the same kwargs given both ways agree
     same = ism_setup(
-        base="beluga", weights="random", base_kwargs=json.dumps({**BELUGA_KWARGS, "seq_len": 400}), seq_len=400
+        IsmSource(
+            base="beluga", weights="random", base_kwargs=json.dumps({**BELUGA_KWARGS, "seq_len": 400}), seq_len=400
+        )
     )
     assert same.base.identity == by_option.base.identity
 
 
 def test_ism_seq_len_conflicting_with_base_kwargs_names_both():
     with pytest.raises(SpecError, match=r"--seq-len 400 and --base-kwargs seq_len 410"):
-        ism_setup(base="beluga", weights="random", base_kwargs='{"seq_len": 410, "n_targets": 4}', seq_len=400)
+        ism_setup(
+            IsmSource(base="beluga", weights="random", base_kwargs='{"seq_len": 410, "n_targets": 4}', seq_len=400)
+        )
 
 
 def test_ism_seq_len_for_the_demo_model():
     kwargs = json.dumps({k: v for k, v in DEMO_KWARGS.items() if k != "seq_len"})
-    setup = ism_setup(base="demo", base_kwargs=kwargs, seq_len=96)
+    setup = ism_setup(IsmSource(base="demo", base_kwargs=kwargs, seq_len=96))
     assert setup.base.seq_len == 96 == setup.base.module.seq_len
     assert setup.base.identity["init"] == "built in"
     with pytest.raises(SpecError, match="'demo' sets its own weights .*drop --weights random"):
-        ism_setup(base="demo", weights="random", base_kwargs=DEMO_KWARGS_JSON)
+        ism_setup(IsmSource(base="demo", weights="random", base_kwargs=DEMO_KWARGS_JSON))
 
 
 def test_ism_seq_len_a_model_cannot_take(tmp_path):
@@ -249,15 +264,15 @@ def test_ism_seq_len_a_model_cannot_take(tmp_path):
     )
     name = f"{tmp_path / 'fixed.py'}:Fixed"
     with pytest.raises(SpecError, match="--seq-len 30 does not fit base model .*window is 24 bases"):
-        ism_setup(base=name, seq_len=30)
-    setup = ism_setup(base=name, seq_len=24)
+        ism_setup(IsmSource(base=name, seq_len=30))
+    setup = ism_setup(IsmSource(base=name, seq_len=24))
     assert setup.base.seq_len == 24 and setup.base.identity["init"] == f"random (seed {ISM_SEED})"
-    assert same_weights(setup.base.module, ism_setup(base=name).base.module)  # seeded: the same every time
+    assert same_weights(setup.base.module, ism_setup(IsmSource(base=name)).base.module)  # seeded: the same every time
 
 
 def test_ism_checkpoint_refuses_weights_random(trained_run):
     with pytest.raises(UserError, match="drop --weights random"):
-        ism_setup(checkpoint=str(trained_run / "best.pt"), weights="random")
+        ism_setup(IsmSource(checkpoint=str(trained_run / "best.pt"), weights="random"))
 
 
 def test_ism_cli_without_weights_is_one_line(genome_path, tmp_path):

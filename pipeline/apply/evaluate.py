@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from pipeline.apply.outputs import IMAGE, OutputKind, Sources, check_inputs, check_output
+from pipeline.core.commands import EvaluateOptions
 from pipeline.core.files import refuse_existing, remove_stale_temporaries, staging
 from pipeline.core.runtime import exact_float32, resolve_device
 from pipeline.core.spec import ISM_BATCH_SIZE
@@ -79,14 +80,9 @@ def evaluate(
     checkpoint: str,
     store_path: str,
     out_dir: str,
+    options: EvaluateOptions | None = None,
     *,
-    split: str | None = None,
-    device: str | None = None,
-    batch_size: int = 16,
-    timing_sequences: int = 4,
     progress: bool = True,
-    overwrite: bool = False,
-    precision: str = "float32",
 ) -> dict[str, Any]:
     """Compare a multiplexer with the base model's ISM on a held-out split; write the report.
 
@@ -98,37 +94,34 @@ def evaluate(
         Store holding the split (its targets are the base model's ISM).
     out_dir : str
         Gets ``report.json``, ``report.md`` and ``weighted_pearson_hist.png``.
-    split : str, optional
-        Default ``test`` if the store has it, else ``valid``.
-    device : str, optional
-        Where both models run.
-    batch_size : int
-        Sequences per multiplexer pass.
-    timing_sequences : int
-        Sequences timed through naive and fast ISM (the multiplexer is timed on the same ones).
-    precision : {"float32", "bf16"}
-        The multiplexer's arithmetic (``bf16``: bfloat16 autocast; recorded in the report).
-    overwrite : bool
-        Replace an existing report in ``out_dir`` (only files that ``evaluate`` wrote; the new ones
-        are written under temporary names and swapped in together when complete).
+    options : EvaluateOptions, optional
+        The split (default ``test`` if the store has it, else ``valid``), the device where both models
+        run, the sequences per multiplexer pass, the sequences timed through naive and fast ISM (the
+        multiplexer is timed on the same ones), the multiplexer's precision (recorded in the report)
+        and ``--overwrite`` (replace an existing report in ``out_dir``: only files that ``evaluate``
+        wrote; the new ones are written under temporary names and swapped in together when complete)
+        (:class:`~pipeline.core.commands.EvaluateOptions`; default: all defaults).
+    progress : bool
+        Show a progress bar.
 
     Returns
     -------
     report : dict
         What ``report.json`` holds.
     """
+    o = options or EvaluateOptions()
     out = Path(out_dir)
-    _check_report_folder(out, overwrite, {"--checkpoint": checkpoint, "--store": store_path})
-    dev = resolve_device(device)
+    _check_report_folder(out, o.overwrite, {"--checkpoint": checkpoint, "--store": store_path})
+    dev = resolve_device(o.device)
     model, meta = load_checkpoint(checkpoint, dev)
-    model = for_inference(model, precision)
+    model = for_inference(model, o.precision)
     store = open_store(store_path)
     _check_compatible(meta, store)
-    split = split or ("test" if "test" in store.splits else "valid")
+    split = o.split or ("test" if "test" in store.splits else "valid")
     store.require_complete(split)
-    acc = _accuracy(model, store, split, batch_size, dev, progress)
-    timings = time_per_sequence(model, store, split, timing_sequences, dev)
-    report = {"precision": precision} | _report(
+    acc = _accuracy(model, store, split, o.batch_size, dev, progress)
+    timings = time_per_sequence(model, store, split, o.timing_sequences, dev)
+    report = {"precision": o.precision} | _report(
         acc, store, timings, checkpoint=str(checkpoint), store_path=str(store_path), split=split, device=dev
     )
     wp, p = acc.weighted_pearson(), acc.pearson()

@@ -14,7 +14,7 @@ import inspect
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -22,8 +22,9 @@ from tqdm import tqdm
 
 from pipeline.apply.inputs import Inputs, load_inputs, require_bases, resolve_genome
 from pipeline.apply.outputs import WrittenEffects, check_effects_output, effects_output, tsv_paths
+from pipeline.core.commands import InputOptions, IsmOptions, IsmSource
 from pipeline.core.runtime import exact_float32, resolve_device
-from pipeline.core.spec import ISM_BATCH_SIZE, RANDOM_WEIGHTS, load_spec
+from pipeline.core.spec import RANDOM_WEIGHTS, load_spec
 from pipeline.core.yamlio import json_object
 from pipeline.errors import SpecError, UserError, check_choice
 from pipeline.ism import TARGETS, choose_engine, run_ism
@@ -51,17 +52,12 @@ def ism_effects(
     base: torch.nn.Module,
     inputs: Inputs,
     out: str,
+    options: IsmOptions | None = None,
     *,
-    target: str = "logfold",
     target_names: list[str],
-    engine: str = "auto",
-    device: str | None = None,
-    batch_size: int = ISM_BATCH_SIZE,
-    overwrite: bool = False,
-    progress: bool = True,
     attrs: dict[str, Any] | None = None,
-    tsv: bool = False,
     sources: Mapping[str, str | os.PathLike[str] | None] | None = None,
+    progress: bool = True,
 ) -> str:
     """Exact ISM with the base model for encoded inputs; writes the same format as ``predict``.
 
@@ -73,41 +69,43 @@ def ism_effects(
         ``X [N, 4, L]`` with names and centers.
     out : str
         Output path (``.npz`` or Zarr).
-    target : str
-        ``logfold``, ``diff`` or ``alt``.
+    options : IsmOptions, optional
+        The effect kind (``target``: ``logfold``, the default, ``diff`` or ``alt``), the engine
+        (``auto``, ``fast`` or ``naive``, :func:`pipeline.ism.choose_engine`), variants per pass,
+        device, ``--overwrite`` (replace existing outputs of the same kind,
+        :func:`pipeline.apply.outputs.check_output`; the new ones are written under temporary names
+        and swapped in when complete) and ``--tsv`` (one ``.tsv.gz`` per sequence)
+        (:class:`~pipeline.core.commands.IsmOptions`; default: all defaults).
     target_names : list of str, length F
-    engine : str
-        ``auto``, ``fast`` or ``naive`` (:func:`pipeline.ism.choose_engine`).
-    overwrite : bool
-        Replace existing outputs of the same kind (:func:`pipeline.apply.outputs.check_output`); the
-        new ones are written under temporary names and swapped in when complete.
-    tsv : bool
-        Also write one ``.tsv.gz`` per sequence.
+    attrs : dict, optional
+        More attributes to record in the effects file.
     sources : mapping, optional
         The command's input files by option (``--spec``, ``--checkpoint``, ``--genome``, ...), which
         ``out`` must not replace.
+    progress : bool
+        Show a progress bar.
 
     Returns
     -------
     path : str
         The effects file.
     """
-    check_choice("target kind", target, TARGETS)
+    o = options or IsmOptions()
+    target = check_choice("target kind", o.target or "logfold", TARGETS)
     require_bases(inputs)
-    tsv_files = tsv_paths(out, inputs.chrom, inputs.center) if tsv else []
-    check_effects_output(out, tsv_files, overwrite=overwrite, inputs=sources)  # before any work
-    dev = resolve_device(device)
+    tsv_files = tsv_paths(out, inputs.chrom, inputs.center) if o.tsv else []
+    check_effects_output(out, tsv_files, overwrite=o.overwrite, inputs=sources)  # before any work
+    dev = resolve_device(o.device)
     base = base.to(dev)
-    engine = choose_engine(base, inputs.X.shape[-1], engine, dev, lambda m: tqdm.write(m, file=sys.stderr))
+    engine = choose_engine(base, inputs.X.shape[-1], o.engine, dev, lambda m: tqdm.write(m, file=sys.stderr))
     with effects_output(
         out,
         n=len(inputs.X),
-        n_targets=len(target_names),
         seq_len=inputs.X.shape[-1],
         target_names=target_names,
         attrs={"kind": target, "source": "ism", **(attrs or {})},
         tsv_files=tsv_files,
-        overwrite=overwrite,
+        overwrite=o.overwrite,
         inputs=sources,
     ) as output:
         for i in tqdm(range(len(inputs.X)), desc="ism", unit="seq", disable=not progress):
@@ -116,20 +114,21 @@ def ism_effects(
                 torch.from_numpy(inputs.X[i : i + 1]),
                 engine=engine,
                 target=target,
-                batch_size=batch_size,
+                batch_size=o.batch_size,
                 device=dev,
             )
             y = effects.numpy()
             output.write(y, inputs.X[i : i + 1], inputs.chrom[i : i + 1], inputs.center[i : i + 1])
-            if tsv:
+            if o.tsv:
                 output.write_tsv(i, y[0], inputs.X[i], inputs.chrom[i], inputs.center[i])
     return str(out)
 
 
 @dataclass
 class IsmSetup:
-    """What ``ism`` runs: the base model, the effect kind, and the genome to read regions from (with
-    the fingerprint a checkpoint recorded of its genome, if any)."""
+    """What ``ism`` runs: the base model, the effect kind it comes with (the spec's or checkpoint's;
+    ``logfold`` for a model named by ``--base``), and the genome to read regions from (with the
+    fingerprint a checkpoint recorded of its genome, if any)."""
 
     base: BaseModel
     kind: str
@@ -137,55 +136,43 @@ class IsmSetup:
     recorded_fingerprint: Mapping[str, Any] | None = None
 
 
-def ism_setup(
-    *,
-    spec_path: str | None = None,
-    checkpoint: str | None = None,
-    base: str | None = None,
-    weights: str | None = None,
-    base_kwargs: str | None = None,
-    seq_len: int | None = None,
-    kind: str | None = None,
-    genome: str | None = None,
-    need_genome: bool = True,
-) -> IsmSetup:
-    """Resolve what ``ism`` runs from ``--spec``, ``--checkpoint`` or ``--base``.
+def ism_setup(source: IsmSource, *, genome: str | None = None, need_genome: bool = True) -> IsmSetup:
+    """Resolve what ``ism`` runs from ``--spec``, ``--checkpoint`` or ``--base`` (``source``).
 
     ``--spec``: the spec's base model, window length, kind, target names and genome.
     ``--checkpoint``: the base model recorded in a multiplexer checkpoint (``--weights``/``--base``
     point at a moved weights file / model file), with its ``L``, kind, target names and genome.
     ``--base``: a model by name or import path with ``--weights`` (a file, or ``random``: initialised
     from seed :data:`ISM_SEED`), ``--base-kwargs`` and ``--seq-len`` (passed to the constructor as
-    ``seq_len`` when the class takes it).
-    ``--genome`` always overrides the recorded genome; with ``need_genome=False`` (FASTA input) the
-    recorded genome is not looked at.
+    ``seq_len`` when the class takes it); its kind is ``logfold``.
+    ``genome`` (``--genome``) always overrides the recorded genome; with ``need_genome=False`` (FASTA
+    input) the recorded genome is not looked at.
     """
+    spec_path, checkpoint, base, weights = source.spec_path, source.checkpoint, source.base, source.weights
     if spec_path is not None and checkpoint is not None:
         raise UserError("give one of --spec or --checkpoint, not both")
     if spec_path is not None:
-        if base or weights or base_kwargs:
+        if base or weights or source.base_kwargs:
             raise UserError("--spec already names the base model; drop --base/--weights/--base-kwargs")
-        return _from_spec(spec_path, seq_len, kind, genome, need_genome)
+        return _from_spec(spec_path, source.seq_len, genome, need_genome)
     if checkpoint is not None:
-        if base_kwargs:
+        if source.base_kwargs:
             raise UserError("--checkpoint records the base model's arguments; drop --base-kwargs")
         if weights == RANDOM_WEIGHTS:
             raise UserError("--checkpoint records the base model's weights; drop --weights random")
-        return _from_checkpoint(checkpoint, weights, base, seq_len, kind, genome, need_genome)
+        return _from_checkpoint(checkpoint, weights, base, source.seq_len, genome, need_genome)
     if base is None:
         raise UserError("give --spec, --checkpoint, or --base (with --weights for trained models)")
-    return _from_name(base, weights, base_kwargs, seq_len, kind, genome)
+    return _from_name(base, weights, source.base_kwargs, source.seq_len, genome)
 
 
-def _from_spec(
-    spec_path: str, seq_len: int | None, kind: str | None, genome: str | None, need_genome: bool
-) -> IsmSetup:
+def _from_spec(spec_path: str, seq_len: int | None, genome: str | None, need_genome: bool) -> IsmSetup:
     spec = load_spec(spec_path)
     loaded = load_base(spec)
     if seq_len is not None and seq_len != spec.seq_len:
         raise UserError(f"--seq-len {seq_len} differs from the spec's window length {spec.seq_len}")
     genome = resolve_genome(genome, spec.genome_path if need_genome else None, f"spec {spec_path!r}")
-    return IsmSetup(loaded, kind or spec.target, genome)
+    return IsmSetup(loaded, spec.target, genome)
 
 
 def _from_checkpoint(
@@ -193,7 +180,6 @@ def _from_checkpoint(
     weights: str | None,
     base: str | None,
     seq_len: int | None,
-    kind: str | None,
     genome: str | None,
     need_genome: bool,
 ) -> IsmSetup:
@@ -209,11 +195,11 @@ def _from_checkpoint(
         )
     loaded = BaseModel(module, dict(meta["base"]), L, n_targets, list(meta["target_names"]))
     genome = resolve_genome(genome, meta.get("genome") if need_genome else None, f"checkpoint {checkpoint!r}")
-    return IsmSetup(loaded, kind or meta["target_kind"], genome, meta.get("genome_fingerprint"))
+    return IsmSetup(loaded, meta["target_kind"], genome, meta.get("genome_fingerprint"))
 
 
 def _from_name(
-    name: str, weights: str | None, base_kwargs: str | None, seq_len: int | None, kind: str | None, genome: str | None
+    name: str, weights: str | None, base_kwargs: str | None, seq_len: int | None, genome: str | None
 ) -> IsmSetup:
     random = weights == RANDOM_WEIGHTS
     path = None if random else weights
@@ -238,7 +224,7 @@ def _from_name(
     n_targets = probe_outputs(module, int(L))
     identity = base_identity(name, path, kwargs, module, seed=ISM_SEED)
     return IsmSetup(
-        BaseModel(module, identity, int(L), n_targets, target_names_for(module, n_targets)), kind or "logfold", genome
+        BaseModel(module, identity, int(L), n_targets, target_names_for(module, n_targets)), "logfold", genome
     )
 
 
@@ -255,56 +241,43 @@ def _constructor_kwargs(name: str, base_kwargs: str | None, seq_len: int | None)
 
 def exact_ism_regions(
     out: str,
+    source: IsmSource,
+    inputs: InputOptions,
+    options: IsmOptions | None = None,
     *,
-    region: str | None = None,
-    regions_file: str | None = None,
-    fasta: str | None = None,
-    genome: str | None = None,
-    spec_path: str | None = None,
-    checkpoint: str | None = None,
-    base: str | None = None,
-    weights: str | None = None,
-    base_kwargs: str | None = None,
-    seq_len: int | None = None,
-    kind: str | None = None,
-    tsv: bool = False,
-    **options: Any,
+    progress: bool = True,
 ) -> WrittenEffects:
     """``multiplexer ism``: resolve the base model (:func:`ism_setup`), encode the inputs and run
-    :func:`ism_effects` (``options``: its keyword arguments)."""
+    :func:`ism_effects` (the effect kind: ``options.target``, else the spec's or checkpoint's)."""
+    options = options or IsmOptions()
     sources: dict[str, str | None] = {
-        "--spec": spec_path,
-        "--checkpoint": checkpoint,
-        "--weights": None if weights == RANDOM_WEIGHTS else weights,
-        "--regions": regions_file,
-        "--fasta": fasta,
-        "--genome": genome,
+        "--spec": source.spec_path,
+        "--checkpoint": source.checkpoint,
+        "--weights": None if source.weights == RANDOM_WEIGHTS else source.weights,
+        "--regions": inputs.regions_file,
+        "--fasta": inputs.fasta,
+        "--genome": inputs.genome,
     }
-    check_effects_output(out, [], overwrite=options.get("overwrite", False), inputs=sources)  # before any work
-    setup = ism_setup(
-        spec_path=spec_path,
-        checkpoint=checkpoint,
-        base=base,
-        weights=weights,
-        base_kwargs=base_kwargs,
-        seq_len=seq_len,
-        kind=kind,
-        genome=genome,
-        need_genome=fasta is None,
-    )
-    L = setup.base.seq_len
-    inputs = load_inputs(
-        seq_len=L,
+    check_effects_output(out, [], overwrite=options.overwrite, inputs=sources)  # before any work
+    setup = ism_setup(source, genome=inputs.genome, need_genome=inputs.fasta is None)
+    kind = options.target or setup.kind
+    encoded = load_inputs(
+        seq_len=setup.base.seq_len,
         genome=setup.genome,
-        region=region,
-        regions_file=regions_file,
-        fasta=fasta,
+        region=inputs.region,
+        regions_file=inputs.regions_file,
+        fasta=inputs.fasta,
         recorded_fingerprint=setup.recorded_fingerprint,
     )
-    names = setup.base.target_names
     sources["--genome"] = setup.genome
     path = ism_effects(
-        setup.base.module, inputs, out, target=setup.kind, target_names=names, tsv=tsv, sources=sources, **options
+        setup.base.module,
+        encoded,
+        out,
+        replace(options, target=kind),
+        target_names=setup.base.target_names,
+        sources=sources,
+        progress=progress,
     )
-    files = tsv_paths(out, inputs.chrom, inputs.center) if tsv else []
-    return WrittenEffects(path, len(inputs.X), f"exact ISM {setup.kind} effects", files)
+    files = tsv_paths(out, encoded.chrom, encoded.center) if options.tsv else []
+    return WrittenEffects(path, len(encoded.X), f"exact ISM {kind} effects", files)

@@ -433,7 +433,6 @@ def effects_output(
     out: str | os.PathLike[str],
     *,
     n: int,
-    n_targets: int,
     seq_len: int,
     target_names: list[str],
     attrs: dict[str, Any],
@@ -442,7 +441,8 @@ def effects_output(
     inputs: Sources | None = None,
 ) -> Iterator[EffectsOutput]:
     """Write an effects file (and TSV files) safely; the block writes every sequence through the
-    :class:`EffectsOutput` it gets.
+    :class:`EffectsOutput` it gets: ``n`` sequences of ``len(target_names)`` targets, 4 bases and
+    ``seq_len`` positions.
 
     The outputs are checked first (:func:`check_effects_output`, :func:`check_npz_size`), written in
     a hidden staging folder beside ``out`` and published when the block succeeds (the TSV files, then
@@ -453,6 +453,7 @@ def effects_output(
     out = Path(out)
     tsv_files = [Path(p) for p in tsv_files]
     check_effects_output(out, tsv_files, overwrite=overwrite, inputs=inputs)
+    n_targets = len(target_names)
     check_npz_size(out, n=n, n_targets=n_targets, seq_len=seq_len)
     stage: Staging | None = None
     try:

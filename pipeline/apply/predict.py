@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from pipeline.apply.inputs import Inputs, load_inputs, require_bases, resolve_genome
 from pipeline.apply.outputs import WrittenEffects, check_effects_output, effects_output, tsv_paths
+from pipeline.core.commands import InputOptions, PredictOptions
 from pipeline.core.runtime import exact_float32, resolve_device
 from pipeline.errors import UserError
 from pipeline.ism import logfold_to_diff, mask_effects
@@ -72,17 +73,10 @@ def predict_effects(
     checkpoint: str,
     inputs: Inputs,
     out: str,
+    options: PredictOptions | None = None,
     *,
-    device: str | None = None,
-    batch_size: int = 8,
-    overwrite: bool = False,
-    progress: bool = True,
-    diff: bool = False,
-    weights: str | os.PathLike[str] | None = None,
-    base: str | None = None,
-    tsv: bool = False,
     sources: Mapping[str, str | os.PathLike[str] | None] | None = None,
-    precision: str = "float32",
+    progress: bool = True,
 ) -> str:
     """Run a trained multiplexer on encoded inputs and write the effects file.
 
@@ -94,67 +88,59 @@ def predict_effects(
         ``X [N, 4, L]`` with names and centers (see :func:`pipeline.apply.inputs.load_inputs`).
     out : str
         Output path (``.npz`` or Zarr).
-    device : str, optional
-        ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
-    batch_size : int
-        Sequences per multiplexer pass.
-    overwrite : bool
-        Replace existing outputs of the same kind (:func:`pipeline.apply.outputs.check_output`); the
-        new ones are written under temporary names and swapped in when complete.
-    diff : bool
-        Write ``alt - ref`` instead of log-fold effects: the checkpoint's recorded base model is
-        rebuilt and run on each reference sequence (see :func:`multiplexer_effects`).
-    weights : path, optional
-        With ``diff``: the base model's weights file, if it moved.
-    base : str, optional
-        With ``diff``: the base model's import path, if its file moved.
-    tsv : bool
-        Also write one ``.tsv.gz`` per sequence (:func:`pipeline.apply.outputs.tsv_paths`).
+    options : PredictOptions, optional
+        Device, sequences per pass, ``--overwrite`` (replace existing outputs of the same kind,
+        :func:`pipeline.apply.outputs.check_output`; the new ones are written under temporary names
+        and swapped in when complete), ``--tsv`` (one ``.tsv.gz`` per sequence,
+        :func:`pipeline.apply.outputs.tsv_paths`), ``--diff`` (``alt - ref`` instead of log-fold: the
+        checkpoint's recorded base model is rebuilt and run on each reference sequence, see
+        :func:`multiplexer_effects`; ``weights``/``base``: where its files moved) and the precision
+        (:class:`~pipeline.core.commands.PredictOptions`; default: all defaults).
     sources : mapping, optional
         The command's other input files by option (``--regions``, ``--fasta``, ``--genome``), which
         ``out`` must not replace (``checkpoint`` and ``weights`` are always checked).
-
-    precision : {"float32", "bf16"}
-        The multiplexer's arithmetic (``bf16``: bfloat16 autocast).
+    progress : bool
+        Show a progress bar.
 
     Returns
     -------
     path : str
         The effects file.
     """
-    if not diff and (weights is not None or base is not None):
+    o = options or PredictOptions()
+    if not o.diff and (o.weights is not None or o.base is not None):
         raise UserError("--weights/--base only matter with --diff (the base model is not run otherwise)")
-    tsv_files = tsv_paths(out, inputs.chrom, inputs.center) if tsv else []
-    named = {"--checkpoint": checkpoint, "--weights": weights, **(sources or {})}
-    check_effects_output(out, tsv_files, overwrite=overwrite, inputs=named)  # before any work
-    dev = resolve_device(device)
+    tsv_files = tsv_paths(out, inputs.chrom, inputs.center) if o.tsv else []
+    named = {"--checkpoint": checkpoint, "--weights": o.weights, **(sources or {})}
+    check_effects_output(out, tsv_files, overwrite=o.overwrite, inputs=named)  # before any work
+    dev = resolve_device(o.device)
     model, meta = load_checkpoint(checkpoint, dev)
-    model = for_inference(model, precision)
+    model = for_inference(model, o.precision)
     L = meta["seq_len"]
     if inputs.X.shape[-1] != L:
         raise UserError(f"inputs have length {inputs.X.shape[-1]}, the checkpoint's model takes {L}")
     require_bases(inputs)
-    base_model = load_diff_base(meta, dev, weights=weights, base=base) if diff else None
-    kind = "diff" if diff else meta["target_kind"]
+    base_model = load_diff_base(meta, dev, weights=o.weights, base=o.base) if o.diff else None
+    kind = "diff" if o.diff else meta["target_kind"]
     attrs = {"kind": kind, "source": "multiplexer", "checkpoint": str(checkpoint)}
     if base_model is not None:
         attrs["converted_from"] = "logfold"
     with effects_output(
         out,
         n=len(inputs.X),
-        n_targets=meta["n_targets"],
         seq_len=L,
         target_names=meta["target_names"],
         attrs=attrs,
         tsv_files=tsv_files,
-        overwrite=overwrite,
+        overwrite=o.overwrite,
         inputs=named,
     ) as output:
-        for start in tqdm(range(0, len(inputs.X), batch_size), desc="predict", unit="batch", disable=not progress):
-            sl = slice(start, start + batch_size)
+        batch = o.batch_size
+        for start in tqdm(range(0, len(inputs.X), batch), desc="predict", unit="batch", disable=not progress):
+            sl = slice(start, start + batch)
             y = multiplexer_effects(model, torch.from_numpy(inputs.X[sl]).to(dev), base=base_model).cpu().numpy()
             output.write(y, inputs.X[sl], inputs.chrom[sl], inputs.center[sl])
-            for k, i in enumerate(range(start, start + len(y)) if tsv else []):
+            for k, i in enumerate(range(start, start + len(y)) if o.tsv else []):
                 output.write_tsv(i, y[k], inputs.X[i], inputs.chrom[i], inputs.center[i])
     return str(out)
 
@@ -162,31 +148,29 @@ def predict_effects(
 def predict_regions(
     checkpoint: str,
     out: str,
+    inputs: InputOptions,
+    options: PredictOptions | None = None,
     *,
-    region: str | None = None,
-    regions_file: str | None = None,
-    fasta: str | None = None,
-    genome: str | None = None,
-    diff: bool = False,
-    tsv: bool = False,
-    **options: Any,
+    progress: bool = True,
 ) -> WrittenEffects:
-    """``multiplexer predict``: encode the inputs with the checkpoint's ``L`` (regions from ``genome``,
-    default the checkpoint's) and run :func:`predict_effects` (``options``: its keyword arguments)."""
-    sources = {"--checkpoint": checkpoint, "--regions": regions_file, "--fasta": fasta, "--genome": genome}
-    check_effects_output(out, [], overwrite=options.get("overwrite", False), inputs=sources)  # before any work
+    """``multiplexer predict``: encode the inputs with the checkpoint's ``L`` (regions from
+    ``inputs.genome``, default the checkpoint's) and run :func:`predict_effects`."""
+    options = options or PredictOptions()
+    genome, fasta = inputs.genome, inputs.fasta
+    sources = {"--checkpoint": checkpoint, "--regions": inputs.regions_file, "--fasta": fasta, "--genome": genome}
+    check_effects_output(out, [], overwrite=options.overwrite, inputs=sources)  # before any work
     meta = read_checkpoint(checkpoint)
     recorded = resolve_genome(genome, meta.get("genome"), f"checkpoint {checkpoint!r}") if fasta is None else None
-    inputs = load_inputs(
+    encoded = load_inputs(
         seq_len=meta["seq_len"],
         genome=recorded,
-        region=region,
-        regions_file=regions_file,
+        region=inputs.region,
+        regions_file=inputs.regions_file,
         fasta=fasta,
         recorded_fingerprint=meta.get("genome_fingerprint"),
     )
     sources["--genome"] = recorded
-    path = predict_effects(checkpoint, inputs, out, diff=diff, tsv=tsv, sources=sources, **options)
-    kind = "alt - ref" if diff else meta["target_kind"]
-    files = tsv_paths(out, inputs.chrom, inputs.center) if tsv else []
-    return WrittenEffects(path, len(inputs.X), f"{kind} effects", files)
+    path = predict_effects(checkpoint, encoded, out, options, sources=sources, progress=progress)
+    kind = "alt - ref" if options.diff else meta["target_kind"]
+    files = tsv_paths(out, encoded.chrom, encoded.center) if options.tsv else []
+    return WrittenEffects(path, len(encoded.X), f"{kind} effects", files)

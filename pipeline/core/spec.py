@@ -19,11 +19,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, get_args, get_type_hints
+from typing import Any
 
+import numpy as np
 import yaml
 
 from pipeline.core.intervals import Interval, parse_interval, read_bed
+from pipeline.core.options import Rule, flag_of, option, rules_of
 from pipeline.core.yamlio import read_yaml
 from pipeline.errors import SpecError, UserError
 
@@ -69,71 +71,6 @@ def to_plain(obj: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 # rules
 # ---------------------------------------------------------------------------------------------
-
-
-class Rule:
-    """How one setting is checked: its type, and optionally a range or a set of names.
-
-    Parameters
-    ----------
-    kind : type
-        ``int``, ``float``, ``bool`` or ``str`` (an ``int`` is accepted for a ``float``; a ``bool``
-        is never a number).
-    optional : bool
-        ``None`` is allowed.
-    minimum, above, maximum : float, optional
-        ``value >= minimum``, ``value > above``, ``value <= maximum``.
-    choices : tuple of str, optional
-        The allowed names.
-    """
-
-    def __init__(
-        self,
-        kind: type,
-        *,
-        optional: bool = False,
-        minimum: float | None = None,
-        above: float | None = None,
-        maximum: float | None = None,
-        choices: tuple[str, ...] | None = None,
-    ) -> None:
-        self.kind, self.optional, self.choices = kind, optional, choices
-        self.minimum, self.above, self.maximum = minimum, above, maximum
-
-    def check(self, where: str, label: str, value: Any) -> Any:
-        """``value`` (an ``int`` made ``float`` where a float is expected), else a :class:`SpecError`.
-
-        The message reads ``"<where>: <label> must be ..., got <value>"``.
-        """
-        if value is None and self.optional:
-            return None
-        if self.choices is not None:
-            if not isinstance(value, str) or value not in self.choices:
-                raise SpecError(f"{where}: {label} must be one of {', '.join(self.choices)}, got {value!r}")
-            return value
-        ok = isinstance(value, self.kind) and not (isinstance(value, bool) and self.kind is not bool)
-        if self.kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            raise SpecError(f"{where}: {label} must be {self.kind.__name__}, got {type(value).__name__} {value!r}")
-        for bound, broken, word in (
-            (self.minimum, self.minimum is not None and value < self.minimum, ">="),
-            (self.above, self.above is not None and value <= self.above, ">"),
-            (self.maximum, self.maximum is not None and value > self.maximum, "<="),
-        ):
-            if broken:
-                raise SpecError(f"{where}: {label} must be {word} {_number(bound)}, got {value!r}")
-        return value
-
-    def describe(self) -> str:
-        """The range for ``--help``, in click's notation (``"x>=1"``, ``"x>=0, x<=1"``; empty without one)."""
-        bounds = [(self.minimum, ">="), (self.above, ">"), (self.maximum, "<=")]
-        return ", ".join(f"x{word}{_number(bound)}" for bound, word in bounds if bound is not None)
-
-
-def _number(bound: float | None) -> str:
-    """A bound as written: whole numbers in full (``4294967295``), others with ``:g``."""
-    return str(int(bound)) if bound is not None and float(bound).is_integer() else f"{bound:g}"
 
 
 def _check(where: str, key: str, value: Any, kind: type, **rule: Any) -> Any:
@@ -219,15 +156,6 @@ class StorageSpec:
         return out
 
 
-def option(default: Any, help: str, **rule: Any) -> Any:
-    """Declare a :class:`TrainSpec` field: its default, its ``--help`` text and its rule.
-
-    ``rule`` holds ``minimum``, ``above``, ``maximum`` and ``choices`` (see :class:`Rule`); the type
-    comes from the field's annotation.
-    """
-    return field(default=default, metadata={"help": help, "rule": rule})
-
-
 @dataclass(frozen=True)
 class TrainSpec:
     """Training settings: the spec's ``train:`` section, each overridable on the command line.
@@ -241,9 +169,10 @@ class TrainSpec:
     multiplexer: str = option(
         "conv", "Architecture: conv, beluga_multiplexer, or package.module:Class / file.py:Class."
     )
-    kwargs: Mapping[str, Any] = field(
+    kwargs: Mapping[str, Any] = option(
+        help="Multiplexer constructor arguments (JSON on the command line).",
         default_factory=lambda: _frozen({}),
-        metadata={"help": "Multiplexer constructor arguments (JSON on the command line).", "cli": "--arch-kwargs"},
+        flag="--arch-kwargs",
     )
     steps: int = option(1000, "Total optimizer steps (also with --resume).", minimum=1)
     batch_size: int = option(8, "Global samples per optimizer step (all ranks and micro-steps).", minimum=1)
@@ -299,28 +228,14 @@ def check_train_together(where: str, values: Mapping[str, Any]) -> None:
         )
 
 
-def _train_rules() -> dict[str, Rule]:
-    hints = get_type_hints(TrainSpec)
-    rules = {}
-    for f in fields(TrainSpec):
-        if "rule" not in f.metadata:  # kwargs: a free mapping
-            continue
-        args = get_args(hints[f.name])
-        kind = next((k for k in args if k is not type(None)), hints[f.name])
-        rules[f.name] = Rule(kind, optional=type(None) in args, **f.metadata["rule"])
-    return rules
-
-
-TRAIN_RULES: dict[str, Rule] = _train_rules()
+TRAIN_RULES: dict[str, Rule] = rules_of(TrainSpec)
 """The rule of each :class:`TrainSpec` field (``kwargs`` is a free mapping), from its declaration."""
 
 
 def option_flag(name: str) -> str:
     """The command-line flag of a :class:`TrainSpec` field: ``batch_size`` -> ``--batch-size``
     (``kwargs`` -> ``--arch-kwargs``)."""
-    declared = next(f for f in fields(TrainSpec) if f.name == name)
-    flag: str = declared.metadata.get("cli", "--" + name.replace("_", "-"))
-    return flag
+    return flag_of(TrainSpec, name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -530,8 +445,6 @@ def bitround(values: Any, quantize: str) -> Any:
     quantize : str
         One of :data:`QUANTIZE`.
     """
-    import numpy as np
-
     if quantize == "none":
         return values
     drop = 10 - int(quantize.split("-")[1])

@@ -19,6 +19,7 @@ from pipeline.apply.evaluate import evaluate, verdict
 from pipeline.apply.inputs import load_inputs
 from pipeline.apply.plot import plot_effects
 from pipeline.apply.predict import predict_effects
+from pipeline.core.commands import DistillOptions, EvaluateOptions, PredictOptions
 from pipeline.core.spec import dump_spec, spec_from_dict
 from pipeline.demo.synthetic import synth_genome
 from pipeline.distill import distill
@@ -94,7 +95,7 @@ def run_demo(
             raise UserError(
                 f"{exc.reason}; it is not the demo's store: remove it or choose another --workdir"
             ) from None
-    summary = distill(spec, device=device, progress=progress)
+    summary = distill(spec, DistillOptions(device=device), progress=progress)
     echo(f"[2/5] {summary.line()}")
 
     run_dir = work / "run"
@@ -109,7 +110,11 @@ def run_demo(
         echo(f"[3/5] trained {config.steps} steps in {time.perf_counter() - t:.1f}s -> {run_dir}")
 
     report = evaluate(
-        str(run_dir / "best.pt"), store_path, str(work / "eval"), device=device, progress=progress, overwrite=True
+        str(run_dir / "best.pt"),
+        store_path,
+        str(work / "eval"),
+        EvaluateOptions(device=device, overwrite=True),
+        progress=progress,
     )
     echo(
         f"[4/5] held-out ({report['split']}) mean weighted Pearson {report['weighted_pearson_mean']:.3f}, "
@@ -120,7 +125,11 @@ def run_demo(
     chrom, center = str(store.array("test", "chrom")[0]), int(np.asarray(store.array("test", "center")[:1])[0])
     inputs = load_inputs(seq_len=spec.seq_len, genome=spec.genome_path, region=f"{chrom}:{center}")
     pred = predict_effects(
-        str(run_dir / "best.pt"), inputs, str(work / "prediction.zarr"), device=device, overwrite=True, progress=False
+        str(run_dir / "best.pt"),
+        inputs,
+        str(work / "prediction.zarr"),
+        PredictOptions(device=device, overwrite=True),
+        progress=False,
     )
     plot = plot_effects(pred, str(work / "plot.png"), overwrite=True)
     echo(f"[5/5] plotted {chrom}:{center} -> {plot}")

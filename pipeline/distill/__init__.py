@@ -6,12 +6,14 @@
 flow). This stage meets ``train`` only through the store it writes.
 """
 
+from pipeline.core.commands import DistillOptions
 from pipeline.core.runtime import Launch, parse_shard
 from pipeline.distill.check import SplitCheck, check_spec, check_splits, format_checks, require_valid_split
 from pipeline.distill.run import DistillSummary, distill
-from pipeline.distill.sampling import Window, WindowSampler, split_code, split_segments
+from pipeline.distill.sampling import Window, WindowSampler, split_code, split_samplers, split_segments
 
 __all__ = [
+    "DistillOptions",
     "DistillSummary",
     "Launch",
     "SplitCheck",
@@ -24,5 +26,6 @@ __all__ = [
     "parse_shard",
     "require_valid_split",
     "split_code",
+    "split_samplers",
     "split_segments",
 ]

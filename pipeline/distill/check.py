@@ -11,6 +11,7 @@ fewer distinct windows than samples, or so many ``N`` that a sample is expected 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 from pipeline.core.genome import Genome
 from pipeline.core.spec import Spec
-from pipeline.distill.sampling import MAX_DRAWS, WindowSampler, split_code, split_segments
+from pipeline.distill.sampling import MAX_DRAWS, WindowSampler, split_code, split_samplers
 from pipeline.errors import UserError
 
 PROBES = 256
@@ -88,7 +89,12 @@ def check_spec(spec: Spec, *, allow_no_valid: bool = False, progress: bool = Fal
 
 
 def check_splits(
-    spec: Spec, genome: Genome, *, count_bases: bool = False, progress: bool = False
+    spec: Spec,
+    genome: Genome,
+    *,
+    samplers: Mapping[str, WindowSampler] | None = None,
+    count_bases: bool = False,
+    progress: bool = False,
 ) -> dict[str, SplitCheck]:
     """Check that every split of ``spec`` can be sampled from ``genome``; nothing is written.
 
@@ -97,6 +103,9 @@ def check_splits(
     spec : Spec
     genome : Genome
         The spec's genome.
+    samplers : mapping of str to WindowSampler, optional
+        Every split's sampler (:func:`~pipeline.distill.sampling.split_samplers`, built when not
+        given); ``distill`` passes the ones it then samples with, so each is built once.
     count_bases : bool
         Also count the usable (A, C, G, T) bases of each split; this reads all of the split's
         sequence (seconds per gigabase), so ``distill`` leaves it to ``distill --check``.
@@ -115,10 +124,10 @@ def check_splits(
         long as the window, cannot draw its first windows, has fewer distinct windows than samples,
         or is expected to run out of draws for a sample.
     """
-    segments = split_segments(spec, genome)
+    samplers = samplers if samplers is not None else split_samplers(spec, genome)
     checks = {}
     for name, split in spec.splits.items():
-        sampler = WindowSampler(genome, spec, name, segments[name])
+        sampler = samplers[name]
         for k in range(min(split.samples, FIRST_WINDOWS)):
             sampler(k)
         checks[name] = _probe(sampler, split.samples)
@@ -127,7 +136,7 @@ def check_splits(
         total = sum(c.bases for c in checks.values())
         with tqdm(total=total, desc="count bases", unit="bp", unit_scale=True, disable=not progress) as bar:
             for name, check in checks.items():
-                check.usable = _usable_bases(WindowSampler(genome, spec, name, segments[name]), bar)
+                check.usable = _usable_bases(samplers[name], bar)
     return checks
 
 

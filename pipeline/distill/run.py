@@ -12,18 +12,20 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from pipeline.core.commands import DistillOptions
 from pipeline.core.genome import Genome
-from pipeline.core.runtime import Launch, exact_float32, process_group
+from pipeline.core.intervals import Interval
+from pipeline.core.runtime import Launch, exact_float32, parse_shard, process_group
 from pipeline.core.spec import Spec
 from pipeline.distill.check import check_splits, require_valid_split
-from pipeline.distill.sampling import WindowSampler, split_segments
+from pipeline.distill.sampling import WindowSampler, split_samplers, split_segments
 from pipeline.distill.units import Unit, UnitWriter, run_units
 from pipeline.errors import UserError, check_choice
 from pipeline.ism import ENGINE_CHOICES, choose_engine, run_ism
@@ -70,20 +72,11 @@ class DistillSummary:
 
 def distill(
     spec: Spec,
+    options: DistillOptions | None = None,
     *,
-    store_path: str | None = None,
-    splits: list[str] | None = None,
-    device: str | None = None,
-    engine: str = "auto",
-    shard: tuple[int, int] = (0, 1),
-    overwrite: bool = False,
-    batch_size: int | None = None,
     progress: bool = True,
     notify: Callable[[str], None] | None = None,
-    overlap: bool = True,
     launch: Launch | None = None,
-    create_only: bool = False,
-    allow_no_valid: bool = False,
 ) -> DistillSummary:
     """Write (or resume) the store of ``spec``.
 
@@ -91,76 +84,62 @@ def distill(
     ----------
     spec : Spec
         The dataset spec.
-    store_path : str, optional
-        Defaults to :meth:`Spec.store_path`.
-    splits : list of str, optional
-        Only these splits (default: all of the spec's).
-    device : str, optional
-        ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (default). Under ``torchrun``, ``cuda``/``auto``
-        means ``cuda:LOCAL_RANK``.
-    engine : str
-        ``auto`` (default: the fast engine when it supports the base model, else naive, said once),
-        ``fast`` (an error for unsupported models) or ``naive``.
-    shard : (int, int)
-        ``(I, N)``: this process writes the units ``u`` with ``u % N == I`` (combined with
-        ``torchrun`` ranks: ``u % (N · world) == I · world + rank``).
-    overwrite : bool
-        Discard an existing store at the path first (not with ``N > 1`` shards).
-    batch_size : int, optional
-        Variants per batch (default: the spec's ``ism_batch_size``).
+    options : DistillOptions, optional
+        Where the store goes, which splits, device, engine, ``--shard``, batch size, ``--overwrite``,
+        overlap, ``--create-only`` and ``--allow-no-valid`` (:class:`~pipeline.core.commands.DistillOptions`;
+        default: all defaults). ``shard`` ``I/N``: this process writes the units ``u`` with
+        ``u % N == I`` (combined with ``torchrun`` ranks: ``u % (N · world) == I · world + rank``);
+        ``overwrite`` discards an existing store first (not with ``N > 1`` shards); ``create_only``
+        creates (or checks) the store and stops, to run once before ``--shard`` jobs on an object
+        store, where creation cannot be made atomic.
     progress : bool
         Show a progress bar (samples/s and ETA).
     notify : callable, optional
         Receives one-line notices (e.g. falling back to the naive engine); default: stderr.
-    overlap : bool
-        Prepare windows and write units on background threads while the device computes.
     launch : Launch, optional
-        Rank and world size (default: from the ``torchrun`` environment).
-    create_only : bool
-        Create (or check) the store and stop: run once before starting ``--shard`` jobs on an object
-        store, where creation cannot be made atomic.
-    allow_no_valid : bool
-        Distil a spec without a ``valid`` split (``train`` refuses its store).
+        Rank, world size and shard (default: from the ``torchrun`` environment and ``options.shard``).
 
     Every split of the spec is checked before anything is written (:func:`~pipeline.distill.check.check_splits`).
     """
-    check_choice("ISM engine", engine, ENGINE_CHOICES)
-    require_valid_split(spec, allow_no_valid)
+    options = options or DistillOptions()
+    check_choice("ISM engine", options.engine, ENGINE_CHOICES)
+    require_valid_split(spec, options.allow_no_valid)
+    shard = parse_shard(options.shard)
     launch = launch or Launch.from_env(shard)
-    if overwrite and launch.shard[1] > 1:
+    if options.overwrite and launch.shard[1] > 1:
         raise UserError("--overwrite cannot be combined with --shard: remove the store once, then start the shards")
-    wanted = list(spec.splits) if not splits else list(splits)
+    wanted = list(options.splits) or list(spec.splits)
     for split in wanted:
         if split not in spec.splits:
             raise UserError(f"spec {spec.name!r} has no split {split!r} (it has {', '.join(spec.splits)})")
     notify = notify or (lambda m: print(m, file=sys.stderr))
-    path = str(store_path) if store_path is not None else str(spec.store_path())
-    dev = launch.device(device)
+    path = options.store_path if options.store_path is not None else str(spec.store_path())
+    dev = launch.device(options.device)
     with exact_float32(), process_group(launch, "gloo") as grouped:
         genome = Genome(spec.genome_path)
-        check_splits(spec, genome)
-        segments = split_segments(spec, genome)
-        samplers = {split: WindowSampler(genome, spec, split, segments[split]) for split in wanted}
+        segments = split_segments(spec, genome)  # once: the samplers and the added-split check share them
+        samplers = split_samplers(spec, genome, segments)  # once: checked, then sampled from
+        check_splits(spec, genome, samplers=samplers)
         base = load_base(spec, dev)
         notes: list[str] = []  # said once the store is open, so a refused store gives just its error
-        engine = choose_engine(base.module, spec.seq_len, engine, dev, notes.append)
+        engine = choose_engine(base.module, spec.seq_len, options.engine, dev, notes.append)
         if spec.precision == "bf16" and dev.type != "cuda":
             notes.append(f"note: precision bf16 on {dev.type} runs, but is meant for CUDA (it is slow on a CPU)")
-        if not overwrite:
-            check_added_splits(path, spec, genome)
-        store = _open_store_for(path, spec, base, genome, overwrite, launch, grouped)
+        if not options.overwrite:
+            check_added_splits(path, spec, genome, segments)
+        store = _open_store_for(path, spec, base, genome, options.overwrite, launch, grouped)
         summary = DistillSummary(store=path, engine=engine, rank=launch.rank, world=launch.world)
-        if create_only:
+        if options.create_only:
             return summary
         if launch.main:
             for note in notes:
                 notify(note)
         start_time = time.perf_counter()
-        compute = _compute_fn(spec, base, engine, dev, batch_size or spec.ism_batch_size)
+        compute = _compute_fn(spec, base, engine, dev, options.batch_size or spec.ism_batch_size)
         with writer_lease(store):
             for split in wanted:
                 _distill_split(
-                    store, split, samplers[split], compute, launch, summary, overlap=overlap, progress=progress
+                    store, split, samplers[split], compute, launch, summary, overlap=options.overlap, progress=progress
                 )
         summary.seconds = time.perf_counter() - start_time
         if grouped:
@@ -220,9 +199,14 @@ def _distill_split(
     summary.per_split[split] = {"units": int(mine.sum()), "computed": todo.size}
 
 
-def check_added_splits(path: str, spec: Spec, genome: Genome) -> None:
+def check_added_splits(
+    path: str, spec: Spec, genome: Genome, segments: Mapping[str, list[Interval]] | None = None
+) -> None:
     """Refuse adding a split to an existing store when that would move the windows of a split it has:
-    a new split's intervals on a chromosome another split takes whole cut into that split's segments."""
+    a new split's intervals on a chromosome another split takes whole cut into that split's segments.
+
+    ``segments`` are ``spec``'s (:func:`~pipeline.distill.sampling.split_segments`; computed when not given).
+    """
     if not store_exists(path):
         return
     try:
@@ -231,7 +215,8 @@ def check_added_splits(path: str, spec: Spec, genome: Genome) -> None:
         return  # not a readable store: create_or_open_store says what is wrong
     if set(spec.splits) <= set(old_spec.splits):
         return
-    before, after = split_segments(old_spec, genome), split_segments(spec, genome)
+    before = split_segments(old_spec, genome)
+    after = segments if segments is not None else split_segments(spec, genome)
     for name in old_spec.splits:
         if name in after and before[name] != after[name]:
             added = ", ".join(sorted(set(spec.splits) - set(old_spec.splits)))
@@ -266,16 +251,16 @@ def _open_store_for(
 
     if not grouped:
         return create_or_open()
-    message: list[str | None] = [None]
+    failure: list[UserError | None] = [None]
     store = None
     if launch.main:
         try:
             store = create_or_open()
         except UserError as exc:
-            message = [str(exc)]
-    dist.broadcast_object_list(message, src=0)
-    if message[0] is not None:
-        raise UserError(message[0])
+            failure = [exc]
+    dist.broadcast_object_list(failure, src=0)  # every rank raises rank 0's error, of its own type
+    if failure[0] is not None:
+        raise failure[0]
     return store if store is not None else wait_for_store(path, spec)
 
 

@@ -12,6 +12,7 @@ recomputed alone, by any worker, in any order, with identical results.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,7 @@ from pipeline.core.encoding import base_codes
 from pipeline.core.genome import Genome
 from pipeline.core.intervals import Interval, merge, subtract
 from pipeline.core.spec import SPLIT_NAMES, Spec
+from pipeline.core.windows import center_range
 from pipeline.errors import UserError
 
 MAX_DRAWS = 1000
@@ -79,6 +81,18 @@ def split_segments(spec: Spec, genome: Genome) -> dict[str, list[Interval]]:
     return out
 
 
+def split_samplers(
+    spec: Spec, genome: Genome, segments: Mapping[str, list[Interval]] | None = None
+) -> dict[str, WindowSampler]:
+    """A :class:`WindowSampler` for every split of ``spec``, by split, in the spec's order.
+
+    ``segments`` are :func:`split_segments` of ``spec`` and ``genome`` (computed when not given), so a
+    caller that needs them too computes them once.
+    """
+    segments = segments if segments is not None else split_segments(spec, genome)
+    return {name: WindowSampler(genome, spec, name, segments[name]) for name in spec.splits}
+
+
 class WindowSampler:
     """Draw the windows of one split of a spec.
 
@@ -114,9 +128,9 @@ class WindowSampler:
 
     def draw(self, rng: np.random.Generator) -> tuple[str, int]:
         """One candidate window, ``(chrom, 1-based center)``: a segment by its length, then a center."""
-        L = self.spec.seq_len
         segment = self.segments[int(rng.choice(len(self.segments), p=self.probs))]
-        return segment.chrom, int(rng.integers(segment.start + L // 2, segment.end - L + L // 2 + 1))
+        first, last = center_range(segment.length, self.spec.seq_len)  # the window formula, for the segment
+        return segment.chrom, int(rng.integers(segment.start + first, segment.start + last + 1))
 
     def accepts(self, seq: str) -> bool:
         """The window has at most ``max_n`` unknown bases."""

@@ -15,7 +15,7 @@ nothing of stores.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -85,30 +85,16 @@ def choose_engine(
 
 
 def run_ism(
-    model: nn.Module,
-    X: torch.Tensor,
-    *,
-    engine: str = "fast",
-    target: str = "logfold",
-    batch_size: int = ISM_BATCH_SIZE,
-    device: str | torch.device | None = None,
-    progress: Callable[[int], None] | None = None,
-    precision: str = "float32",
-    out_dtype: torch.dtype = torch.float32,
+    model: nn.Module, X: torch.Tensor, *, engine: str = "fast", **options: Any
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Effects ``[B, F, 4, L]`` (``out_dtype``, CPU) and reference predictions ``[B, F]`` with the named
-    engine (``fast`` or ``naive``; see :data:`ENGINES`)."""
+    engine (``fast`` or ``naive``; see :data:`ENGINES`).
+
+    ``options`` are the engine's keywords, the same for every engine (:class:`Engine`): ``target``,
+    ``batch_size``, ``device``, ``progress``, ``precision`` and ``out_dtype``.
+    """
     run = ENGINES[check_choice("ISM engine", engine, tuple(ENGINES))]
-    return run(
-        model,
-        X,
-        target=target,
-        batch_size=batch_size,
-        device=device,
-        progress=progress,
-        precision=precision,
-        out_dtype=out_dtype,
-    )
+    return run(model, X, **options)
 
 
 def saturation_mutagenesis(
