@@ -1,11 +1,22 @@
 """Compatibility module: ``pipeline.evaluate`` as it was before the package was layered.
 
 The metric moved to :mod:`pipeline.metrics` and the ``evaluate`` command's work to
-:mod:`pipeline.apply.evaluate`; these names keep working for code written against the old path
-(``from pipeline.evaluate import weighted_pearson``). New code should import from the new homes.
+:mod:`pipeline.apply.evaluate`. These names keep working for code written against the old path
+(``from pipeline.evaluate import weighted_pearson``), each use with a :class:`DeprecationWarning` that
+names its new home.
 """
 
-from pipeline.apply.evaluate import evaluate, pearson_histogram
-from pipeline.metrics import PearsonAccumulator, nanmean, weighted_pearson
+from pipeline import metrics as _metrics
+from pipeline.apply import evaluate as _evaluate
+from pipeline.core.deprecation import moved_names
 
-__all__ = ["PearsonAccumulator", "evaluate", "nanmean", "pearson_histogram", "weighted_pearson"]
+__getattr__ = moved_names(
+    "pipeline.evaluate",
+    {
+        "PearsonAccumulator": ("pipeline.metrics", _metrics.PearsonAccumulator),
+        "nanmean": ("pipeline.metrics", _metrics.nanmean),
+        "weighted_pearson": ("pipeline.metrics", _metrics.weighted_pearson),
+        "evaluate": ("pipeline.apply.evaluate", _evaluate.evaluate),
+        "pearson_histogram": ("pipeline.apply.evaluate", _evaluate.pearson_histogram),
+    },
+)

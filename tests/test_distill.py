@@ -308,3 +308,29 @@ def test_another_genome_at_the_same_path_is_refused(tmp_path, spec_dict, genome_
         StoreMismatchError, match=f"another genome .*contig 'chr9' is {before} bp in one and {after} bp"
     ):
         run(spec, tmp_path / "g.zarr")
+
+
+def test_a_distill_cuts_the_splits_and_builds_each_sampler_once(tiny_spec, tmp_path, monkeypatch):
+    """The split check, the samplers and the added-split check share one cut of the genome into segments
+    and one sampler per split."""
+    import pipeline.distill.check as check_module
+    import pipeline.distill.run as run_module
+    import pipeline.distill.sampling as sampling
+
+    cuts, built = [], []
+    segments, init = sampling.split_segments, sampling.WindowSampler.__init__
+
+    def counted_segments(spec, genome):
+        cuts.append(spec.name)
+        return segments(spec, genome)
+
+    def counted_init(self, genome, spec, split, *args, **kwargs):
+        built.append(split)
+        init(self, genome, spec, split, *args, **kwargs)
+
+    for module in (check_module, run_module, sampling):
+        monkeypatch.setattr(module, "split_segments", counted_segments, raising=False)
+    monkeypatch.setattr(sampling.WindowSampler, "__init__", counted_init)
+    run(tiny_spec, tmp_path / "s.zarr")
+    assert cuts == [tiny_spec.name]
+    assert sorted(built) == sorted(tiny_spec.splits)

@@ -7,6 +7,7 @@ The tests that start processes (the console script, torchrun, a SIGKILL driver) 
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import signal
 import subprocess
@@ -17,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from helpers import assert_one_line_error, ok, process_env, run_cli, start_cli, torchrun
+from helpers import BIN, PROCESS_TIMEOUT, assert_one_line_error, ok, process_env, run_cli, start_cli, torchrun
 
 from pipeline.core.commands import DistillOptions
 from pipeline.core.spec import spec_from_dict
 from pipeline.distill import Launch, distill
-from pipeline.errors import UserError
+from pipeline.errors import StoreMismatchError, StoreNotFoundError, UserError
 from pipeline.store import open_store, store_info, verify_store
 
 ARRAYS = ("reference", "ref_pred", "targets", "chrom", "center", "complete")
@@ -209,6 +210,39 @@ def test_torchrun_refusal_reaches_every_rank(tmp_path, write_spec, single):
     assert result.stderr.count("error: store") >= 2  # both ranks say why, neither hangs
     # torchrun prints its own launcher traceback when a worker fails; none comes from our code
     assert "pipeline/" not in result.stderr.replace("-m pipeline.cli", "")
+
+
+TYPED_REFUSAL = """
+import sys
+from pipeline.core.commands import DistillOptions
+from pipeline.core.spec import load_spec
+from pipeline.distill import distill
+from pipeline.errors import StoreMismatchError
+try:
+    distill(load_spec(sys.argv[1]), DistillOptions(store_path=sys.argv[2], device="cpu"), progress=False)
+except StoreMismatchError as exc:
+    print(f"StoreMismatchError {exc.path}", flush=True)
+"""
+
+
+@pytest.mark.processes
+def test_torchrun_refusal_keeps_its_type_on_every_rank(tmp_path, write_spec, single):
+    """Rank 0's typed error (here :class:`StoreMismatchError`, with its attributes) is raised as itself on
+    every rank, so a library caller can branch on it under torchrun too."""
+    changed = write_spec(tmp_path / "changed", seed=5)
+    script = tmp_path / "refusal.py"
+    script.write_text(TYPED_REFUSAL)
+    command = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(script), str(changed), single]
+    result = subprocess.run(command, env=process_env(), capture_output=True, text=True, timeout=PROCESS_TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"StoreMismatchError {single}"] * 2
+
+
+def test_store_errors_pickle_with_their_type_and_attributes():
+    """What crosses from rank 0 to the others (torch pickles it) is the same error."""
+    for error in (StoreMismatchError("s.zarr", "made from another spec"), StoreNotFoundError("t.zarr")):
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is type(error) and str(copy) == str(error) and vars(copy) == vars(error)
 
 
 def test_overlap_and_sequential_give_the_same_store(tmp_path, tiny_spec, tiny_store):

@@ -3,13 +3,20 @@ process as they found it, and the stages do not pull each other in."""
 
 from __future__ import annotations
 
+import ast
+import importlib
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import matplotlib
 import numpy as np
 import pytest
 import torch
+
+import pipeline
 
 STAGES = ("pipeline.distill", "pipeline.train", "pipeline.apply")
 
@@ -20,9 +27,12 @@ def test_old_import_paths_keep_working():
     import pipeline.metrics
     import pipeline.models
 
-    assert pipeline.evaluate.weighted_pearson is pipeline.metrics.weighted_pearson
-    assert pipeline.evaluate.PearsonAccumulator is pipeline.metrics.PearsonAccumulator
-    assert callable(pipeline.evaluate.evaluate)
+    with pytest.warns(DeprecationWarning, match=r"pipeline\.evaluate\.weighted_pearson .* from pipeline\.metrics"):
+        assert pipeline.evaluate.weighted_pearson is pipeline.metrics.weighted_pearson
+    with pytest.warns(DeprecationWarning, match=r"from pipeline\.metrics"):
+        assert pipeline.evaluate.PearsonAccumulator is pipeline.metrics.PearsonAccumulator
+    with pytest.warns(DeprecationWarning, match=r"pipeline\.evaluate\.evaluate .* from pipeline\.apply\.evaluate"):
+        assert callable(pipeline.evaluate.evaluate)
     for name in ("build_base", "build_multiplexer", "load_checkpoint", "Beluga", "BelugaMultiplexer"):
         assert hasattr(pipeline.models, name), name
     X = torch.nn.functional.one_hot(torch.tensor([[0, 1, 2, 3] * 20]), 4).permute(0, 2, 1).float()
@@ -77,3 +87,80 @@ def test_training_leaves_the_callers_random_state(tiny_spec, tiny_store, tmp_pat
     torch.manual_seed(123)
     train(tiny_store, str(tmp_path / "run"), train_config(tiny_spec.train, steps=1), device="cpu", progress=False)
     assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize(
+    ("old", "name", "new"),
+    [
+        ("pipeline.evaluate", "weighted_pearson", "pipeline.metrics"),
+        ("pipeline.evaluate", "nanmean", "pipeline.metrics"),
+        ("pipeline.evaluate", "pearson_histogram", "pipeline.apply.evaluate"),
+        ("pipeline.ism.naive", "autocast", "pipeline.ism"),
+        ("pipeline.ism.naive", "model_device", "pipeline.ism"),
+        ("pipeline.ism.naive", "prepare_inputs", "pipeline.ism"),
+    ],
+)
+def test_a_moved_name_warns_and_names_its_new_home(old, name, new):
+    """``from OLD import NAME`` still works, with a DeprecationWarning naming where NAME lives now."""
+    with pytest.warns(
+        DeprecationWarning, match=rf"{re.escape(old)}\.{name} has moved: import it from {re.escape(new)}"
+    ):
+        found = getattr(importlib.import_module(old), name)
+    assert found is getattr(importlib.import_module(new), name)
+
+
+MAX_PARAMETERS = 8
+"""No public function of the package takes more (an options object counts as one; ``self`` and ``cls``
+do not count)."""
+
+
+def _public_functions(tree: ast.Module) -> Iterator[tuple[str, int, int]]:
+    """``(qualified name, line, parameters)`` of the public functions and methods of a module."""
+
+    def visit(node: ast.AST, prefix: str, in_class: bool) -> Iterator[tuple[str, int, int]]:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.ClassDef) and not child.name.startswith("_"):
+                yield from visit(child, f"{prefix}{child.name}.", True)
+            elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                dunder = child.name.startswith("__") and child.name.endswith("__")
+                if child.name.startswith("_") and not dunder:
+                    continue
+                a = child.args
+                names = [p.arg for p in (*a.posonlyargs, *a.args, *a.kwonlyargs)]
+                names += [p.arg for p in (a.vararg, a.kwarg) if p is not None]
+                if in_class and names[:1] in (["self"], ["cls"]):
+                    names = names[1:]
+                yield f"{prefix}{child.name}", child.lineno, len(names)
+
+    yield from visit(tree, "", False)
+
+
+def test_no_public_function_takes_more_than_eight_parameters():
+    """A wide signature wants an options object (as ``distill``, ``predict``, ``ism`` and ``evaluate`` take)."""
+    root = Path(pipeline.__file__).parent
+    wide = []
+    for path in sorted(root.rglob("*.py")):
+        module = path.relative_to(root.parent).with_suffix("")
+        if any(part.startswith("_") and part != "__init__" for part in module.parts):
+            continue  # a private module: nothing in it is public
+        for name, line, count in _public_functions(ast.parse(path.read_text(), str(path))):
+            if count > MAX_PARAMETERS:
+                wide.append(f"{'.'.join(module.parts)}.{name} (line {line}): {count} parameters")
+    assert not wide, "more than 8 parameters: " + "; ".join(wide)
+
+
+def test_the_parameter_count_sees_every_kind_of_parameter():
+    """The check counts positional-only, keyword-only, ``*args`` and ``**kwargs`` alike, skips ``self``,
+    and leaves private functions and classes alone."""
+    source = """
+def wide(a, /, b, *args, c, d=1, **kwargs): ...
+def _private(a, b, c, d, e, f, g, h, i): ...
+class Public:
+    def method(self, a, b): ...
+    @classmethod
+    def build(cls, a): ...
+class _Hidden:
+    def method(self, a, b, c, d, e, f, g, h, i): ...
+"""
+    found = {name: count for name, _, count in _public_functions(ast.parse(source))}
+    assert found == {"wide": 6, "Public.method": 2, "Public.build": 1}

@@ -22,6 +22,7 @@ from torch import nn
 
 from pipeline.core.spec import ISM_BATCH_SIZE, PRECISIONS
 from pipeline.errors import UnsupportedModelError, check_choice
+from pipeline.ism._common import autocast, model_device, prepare_inputs
 from pipeline.ism.effects import (
     EPS,
     TARGETS,
@@ -33,7 +34,7 @@ from pipeline.ism.effects import (
     mask_effects,
 )
 from pipeline.ism.fast import build_plan, fast_ism, get_plan, supports
-from pipeline.ism.naive import autocast, naive_ism, predict_batched, prepare_inputs
+from pipeline.ism.naive import naive_ism, predict_batched
 from pipeline.ism.variants import mutate_batch, variant_index
 
 
@@ -151,6 +152,7 @@ __all__ = [
     "log_unfold",
     "logfold_to_diff",
     "mask_effects",
+    "model_device",
     "mutate_batch",
     "naive_ism",
     "predict_batched",

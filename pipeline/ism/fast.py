@@ -37,9 +37,9 @@ from torch.profiler import record_function
 
 from pipeline.core.spec import ISM_BATCH_SIZE
 from pipeline.errors import UnsupportedModelError
+from pipeline.ism._common import autocast, model_device, prepare_inputs
 from pipeline.ism.effects import effects_from_alt
 from pipeline.ism.geometry import ConvSegment, Geometry, MapSegment, Window, build_geometry
-from pipeline.ism.naive import autocast, model_device, prepare_inputs
 from pipeline.ism.plan import BodyStep, ConvStep, LinearStep, Plan, PoolStep, probe_input, read_plan
 from pipeline.ism.variants import mutate_batch
 

@@ -1,4 +1,4 @@
-"""Naive ISM: one base-model forward pass per variant, and the argument checks every engine shares.
+"""Naive ISM: one base-model forward pass per variant.
 
 ``naive_ism(model, X) -> (y, ref_pred)`` with ``X: [B, 4, L]`` one-hot, ``y: [B, F, 4, L]`` and
 ``ref_pred: [B, F]``. Only the ``3 · (L - #N)`` real variants and one reference pass per sequence go
@@ -12,24 +12,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from pipeline.core.spec import ISM_BATCH_SIZE, PRECISIONS
-from pipeline.errors import check_choice
-from pipeline.ism.effects import TARGETS, effects_buffer, effects_from_alt
+from pipeline.core.deprecation import moved_names
+from pipeline.core.spec import ISM_BATCH_SIZE
+from pipeline.ism import _common
+from pipeline.ism._common import autocast as _autocast
+from pipeline.ism._common import prepare_inputs as _prepare_inputs
+from pipeline.ism.effects import effects_buffer, effects_from_alt
 from pipeline.ism.variants import mutate_batch, variant_index
-
-
-def autocast(device: torch.device, precision: str) -> torch.autocast:
-    """The autocast context of a precision: bfloat16 for ``bf16``, disabled for ``float32``."""
-    check_choice("precision", precision, PRECISIONS)
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
-def model_device(model: nn.Module, device: str | torch.device | None = None) -> torch.device:
-    """``device`` when given, else the device of the model's parameters (CPU for none)."""
-    if device is not None:
-        return torch.device(device)
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
 
 
 @torch.no_grad()
@@ -37,20 +26,6 @@ def predict_batched(model: nn.Module, X: torch.Tensor, batch_size: int, device: 
     """Run ``model`` over ``X: [N, 4, L]`` in batches on ``device``; returns ``[N, F]`` on ``device``."""
     outs = [model(X[i : i + batch_size].to(device, torch.float32)) for i in range(0, X.shape[0], batch_size)]
     return torch.cat(outs) if outs else torch.empty(0, device=device)
-
-
-def prepare_inputs(
-    model: nn.Module, X: torch.Tensor, target: str, batch_size: int, device: str | torch.device | None
-) -> tuple[torch.device, torch.Tensor]:
-    """Check the arguments shared by the ISM engines; returns the device and ``X`` as contiguous
-    float32 on it (the published Beluga's reshape needs contiguous input)."""
-    check_choice("target kind", target, TARGETS)
-    if X.ndim != 3 or X.shape[1] != 4:
-        raise ValueError(f"X must have shape [B, 4, L], got {list(X.shape)}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    dev = model_device(model, device)
-    return dev, X.to(dev, torch.float32).contiguous()
 
 
 @torch.no_grad()
@@ -93,16 +68,22 @@ def naive_ism(
     ref_pred : torch.Tensor, shape=(B, F), float32, CPU
         The base model's prediction on each reference sequence.
     """
-    dev, X = prepare_inputs(model, X, target, batch_size, device)
-    with autocast(dev, precision):
+    dev, X = _prepare_inputs(model, X, target, batch_size, device)
+    with _autocast(dev, precision):
         ref_pred = predict_batched(model, X, batch_size, dev).float()  # [B, F]
     y = effects_buffer(ref_pred, target, X.shape[-1])
     seq, pos, base = variant_index(X)
     for start in range(0, seq.numel(), batch_size):
         s, p, b = seq[start : start + batch_size], pos[start : start + batch_size], base[start : start + batch_size]
-        with autocast(dev, precision):
+        with _autocast(dev, precision):
             alt = model(mutate_batch(X, s, p, b)).float()  # [n, F]
         y[s, :, b, p] = effects_from_alt(alt, ref_pred[s], target)
         if progress is not None:
             progress(s.numel())
     return y.to(out_dtype).cpu(), ref_pred.float().cpu()
+
+
+__getattr__ = moved_names(
+    "pipeline.ism.naive",
+    {name: ("pipeline.ism", getattr(_common, name)) for name in ("autocast", "model_device", "prepare_inputs")},
+)

@@ -6,8 +6,9 @@ always read with ``torch.load(..., weights_only=True)`` and checked key by key a
 
 Modules: :mod:`~pipeline.models.registry` (names and import paths), :mod:`~pipeline.models.weights`
 (safe loading), :mod:`~pipeline.models.base` (the :class:`BaseModel` record of a frozen base model),
-:mod:`~pipeline.models.checkpoint` (self-describing training checkpoints), and the architectures
-:mod:`~pipeline.models.beluga`, :mod:`~pipeline.models.demo`, :mod:`~pipeline.models.multiplexer`.
+:mod:`~pipeline.models.checkpoint` (self-describing training checkpoints: the :class:`Checkpoint` record),
+and the architectures :mod:`~pipeline.models.beluga`, :mod:`~pipeline.models.demo`,
+:mod:`~pipeline.models.multiplexer`.
 """
 
 from pipeline.core.identity import weights_label  # re-exported: stores, checkpoints and reports name weights alike
@@ -24,6 +25,7 @@ from pipeline.models.base import (
 from pipeline.models.beluga import Beluga
 from pipeline.models.checkpoint import (
     INFERENCE_PRECISIONS,
+    Checkpoint,
     base_from_checkpoint,
     for_inference,
     load_checkpoint,
@@ -50,6 +52,7 @@ __all__ = [
     "BaseModel",
     "Beluga",
     "BelugaMultiplexer",
+    "Checkpoint",
     "ConvMultiplexer",
     "DemoBase",
     "base_from_checkpoint",

@@ -45,7 +45,8 @@ from pipeline.store.meta_digest import (
     unsealed_note,
     write_meta_digest,
 )
-from pipeline.store.store import _sync_written, _write_settled, create_atomically
+from pipeline.store.store import create_atomically
+from pipeline.store.writes import sync_written, write_settled
 
 FORMAT = "multiplexer-catalogue"
 VERSION = 1
@@ -197,8 +198,8 @@ class Catalogue:
                     f"unit {unit} of contig {contig}: {name} has {len(value)} positions, not {stop - start}"
                 )
         writes = [(self.array(contig, name), slice(start, stop), values[name]) for name in ARRAYS]
-        _write_settled(writes)
-        _sync_written(writes)
+        write_settled(writes)
+        sync_written(writes)
         self.array(contig, "complete")[unit] = unit_digests(values)
 
     def read_block(self, contig: int, block: int, name: str) -> np.ndarray:

@@ -18,7 +18,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from pipeline.core.genome import fingerprint_difference
 from pipeline.core.identity import code_change, identity_hash, without_paths
 from pipeline.core.spec import NON_CONTENT_KEYS, Spec, bitround, differing_keys, spec_from_dict
 from pipeline.errors import StoreMismatchError, StoreNotFoundError, UserError
-from pipeline.store.chunks import BLOCK_UNITS, CHECKED, first_missing_chunk, local_files
+from pipeline.store.chunks import BLOCK_UNITS, CHECKED, first_missing_chunk
 from pipeline.store.digests import DIGESTED, Where, marker_row, read_checked, split_markers
 from pipeline.store.format import (
     DIMENSIONS,
@@ -60,6 +59,7 @@ from pipeline.store.meta_digest import (
     update_attrs,
     write_meta_digest,
 )
+from pipeline.store.writes import sync_written, write_settled
 
 Mode = Literal["r", "r+", "a", "w", "w-"]
 
@@ -87,9 +87,6 @@ class SplitInfo:
     n_units: int
     n_complete: int
 
-
-WRITE_THREADS = 8
-"""Chunk writes of one unit that run at the same time."""
 
 BULK_READS = {"async.concurrency": 128, "codec_pipeline.batch_size": 4096}
 """zarr settings while reading many small chunks at once (completion markers, ``verify``): more
@@ -323,8 +320,8 @@ class Store:
             for name in arrays
             for a, b in _blocks(arrays[name], start, stop)
         ]
-        _write_settled(writes)
-        _sync_written(writes)  # the data is on disk before the marker says it is there
+        write_settled(writes)
+        sync_written(writes)  # the data is on disk before the marker says it is there
         markers = self.array(split, "complete")
         if markers.ndim == 1 or markers.shape[1] == 1:  # no digests: storage.checksums off
             markers[unit] = 1
@@ -378,16 +375,6 @@ class Store:
             )
 
 
-def _sync_written(writes: list[tuple[zarr.Array, slice, np.ndarray]]) -> None:
-    """``fsync`` the chunk files of ``writes`` (one chunk or shard each) on a local store."""
-    for array, rows, _ in writes:
-        block = int((array.shards or array.chunks)[0])
-        files = local_files(array, [(rows.start // block,) + (0,) * (array.ndim - 1)])
-        if files is None:
-            return
-        fsync_path(files[0])
-
-
 def read_markers(array: zarr.Array, first: int = 0, stop: int | None = None) -> tuple[np.ndarray, list[int]]:
     """The completion markers' rows of units ``first .. stop - 1``, read
     :data:`~pipeline.store.chunks.BLOCK_UNITS` at a time (so the memory zarr needs for a read stays
@@ -415,18 +402,6 @@ def _blocks(array: zarr.Array, start: int, stop: int) -> list[tuple[int, int]]:
     block = int((array.shards or array.chunks)[0])
     edges = [start, *range((start // block + 1) * block, stop, block), stop]
     return list(zip(edges[:-1], edges[1:]))
-
-
-def _write_settled(writes: list[tuple[zarr.Array, slice, np.ndarray]]) -> None:
-    """Run each ``array[selection] = value`` (one chunk or shard each) and wait for all of them; then
-    raise the first failure. One write per chunk means none is left in flight inside zarr when the
-    error reaches the caller."""
-    with ThreadPoolExecutor(max_workers=min(WRITE_THREADS, len(writes)), thread_name_prefix="chunk") as pool:
-        futures = [pool.submit(array.__setitem__, selection, value) for array, selection, value in writes]
-    for future in futures:  # every write has settled: the with-block waited for all of them
-        error = future.exception()
-        if error is not None:
-            raise error
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from pipeline.core.spec import TrainSpec
 from pipeline.errors import UserError
 from pipeline.ism import mask_effects
 from pipeline.metrics import PearsonAccumulator, nanmean
-from pipeline.models import build_multiplexer, load_weights
+from pipeline.models import Checkpoint, build_multiplexer, load_weights
 from pipeline.store import Store, open_store
 from pipeline.train.changes import Change, check_changes, check_same_train_samples, find_changes
 from pipeline.train.config import Precision, check_model_size, lr_factor, multiplexer_kwargs, precision_for
@@ -445,18 +445,14 @@ class Trainer:
         improved = valid_loss < state.best_valid_loss
         state.best_valid_loss = min(state.best_valid_loss, valid_loss)
         if self.launch.main:
-            payload = {
-                **self._meta(),
-                "model": unwrap(model).state_dict(),
-                "step": state.step,
-                "metrics": {**row, **metrics},
-            }
-            self.run_dir.save(payload, state, improved=improved)
+            checkpoint = Checkpoint.capture(unwrap(model), **self._meta(), step=state.step, metrics={**row, **metrics})
+            self.run_dir.save(checkpoint, state, improved=improved)
         return metrics
 
     # -- what the outputs record ------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
-        """Everything ``predict``/``evaluate`` need besides the weights (see :mod:`pipeline.models.checkpoint`)."""
+        """Everything ``predict``/``evaluate`` need besides the weights: the fields of a
+        :class:`~pipeline.models.Checkpoint` other than the state dicts, step and metrics."""
         meta = self.store.meta
         return {
             "architecture": self.architecture,

@@ -21,7 +21,7 @@ import torch
 from pipeline.core.files import atomic_path, remove_stale_temporaries
 from pipeline.core.spec import TrainSpec
 from pipeline.errors import UserError
-from pipeline.models import read_checkpoint, save_checkpoint
+from pipeline.models import Checkpoint, read_checkpoint, save_checkpoint
 from pipeline.train.config import lr_factor
 from pipeline.train.logging import metrics_problem
 
@@ -124,7 +124,7 @@ class TrainState:
         if state["scaler"]:  # empty when saved without a scaler (amp changed on resume: a fresh one)
             self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.position = int(state["step"]), int(state["epoch"]), int(state["position"])
-        self.offset = int(state.get("offset", 0))  # checkpoints before batch-size changes: always 0
+        self.offset = int(state["offset"])  # 0 in checkpoints before batch-size changes (Checkpoint.from_dict)
         self.best_valid_loss, self.samples = float(state["best_valid_loss"]), int(state["samples"])
         set_rng_state(state["rng"])
 
@@ -175,8 +175,6 @@ class RunDir:
             )
         if data.get("spec_hash") != spec_hash:
             raise UserError(f"{str(self.last)!r} was trained on another store (spec hash differs)")
-        # checkpoints before the state carried its step recorded it only at the top level
-        data["training"] = {"step": data["step"], **data["training"]}
         return data
 
     def remove_stale_temporaries(self) -> list[Path]:
@@ -192,11 +190,11 @@ class RunDir:
             return []
         return remove_stale_temporaries(self.path / name for name in RUN_FILES)
 
-    def save(self, payload: dict[str, Any], state: TrainState, *, improved: bool) -> None:
+    def save(self, checkpoint: Checkpoint, state: TrainState, *, improved: bool) -> None:
         """Write ``best.pt`` (when ``improved``) and ``last.pt`` (always, with the training state)."""
         if improved:
-            save_checkpoint(self.best, payload)
-        save_checkpoint(self.last, {**payload, "training": state.state_dict()})
+            save_checkpoint(self.best, checkpoint)
+        save_checkpoint(self.last, checkpoint.with_training(state))
 
     def write_config(self, config: dict[str, Any]) -> None:
         """Write ``config.json`` (the resolved settings, for replaying the run)."""
