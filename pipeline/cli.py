@@ -3,8 +3,10 @@
 Every command has ``--help``; every bad input ends in one ``error: ...`` line on stderr and a
 non-zero exit status, without a traceback (set ``MULTIPLEXER_DEBUG=1`` to see one). The work lives in
 the library: each command imports its stage inside the function, so ``multiplexer --help`` does not
-load torch. The ``train`` options are derived from the declarations of
-:class:`~pipeline.core.spec.TrainSpec`, so each setting is declared once.
+load torch. The options of ``train``, ``distill``, ``predict``, ``ism`` and ``evaluate`` are derived
+from the declarations of :class:`~pipeline.core.spec.TrainSpec` and the options classes of
+:mod:`pipeline.core.commands` (:func:`declared_options`), so each setting is declared once, and a
+command builds its options object back with :func:`settings`.
 """
 
 from __future__ import annotations

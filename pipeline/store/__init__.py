@@ -2,7 +2,8 @@
 
 :mod:`~pipeline.store.format` (layout, write units, :class:`StoreMeta`), :mod:`~pipeline.store.store`
 (open, create, write, completion), :mod:`~pipeline.store.chunks` (lost-chunk detection) and
-:mod:`~pipeline.store.verify` (``store info`` / ``store verify``).
+:mod:`~pipeline.store.verify` (``store info`` / ``store verify``); :mod:`~pipeline.store.writes` (durable chunk
+writes, shared with the catalogue store).
 """
 
 from pipeline.store.format import ARRAYS, FORMAT, FORMAT_VERSION, ROOT_ATTRS, StoreMeta, n_units, unit_range
