@@ -393,7 +393,7 @@ def test_a_damaged_marker_is_a_damaged_unit(store_copy, tiny_spec, tiny_store, a
     assert_one_line_error(result, "split 'train' unit 1", "completion marker", "train/complete/c/1/0", "distill")
     assert not (tmp_path / "run").exists()
     assert "train: 1" in ok("store", "verify", store_copy, "--unmark-damaged").stdout
-    assert distill(tiny_spec, store_path=store_copy, device="cpu", progress=False).computed_units == 1
+    assert distill(tiny_spec, DistillOptions(store_path=store_copy, device="cpu"), progress=False).computed_units == 1
     assert_same_store(store_copy, tiny_store)
     ok("store", "verify", store_copy)
 
@@ -453,14 +453,14 @@ def test_a_growth_cut_short_is_finished_by_the_next_run(
     small = load_spec(write_spec(tmp_path, "small.yaml", splits={"train": {"samples": 6}, "test": None}))
     large = load_spec(write_spec(tmp_path, "large.yaml", splits={} if add_test else {"test": None}))
     grown, scratch = tmp_path / "grown.zarr", tmp_path / "scratch.zarr"
-    distill(small, store_path=str(grown), device="cpu", progress=False)
+    distill(small, DistillOptions(store_path=str(grown), device="cpu"), progress=False)
     with monkeypatch.context() as patch:
         patch.setattr(store_module, seam, _killed)
         with pytest.raises(KilledError):
-            distill(large, store_path=str(grown), device="cpu", progress=False)
+            distill(large, DistillOptions(store_path=str(grown), device="cpu"), progress=False)
     assert zarr.open_group(str(grown), mode="r").attrs["spec"]["splits"]["train"]["samples"] == 6  # cut short
-    distill(large, store_path=str(grown), device="cpu", progress=False)
-    distill(large, store_path=str(scratch), device="cpu", progress=False)
+    distill(large, DistillOptions(store_path=str(grown), device="cpu"), progress=False)
+    distill(large, DistillOptions(store_path=str(scratch), device="cpu"), progress=False)
     assert_same_store(str(grown), str(scratch))
     history = zarr.open_group(str(grown), mode="r").attrs["history"]
     grown_to = {"train": 10, "valid": 6, **({"test": 5} if add_test else {})}

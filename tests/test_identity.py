@@ -18,6 +18,7 @@ import zarr
 from helpers import assert_one_line_error, content_hash, invoke, make_legacy, ok
 
 import pipeline.core.genome as genome_module
+from pipeline.core.commands import DistillOptions
 from pipeline.core.genome import Genome, fingerprint_difference
 from pipeline.core.spec import load_spec
 from pipeline.distill import distill
@@ -165,11 +166,13 @@ def test_resuming_a_store_on_a_genome_edited_outside_the_sample_is_refused(tmp_p
     spec_file.write_text(yaml.safe_dump(spec_dict(genome="genome.fa")))
     spec = load_spec(spec_file)
     store = tmp_path / "s.zarr"
-    distill(spec, store_path=str(store), splits=["train"], device="cpu", progress=False)  # "killed" here
+    distill(
+        spec, DistillOptions(store_path=str(store), splits=["train"], device="cpu"), progress=False
+    )  # "killed" here
     length = Genome(fasta).length("chr5")
     edit_base(fasta, "chr5", unsampled_position(length))
     with pytest.raises(StoreMismatchError, match="full digests differ"):
-        distill(spec, store_path=str(store), device="cpu", progress=False)
+        distill(spec, DistillOptions(store_path=str(store), device="cpu"), progress=False)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -246,14 +249,16 @@ def test_an_edited_helper_module_of_a_user_model_is_refused_on_resume(tmp_path, 
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec_dict(base={"model": "model.py:Net", "kwargs": None})))
     spec = load_spec(tmp_path / "spec.yaml")
     store = tmp_path / "user.zarr"
-    distill(spec, store_path=str(store), splits=["train"], device="cpu", progress=False)  # "killed" after train
+    distill(
+        spec, DistillOptions(store_path=str(store), splits=["train"], device="cpu"), progress=False
+    )  # "killed" after train
     base = open_store(store).meta.base
     assert [name for name, _, _ in base["imports"]] == ["deeper_resume", "helper_resume"]
     deeper.write_text("SCALE = 2.0\n")  # two imports away from the model file
     with pytest.raises(StoreMismatchError, match=r"local module 'deeper_resume'.*the model's code changed"):
-        distill(spec, store_path=str(store), device="cpu", progress=False)
+        distill(spec, DistillOptions(store_path=str(store), device="cpu"), progress=False)
     deeper.write_text("SCALE = 1.0\n")  # as it was: the same model again
-    distill(spec, store_path=str(store), device="cpu", progress=False)
+    distill(spec, DistillOptions(store_path=str(store), device="cpu"), progress=False)
     assert verify_store(open_store(store)) == []
 
 
@@ -302,12 +307,12 @@ def test_a_genome_moved_elsewhere_resumes_its_store(tmp_path, spec_dict, genome_
     """Content, not names: the spec's genome path may change when its content does not."""
     spec_a = folder_with_genome(tmp_path, "a", genome_path, spec_dict)
     spec = load_spec(spec_a)
-    distill(spec, store_path=str(tmp_path / "s.zarr"), splits=["train"], device="cpu", progress=False)
+    distill(spec, DistillOptions(store_path=str(tmp_path / "s.zarr"), splits=["train"], device="cpu"), progress=False)
     moved = tmp_path / "elsewhere" / "renamed.fa"
     moved.parent.mkdir()
     shutil.move(spec_a.parent / "genome.fa", moved)
     again = spec.replace_paths(genome=str(moved))
-    summary = distill(again, store_path=str(tmp_path / "s.zarr"), device="cpu", progress=False)
+    summary = distill(again, DistillOptions(store_path=str(tmp_path / "s.zarr"), device="cpu"), progress=False)
     assert summary.skipped_units > 0 and verify_store(open_store(tmp_path / "s.zarr")) == []
 
 
@@ -326,7 +331,7 @@ def test_a_store_written_before_opens_trains_resumes_grows_and_upgrades(tmp_path
     run = tmp_path / "run"
     ok("train", store_copy, "--run-dir", run, "--steps", "2", "--valid-every", "2", "--device", "cpu")
     grown = load_spec(write_spec(tmp_path, "grown.yaml", splits={"test": {"samples": 7}}))
-    distill(grown, store_path=store_copy, device="cpu", progress=False)  # grows the old store
+    distill(grown, DistillOptions(store_path=store_copy, device="cpu"), progress=False)  # grows the old store
     store = open_store(store_copy)
     assert store.split_meta("test").n_samples == 7 and store.spec_hash == old_hash and not store.meta.sealed
     assert "added a metadata digest" in ok("store", "upgrade", store_copy).output

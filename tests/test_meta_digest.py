@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import assert_one_line_error, invoke, ok
 
+from pipeline.core.commands import DistillOptions
 from pipeline.core.genome import Genome
 from pipeline.errors import MetadataError
 from pipeline.store import open_store
@@ -110,7 +111,7 @@ def test_growing_a_store_keeps_its_digests(tmp_path, store_copy, write_spec):
     from pipeline.distill import distill
 
     grown = load_spec(write_spec(tmp_path, "grown.yaml", splits={"train": {"samples": 14}, "test": {"samples": 6}}))
-    distill(grown, store_path=store_copy, device="cpu", progress=False)
+    distill(grown, DistillOptions(store_path=store_copy, device="cpu"), progress=False)
     store = open_store(store_copy)
     assert store.split_meta("train").n_samples == 14
     assert meta_digest_problems(dict(store.group.attrs)) == []

@@ -217,7 +217,9 @@ def test_distill_overwrite_replaces_only_a_training_store(tmp_path, tiny_spec, s
 
     def run(path: Path) -> int:
         return distill(
-            tiny_spec, store_path=at(path), splits=["test"], overwrite=True, device="cpu", progress=False
+            tiny_spec,
+            DistillOptions(store_path=at(path), splits=["test"], overwrite=True, device="cpu"),
+            progress=False,
         ).computed_units
 
     for name, attrs in (("cat.zarr", {"format": "multiplexer-catalogue"}), ("s.zarr", {"kind": "score-vcf"})):
