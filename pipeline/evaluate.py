@@ -6,17 +6,15 @@ The metric moved to :mod:`pipeline.metrics` and the ``evaluate`` command's work 
 names its new home.
 """
 
-from pipeline import metrics as _metrics
-from pipeline.apply import evaluate as _evaluate
 from pipeline.core.deprecation import moved_names
 
 __getattr__ = moved_names(
     "pipeline.evaluate",
     {
-        "PearsonAccumulator": ("pipeline.metrics", _metrics.PearsonAccumulator),
-        "nanmean": ("pipeline.metrics", _metrics.nanmean),
-        "weighted_pearson": ("pipeline.metrics", _metrics.weighted_pearson),
-        "evaluate": ("pipeline.apply.evaluate", _evaluate.evaluate),
-        "pearson_histogram": ("pipeline.apply.evaluate", _evaluate.pearson_histogram),
+        "PearsonAccumulator": "pipeline.metrics",
+        "nanmean": "pipeline.metrics",
+        "weighted_pearson": "pipeline.metrics",
+        "evaluate": "pipeline.apply.evaluate",
+        "pearson_histogram": "pipeline.apply.evaluate",
     },
 )

@@ -37,7 +37,8 @@ from benchlib import machine, package_version, write_result
 
 from pipeline.apply.evaluate import evaluate
 from pipeline.core.commands import DistillOptions, EvaluateOptions
-from pipeline.core.spec import StorageSpec, bitround, spec_from_dict
+from pipeline.core.quantize import bitround
+from pipeline.core.spec import StorageSpec, spec_from_dict
 from pipeline.demo.run import DEMO_SPEC
 from pipeline.distill import distill
 from pipeline.store import open_store

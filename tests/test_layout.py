@@ -99,6 +99,7 @@ def test_training_leaves_the_callers_random_state(tiny_spec, tiny_store, tmp_pat
         ("pipeline.ism.naive", "model_device", "pipeline.ism"),
         ("pipeline.ism.naive", "prepare_inputs", "pipeline.ism"),
         ("pipeline.store.store", "WRITE_THREADS", "pipeline.store.writes"),
+        ("pipeline.core.spec", "bitround", "pipeline.core.quantize"),
     ],
 )
 def test_a_moved_name_warns_and_names_its_new_home(old, name, new):

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from pipeline.core.commands import DistillOptions
-from pipeline.core.spec import QUANTIZE, bitround, load_spec
+from pipeline.core.quantize import bitround
+from pipeline.core.spec import QUANTIZE, load_spec
 from pipeline.distill import distill
 from pipeline.errors import SpecError
 from pipeline.store import open_store

@@ -21,9 +21,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import numpy as np
 import yaml
 
+from pipeline.core.deprecation import moved_names
 from pipeline.core.intervals import Interval, parse_interval, read_bed
 from pipeline.core.options import Rule, flag_of, option, rules_of
 from pipeline.core.yamlio import read_yaml
@@ -143,7 +143,7 @@ class StorageSpec:
     quantize: str = "none"
     """``none`` (lossless) or ``bitround-K``: float16 targets rounded to nearest with ``K`` of their 10
     mantissa bits kept before compression (relative error at most ``2^-(K+1)``; zeros stay exactly 0),
-    so the compressor finds more repeats (:func:`bitround`)."""
+    so the compressor finds more repeats (:func:`pipeline.core.quantize.bitround`)."""
 
     def plain(self) -> dict[str, Any]:
         """The settings as written in a spec; ``checksums`` only when off and ``quantize`` only when
@@ -435,27 +435,6 @@ QUANTIZE = ("none", *(f"bitround-{k}" for k in range(1, 10)))
 """``storage.quantize`` values: lossless, or float16 bit-rounding keeping 1..9 mantissa bits."""
 
 
-def bitround(values: Any, quantize: str) -> Any:
-    """Round float16 ``values`` to nearest keeping ``K`` mantissa bits (``quantize`` = ``bitround-K``;
-    ``none`` returns them unchanged). Relative error at most ``2^-(K+1)``; 0 stays exactly 0.
-
-    Parameters
-    ----------
-    values : np.ndarray, float16
-    quantize : str
-        One of :data:`QUANTIZE`.
-    """
-    if quantize == "none":
-        return values
-    drop = 10 - int(quantize.split("-")[1])
-    bits = np.ascontiguousarray(values, dtype=np.float16).view(np.uint16).astype(np.uint32)
-    half = np.uint32(1 << (drop - 1))
-    mask = np.uint32((0xFFFF >> drop) << drop)
-    finite = (bits & 0x7C00) != 0x7C00  # leave inf and NaN alone
-    rounded = np.where(finite, (bits + half) & mask, bits)
-    return rounded.astype(np.uint16).view(np.float16)
-
-
 def _storage_spec(where: str, data: Mapping[str, Any]) -> StorageSpec:
     where = f"{where} storage"
     _check_keys(where, data, tuple(f.name for f in fields(StorageSpec)))
@@ -593,3 +572,6 @@ def differing_keys(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     fa, fb = flatten(a), flatten(b)
     keys = sorted(k for k in set(fa) | set(fb) if fa.get(k, "<absent>") != fb.get(k, "<absent>"))
     return [k for k in keys if k.split(".")[0] not in NON_CONTENT_KEYS]
+
+
+__getattr__ = moved_names("pipeline.core.spec", {"bitround": "pipeline.core.quantize"})

@@ -14,7 +14,6 @@ from torch import nn
 
 from pipeline.core.deprecation import moved_names
 from pipeline.core.spec import ISM_BATCH_SIZE
-from pipeline.ism import _common
 from pipeline.ism._common import autocast as _autocast
 from pipeline.ism._common import prepare_inputs as _prepare_inputs
 from pipeline.ism.effects import effects_buffer, effects_from_alt
@@ -84,6 +83,5 @@ def naive_ism(
 
 
 __getattr__ = moved_names(
-    "pipeline.ism.naive",
-    {name: ("pipeline.ism", getattr(_common, name)) for name in ("autocast", "model_device", "prepare_inputs")},
+    "pipeline.ism.naive", {name: "pipeline.ism" for name in ("autocast", "model_device", "prepare_inputs")}
 )

@@ -33,9 +33,9 @@ from pipeline.core.deprecation import moved_names
 from pipeline.core.files import fsync_folder, fsync_path, process_alive
 from pipeline.core.genome import fingerprint_difference
 from pipeline.core.identity import code_change, identity_hash, without_paths
-from pipeline.core.spec import NON_CONTENT_KEYS, Spec, bitround, differing_keys, spec_from_dict
+from pipeline.core.quantize import bitround
+from pipeline.core.spec import NON_CONTENT_KEYS, Spec, differing_keys, spec_from_dict
 from pipeline.errors import StoreMismatchError, StoreNotFoundError, UserError
-from pipeline.store import writes
 from pipeline.store.chunks import BLOCK_UNITS, CHECKED, first_missing_chunk
 from pipeline.store.digests import DIGESTED, Where, marker_row, read_checked, split_markers
 from pipeline.store.format import (
@@ -1046,4 +1046,4 @@ def active_writers(path: Path) -> list[str]:
     return out
 
 
-__getattr__ = moved_names("pipeline.store.store", {"WRITE_THREADS": ("pipeline.store.writes", writes.WRITE_THREADS)})
+__getattr__ = moved_names("pipeline.store.store", {"WRITE_THREADS": "pipeline.store.writes"})
