@@ -321,17 +321,19 @@ def store_info(path: str, as_json: bool) -> None:
 
 @store.command("upgrade")
 @click.argument("path")
-def store_upgrade(path: str) -> None:
+@click.pass_context
+def store_upgrade(ctx: click.Context, path: str) -> None:
     """Upgrade a store in place (attributes only, seconds): format 2 becomes format 3 (its content hash
     leaves out the sample counts, so distill can grow it), and a store, catalogue or score-vcf Zarr output
     written before metadata digests gets one (run `store verify` first: what is there now is sealed).
-    Format 1 stores are read-only."""
-    from pipeline.store.catalogue import is_catalogue, seal_catalogue
+    Format 1 stores are read-only. A catalogue of format 1 becomes format 2 (one marker per unit,
+    per-block digests; every complete unit is read once, as verify does)."""
+    from pipeline.store.catalogue import is_catalogue, upgrade_catalogue
     from pipeline.store.score_output import is_score_output, seal_score_output
     from pipeline.store.store import upgrade_store
 
     if is_catalogue(path):
-        click.echo(seal_catalogue(path))
+        click.echo(upgrade_catalogue(path, progress=_progress(ctx)))
     elif is_score_output(path):
         click.echo(seal_score_output(path))
     else:
@@ -359,7 +361,7 @@ def store_verify(ctx: click.Context, path: str, unmark_damaged: bool) -> None:
     from pipeline.store.score_output import is_score_output, verify_score_output
 
     if is_catalogue(path):
-        click.echo(require_catalogue_sound(path, unmark_damaged=unmark_damaged))
+        click.echo(require_catalogue_sound(path, unmark_damaged=unmark_damaged, progress=_progress(ctx)))
         return
     if is_score_output(path):
         click.echo(verify_score_output(path))
@@ -588,7 +590,12 @@ def score_vcf(
 @click.option(
     "--genome", type=click.Path(dir_okay=False), help="Genome FASTA (default: the one recorded in the checkpoint)."
 )
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Windows per pass.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Windows per pass (default 8; a resumed catalogue keeps its own: values depend on the batch size in the "
+    "last float16 bit, so another one is refused).",
+)
 @click.option(
     "--shard",
     help="I/N: compute every N-th unit (a scheduler array task; torchrun ranks split further). Any process "

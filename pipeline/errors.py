@@ -74,6 +74,11 @@ class MetadataError(UserError):
     metadata that gives the data its meaning is damaged (:mod:`pipeline.store.meta_digest`)."""
 
 
+class DamagedDataError(UserError):
+    """Stored data that does not match what was written: a chunk that cannot be decoded, is missing, or
+    decodes to other bytes than its digest records; the message names where (store, unit, array)."""
+
+
 class OutputExistsError(UserError):
     """An output file or folder exists and ``--overwrite`` was not given."""
 

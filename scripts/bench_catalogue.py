@@ -17,7 +17,10 @@ first when ``DIR/run/best.pt`` is missing). On this machine's CPU:
    are upper bounds).
 4. **Lookup** -- 10,000 SNVs at random positions of the demo catalogue, answered one at a time in
    random order by a fresh :class:`~pipeline.apply.lookup.CatalogueReader` (so most queries read
-   and decode their inner chunk from disk): p50 / p99 latency; and ``lookup --vcf`` of the same SNVs sorted: variants/s.
+   and decode their block from disk): p50 / p99 latency, with the checks every read makes (the
+   unit's marker, the shard's existence, the block's CRC-32C and digest) and without them (blocks
+   read as stored, markers read once per contig: the reads before issue 22), alternating over 3
+   rounds in one process; and ``lookup --vcf`` of the same SNVs sorted: variants/s.
 5. **hg38 x Beluga on one H100, an estimate**: windows = hg38 positions / stride, times the
    BelugaMultiplexer bf16 forward measured on an H100 (``bench/multiplexer_forward_cuda.txt``, batch 8),
    next to exact fast ISM of the same 3 SNVs per position at the H100's measured Beluga rate
@@ -51,7 +54,7 @@ from pipeline.apply.vcf_input import VcfRecord
 from pipeline.apply.vcf_rows import Row
 from pipeline.core.genome import Genome
 from pipeline.models import build_multiplexer, read_checkpoint, save_checkpoint
-from pipeline.store.catalogue import open_catalogue
+from pipeline.store.catalogue import Catalogue, CheckedReader, open_catalogue
 from pipeline.store.chunks import stored_bytes
 
 HG38_POSITIONS = 3_099_734_149
@@ -199,6 +202,34 @@ def beluga_shaped(genome_path: Path, work: Path, region: str) -> dict[str, Any]:
     }
 
 
+class UncheckedReader(CheckedReader):
+    """The reads of ``lookup`` before issue 22, for the cost of the checks: every contig's markers read
+    once, blocks used as stored (no existence, decode-error or digest check)."""
+
+    def __init__(self, cat: Catalogue) -> None:
+        super().__init__(cat)
+        self.done = {k: cat.complete(k) for k in range(len(cat.meta.contigs))}
+
+    def complete(self, contig: int, unit: int) -> bool:
+        return bool(self.done[contig][unit])
+
+    def block(self, contig: int, block: int, name: str) -> np.ndarray:
+        return self.cat.read_block(contig, block, name)
+
+
+def _latencies(cat_path: Path, queries: list[VcfRecord], checked: bool) -> np.ndarray:
+    """Milliseconds per query, answered in order by a fresh reader (catalogue opened anew)."""
+    reader = CatalogueReader(open_catalogue(cat_path))
+    if not checked:
+        reader.checked = UncheckedReader(reader.cat)
+    times = []
+    for record in queries:
+        t0 = time.perf_counter()
+        reader.answer(Row(record))
+        times.append(time.perf_counter() - t0)
+    return np.array(times) * 1e3
+
+
 def lookup_latency(cat_path: Path, genome: Genome, work: Path, n: int = 10_000) -> dict[str, Any]:
     rng = np.random.default_rng(3)
     cat = open_catalogue(cat_path)
@@ -214,13 +245,11 @@ def lookup_latency(cat_path: Path, genome: Genome, work: Path, n: int = 10_000) 
         if ref in "ACGT":
             alt = [b for b in "ACGT" if b != ref][int(rng.integers(0, 3))]
             queries.append(VcfRecord(len(queries) + 1, names[k], pos, ".", ref, alt))
-    reader = CatalogueReader(cat)
-    times = []
-    for record in queries:
-        t0 = time.perf_counter()
-        reader.answer(Row(record))
-        times.append(time.perf_counter() - t0)
-    ms = np.array(times) * 1e3
+    runs: dict[bool, list[np.ndarray]] = {True: [], False: []}
+    for _ in range(3):  # alternate, so both see the same machine load and page cache
+        for checked in (False, True):
+            runs[checked].append(_latencies(cat_path, queries, checked))
+    ms, raw = np.concatenate(runs[True]), np.concatenate(runs[False])
     vcf = work / "lookup.vcf"
     ordered = sorted(queries, key=lambda r: (names.index(r.chrom), r.pos))
     with open(vcf, "w") as handle:
@@ -235,6 +264,10 @@ def lookup_latency(cat_path: Path, genome: Genome, work: Path, n: int = 10_000) 
         "block_positions": cat.meta.block_positions,
         "random_order_ms_p50": round(float(np.percentile(ms, 50)), 3),
         "random_order_ms_p99": round(float(np.percentile(ms, 99)), 3),
+        "unchecked_random_order_ms_p50": round(float(np.percentile(raw, 50)), 3),
+        "unchecked_random_order_ms_p99": round(float(np.percentile(raw, 99)), 3),
+        "check_cost_p50_percent": round(100 * (np.percentile(ms, 50) / np.percentile(raw, 50) - 1), 1),
+        "check_cost_p99_percent": round(100 * (np.percentile(ms, 99) / np.percentile(raw, 99) - 1), 1),
         "sorted_vcf_lookup_variants_per_s": round(n / wall, 1),
     }
 

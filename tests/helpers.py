@@ -246,3 +246,48 @@ def make_legacy(store_path: Any, spec: Any) -> None:
         inner = dict(group.attrs)
         if inner.pop("meta_digest", None) is not None:
             group.attrs.put(inner)
+
+
+# catalogues
+# ------------------------------------------------------------------------------------------------
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    """Invert every bit of byte ``offset`` of a file (negative: from the end)."""
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def make_format1(path: Path, *, meta_digest: bool = True) -> None:
+    """Rewrite a catalogue as format 1 wrote it (before issue 29): zarr's default codecs (no CRC-32C of
+    the inner chunks), all-fill shards not stored, a contig's markers ``[units, 5]`` in one chunk with
+    one digest per unit and array, no ``batch_size`` attribute; its attributes with a metadata digest
+    (``meta_digest=False``: as written before digests). The values are unchanged."""
+    import numpy as np
+    import zarr
+
+    from pipeline.store.catalogue import ARRAYS, CatalogueMeta, unit_digests
+    from pipeline.store.meta_digest import write_meta_digest
+
+    root = zarr.open_group(str(path), mode="r+")
+    meta = CatalogueMeta.from_attrs(root.attrs)
+    for k, contig in enumerate(meta.contigs):
+        group = root[f"c{k}"]
+        rows = np.zeros((contig.n_units(meta.unit_positions), 1 + len(ARRAYS)), dtype=np.uint32)
+        data = {name: group[name][:] for name in ARRAYS}
+        for u in np.flatnonzero(group["complete"][:, 0] == 1):
+            start, stop = meta.unit_range(k, int(u))
+            rows[u] = unit_digests({name: data[name][start:stop] for name in ARRAYS})
+        for name in ARRAYS:
+            old = group[name]
+            shape, chunks, shards, dtype, fill = old.shape, old.chunks, old.shards, old.dtype, old.fill_value
+            del group[name]
+            group.create_array(name, shape=shape, chunks=chunks, shards=shards, dtype=dtype, fill_value=fill)[:] = data[
+                name
+            ]
+        del group["complete"]
+        group.create_array("complete", shape=rows.shape, chunks=rows.shape, dtype="uint32", fill_value=0)[:] = rows
+    attrs = {k: v for k, v in root.attrs.items() if k not in ("batch_size", "meta_digest")}
+    attrs["format_version"] = 1
+    root.attrs.put(write_meta_digest(attrs) if meta_digest else attrs)

@@ -40,7 +40,9 @@ from helpers import (
     DEMO_KWARGS,
     DEMO_KWARGS_JSON,
     assert_one_line_error,
+    flip_byte,
     invoke,
+    make_format1,
     make_read_only,
     ok,
     rewrite_checkpoint,
@@ -146,8 +148,18 @@ def assets(tmp_path_factory, genome_path, write_spec, tiny_store, trained_run) -
         ism_effects(base_from_checkpoint(meta), inputs, str(d / "ism_3001.npz"), IsmOptions(target=meta["target_kind"]),
                     target_names=meta["target_names"], progress=False)
     )  # fmt: skip
+    # a catalogue of chr21:601-1060 (one unit: chr21 is shorter than a unit of 4 targets)
+    from pipeline.apply.catalogue import build_catalogue
+
+    a["cat.zarr"] = d / "cat.zarr"
+    build_catalogue(str(trained_run / "best.pt"), str(a["cat.zarr"]), regions=[CATALOGUED], device="cpu",
+                    progress=False)  # fmt: skip
     a["root"] = d
     return a
+
+
+CATALOGUED = "chr21:601-1060"
+"""The region of the matrix's catalogue (``assets["cat.zarr"]``)."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1231,6 +1243,63 @@ def _(c: Ctx) -> list[Any]:
     return ["lookup", c.tmp / "none.zarr", "--variant", "chr1:5:A>G", "--out", c.tmp / "l.vcf.gz"]
 
 
+def _damaged_catalogue(c: Ctx, harm: Callable[[Path], None]) -> Path:
+    """A copy of the matrix's catalogue in the case folder, damaged by ``harm(copy)``."""
+    copy = c.tmp / "cat.zarr"
+    shutil.copytree(c.assets["cat.zarr"], copy)
+    harm(copy)
+    return copy
+
+
+EFFECTS_SHARD = "c0/effects/c/0/0/0"
+
+
+@case("lookup: a flipped byte in an effects chunk", "lookup", "chr21 unit 0", "effects", "cannot be read")
+def _(c: Ctx) -> list[Any]:
+    cat = _damaged_catalogue(c, lambda p: flip_byte(p / EFFECTS_SHARD, 20))
+    return ["lookup", cat, "--region", "chr21:700-701", "--out", c.tmp / "l.tsv"]
+
+
+@case("lookup: a flipped byte in ref", "lookup", "chr21 unit 0", "ref of positions", "cannot be read")
+def _(c: Ctx) -> list[Any]:
+    cat = _damaged_catalogue(c, lambda p: flip_byte(p / "c0/ref/c/0", 10))
+    return ["lookup", cat, "--region", "chr21:700-701", "--out", c.tmp / "l.tsv"]
+
+
+@case("lookup: a deleted shard", "lookup", "chr21 unit 0", "shard file of effects", "is missing")
+def _(c: Ctx) -> list[Any]:
+    cat = _damaged_catalogue(c, lambda p: (p / EFFECTS_SHARD).unlink())
+    return ["lookup", cat, "--region", "chr21:700-701", "--out", c.tmp / "l.tsv"]
+
+
+@case("lookup: a flipped byte in a shard index", "lookup", "chr21 unit 0", "checksum do not match")
+def _(c: Ctx) -> list[Any]:
+    cat = _damaged_catalogue(c, lambda p: flip_byte(p / EFFECTS_SHARD, -10))
+    return ["lookup", cat, "--region", "chr21:700-701", "--out", c.tmp / "l.tsv"]
+
+
+@case("lookup: a format-1 catalogue with a flipped byte", "lookup", "chr21 unit 0", "effects")
+def _(c: Ctx) -> list[Any]:
+    cat = _damaged_catalogue(c, lambda p: (make_format1(p), flip_byte(p / EFFECTS_SHARD, 20)))
+    return ["lookup", cat, "--region", "chr21:700-701", "--out", c.tmp / "l.tsv"]
+
+
+@case("store verify: a catalogue with a deleted shard", "store verify", "chr21 unit 0", "is missing")
+def _(c: Ctx) -> list[Any]:
+    return ["store", "verify", _damaged_catalogue(c, lambda p: (p / "c0/max_abs/c/0/0").unlink())]
+
+
+@case("catalogue: resume with another --batch-size", "catalogue", "batch_size", "--batch-size 8")
+def _(c: Ctx) -> list[Any]:
+    cat = _damaged_catalogue(c, lambda p: None)
+    return ["catalogue", "--checkpoint", c.ckpt, "--region", CATALOGUED, "--batch-size", "3", "--out", cat]
+
+
+@case("catalogue: resume of a format-1 catalogue", "catalogue", "format 1", "multiplexer store upgrade")
+def _(c: Ctx) -> list[Any]:
+    return ["catalogue", "--checkpoint", c.ckpt, "--region", CATALOGUED, "--out", _damaged_catalogue(c, make_format1)]
+
+
 # --- compare ------------------------------------------------------------------------------------
 @case("compare: a folder that is not a run", "compare", "not a run folder")
 def _(c: Ctx) -> list[Any]:
@@ -1271,6 +1340,19 @@ def _(c: Ctx) -> list[Any]:
 def _(c: Ctx) -> list[Any]:
     (c.tmp / "junk.bcf").write_bytes(b"BCF\x02\x02" + bytes(40))
     return ["score-vcf", "--checkpoint", c.ckpt, "--vcf", c.tmp / "junk.bcf", "--out", c.tmp / "s.tsv"]
+
+
+@case("score-vcf: --catalogue with a damaged chunk", "score-vcf", "chr21 unit 0", "effects", "cannot be read")
+def _(c: Ctx) -> list[Any]:
+    from pipeline.core.genome import Genome
+
+    cat = _damaged_catalogue(c, lambda p: flip_byte(p / EFFECTS_SHARD, 20))
+    ref = Genome(c.genome).fetch("chr21", 699, 700).upper()
+    vcf = c.tmp / "v.vcf"
+    vcf.write_text(
+        f"##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\nchr21\t700\t.\t{ref}\t{'A' if ref != 'A' else 'C'}\n"
+    )
+    return ["score-vcf", "--checkpoint", c.ckpt, "--vcf", vcf, "--catalogue", cat, "--out", c.tmp / "s.tsv"]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from pipeline.store.catalogue import (
     CatalogueMeta,
     Contig,
     create_or_open_catalogue,
+    recorded_batch_size,
 )
 
 CHUNK_BYTES = 8 * 1024**2
@@ -59,6 +60,9 @@ def default_stride(seq_len: int) -> int:
     """The default ``--stride``: ``L // 4`` (measured on the demo, ``docs/decisions.md``)."""
     return max(1, seq_len // 4)
 
+
+BATCH_SIZE = 8
+"""The default ``--batch-size`` of a new catalogue."""
 
 BLOCK_BYTES = 64 * 1024
 """About this many bytes of effects per inner chunk (what one random lookup decodes)."""
@@ -151,11 +155,20 @@ class CatalogueSummary:
     seconds: float = 0.0
     remaining: int = 0
     """Units of the plan still not complete when this process finished (other shards)."""
+    owners: list[str] = field(default_factory=list)
+    """The shards (``I/N``, with the torchrun rank where there are several) that own those units."""
 
     def line(self) -> str:
         """One line for the command line."""
         rate = f" ({self.n_positions / self.seconds:,.0f} positions/s)" if self.seconds > 0 and self.n_positions else ""
-        left = f"; {self.remaining} units wait for other shards" if self.remaining else "; the catalogue is complete"
+        owned = f", owned by shard{'s' * (len(self.owners) > 1)} {', '.join(self.owners)}" if self.owners else ""
+        one = self.remaining == 1
+        left = (
+            f"; {self.remaining} unit{'' if one else 's'} of {self.n_units} remain{'s' if one else ''}{owned} "
+            "(running, or rerun them)"
+            if self.remaining
+            else "; the catalogue is complete"
+        )
         return (
             f"catalogued {self.n_positions:,} positions ({self.n_at_n:,} N) in {self.n_computed} units, "
             f"{self.n_windows} windows, {self.seconds:.1f}s{rate}; {self.n_before} of {self.n_units} units were "
@@ -250,7 +263,7 @@ def build_catalogue(
     stride: int | None = None,
     genome: str | None = None,
     device: str | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     shard: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -271,8 +284,10 @@ def build_catalogue(
         ``max_abs``/``top_target`` always cover every target.
     stride : int, optional
         Bases between tiles (``1 .. L``); default :func:`default_stride`.
-    batch_size : int
-        Windows per multiplexer pass.
+    batch_size : int, optional
+        Windows per multiplexer pass (default: the catalogue's own when resuming, else
+        :data:`BATCH_SIZE`); part of the catalogue's identity (a batched pass's float32 sums depend on
+        the batch's size), so a resume with another one is refused.
     shard : str, optional
         ``I/N``: compute the units ``u % N == I`` (with torchrun ranks splitting further).
     overwrite : bool
@@ -302,16 +317,18 @@ def build_catalogue(
     contigs = plan_contigs(g, L, regions=regions, bed=bed, chroms=chroms, all_contigs=all_contigs)
     names = list(meta["target_names"])
     selection = select_targets(names, targets)
-    plan = _meta(checkpoint, meta, contigs, names, selection, S, genome_path, g.fingerprint())
+    batch_size = batch_size or (None if overwrite else recorded_batch_size(out_path)) or BATCH_SIZE
+    plan = replace(_meta(checkpoint, meta, contigs, names, selection, S, genome_path, g.fingerprint()),
+                   batch_size=batch_size)  # fmt: skip
     cat = create_or_open_catalogue(out_path, plan, overwrite=overwrite)
     return _run(cat, _UnitComputer(model, g, plan, selection, dev, batch_size), launch, progress, t0)
 
 
 def _run(cat: Catalogue, compute: _UnitComputer, launch: Launch, progress: bool, t0: float) -> CatalogueSummary:
     units = cat.meta.work_units()
-    done = {k: cat.complete(k) for k in range(len(cat.meta.contigs))}
-    summary = CatalogueSummary(out=cat.path, n_units=len(units), n_before=sum(int(done[k][u]) for k, u in units))
-    mine = [(k, u) for i, (k, u) in enumerate(units) if launch.owns(i) and not done[k][u]]
+    done = cat.complete_work_units()
+    summary = CatalogueSummary(out=cat.path, n_units=len(units), n_before=int(done.sum()))
+    mine = [(k, u) for i, (k, u) in enumerate(units) if launch.owns(i) and not done[i]]
     for k, u in tqdm(mine, desc="catalogue", unit=" units", disable=not progress):
         contig = cat.meta.contigs[k]
         start, stop = cat.meta.unit_range(k, u)
@@ -322,10 +339,17 @@ def _run(cat: Catalogue, compute: _UnitComputer, launch: Launch, progress: bool,
         summary.n_at_n += int((data["ref"] == N_CODE).sum())
     summary.n_windows = compute.n_windows
     summary.seconds = time.perf_counter() - t0
-    if launch.parts > 1:
-        now = {k: cat.complete(k) for k in range(len(cat.meta.contigs))}
-        summary.remaining = sum(int(not now[k][u]) for k, u in units)
+    left = np.flatnonzero(~cat.complete_work_units())  # read again: other shards' units too
+    summary.remaining = len(left)
+    summary.owners = _owners(left, launch)
     return summary
+
+
+def _owners(units: np.ndarray, launch: Launch) -> list[str]:
+    """The shards (``I/N``, ``I/N rank R`` under torchrun) that own work units ``units``."""
+    parts = sorted({int(i) % launch.parts for i in units})
+    rank = [f" rank {p % launch.world}" if launch.world > 1 else "" for p in parts]
+    return [f"{p // launch.world}/{launch.shard[1]}{r}" for p, r in zip(parts, rank)]
 
 
 def tile_center(position: int, contig_len: int, seq_len: int, stride: int) -> int:

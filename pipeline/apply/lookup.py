@@ -1,16 +1,17 @@
 """``lookup``: variants answered from a catalogue, in the row format of ``score-vcf``.
 
-:class:`CatalogueReader` reads only the units (chunks) a query touches, keeping the last few in
-memory, so a sorted VCF or a region reads each unit once. A query the catalogue cannot answer is a
-row with a reason (contig or position not catalogued, unit not computed yet, ``N``, not an SNV);
-the REF is checked against the catalogue's base (``ref_match``) and the variant is scored against
-that base, as ``score-vcf`` does against the genome. ``score-vcf --catalogue`` uses the same reader.
+:class:`CatalogueReader` reads only the blocks (inner chunks) a query touches, each checked before it
+is used (:class:`~pipeline.store.catalogue.CheckedReader`: a damaged or missing chunk is a one-line
+error naming the unit), keeping the last ones in memory, so a sorted VCF reads each block once. A
+query the catalogue cannot answer is a row with a reason (contig or position not catalogued, unit
+not computed yet, ``N``, not an SNV); the REF is checked against the catalogue's base
+(``ref_match``) and the variant is scored against that base, as ``score-vcf`` does against the
+genome. ``score-vcf --catalogue`` uses the same reader.
 """
 
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,38 +28,23 @@ from pipeline.core.files import staging
 from pipeline.core.genome import other_spelling
 from pipeline.core.intervals import parse_interval
 from pipeline.errors import SpecError, UserError, WriteError
-from pipeline.store.catalogue import N_CODE, NOT_CATALOGUED, Catalogue, open_catalogue
-
-CACHED_BLOCKS = 64
-"""Inner chunks a reader keeps in memory (about 4 MB: queries in genome order read each chunk once)."""
+from pipeline.store.catalogue import N_CODE, NOT_CATALOGUED, Catalogue, CheckedReader, open_catalogue
 
 _VARIANT = re.compile(r"^(?P<chrom>.+):(?P<pos>[0-9,]+):(?P<ref>[A-Za-z]+)>(?P<alt>[A-Za-z]+)$")
 
 
 class CatalogueReader:
-    """Answers variants from a catalogue, reading a unit's chunks when a query first needs them."""
+    """Answers variants from a catalogue, reading (and checking) a block when a query first needs it."""
 
     def __init__(self, cat: Catalogue) -> None:
         self.cat, self.meta = cat, cat.meta
-        self.blocks: OrderedDict[tuple[int, int, str], np.ndarray] = OrderedDict()
-        self.done = {k: cat.complete(k) for k in range(len(cat.meta.contigs))}
+        self.checked = CheckedReader(cat)
         self.names = [c.name for c in cat.meta.contigs]
 
-    def _block(self, contig: int, block: int, name: str) -> np.ndarray:
-        key = (contig, block, name)
-        if key not in self.blocks:
-            self.blocks[key] = self.cat.read_block(contig, block, name)
-            if len(self.blocks) > CACHED_BLOCKS:
-                self.blocks.popitem(last=False)
-        self.blocks.move_to_end(key)
-        return self.blocks[key]
-
     def _at(self, where: tuple[int, int, int], name: str) -> np.ndarray:
-        """Array ``name`` at a located position (its inner chunk read, or taken from the cache)."""
+        """Array ``name`` at a located position (its block read and checked, or taken from the cache)."""
         k, u, i = where
-        p = u * self.meta.unit_positions + i
-        C = self.meta.block_positions
-        return self._block(k, p // C, name)[p % C]
+        return self.checked.value(k, u * self.meta.unit_positions + i, name)
 
     def locate(self, chrom: str, pos: int) -> tuple[int, int, int] | Skip:
         """``(contig, unit, index in unit)`` of 1-based ``pos``, or why the catalogue has nothing there.
@@ -78,7 +64,7 @@ class CatalogueReader:
         if not any(a < pos <= b for a, b in contig.regions):
             return Skip("not in the catalogue's regions", f"{chrom}:{pos} is outside the catalogued regions")
         u = (pos - 1) // self.meta.unit_positions
-        if not self.done[k][u]:
+        if not self.checked.complete(k, u):
             return Skip("not computed yet", f"{chrom} unit {u} of the catalogue is not computed yet (rerun catalogue)")
         return k, u, pos - 1 - u * self.meta.unit_positions
 
