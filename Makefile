@@ -69,7 +69,7 @@ bench-vcf: $(VENV)/.installed  ## score-vcf on 100,000 demo SNVs: variants/s and
 	@mkdir -p bench
 	$(BIN)/python scripts/bench_vcf.py --json bench/vcf.json --demo $(WORK)/demo
 
-bench-catalogue: $(VENV)/.installed  ## SNV catalogue: positions/s (demo, BelugaMultiplexer-shaped), bytes/position, lookup p50/p99, stride choice, hg38 estimate -> bench/catalogue.json
+bench-catalogue: $(VENV)/.installed  ## SNV catalogue: positions/s (demo, BelugaMultiplexer-shaped), bytes/position, lookup p50/p99 with and without the read checks, stride choice, hg38 estimate -> bench/catalogue.json
 	@mkdir -p bench
 	$(BIN)/python scripts/bench_catalogue.py --json bench/catalogue.json --demo $(WORK)/demo
 

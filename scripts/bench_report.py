@@ -684,7 +684,7 @@ def gpu_section() -> list[str]:
     return lines
 
 
-SECTIONS = {"identity": (identity_section, "identity.json")}
+SECTIONS = {"identity": (identity_section, "identity.json"), "catalogue": (catalogue_section, "catalogue.json")}
 """Sections that ``--section`` refreshes on their own."""
 
 

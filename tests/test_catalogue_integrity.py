@@ -21,6 +21,7 @@ from pipeline.apply.vcf import read_scores
 from pipeline.core.genome import Genome
 from pipeline.errors import UserError
 from pipeline.store.catalogue import ARRAYS, N_CODE, open_catalogue, upgrade_catalogue, verify_catalogue
+from pipeline.store.meta_digest import has_meta_digest, meta_digest_problems
 
 L = 80
 STRIDE = 20
@@ -248,10 +249,13 @@ def test_a_format1_catalogue_is_read_checked_and_upgraded(genome_path, trained_r
 
 
 def test_an_interrupted_upgrade_finishes_when_rerun(built, monkeypatch):
-    """Killed between the two renames that swap a contig's markers: the rerun completes the swap."""
+    """Killed between the two renames that swap a contig's markers: the rerun completes the swap; a
+    catalogue written before metadata digests is sealed by the same upgrade."""
     import os
 
-    make_format1(built)
+    import zarr
+
+    make_format1(built, meta_digest=False)
     real, calls = os.rename, []
 
     def rename(a, b):
@@ -266,8 +270,10 @@ def test_an_interrupted_upgrade_finishes_when_rerun(built, monkeypatch):
     monkeypatch.setattr(os, "rename", real)
     assert not (built / "c0" / "complete").exists()
     assert open_catalogue(built).version == 1
-    upgrade_catalogue(built)
+    assert "added a metadata digest" in upgrade_catalogue(built)
     assert open_catalogue(built).version == 2 and verify_catalogue(open_catalogue(built)) == []
+    attrs = dict(zarr.open_group(str(built), mode="r").attrs)
+    assert has_meta_digest(attrs) and meta_digest_problems(attrs) == []
     assert sorted(p.name for p in (built / "c0").iterdir()) == ["complete", *sorted(ARRAYS), "zarr.json"]
 
 
