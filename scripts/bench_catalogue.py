@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import tempfile
 import time
@@ -309,6 +310,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--stride-region", default="chr9:1-10000")
     parser.add_argument("--beluga-region", default="chr21:1-4000")
+    parser.add_argument("--note", help="a remark printed with the figures (e.g. what else loaded the machine)")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     ckpt = ensure_demo(args.demo)
@@ -318,7 +320,10 @@ def main() -> None:
     result: dict[str, Any] = {
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(torch=package_version("torch"), zarr=package_version("zarr")),
+        "load_average_1min": {"start": round(os.getloadavg()[0], 2)},
     }
+    if args.note:
+        result["note"] = args.note
     result["demo"] = demo_whole_genome(ckpt, work)
     print("demo", json.dumps(result["demo"]), flush=True)
     result["stride"] = stride_choice(ckpt, genome, work, args.stride_region, 200)
@@ -327,6 +332,7 @@ def main() -> None:
     result["beluga_shaped"] = beluga_shaped(args.demo / "genome.fa", work, args.beluga_region)
     print("beluga", json.dumps(result["beluga_shaped"]), flush=True)
     result["hg38_h100_estimate"] = hg38_estimate(result["beluga_shaped"])
+    result["load_average_1min"]["end"] = round(os.getloadavg()[0], 2)
     write_result(result, args.json)
 
 

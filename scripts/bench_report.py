@@ -364,7 +364,15 @@ def catalogue_section(r: dict | None) -> list[str]:
     lines = [
         "## SNV catalogue (`scripts/bench_catalogue.py`)",
         "",
-        f"On the CPU ({m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')}).",
+        f"On the CPU ({m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')})"
+        + (
+            f"; 1-minute load average {r['load_average_1min']['start']} at the start, "
+            f"{r['load_average_1min'].get('end', '?')} at the end"
+            if "load_average_1min" in r
+            else ""
+        )
+        + "."
+        + (f" {r['note']}" if r.get("note") else ""),
         "",
         f"- **Demo, whole genome** (`catalogue --all`, L = 200, F = 16, stride {d['stride']}): {d['positions']:,} "
         f"positions ({d['n_positions_at_N']:,} N) in {d['seconds']} s, **{d['positions_per_s']:,.0f} positions/s**, "
