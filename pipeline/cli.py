@@ -32,6 +32,7 @@ from pipeline.core.commands import (
 from pipeline.core.intervals import VCF_QUERY_MAX, check_region
 from pipeline.core.options import Declared, Rule, declared, pick
 from pipeline.core.spec import TrainSpec, option_flag
+from pipeline.core.urls import DEMO_REASON, GENOME_REASON, PARTS_REASON, refuse_url, url_outputs
 from pipeline.core.yamlio import json_object
 from pipeline.errors import UserError
 
@@ -216,7 +217,8 @@ _diff_options = declared_options(DiffOptions)
 _effects_out = click.option(
     "--out",
     required=True,
-    help="Output: a Zarr folder (any name not ending in .npz), or .npz (built in memory: at most 2 GiB of effects).",
+    help="Output: a Zarr folder (any name not ending in .npz), or .npz (built in memory: at most 2 GiB of effects). "
+    "A URL (s3://...) is written locally, then uploaded.",
 )
 
 
@@ -254,6 +256,7 @@ def genome_synth(out: str, seed: int, divisor: int) -> None:
     planted motifs) and its .fai index."""
     from pipeline.demo.synthetic import synth_genome
 
+    refuse_url(out, "OUT", GENOME_REASON)
     lengths = synth_genome(out, seed=seed, divisor=divisor)
     click.echo(f"wrote {out} ({len(lengths)} chromosomes, {sum(lengths.values()):,} bp) and {out}.fai")
 
@@ -383,7 +386,12 @@ def store_verify(ctx: click.Context, path: str, unmark_damaged: bool) -> None:
 # ------------------------------------------------------------------------------------------------
 @cli.command()
 @click.argument("source")
-@click.option("--run-dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "--run-dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Output folder: a path, or an fsspec URL (s3://bucket/run; each checkpoint uploaded whole when written).",
+)
 @click.option("--store", "store_path", help="With a SPEC: the store path (default: the spec's).")
 @_train_options
 @_device
@@ -439,7 +447,9 @@ def predict(ctx: click.Context, checkpoint: str, out: str, **options: Any) -> No
     from pipeline.apply.predict import predict_regions
 
     inputs, chosen = settings(InputOptions, options), settings(PredictOptions, options)
-    click.echo(predict_regions(checkpoint, out, inputs, chosen, progress=_progress(ctx)).line())
+    with url_outputs({"--out": out}) as urls:
+        line = predict_regions(checkpoint, urls["--out"], inputs, chosen, progress=_progress(ctx)).line()
+    click.echo(urls.shown(line))
 
 
 @cli.command()
@@ -452,8 +462,11 @@ def ism(ctx: click.Context, out: str, **options: Any) -> None:
     from pipeline.apply.exact_ism import exact_ism_regions
 
     source, inputs = settings(IsmSource, options), settings(InputOptions, options)
-    written = exact_ism_regions(out, source, inputs, settings(IsmOptions, options), progress=_progress(ctx))
-    click.echo(written.line())
+    with url_outputs({"--out": out}) as urls:
+        written = exact_ism_regions(
+            urls["--out"], source, inputs, settings(IsmOptions, options), progress=_progress(ctx)
+        )
+    click.echo(urls.shown(written.line()))
 
 
 @cli.command("score-vcf")
@@ -467,7 +480,8 @@ def ism(ctx: click.Context, out: str, **options: Any) -> None:
     "--out",
     required=True,
     help="Output, by suffix: .tsv / .tsv.gz (one row per ALT allele), .vcf.gz (the input records with the scores "
-    "as INFO fields, tabix-indexed), .zarr (variants x targets float16 and the variant table).",
+    "as INFO fields, tabix-indexed), .zarr (variants x targets float16 and the variant table). A URL (s3://...) is "
+    "written locally, then uploaded (not with --shard or --merge).",
 )
 @click.option(
     "--genome", type=click.Path(dir_okay=False), help="Genome FASTA (default: the one recorded in the checkpoint)."
@@ -560,18 +574,27 @@ def score_vcf(
         ]
         if extra:
             raise UserError(f"--merge takes only --out and --overwrite, not {', '.join(extra)}")
+        refuse_url(out, "--out", PARTS_REASON)
         click.echo(merge_scores(out, overwrite=options["overwrite"], progress=_progress(ctx)).line())
         return
     if checkpoint is None or vcf is None:
         raise UserError("score-vcf needs --checkpoint and --vcf (or --merge to join the parts of a sharded run)")
     if options["region"] is not None:
         check_region(options["region"], "--region", VCF_QUERY_MAX)  # pysam overflows past 32 bits
-    click.echo(run(checkpoint, vcf, out, progress=_progress(ctx), **options).line())
+    if options["shard"] is not None or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        refuse_url(out, "--out", PARTS_REASON)
+    with url_outputs({"--out": out}, inputs={"--catalogue": options["catalogue"]}) as urls:
+        line = run(checkpoint, vcf, urls["--out"], progress=_progress(ctx), **options).line()
+    click.echo(urls.shown(line))
 
 
 @cli.command()
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="best.pt or last.pt.")
-@click.option("--out", required=True, help="The catalogue, a Zarr store (.zarr); an unfinished one is resumed.")
+@click.option(
+    "--out",
+    required=True,
+    help="The catalogue, a Zarr store (.zarr) on a file system (not a URL); an unfinished one is resumed.",
+)
 @click.option("--region", "regions", multiple=True, help="chr:start-end (1-based, inclusive); repeatable.")
 @click.option("--bed", type=click.Path(dir_okay=False), help="BED file of regions (0-based, half-open).")
 @click.option("--chroms", help="Whole contigs, comma-separated (chr8,chr9).")
@@ -616,7 +639,11 @@ def catalogue(ctx: click.Context, checkpoint: str, out: str, chroms: str | None,
 
 @cli.command()
 @click.argument("catalogue_path", metavar="CATALOGUE", type=click.Path())
-@click.option("--out", required=True, help="Output, as score-vcf writes: .tsv, .tsv.gz, .zarr (.vcf.gz with --vcf).")
+@click.option(
+    "--out",
+    required=True,
+    help="Output, as score-vcf writes: .tsv, .tsv.gz, .zarr (.vcf.gz with --vcf); a path or a URL (s3://...).",
+)
 @click.option("--variant", "variants", multiple=True, help="chr:pos:REF>ALT (1-based pos); repeatable.")
 @click.option("--region", help="chr:start-end: the three SNVs of every position.")
 @click.option("--vcf", type=click.Path(dir_okay=False), help="VCF/BCF: one row per ALT allele.")
@@ -628,13 +655,15 @@ def lookup(ctx: click.Context, catalogue_path: str, out: str, **options: Any) ->
     the reason; REF is checked against the catalogue's base."""
     from pipeline.apply.lookup import lookup as run
 
-    click.echo(run(catalogue_path, out, progress=_progress(ctx), **options).line())
+    with url_outputs({"--out": out}, inputs={"CATALOGUE": catalogue_path}) as urls:
+        line = run(catalogue_path, urls["--out"], progress=_progress(ctx), **options).line()
+    click.echo(urls.shown(line))
 
 
 @cli.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option("--out", help="Also write the table to this Markdown file.")
-@click.option("--plot", help="Accuracy against seconds per window, as a PNG.")
+@click.option("--out", help="Also write the table to this Markdown file (a path or a URL).")
+@click.option("--plot", help="Accuracy against seconds per window, as a PNG (a path or a URL).")
 @click.option(
     "--report",
     "reports",
@@ -651,12 +680,14 @@ def compare(runs: tuple[str, ...], **options: Any) -> None:
     naive ISM of the base model on the same device. Runs on stores of different content need --mixed-stores."""
     from pipeline.apply.compare import compare as run
 
-    click.echo(run(list(runs), **options), nl=False)
+    with url_outputs({"--out": options["out"], "--plot": options["plot"]}) as urls:
+        text = run(list(runs), **{**options, "out": urls.get("--out"), "plot": urls.get("--plot")})
+    click.echo(urls.shown(text), nl=False)
 
 
 @cli.command()
 @click.argument("pred", type=click.Path())
-@click.option("--out", required=True, help="Image file: .png, .pdf or .svg.")
+@click.option("--out", required=True, help="Image file: .png, .pdf or .svg (a path or a URL).")
 @click.option("--index", default=0, show_default=True, help="Which sequence of PRED.")
 @click.option("--target", help="Target name or index (default: the one with the strongest effect).")
 @click.option("--width", default=100, show_default=True, help="Positions per row.")
@@ -676,7 +707,9 @@ def plot(pred: str, out: str, **options: Any) -> None:
     """Heatmap of one target's [4, L] effects, reference letters underneath."""
     from pipeline.apply.plot import plot_effects
 
-    click.echo(f"wrote {plot_effects(pred, out, **options)}")
+    with url_outputs({"--out": out}) as urls:
+        written = plot_effects(pred, urls["--out"], **options)
+    click.echo(f"wrote {urls.shown(str(written))}")
 
 
 @cli.command()
@@ -686,7 +719,7 @@ def plot(pred: str, out: str, **options: Any) -> None:
     "--out",
     required=True,
     type=click.Path(file_okay=False),
-    help="Folder for report.json, report.md and weighted_pearson_hist.png.",
+    help="Folder for report.json, report.md and weighted_pearson_hist.png (a path or a URL).",
 )
 @declared_options(EvaluateOptions)
 @click.pass_context
@@ -697,7 +730,9 @@ def evaluate(ctx: click.Context, checkpoint: str, store_path: str, out: str, **o
     from pipeline.apply.evaluate import summary_line
 
     chosen = settings(EvaluateOptions, options)
-    click.echo(summary_line(run(checkpoint, store_path, out, chosen, progress=_progress(ctx))))
+    with url_outputs({"--out": out}, inputs={"--store": store_path}) as urls:
+        line = summary_line(run(checkpoint, store_path, urls["--out"], chosen, progress=_progress(ctx)))
+    click.echo(urls.shown(line))
 
 
 @cli.command()
@@ -716,6 +751,7 @@ def demo(ctx: click.Context, workdir: str, device: str, steps: int | None) -> No
     The last line printed is a JSON object with the headline numbers."""
     from pipeline.demo import run_demo
 
+    refuse_url(workdir, "--workdir", DEMO_REASON)
     run_demo(workdir, device=device, steps=steps, progress=_progress(ctx), echo=click.echo)
 
 

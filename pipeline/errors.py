@@ -87,6 +87,11 @@ class WriteError(UserError):
     """Writing an output failed (full disk, permission); the message names what was being written."""
 
 
+class UrlNotAcceptedError(UserError):
+    """A path that names an output was given as a URL where that output is written only to a local (or
+    shared) file system; the message says why (:func:`pipeline.core.urls.refuse_url`)."""
+
+
 class UnsupportedModelError(UserError):
     """The exact fast ISM engine cannot follow this model; the message names the layer and why."""
 

@@ -31,6 +31,7 @@ from pipeline.core.encoding import one_hot
 from pipeline.core.genome import Genome
 from pipeline.core.intervals import Interval, merge, parse_interval, read_bed
 from pipeline.core.runtime import Launch, exact_float32, parse_shard
+from pipeline.core.urls import CATALOGUE_REASON, refuse_url
 from pipeline.core.windows import center_of, fitted_first
 from pipeline.errors import SpecError, UserError
 from pipeline.ism import mask_effects
@@ -298,6 +299,7 @@ def build_catalogue(
     CatalogueSummary
     """
     t0 = time.perf_counter()
+    refuse_url(out, "--out", CATALOGUE_REASON)
     out_path = Path(out)
     if not out_path.name.endswith(".zarr"):
         raise UserError(f"the catalogue is a Zarr store: --out must end in .zarr, got {out_path.name!r}")

@@ -25,6 +25,7 @@ import numpy as np
 from pipeline.apply.vcf_input import VcfRecord
 from pipeline.apply.vcf_rows import Row, Skip
 from pipeline.core.files import atomic_path, process_alive
+from pipeline.core.urls import PARTS_REASON, refuse_url
 from pipeline.errors import UserError
 
 UNIT_RECORDS = 1000
@@ -36,7 +37,8 @@ _INTS = ("number", "pos", "allele_index", "center")
 
 
 def parts_folder(out: Path) -> Path:
-    """Where the parts of output ``out`` go: ``<out>.parts`` beside it."""
+    """Where the parts of output ``out`` go: ``<out>.parts`` beside it (never at a URL)."""
+    refuse_url(out, "--out", PARTS_REASON)
     return out.with_name(out.name + ".parts")
 
 

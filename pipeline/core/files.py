@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.core.urls import refuse_url
 from pipeline.errors import OutputExistsError, UserError
 
 OVERWRITE_HINT = "remove it or pass --overwrite"
@@ -164,6 +165,8 @@ class Staging:
     """
 
     def __init__(self, anchor: str | os.PathLike[str]) -> None:
+        # outputs at URLs are written through pipeline.core.urls (url_outputs); never a local folder "s3:"
+        refuse_url(anchor, "output", "this writer publishes files on a file system; give the command the URL")
         self.anchor = Path(anchor)
         remove_stale_temporaries([self.anchor])
         self.folder = temporary_name(self.anchor)

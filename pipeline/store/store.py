@@ -35,6 +35,7 @@ from pipeline.core.genome import fingerprint_difference
 from pipeline.core.identity import code_change, identity_hash, without_paths
 from pipeline.core.quantize import bitround
 from pipeline.core.spec import NON_CONTENT_KEYS, Spec, differing_keys, spec_from_dict
+from pipeline.core.urls import is_url
 from pipeline.errors import StoreMismatchError, StoreNotFoundError, UserError
 from pipeline.store.chunks import BLOCK_UNITS, CHECKED, first_missing_chunk
 from pipeline.store.digests import DIGESTED, Where, marker_row, read_checked, split_markers
@@ -64,11 +65,6 @@ from pipeline.store.meta_digest import (
 from pipeline.store.writes import sync_written, write_settled
 
 Mode = Literal["r", "r+", "a", "w", "w-"]
-
-
-def is_url(path: str) -> bool:
-    """Whether ``path`` is an fsspec URL (``memory://``, ``s3://``, ``file://``, ...)."""
-    return "://" in path
 
 
 def open_group(path: str, mode: Mode) -> zarr.Group:

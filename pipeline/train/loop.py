@@ -32,6 +32,7 @@ from tqdm import tqdm
 from pipeline import __version__
 from pipeline.core.runtime import Launch, all_reduce_sum, broadcast_object, exact_float32, process_group
 from pipeline.core.spec import TrainSpec
+from pipeline.core.urls import join
 from pipeline.errors import UserError
 from pipeline.ism import mask_effects
 from pipeline.metrics import PearsonAccumulator, nanmean
@@ -61,12 +62,12 @@ class TrainResult:
     @property
     def best(self) -> str:
         """Path of ``best.pt``."""
-        return str(RunDir(self.run_dir).best)
+        return join(self.run_dir, "best.pt")
 
     @property
     def last(self) -> str:
         """Path of ``last.pt``."""
-        return str(RunDir(self.run_dir).last)
+        return join(self.run_dir, "last.pt")
 
     def line(self) -> str:
         """One line for the command line (empty when no metrics row was written)."""
@@ -207,11 +208,11 @@ def train(
         torch.cuda.device(dev) if cuda else contextlib.nullcontext(),  # the current device, restored after
         torch.random.fork_rng(devices=[dev] if cuda else []),  # seeded for the run; the caller's RNG restored
     ):
-        run = RunDir(run_dir)
-        trainer = Trainer(
-            store_path, run, config, launch=launch, device=dev, resume=resume, allow_changes=allow_changes
-        )
-        return trainer.run(progress=progress)
+        with RunDir(run_dir) as run:  # a run folder at a URL: its local copy is removed at the end
+            trainer = Trainer(
+                store_path, run, config, launch=launch, device=dev, resume=resume, allow_changes=allow_changes
+            )
+            return trainer.run(progress=progress)
 
 
 class Trainer:
@@ -291,13 +292,13 @@ class Trainer:
         if last is None:
             return []
         changes = find_changes(last, self.config, self.architecture)
-        changes = check_same_train_samples(last, len(self.train_ds), changes, str(self.run_dir.last))
-        check_changes(changes, allow=allow, last=str(self.run_dir.last))
+        changes = check_same_train_samples(last, len(self.train_ds), changes, self.run_dir.shown(self.run_dir.last))
+        check_changes(changes, allow=allow, last=self.run_dir.shown(self.run_dir.last))
         return changes
 
     def _resume(self, last: dict[str, Any], changes: list[Change]) -> None:
         """Load ``last.pt``'s weights and state, then apply ``changes`` from its step on."""
-        load_weights(self.core, last["model"], source=str(self.run_dir.last))
+        load_weights(self.core, last["model"], source=self.run_dir.shown(self.run_dir.last))
         self.state.load_state_dict(last["training"])
         self.resumed_row = dict(last.get("metrics") or {})
         self.changes = [*last.get("changes", []), *(change.record() for change in changes)]
@@ -366,7 +367,7 @@ class Trainer:
         """Train until ``config.steps``; returns where the outputs are and the last metrics."""
         state, config, main = self.state, self.config, self.launch.main
         if state.step >= config.steps:  # resuming a finished run is a no-op (so `make` can rerun it)
-            return TrainResult(str(self.run_dir.path), state.step, state.best_valid_loss, finished_before=True)
+            return TrainResult(self.run_dir.name, state.step, state.best_valid_loss, finished_before=True)
         model = self._wrap()
         loader, sampler = self._loader()
         stream = _micro_batches(loader, sampler, state)
@@ -400,7 +401,9 @@ class Trainer:
                     if main:
                         bar.write(_validation_line(row))
                 writer.row(row)
-        return TrainResult(str(self.run_dir.path), state.step, state.best_valid_loss, row)
+        if main:
+            self.run_dir.finish()
+        return TrainResult(self.run_dir.name, state.step, state.best_valid_loss, row)
 
     def train_step(self, model: torch.nn.Module, stream: Iterator[tuple[Place, Batch]]) -> tuple[float, int]:
         """One optimizer step; returns its mean loss over the global batch and its samples (all ranks)."""

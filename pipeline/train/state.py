@@ -6,7 +6,10 @@ the micro-batches are counted from), the best validation loss, the samples seen 
 one ``state_dict()``/``load_state_dict()``; :meth:`TrainState.retune` and :meth:`TrainState.rebatch`
 apply options changed on resume (``--allow-changes``). :class:`RunDir` owns the run folder: ``best.pt``
 and ``last.pt`` (written durably by rank 0), ``config.json``, the checks that keep a finished run from
-being overwritten, and the removal of temporaries left by killed runs.
+being overwritten, and the removal of temporaries left by killed runs. A run folder at a URL
+(``s3://bucket/run``) is worked on through a local copy (:class:`~pipeline.core.urls.Mirror`): each
+checkpoint is uploaded in one PUT once written, ``metrics.csv`` with each checkpoint and at the end, and
+``--resume`` downloads ``last.pt`` and ``metrics.csv`` first.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 
 from pipeline.core.files import atomic_path, remove_stale_temporaries
 from pipeline.core.spec import TrainSpec
+from pipeline.core.urls import Mirror, is_url, refuse_url
 from pipeline.errors import UserError
 from pipeline.models import Checkpoint, read_checkpoint, save_checkpoint
 from pipeline.train.config import lr_factor
@@ -139,23 +143,59 @@ class RunDir:
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.mirror: Mirror | None = None
+        if is_url(path):  # a URL: worked on through a local copy, each finished file uploaded in one PUT
+            self.mirror = Mirror(str(path))
+        else:
+            refuse_url(path, "--run-dir", "a URL must be given as text, scheme://...; pathlib collapses its //")
+        self.path = self.mirror.local if self.mirror is not None else Path(path)
+        self.name = str(path)
+        """The folder as the user named it (a URL stays one), for messages."""
         self.last, self.best = self.path / "last.pt", self.path / "best.pt"
         self.config, self.metrics = self.path / "config.json", self.path / "metrics.csv"
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove the local copy of a run folder at a URL (a local folder stays as it is)."""
+        if self.mirror is not None:
+            self.mirror.close()
+
+    def shown(self, path: str | Path) -> str:
+        """A path of this folder as the user named it (the URL of a file of a run folder at a URL)."""
+        return self.mirror.shown(str(path)) if self.mirror is not None else str(path)
+
+    def _fetch(self, path: Path) -> None:
+        """Download a file of a run folder at a URL into the local copy (once)."""
+        if self.mirror is not None and not path.exists():
+            self.mirror.fetch(path.name)
+
+    def _holds(self, path: Path) -> bool:
+        return self.mirror.exists(path.name) if self.mirror is not None else path.exists()
 
     def problem(self, resume: bool) -> str | None:
         """Why this folder cannot be used (``--resume`` without ``last.pt``, or with a damaged
         ``metrics.csv``; checkpoints without it)."""
-        if resume and not self.last.is_file():
-            return f"--resume: {str(self.last)!r} does not exist"
         if resume:
-            return metrics_problem(self.metrics)
-        if not resume and (self.last.exists() or self.best.exists()):
-            return f"run folder {str(self.path)!r} already holds checkpoints; pass --resume or another --run-dir"
+            self._fetch(self.last)
+            self._fetch(self.metrics)
+        if resume and not self.last.is_file():
+            return f"--resume: {self.shown(self.last)!r} does not exist"
+        if resume:
+            problem = metrics_problem(self.metrics)
+            return None if problem is None else self.shown(problem)
+        if not resume and (self._holds(self.last) or self._holds(self.best)):
+            return f"run folder {self.name!r} already holds checkpoints; pass --resume or another --run-dir"
         return None
 
     def create(self) -> None:
         """Create the folder (with its parents)."""
+        if self.mirror is not None:
+            self.mirror.create()
         self.path.mkdir(parents=True, exist_ok=True)
 
     def read_last(self, spec_hash: str) -> dict[str, Any]:
@@ -167,14 +207,16 @@ class RunDir:
         checkpoint : dict
             With ``"training"`` the :meth:`TrainState.state_dict` to resume from.
         """
+        self._fetch(self.last)
+        self._fetch(self.metrics)
         data = read_checkpoint(self.last)
         if not isinstance(data.get("training"), dict) or "step" not in data:
             raise UserError(
-                f"{str(self.last)!r} is a best.pt-style checkpoint without training state (optimizer, "
+                f"{self.shown(self.last)!r} is a best.pt-style checkpoint without training state (optimizer, "
                 "data position, RNG); resume from a real last.pt or start a new run in another --run-dir"
             )
         if data.get("spec_hash") != spec_hash:
-            raise UserError(f"{str(self.last)!r} was trained on another store (spec hash differs)")
+            raise UserError(f"{self.shown(self.last)!r} was trained on another store (spec hash differs)")
         return data
 
     def remove_stale_temporaries(self) -> list[Path]:
@@ -194,9 +236,24 @@ class RunDir:
         """Write ``best.pt`` (when ``improved``) and ``last.pt`` (always, with the training state)."""
         if improved:
             save_checkpoint(self.best, checkpoint)
+            self._push(self.best)
         save_checkpoint(self.last, checkpoint.with_training(state))
+        self._push(self.last)
+        self._push(self.metrics)  # its rows up to the previous validation; last.pt holds this step's row
+
+    def _push(self, path: Path) -> None:
+        """Upload a finished file of a run folder at a URL (one PUT: all of it or nothing)."""
+        if self.mirror is not None:
+            self.mirror.push(path.name)
+
+    def finish(self) -> None:
+        """At the end of a run: upload ``metrics.csv`` and ``tensorboard/`` of a run folder at a URL."""
+        self._push(self.metrics)
+        if self.mirror is not None:
+            self.mirror.push("tensorboard")
 
     def write_config(self, config: dict[str, Any]) -> None:
         """Write ``config.json`` (the resolved settings, for replaying the run)."""
         with atomic_path(self.config) as tmp:
             tmp.write_text(json.dumps(config, indent=2) + "\n")
+        self._push(self.config)
