@@ -116,6 +116,7 @@ def s3_store(s3: S3, tiny_store: str) -> str:
 def test_a_url_and_a_url_mangled_by_pathlib_are_both_seen() -> None:
     assert is_url("s3://b/run") and is_url("memory://x") and not is_url("runs/s3") and not is_url("C:/x")
     assert looks_like_url(Path("s3://b/run")) and not looks_like_url("C:/x") and not looks_like_url("a/b:/c")
+    assert not looks_like_url("notes:/x")  # not a protocol fsspec knows
     with pytest.raises(UrlNotAcceptedError, match=r"--out 's3://b/c.zarr' does not accept a URL \(why\)"):
         refuse_url("s3://b/c.zarr", "--out", "why")
     refuse_url("runs/x", "--out", "why")  # a local path passes

@@ -66,9 +66,13 @@ def is_url(path: str | os.PathLike[str]) -> bool:
 
 
 def looks_like_url(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a URL, or one that ``pathlib.Path`` mangled (``s3:/bucket/x``)."""
+    """Whether ``path`` is a URL, or one of a known fsspec protocol that ``pathlib.Path`` mangled
+    (``s3:/bucket/x``; a local ``notes:/x`` is no URL)."""
     text = os.fspath(path)
-    return is_url(text) or _MANGLED_URL.match(text) is not None
+    if is_url(text):
+        return True
+    mangled = _MANGLED_URL.match(text)
+    return mangled is not None and text.split(":", 1)[0].lower() in fsspec.available_protocols()
 
 
 def refuse_url(path: str | os.PathLike[str] | None, label: str, reason: str) -> None:
