@@ -162,7 +162,7 @@ class Piece:
         ``(first, stop)`` targets it holds (the last block may reach past ``F``: padding).
     """
 
-    coords: tuple[int, int, int, int]
+    coords: tuple[int, ...]
     samples: tuple[int, int]
     targets: tuple[int, int]
 
@@ -173,7 +173,8 @@ class TargetChunks:
     Parameters
     ----------
     array : zarr.Array, shape=(N, F, R, L)
-        Chunked along the first two axes only (whole positions and rows in every chunk).
+        Chunked along the first two axes only (whole positions and rows in every chunk). Any array of
+        samples chunked that way reads the same way (``reference``, ``[N, 4, L]``, a unit per chunk).
     """
 
     def __init__(self, array: zarr.Array) -> None:
@@ -204,7 +205,7 @@ class TargetChunks:
         for s in range(start // cs, -(-stop // cs)):
             samples = (s * cs, min((s + 1) * cs, self.shape[0]))
             for f in range(self.target_blocks):
-                out.append(Piece((s, f, 0, 0), samples, (f * fb, (f + 1) * fb)))
+                out.append(Piece((s, f) + (0,) * (len(self.shape) - 2), samples, (f * fb, (f + 1) * fb)))
         return out
 
     def chunk_nbytes(self, piece: Piece) -> int:
@@ -429,7 +430,7 @@ class TargetChunks:
 class Encoded(NamedTuple):
     """One inner chunk as stored: its coordinates, bytes (trailer included) and CRC-32C trailer."""
 
-    coords: tuple[int, int, int, int]
+    coords: tuple[int, ...]
     data: bytes
     trailer: int
 
@@ -494,16 +495,16 @@ class TargetWriter:
         prefix = f"{self.array.store_path.path}/" if self.array.store_path.path else ""
         if r.shard is None:
             return [(prefix + r.grid.key(e.coords), e.data) for e in encoded]
-        per = [r.shard[k] // r.chunk[k] for k in range(4)]
+        per = [r.shard[k] // r.chunk[k] for k in range(len(r.chunk))]
         shards: dict[tuple[int, ...], list[Encoded]] = {}
         for e in encoded:
-            shards.setdefault(tuple(e.coords[k] // per[k] for k in range(4)), []).append(e)
+            shards.setdefault(tuple(e.coords[k] // per[k] for k in range(len(r.chunk))), []).append(e)
         out = []
         for outer, members in shards.items():
             index = np.full((*per, 2), 2**64 - 1, dtype="<u8")
             parts, at = [], 0
             for e in members:
-                index[tuple(e.coords[k] % per[k] for k in range(4))] = (at, len(e.data))
+                index[tuple(e.coords[k] % per[k] for k in range(len(r.chunk)))] = (at, len(e.data))
                 parts.append(e.data)
                 at += len(e.data)
             raw_index = index.tobytes()

@@ -136,21 +136,21 @@ REPAIR = (
 
 
 @contextmanager
-def targets_checked(chunk_samples: int, where: Where) -> Iterator[None]:
-    """Turn what a :class:`~pipeline.store.chunkio.TargetChunks` read raises into a :class:`UserError`
-    naming the store, split, unit and sample (``where``) of a chunk that is missing, damaged or does not
-    decode (``chunk_samples``: samples per chunk, to name a chunk's range), or of a sample that does not
-    match its digest."""
+def chunks_checked(chunk_samples: int, where: Where, name: str = "targets") -> Iterator[None]:
+    """Turn what a :class:`~pipeline.store.chunkio.TargetChunks` read of array ``name`` raises into a
+    :class:`UserError` naming the store, split, unit and sample (``where``) of a chunk that is missing,
+    damaged or does not decode (``chunk_samples``: samples per chunk, to name a chunk's range), or of a
+    sample that does not match its digest."""
     try:
         yield
     except ChunkError as exc:
         samples = f" (the chunk of samples {exc.sample}-{exc.sample + chunk_samples - 1})" if chunk_samples > 1 else ""
         raise UserError(
-            f"{where(exc.sample)}: targets{samples} cannot be read ({exc.reason}); the chunk file is damaged: {REPAIR}"
+            f"{where(exc.sample)}: {name}{samples} cannot be read ({exc.reason}); the chunk file is damaged: {REPAIR}"
         ) from None
     except DigestError as exc:
         raise UserError(
-            f"{where(exc.sample)}: targets does not match its checksum (a damaged chunk file, or one swapped with "
+            f"{where(exc.sample)}: {name} does not match its checksum (a damaged chunk file, or one swapped with "
             f"another sample's): {REPAIR}"
         ) from None
 
@@ -170,7 +170,7 @@ def read_targets(
     Raises
     ------
     UserError
-        See :func:`targets_checked`.
+        See :func:`chunks_checked`.
     """
-    with targets_checked(chunks.chunk[0], where):
+    with chunks_checked(chunks.chunk[0], where):
         chunks.read_into(runs, out, expected, "trailers" if format_version >= 4 else "decoded")

@@ -141,7 +141,7 @@ class Store:
         self._complete: dict[str, np.ndarray] = {}
         self._digests: dict[str, np.ndarray | None] = {}
         self._damaged: dict[str, set[int]] = {}
-        self._chunks: dict[str, TargetChunks] = {}
+        self._chunks: dict[tuple[str, str], TargetChunks] = {}
         self.lease: Path | None = None
         """This process's writer lease (:func:`writer_lease`), renewed by every unit written."""
 
@@ -259,11 +259,12 @@ class Store:
         expected = None if digests is None else digests[start:stop, DIGESTED.index(name)]
         return read_checked(self.array(split, name), name, start, stop, expected, self.sample_name(split))
 
-    def target_chunks(self, split: str) -> TargetChunks:
-        """The reader of a split's stored ``targets`` chunks (one per split, for reads in this thread)."""
-        if split not in self._chunks:
-            self._chunks[split] = TargetChunks(self.array(split, "targets"))
-        return self._chunks[split]
+    def target_chunks(self, split: str, name: str = "targets") -> TargetChunks:
+        """The reader of a split's stored chunks of ``targets`` (or of ``reference``, also chunked by
+        samples only); one per split and array, for reads in this thread."""
+        if (split, name) not in self._chunks:
+            self._chunks[(split, name)] = TargetChunks(self.array(split, name))
+        return self._chunks[(split, name)]
 
     def read_targets(self, split: str, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
         """Samples ``start .. stop - 1`` of ``targets`` as stored (``[n, F, rows, L]``, :attr:`rows`),

@@ -34,7 +34,7 @@ from torch.utils.data import Dataset, Sampler
 from pipeline.errors import UserError
 from pipeline.store import Store, open_store
 from pipeline.store.chunkio import TargetChunks, runs_of
-from pipeline.store.digests import DIGESTED, read_checked, read_targets, targets_checked
+from pipeline.store.digests import DIGESTED, chunks_checked, read_targets
 
 
 class StoreDataset(Dataset):
@@ -155,10 +155,7 @@ class StoreDataset(Dataset):
             raise IndexError(f"sample index out of range 0..{self.n - 1}")
         runs = list(runs_of(indices))
         store = self._open()
-        at = 0
-        for a, b in runs:
-            X[at : at + b - a] = self._read_reference(store, a, b)
-            at += b - a
+        self._read_reference(store, runs, indices, X)
         expected = None if self._digests is None else self._digests[np.asarray(indices), 1]
         read_targets(store.target_chunks(self.split), runs, y, expected, self.format_version, self._where)
 
@@ -170,18 +167,19 @@ class StoreDataset(Dataset):
             raise IndexError(f"sample index out of range 0..{self.n - 1}")
         runs = list(runs_of(indices))
         store = self._open()
-        at = 0
-        for a, b in runs:
-            X[at : at + b - a] = self._read_reference(store, a, b)
-            at += b - a
+        self._read_reference(store, runs, indices, X)
         expected = None if self._digests is None else self._digests[np.asarray(indices), 1]
         chunks = store.target_chunks(self.split)
-        with targets_checked(chunks.chunk[0], self._where):
+        with chunks_checked(chunks.chunk[0], self._where):
             return chunks.gather_into(runs, buffer, expected)
 
-    def _read_reference(self, store: Store, a: int, b: int) -> np.ndarray:
-        expected = None if self._digests is None else self._digests[a:b, 0]
-        return read_checked(store.array(self.split, "reference"), "reference", a, b, expected, self._where)
+    def _read_reference(self, store: Store, runs: list[tuple[int, int]], indices: Sequence[int], X: np.ndarray) -> None:
+        """The references of ``runs`` into ``X``, from their chunks (a write unit each), checked against
+        the chunks' CRC-32C and the samples' digests (the CRC-32 of each decoded sample)."""
+        chunks = store.target_chunks(self.split, "reference")
+        expected = None if self._digests is None else self._digests[np.asarray(indices), 0]
+        with chunks_checked(chunks.chunk[0], self._where, "reference"):
+            chunks.read_into(runs, X, expected, "decoded")
 
     def _where(self, sample: int) -> str:
         unit = sample // self.unit_samples
