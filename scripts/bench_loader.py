@@ -12,9 +12,12 @@ one process, ``--repeats`` times, in rotating order (so load from elsewhere fall
 3. **plain zarr read**: ``reference`` and ``targets`` of every sample through zarr, one thread, in
    order, batches of 4, no checks beyond zarr's own chunk CRC-32C;
 4. **loader in this process**: the feed with no worker (one thread, checksums included), all samples.
+5. **checksums**: the checks of pass 4 alone on the same bytes (CRC-32C of every targets and reference
+   chunk, the samples' targets digests from the trailers, the CRC-32 of each decoded reference).
 
 Ratios: (1)/(2) is one worker's decoded GB/s against the raw single-core decode (goal >= 0.8);
-(4)/(3) the end-to-end time of the loader against a plain read (goal <= 1.15). The median over the
+(4)/(3) the end-to-end time of the loader against a plain read (goal <= 1.15); (5)/(4) the share of a
+read the checksums cost (goal <= 0.05). The median over the
 repeats is reported, with the spread, on the wall clock and in CPU seconds (this process and its
 worker processes, read from ``/proc``): on a machine shared with other jobs the CPU time is the steady
 figure (it counts only the work done), the wall clock also the share of the cores each pass got.
@@ -39,11 +42,13 @@ import shutil
 import statistics
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
 import numcodecs
 import numpy as np
 import torch
@@ -53,6 +58,7 @@ from benchlib import machine
 from pipeline.core.spec import spec_from_dict
 from pipeline.models import BelugaMultiplexer, ConvMultiplexer
 from pipeline.store import create_or_open_store, open_store, store_info
+from pipeline.store.chunkio import trailer_digest
 from pipeline.store.layout import compact_targets
 from pipeline.train.data import BlockShuffle, RankBatchSampler, StoreDataset, _single_threaded_decoding
 from pipeline.train.feed import Feed
@@ -166,6 +172,9 @@ class Passes:
         self.n = store.split_meta("train").n_samples
         self.chunks = store.target_chunks("train")
         self.blobs = [np.array(b) for b in self.chunks.encoded(self.chunks.pieces(0, self.n))]  # copies, in memory
+        refs = store.target_chunks("train", "reference")
+        self.ref_blobs = [np.array(b) for b in refs.encoded(refs.pieces(0, self.n))]
+        self.references = np.ascontiguousarray(store.read("train", "reference", 0, self.n))
         self.out = np.empty(self.chunks.chunk_nbytes(self.chunks.pieces(0, 1)[0]), dtype=np.uint8)
         self.ds = StoreDataset(path, "train")
         self.sampler = RankBatchSampler(BlockShuffle(self.n, self.ds.unit_samples, 8, seed=0), BATCH)
@@ -178,11 +187,22 @@ class Passes:
         for blob in self.blobs:  # the trailer left off, not checked
             codec.decode_into(blob[:-4] if codec.crc32c else blob, self.out, self.chunks.scratch)
 
+    def checksums(self) -> None:
+        """The checks a loader pass makes, alone, on the same bytes: the CRC-32C of every targets and
+        reference chunk (the trailer), the format-4 targets digest of each sample (of its chunks'
+        trailers) and the CRC-32 of each decoded reference (its sample digest)."""
+        for blob in self.blobs:
+            google_crc32c.value(blob[:-4])
+            trailer_digest(blob[-4:].view("<u4"))
+        for blob in self.ref_blobs:
+            google_crc32c.value(blob[:-4])
+        for sample in self.references:
+            zlib.crc32(sample.data)
+
     def _feed_pass(self, feed: Feed) -> None:
         self.sampler.set_epoch(self.epoch)
         self.epoch += 1
-        samples = sum(filled.n for filled in feed)
-        assert samples == self.n
+        assert received(feed) == self.n
 
     def loader_worker(self) -> None:
         self._feed_pass(self.worker_feed)
@@ -201,9 +221,19 @@ class Passes:
         self.worker_feed.close()
 
 
+def received(feed: Feed) -> int:
+    """One pass of the feed as the main process receives it (each slot given back at once, as the
+    device copy would): the samples delivered."""
+    n = 0
+    for filled in feed:
+        feed.slots.release(filled.slot)
+        n += filled.n
+    return n
+
+
 def back_to_back(passes: Passes, repeats: int) -> dict[str, list[tuple[float, float]]]:
     """Each pass ``repeats`` times, the order rotating every round, after one warm-up round."""
-    names = ["raw_decode", "loader_worker", "zarr_plain", "loader_inline"]
+    names = ["raw_decode", "loader_worker", "zarr_plain", "loader_inline", "checksums"]
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     with one_decode_thread():
         for name in names:  # warm-up: page cache, worker start, imports
@@ -229,9 +259,9 @@ def by_workers(path: str, workers: list[int]) -> list[dict]:
     for w in workers:
         with Feed(ds, sampler, torch.device("cpu"), workers=w) as feed, one_decode_thread():
             sampler.set_epoch(0)
-            sum(f.n for f in feed)
+            received(feed)
             sampler.set_epoch(1)
-            wall, _ = timed(lambda feed=feed: sum(f.n for f in feed))
+            wall, _ = timed(lambda feed=feed: received(feed))
         rows.append({
             "workers": w,
             "samples_per_s": round(len(ds) / wall, 2),
@@ -405,6 +435,7 @@ def main() -> None:
             "one_worker_share_of_raw_decode": median_ratio(times["raw_decode"], times["loader_worker"], k),
             "loader_time_over_plain_zarr_read": median_ratio(times["loader_inline"], times["zarr_plain"], k),
             "one_worker_time_over_plain_zarr_read": median_ratio(times["loader_worker"], times["zarr_plain"], k),
+            "checksum_share_of_loader_read": median_ratio(times["checksums"], times["loader_inline"], k),
         }
         for clock, k in (("wall", 0), ("cpu", 1))
     }
@@ -418,7 +449,8 @@ def main() -> None:
             f"{clock}: one worker / raw decode: {r['one_worker_share_of_raw_decode']['median']:.3f} of the speed "
             f"(range {r['one_worker_share_of_raw_decode']['min']}-{r['one_worker_share_of_raw_decode']['max']}; goal "
             f">= 0.8); loader / plain zarr read: {r['loader_time_over_plain_zarr_read']['median']:.3f} of the time in "
-            f"this process, {r['one_worker_time_over_plain_zarr_read']['median']:.3f} with one worker (goal <= 1.15)"
+            f"this process, {r['one_worker_time_over_plain_zarr_read']['median']:.3f} with one worker (goal <= 1.15); "
+            f"checksums: {r['checksum_share_of_loader_read']['median']:.3f} of a read (goal <= 0.05)"
         )
     workers = sorted({0, 1, 2, *[w for w in (4, 8) if w <= args.max_workers]})
     rates = by_workers(str(path), workers)

@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import assert_one_line_error, invoke
+import zarr
+from helpers import as_format3, assert_one_line_error, invoke
 
 from pipeline.core.spec import load_spec
 from pipeline.distill import distill
 from pipeline.errors import UserError
+from pipeline.store.layout import expand_targets
 from pipeline.train.data import BlockShuffle, RankBatchSampler, StoreDataset
 from pipeline.train.feed import CpuChunkDecoder, Feed, Slots, on_device
 
@@ -152,11 +154,79 @@ def test_decode_gpu_without_a_gpu_or_on_a_store_it_cannot_decode_is_one_line(tin
     assert not (Path(tmp_path) / "a" / "last.pt").exists()
 
 
-def test_a_damaged_chunk_read_by_a_worker_stops_training_in_one_line(store_copy, tmp_path):
-    target = Path(store_copy) / "train" / "targets" / "c" / "5" / "0" / "0" / "0"
+@pytest.mark.parametrize(
+    ("array", "chunk", "named"),
+    [("targets", "c/5/0/0/0", "unit 1 sample 5: targets cannot be read"),
+     ("reference", "c/1/0/0", "unit 1 sample 4: reference (the chunk of samples 4-7) cannot be read")],
+)  # fmt: skip
+def test_a_flipped_byte_in_a_chunk_read_by_a_worker_is_one_line_naming_the_chunk(store_copy, tmp_path, array, chunk,
+                                                                                  named):  # fmt: skip
+    target = Path(store_copy) / "train" / array / chunk
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0x5A
     target.write_bytes(bytes(data))
     result = invoke("train", store_copy, "--run-dir", tmp_path / "run", "--device", "cpu", "--steps", "6",
                     "--batch-size", "10", "--valid-every", "100", "--num-workers", "2")  # fmt: skip
-    assert "unit 1" in assert_one_line_error(result, "split 'train'", "targets", "damaged")
+    line = assert_one_line_error(result, "split 'train'", named, "CRC-32C", "damaged")
+    assert f"the chunk file train/{array}/{chunk} is damaged" in line
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_the_feed_with_prefetch_equals_the_feed_without(tiny_store):
+    """Workers loading ahead (any prefetch factor) and the next batch moved early (``ahead``) change
+    when a batch is read, never what it holds: the same batches as one process reading each batch when
+    it is asked for, also for an epoch entered in its middle (a resumed run)."""
+    ds = StoreDataset(tiny_store, "train")
+    sampler = sampler_for(ds, micro=3)
+    plain: dict[tuple[int, int], list] = {}
+    with Feed(ds, sampler, CPU, workers=0) as feed:
+        for epoch, start in ((0, 0), (1, 0), (1, 2)):
+            sampler.set_epoch(epoch, start)
+            plain[(epoch, start)] = [feed.stage.start(filled).result() for filled in feed]  # nothing ahead
+    assert len(plain[(1, 2)]) == len(plain[(1, 0)]) - 2
+    for workers, prefetch in ((1, 1), (2, 2), (2, 4)):
+        with Feed(ds, sampler, CPU, workers=workers, prefetch_factor=prefetch) as feed:
+            for (epoch, start), expected in plain.items():
+                sampler.set_epoch(epoch, start)
+                assert_same_batches([batch for _, batch in feed.ahead(enumerate(feed))], expected)
+
+
+def test_format_4_batches_are_format_3_batches_without_the_reference_rows(tiny_store, store_copy):
+    """The same windows stored both ways: format 4's ``[n, F, 3, L]`` targets expanded are format 3's
+    ``[n, F, 4, L]`` bit for bit, whose reference-base rows and ``N`` columns are exactly +0; a quarter
+    fewer bytes per sample; and the feed gives the same device batches from either."""
+    as_format3(store_copy)
+    new, old = StoreDataset(tiny_store, "train"), StoreDataset(store_copy, "train")
+    assert (new.rows, old.rows) == (3, 4) and new.sample_bytes * 4 == old.sample_bytes * 3
+    everything = list(range(len(new)))
+    X4, y4 = new.__getitems__(everything)
+    X3, y3 = old.__getitems__(everything)
+    assert torch.equal(X4, X3) and y4.shape[2] == 3 and y3.shape[2] == 4
+    assert torch.equal(expand_targets(y4, X4).view(torch.int16), y3.view(torch.int16))
+    nothing_stored = X3.bool() | ~X3.bool().any(dim=1, keepdim=True)  # reference bases and N columns
+    assert nothing_stored.sum() >= X3.shape[0] * X3.shape[2]
+    assert (y3.view(torch.int16)[nothing_stored[:, None].expand_as(y3)] == 0).all()  # +0, not -0
+    assert y3.abs().sum() > 0
+    sampler = sampler_for(new, micro=4)
+    with Feed(new, sampler, CPU, workers=2) as a, Feed(old, sampler, CPU, workers=2) as b:
+        for epoch in (0, 1):
+            assert_same_batches(one_epoch(a, sampler, epoch), one_epoch(b, sampler, epoch))
+
+
+def test_references_the_chunk_reader_does_not_take_are_read_through_zarr(tiny_store, store_copy):
+    """A store whose references are chunked across positions (no writer of this package makes one) is
+    read through zarr, with the same sample digests."""
+    group = zarr.open_group(str(Path(store_copy) / "train"), mode="r+")
+    values = np.asarray(group["reference"][:])
+    old = group["reference"]
+    codecs, dims = old.compressors, old.metadata.dimension_names
+    del group["reference"]
+    group.create_array("reference", shape=values.shape, chunks=(4, 4, 16), dtype="uint8", fill_value=0,
+                       compressors=codecs, dimension_names=dims)[:] = values  # fmt: skip
+    ds, reference = StoreDataset(store_copy, "train"), StoreDataset(tiny_store, "train")
+    picked = [0, 3, 4, 9]
+    for got, want in zip(ds.__getitems__(picked), reference.__getitems__(picked)):
+        assert torch.equal(got, want)
+    group["reference"][5, 0, 0] = 1 - values[5, 0, 0]  # a changed value: its sample digest no longer matches
+    with pytest.raises(UserError, match=r"unit 1 sample 5: reference does not match its checksum"):
+        StoreDataset(store_copy, "train").__getitems__([5])

@@ -166,7 +166,7 @@ def test_a_new_store_is_format_4_and_reads_the_effects_distill_computed(tiny_sto
     from pipeline.models import build_base_from_identity
 
     store = open_store(tiny_store)
-    assert store.meta.format_version == FORMAT_VERSION == 4 and store.rows == 3
+    assert store.meta.format_version == FORMAT_VERSION == 4 and store.rows == 3 and store.meta.sealed
     targets = store.array("valid", "targets")
     assert targets.shape == (6, 4, 3, tiny_spec.seq_len)
     assert targets.metadata.dimension_names == ("sample", "target", "alt", "position")

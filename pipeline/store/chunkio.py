@@ -49,11 +49,12 @@ GPU_DECODABLE = ("zstd", "shuffle+zstd")
 
 class ChunkError(Exception):
     """A chunk (or shard) that cannot be read or decoded, or whose checksum does not match: ``chunk``
-    its coordinates, ``sample`` the first sample it holds, ``reason`` what is wrong."""
+    its coordinates, ``sample`` the first sample it holds, ``reason`` what is wrong, ``file`` the key of
+    the stored object (chunk or shard file) that holds it, from the store's root (``None``: not known)."""
 
-    def __init__(self, chunk: tuple[int, ...], reason: str, sample: int = 0) -> None:
+    def __init__(self, chunk: tuple[int, ...], reason: str, sample: int = 0, file: str | None = None) -> None:
         super().__init__(reason)
-        self.chunk, self.reason, self.sample = chunk, reason, sample
+        self.chunk, self.reason, self.sample, self.file = chunk, reason, sample, file
 
 
 class DigestError(Exception):
@@ -231,7 +232,8 @@ class TargetChunks:
             raw = _store_read(self.array, self.grid, coords, self.shard_index, tail=4)
         for piece, r in zip(pieces, raw):
             if r.size < 4:
-                raise ChunkError(piece.coords, f"the chunk is {r.size} bytes long (truncated)", piece.samples[0])
+                raise ChunkError(piece.coords, f"the chunk is {r.size} bytes long (truncated)", piece.samples[0],
+                                 self.file_of(piece.coords))  # fmt: skip
         return np.array([int(r[-4:].view("<u4")[0]) for r in raw], dtype=np.uint32)
 
     def shard_index(self, shard: tuple[int, ...], data: Callable[[int, int], np.ndarray]) -> np.ndarray:
@@ -244,10 +246,11 @@ class TargetChunks:
         size = 16 * n + (4 if crc else 0)
         raw = data(-size if self.sharding.index_location.value == "end" else 0, size)
         first = shard[0] * self.shard[0]
+        file = self.grid.file(self.array, shard)
         if raw.size != size:
-            raise ChunkError(shard, "its shard index is truncated", first)
+            raise ChunkError(shard, "its shard index is truncated", first, file)
         if crc and google_crc32c.value(raw[:-4]) != int(raw[-4:].view("<u4")[0]):
-            raise ChunkError(shard, "its shard index does not match its CRC-32C", first)
+            raise ChunkError(shard, "its shard index does not match its CRC-32C", first, file)
         index = raw[: 16 * n].view("<u8").reshape(*per, 2)
         return index
 
@@ -352,7 +355,11 @@ class TargetChunks:
             pieces = self.pieces(start, stop)
             trailers: dict[int, list[int]] = {}
             for piece, blob in zip(pieces, self.encoded(pieces)):
-                sink(piece, self.codec.payload(blob, piece.coords, piece.samples[0]), run, at)
+                try:
+                    sink(piece, self.codec.payload(blob, piece.coords, piece.samples[0]), run, at)
+                except ChunkError as exc:
+                    exc.file = exc.file or self.file_of(piece.coords)
+                    raise
                 if self.codec.crc32c:
                     trailers.setdefault(piece.coords[0], []).append(int(blob[-4:].view("<u4")[0]))
             if expected is not None:
@@ -405,6 +412,12 @@ class TargetChunks:
             raise ChunkError(
                 piece.coords, f"it does not decode ({type(exc).__name__}: {detail})", piece.samples[0]
             ) from None
+
+    def file_of(self, coords: tuple[int, ...]) -> str:
+        """The key, from the store's root, of the file holding inner chunk ``coords`` (its shard's,
+        when sharded): what a message about a damaged chunk names."""
+        outer = tuple(c // p for c, p in zip(coords, self.grid.per_shard()))
+        return self.grid.file(self.array, outer)
 
     def scratch(self, name: str, nbytes: int) -> np.ndarray:
         """A reusable uint8 buffer of ``nbytes`` bytes (one per name, grown when needed)."""
@@ -594,6 +607,10 @@ class Grid:
         """The store key of chunk (or shard) ``coords``, relative to the array."""
         return str(self.metadata.encode_chunk_key(coords))
 
+    def file(self, array: zarr.Array, coords: tuple[int, ...]) -> str:
+        """The store key of chunk (or shard) ``coords`` of ``array``, from the store's root."""
+        return f"{array.store_path.path}/{self.key(coords)}" if array.store_path.path else self.key(coords)
+
 
 class _LocalFiles:
     """Chunk bytes of an array on a local store: each file memory-mapped (read-only, no copy), a
@@ -602,6 +619,7 @@ class _LocalFiles:
     def __init__(self, array: zarr.Array, grid: Grid) -> None:
         store: Any = array.store_path.store
         self.root = Path(store.root) / array.store_path.path
+        self.array = array
         self.grid = grid
         self.sharded = grid.sharding is not None
         self.shape = grid.outer
@@ -612,16 +630,17 @@ class _LocalFiles:
         """The whole stored file of chunk (or shard) ``coords``, memory-mapped."""
         path = self.root / self.grid.key(coords)
         sample = coords[0] * self.shape[0]
+        file = self.grid.file(self.array, coords)
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
-            raise ChunkError(coords, f"its file {self.grid.key(coords)} is missing", sample) from None
+            raise ChunkError(coords, "its file is missing", sample, file) from None
         except OSError as exc:
-            raise ChunkError(coords, f"its file cannot be read ({exc.strerror or exc})", sample) from None
+            raise ChunkError(coords, f"its file cannot be read ({exc.strerror or exc})", sample, file) from None
         try:
             size = os.fstat(fd).st_size
             if size == 0:
-                raise ChunkError(coords, "its file is empty", sample)
+                raise ChunkError(coords, "its file is empty", sample, file)
             return np.frombuffer(mmap.mmap(fd, size, access=mmap.ACCESS_READ), dtype=np.uint8)
         finally:
             os.close(fd)
@@ -645,10 +664,11 @@ class _LocalFiles:
                 self._shard = (outer, data, index)
             _, data, index = self._shard
             offset, nbytes = (int(v) for v in index[tuple(c[k] % per[k] for k in range(len(c)))])
+            file = self.grid.file(self.array, outer)
             if offset == 2**64 - 1:
-                raise ChunkError(c, "it is missing from its shard", c[0] * self.inner[0])
+                raise ChunkError(c, "it is missing from its shard", c[0] * self.inner[0], file)
             if offset + nbytes > data.size:
-                raise ChunkError(c, "its shard is truncated", c[0] * self.inner[0])
+                raise ChunkError(c, "its shard is truncated", c[0] * self.inner[0], file)
             chunk = data[offset : offset + nbytes]
             result.append(chunk[-tail:] if tail else chunk)
         return result
@@ -687,7 +707,7 @@ def _store_read(
         blobs = sync(plain())
         for c, b in zip(coords, blobs):
             if b is None:
-                raise ChunkError(c, f"its chunk {key(c)!r} is missing", c[0] * grid.inner[0])
+                raise ChunkError(c, "its chunk is missing", c[0] * grid.inner[0], key(c))
         return [b for b in blobs if b is not None]
     shard, inner, per = grid.outer, grid.inner, grid.per_shard()
     out = []
@@ -699,13 +719,13 @@ def _store_read(
             rng = SuffixByteRequest(-at) if at < 0 else RangeByteRequest(at, at + n)
             got = sync(get(k_outer, rng))
             if got is None:
-                raise ChunkError(outer, f"its shard {k_outer!r} is missing", outer[0] * shard[0])
+                raise ChunkError(outer, "its shard is missing", outer[0] * shard[0], k_outer)
             return got[:n]
 
         index = shard_index(outer, data)
         offset, nbytes = (int(v) for v in index[tuple(c[k] % per[k] for k in range(len(c)))])
         if offset == 2**64 - 1:
-            raise ChunkError(c, "it is missing from its shard", c[0] * inner[0])
+            raise ChunkError(c, "it is missing from its shard", c[0] * inner[0], k_outer)
         start = offset + nbytes - tail if tail else offset
         out.append(data(start, offset + nbytes - start))
     return out

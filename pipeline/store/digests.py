@@ -145,8 +145,10 @@ def chunks_checked(chunk_samples: int, where: Where, name: str = "targets") -> I
         yield
     except ChunkError as exc:
         samples = f" (the chunk of samples {exc.sample}-{exc.sample + chunk_samples - 1})" if chunk_samples > 1 else ""
+        file = f" {exc.file}" if exc.file else ""
         raise UserError(
-            f"{where(exc.sample)}: {name}{samples} cannot be read ({exc.reason}); the chunk file is damaged: {REPAIR}"
+            f"{where(exc.sample)}: {name}{samples} cannot be read ({exc.reason}); the chunk file{file} is damaged: "
+            f"{REPAIR}"
         ) from None
     except DigestError as exc:
         raise UserError(

@@ -423,6 +423,8 @@ class Feed:
 
     Iterating it runs one pass of ``batches`` (an epoch: set its epoch first) and yields
     :class:`Filled` slots; :meth:`ahead` turns a stream of them into device batches, one in flight.
+    Every slot received must go back to the ring: through :meth:`DeviceStage.start` (which
+    :meth:`ahead` calls), or ``slots.release(filled.slot)`` by a consumer that only counts batches.
 
     Parameters
     ----------
