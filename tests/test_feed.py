@@ -11,6 +11,7 @@ import torch
 import zarr
 from helpers import as_format3, assert_one_line_error, invoke
 
+from pipeline.core.commands import DistillOptions
 from pipeline.core.spec import load_spec
 from pipeline.distill import distill
 from pipeline.errors import UserError
@@ -105,8 +106,8 @@ def gpu_store(tmp_path_factory, write_spec) -> str:
     """The tiny spec distilled with ``storage.codec: zstd-gpu``."""
     folder = tmp_path_factory.mktemp("gpu")
     path = folder / "gpu.zarr"
-    distill(load_spec(write_spec(folder, storage={"codec": "zstd-gpu"})), store_path=str(path), device="cpu",
-            progress=False)  # fmt: skip
+    spec = load_spec(write_spec(folder, storage={"codec": "zstd-gpu"}))
+    distill(spec, DistillOptions(store_path=str(path), device="cpu"), progress=False)
     return str(path)
 
 

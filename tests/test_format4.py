@@ -20,6 +20,7 @@ import zarr
 import zarr.codecs as zc
 from helpers import as_format3, assert_one_line_error, invoke, ok
 
+from pipeline.core.commands import DistillOptions
 from pipeline.core.spec import load_spec
 from pipeline.distill import distill
 from pipeline.errors import UserError
@@ -183,7 +184,7 @@ def test_a_new_store_is_format_4_and_reads_the_effects_distill_computed(tiny_sto
 def test_a_store_for_gpu_decode_reads_identically_through_the_cpu_path(tmp_path, write_spec, tiny_store):
     spec = load_spec(write_spec(tmp_path, storage={"codec": "zstd-gpu", "unit_samples": 4}))
     path = tmp_path / "gpu.zarr"
-    distill(spec, store_path=str(path), device="cpu", progress=False)
+    distill(spec, DistillOptions(store_path=str(path), device="cpu"), progress=False)
     store, reference = open_store(path), open_store(tiny_store)
     targets = store.array("train", "targets")
     assert targets.shards is not None and [type(c).__name__ for c in targets.compressors] == [
@@ -202,7 +203,7 @@ def test_a_store_for_gpu_decode_reads_identically_through_the_cpu_path(tmp_path,
 def test_a_flipped_byte_in_a_gpu_store_shard_is_caught(tmp_path, write_spec):
     spec = load_spec(write_spec(tmp_path, storage={"codec": "zstd-gpu", "unit_samples": 4}))
     path = tmp_path / "gpu.zarr"
-    distill(spec, store_path=str(path), device="cpu", progress=False)
+    distill(spec, DistillOptions(store_path=str(path), device="cpu"), progress=False)
     shard = path / "train" / "targets" / "c" / "1" / "0" / "0" / "0"
     data = bytearray(shard.read_bytes())
     data[len(data) // 3] ^= 0x21
