@@ -49,9 +49,10 @@ bench-distill: $(VENV)/.installed  ## Distill samples/s and bytes/s (demo and Be
 	@mkdir -p bench
 	$(BIN)/python scripts/bench_distill.py --json bench/distill.json
 
-bench-loader: $(VENV)/.installed  ## Loader samples/s and GB/s by workers, codec decode speed, training step times -> bench/loader.json
+bench-loader: $(VENV)/.installed  ## Loader against raw decode and a plain zarr read, checksum share, samples/s by workers, layouts and codecs, step times -> bench/loader.json, bench/loader_ism.json
 	@mkdir -p bench
-	$(BIN)/python scripts/bench_loader.py --json bench/loader.json
+	$(BIN)/python scripts/bench_loader.py --workdir $(WORK)/bench-loader --json bench/loader.json
+	$(BIN)/python scripts/bench_loader.py --workdir $(WORK)/bench-loader --targets ism --no-beluga-step --json bench/loader_ism.json
 
 bench-demo: $(VENV)/.installed  ## The demo end to end; its headline JSON -> bench/demo.json
 	@mkdir -p bench
@@ -98,6 +99,9 @@ gpu-wheels: $(VENV)/.installed  ## Download the package's dependencies as wheels
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
 		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
 		$$($(BIN)/python -c "from importlib.metadata import version as v; print(' '.join(f'{n}=={v(n)}' for n in ('zarr', 'numcodecs', 'donfig', 'google-crc32c', 'pyfaidx', 'biopython', 'pysam')))")
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+		"nvidia-nvcomp-cu12>=4"  # the gpu extra: train --decode gpu
 	@du -sh .whl
 
 docs-cli: $(VENV)/.installed  ## Regenerate docs/cli.md from the click commands

@@ -65,6 +65,13 @@ ensure_env() {
     $PY -c "import torch, zarr, pipeline" || return 1
 }
 
+# nvCOMP (the `gpu` extra) for `train --decode gpu`, from the wheelhouse; without it that step says so
+ensure_nvcomp() {
+    $PY -c "from nvidia import nvcomp" 2>/dev/null && return 0
+    [[ -d "$WHEELHOUSE" ]] && $PY -m pip install -q --no-index --find-links "$WHEELHOUSE" nvidia-nvcomp-cu12 2>/dev/null
+    $PY -c "from nvidia import nvcomp" 2>/dev/null || echo "== nvCOMP not installed (make gpu-wheels carries it): no GPU-decode rows"
+}
+
 # ---- one timed step ----------------------------------------------------------------------------
 # step NAME BUDGET MIN command...: runs the command with a timeout of min(BUDGET, time left), unless
 # less than MIN seconds are left; prints its elapsed time.
@@ -92,6 +99,7 @@ step() {
 }
 
 ensure_env || exit 1
+[[ "$DEVICE" != cpu ]] && ensure_nvcomp
 $PY - <<EOF
 import torch
 dev = "$DEVICE"
@@ -126,15 +134,20 @@ step train-steps 35 15 $PY scripts/bench_train_gpu.py --device "$DEVICE" --parts
 # ---- a local Beluga-shaped store, then `train` end to end by loader worker count -----------------
 step store 60 20 $PY scripts/bench_train_gpu.py --device "$DEVICE" --parts store $(tiny --tiny) \
     --store-samples "$([[ $TINY == 1 ]] && echo 16 || echo 48)" --workdir "$WORK/train" --json "$BENCH_OUT/train_cuda.json"
-TRAIN_BUDGET=$(($(left) - 25 * BUDGET_SCALE))
+TRAIN_BUDGET=$(($(left) - 85 * BUDGET_SCALE))  # leaves the GPU-decode step its time
 step train 150 30 $PY scripts/bench_train_gpu.py --device "$DEVICE" --parts train $(tiny --tiny) \
     --workers "$([[ $TINY == 1 ]] && echo 0,1,2 || echo 1,2,4,8,12)" --train-steps "$([[ $TINY == 1 ]] && echo 6 || echo 24)" \
     --train-budget "$((TRAIN_BUDGET < 120 * BUDGET_SCALE ? TRAIN_BUDGET : 120 * BUDGET_SCALE))" --workdir "$WORK/train" --json "$BENCH_OUT/train_cuda.json"
 
 # ---- `train` with GPU decode (issue 23, item 3) --------------------------------------------------
-# The loader's GPU-decode path goes here: the same store and steps as the step above, one row per
-# setting with its own feed name (rows of train_cuda.json's "train" part: "feed", "workers",
-# "samples_per_s", "share_of_gpu_only"), so the report shows it beside the CPU workers.
+# The same shape, steps and model on a copy of the store written with storage codec zstd-gpu, with
+# `decode: gpu` (the workers read and check the compressed chunks, nvCOMP decodes on the device): rows
+# with feed "gpu-decode" beside the cpu-workers rows. Without nvCOMP (the `gpu` extra) or a CUDA device
+# the script says so and measures nothing.
+step train-gpu-decode 75 25 $PY scripts/bench_train_gpu.py --device "$DEVICE" --parts train-gpu-decode $(tiny --tiny) \
+    --store-samples "$([[ $TINY == 1 ]] && echo 16 || echo 48)" --gpu-decode-workers "$([[ $TINY == 1 ]] && echo 0,1 || echo 1,2,4)" \
+    --train-steps "$([[ $TINY == 1 ]] && echo 6 || echo 24)" --train-budget "$((45 * BUDGET_SCALE))" \
+    --workdir "$WORK/train" --json "$BENCH_OUT/train_cuda.json"
 
 # ---- the report's GPU section ------------------------------------------------------------------
 $PY scripts/bench_report.py --gpu-only --bench "$BENCH_OUT"

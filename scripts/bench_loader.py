@@ -1,44 +1,109 @@
-"""Benchmark: can the loader keep a GPU fed?
+"""Benchmark: can the loader keep a GPU fed, and is its cost the decode itself?
 
-1. Writes a Beluga-sized store (L = 2000, F = 2002, random float16 targets, the default codec).
-2. Raw decode speed of that codec on one core (numcodecs, one thread), for reference.
-3. Samples/s and decoded GB/s delivered by the training loader alone (StoreDataset + block-shuffled
-   RankBatchSampler + DataLoader) for 0, 1, 2, ... workers.
-4. Training step time of the demo multiplexer and of the full BelugaMultiplexer (CPU here; CUDA when
-   present), and from it the number of loader workers one device needs to stay fed.
+On a Beluga-shaped store (L = 2000, F = 2002, float16, the default codec blosc-zstd bitshuffle level
+3, one sample per chunk, format 4: the three alternatives of each position), measured back to back in
+one process, ``--repeats`` times, in rotating order (so load from elsewhere falls on all alike):
+
+1. **raw decode**: every targets chunk of the train split, read into memory beforehand, decoded with
+   numcodecs on one core into one buffer (no checks): the codec's own speed on these chunks;
+2. **loader, one worker**: the training feed (:class:`pipeline.train.feed.Feed`: block-shuffled batches
+   of 4, one DataLoader worker decoding into the shared batch slots, checksums checked) over the whole
+   split, as the main process receives it (before the device copy);
+3. **plain zarr read**: ``reference`` and ``targets`` of every sample through zarr, one thread, in
+   order, batches of 4, no checks beyond zarr's own chunk CRC-32C;
+4. **loader in this process**: the feed with no worker (one thread, checksums included), all samples.
+5. **checksums**: the checks of pass 4 alone on the same bytes (CRC-32C of every targets and reference
+   chunk, the samples' targets digests from the trailers, the CRC-32 of each decoded reference).
+
+Ratios: (1)/(2) is one worker's decoded GB/s against the raw single-core decode (goal >= 0.8);
+(4)/(3) the end-to-end time of the loader against a plain read (goal <= 1.15); (5)/(4) the share of a
+read the checksums cost (goal <= 0.05). The median over the
+repeats is reported, with the spread, on the wall clock and in CPU seconds (this process and its
+worker processes, read from ``/proc``): on a machine shared with other jobs the CPU time is the steady
+figure (it counts only the work done), the wall clock also the share of the cores each pass got.
+Also: samples/s by worker count, decoded and stored bytes per
+sample against format 3's ``F · 4 · L · 2`` (goal <= 0.75), the layout/codec candidates (stored bytes
+and one-core decode speed of ``[F, 4, L]`` and ``[F, 3, L]`` windows under each codec, on random
+windows and, with ``--ism-windows``, on windows of real fast ISM of a random-weight Beluga), and the
+training step times from which the number of workers one device needs follows.
 
     python scripts/bench_loader.py --json bench/loader.json
-    python scripts/bench_loader.py --quick         # smaller store, no BelugaMultiplexer step
+    python scripts/bench_loader.py --quick         # fewer samples and repeats, no ISM windows, no Beluga step
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
-import platform
 import shutil
+import statistics
 import tempfile
 import time
+import zlib
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
+import google_crc32c
+import numcodecs
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+import zarr
+from benchlib import machine
 
 from pipeline.core.spec import spec_from_dict
 from pipeline.models import BelugaMultiplexer, ConvMultiplexer
 from pipeline.store import create_or_open_store, open_store, store_info
-from pipeline.train.data import BlockShuffle, RankBatchSampler, StoreDataset, collate_batch
+from pipeline.store.chunkio import trailer_digest
+from pipeline.store.layout import compact_targets
+from pipeline.train.data import BlockShuffle, RankBatchSampler, StoreDataset, _single_threaded_decoding
+from pipeline.train.feed import Feed
 
 L, F = 2000, 2002
+BATCH = 4
+N_FRACTION = 0.01
+"""Share of positions that are ``N`` (all-zero reference columns)."""
 
 
-def make_store(path: Path, n: int, unit: int, seq_len: int = L, n_targets: int = F) -> str:
-    """A store of ``n`` train samples (and one unit of valid) with random one-hot windows and random
-    float16 targets (0 at reference bases), Beluga-shaped by default, in the default layout and codec."""
+def unit_data(rng: np.random.Generator, k: int, n_targets: int, seq_len: int, ism: dict | None = None) -> dict:
+    """One unit's arrays: one-hot references with ``N`` columns; targets random (normal, sd 0.3) or the
+    given ISM windows (in turn), 0 at reference bases and ``N`` columns."""
+    if ism is not None:
+        pick = rng.integers(0, len(ism["X"]), k)
+        X, y = ism["X"][pick], ism["y"][pick]
+    else:
+        X = np.zeros((k, 4, seq_len), dtype=np.uint8)
+        X[np.arange(k)[:, None], rng.integers(0, 4, (k, seq_len)), np.arange(seq_len)[None, :]] = 1
+        X[np.broadcast_to(rng.random((k, 1, seq_len)) < N_FRACTION, X.shape)] = 0
+        y = (rng.standard_normal((k, n_targets, 4, seq_len), dtype=np.float32) * 0.3).astype(np.float16)
+        keep = (X.sum(axis=1, keepdims=True) > 0) & (X == 0)
+        y[~np.broadcast_to(keep[:, None], y.shape)] = 0
+    return {
+        "reference": X,
+        "ref_pred": np.full((k, n_targets), 0.5, np.float32),
+        "targets": y,
+        "chrom": ["chr1"] * k,
+        "center": np.full(k, 1000),
+    }
+
+
+def make_store(
+    path: Path,
+    n: int,
+    unit: int,
+    *,
+    seq_len: int = L,
+    n_targets: int = F,
+    storage: dict | None = None,
+    ism: dict | None = None,
+) -> str:
+    """A store of ``n`` train samples (and one unit of valid samples) of random targets, or of the
+    ``ism`` windows; ``storage``: spec storage settings beyond ``unit_samples``. Beluga-shaped by default;
+    another shape gives the base model that shape (its ``kwargs``)."""
     kwargs = {} if (seq_len, n_targets) == (L, F) else {"kwargs": {"seq_len": seq_len, "n_targets": n_targets}}
     spec = spec_from_dict(
         {
@@ -47,7 +112,7 @@ def make_store(path: Path, n: int, unit: int, seq_len: int = L, n_targets: int =
             "seq_len": seq_len,
             "base": {"model": "beluga", "weights": "random", **kwargs},
             "splits": {"train": {"chroms": ["chr1"], "samples": n}, "valid": {"chroms": ["chr2"], "samples": unit}},
-            "storage": {"unit_samples": unit},
+            "storage": {"unit_samples": unit, **(storage or {})},
         },
         base_dir=path.parent,
     )
@@ -61,69 +126,240 @@ def make_store(path: Path, n: int, unit: int, seq_len: int = L, n_targets: int =
     rng = np.random.default_rng(0)
     for split in ("train", "valid"):
         for u, a, b in store.iter_units(split):
-            k = b - a
-            X = np.zeros((k, 4, seq_len), dtype=np.uint8)
-            X[np.arange(k)[:, None], rng.integers(0, 4, (k, seq_len)), np.arange(seq_len)[None, :]] = 1
-            y = (rng.standard_normal((k, n_targets, 4, seq_len), dtype=np.float32) * 0.3).astype(np.float16)
-            y[np.broadcast_to(X[:, None].astype(bool), y.shape)] = 0
-            store.write_unit(
-                split,
-                u,
-                reference=X,
-                ref_pred=np.full((k, n_targets), 0.5, np.float32),
-                targets=y,
-                chrom=["chr1"] * k,
-                center=np.full(k, 1000),
-            )
+            store.write_unit(split, u, **unit_data(rng, b - a, n_targets, seq_len, ism))
     return str(path)
 
 
-def raw_decode(path: str) -> dict:
-    """Decode every targets chunk file of the train split with one Blosc thread: GB/s of float16 output."""
-    import numcodecs
-
-    numcodecs.blosc.set_nthreads(1)
-    arr = open_store(path).array("train", "targets")
-    codec = arr.compressors[0]
-    files = [
-        Path(path) / "train" / "targets" / arr.metadata.encode_chunk_key((i, 0, 0, 0)) for i in range(arr.shape[0])
-    ]
-    blobs = [f.read_bytes() for f in files]
-    blosc = numcodecs.Blosc()  # cname and shuffle are read from each frame's header
-    start = time.perf_counter()
-    out = sum(len(blosc.decode(blob)) for blob in blobs)
-    seconds = time.perf_counter() - start
-    return {
-        "codec": f"blosc-{codec.cname.value} {codec.shuffle.value} level {codec.clevel}",
-        "decoded_GB_per_s_one_core": round(out / seconds / 1e9, 3),
-        "compressed_MB_per_sample": round(sum(map(len, blobs)) / len(blobs) / 1e6, 2),
-    }
+@contextlib.contextmanager
+def one_decode_thread() -> Iterator[None]:
+    """What a DataLoader worker does (``_single_threaded_decoding``), undone afterwards."""
+    threads = zarr.config.get("threading.max_workers")
+    previous = numcodecs.blosc.get_nthreads()
+    _single_threaded_decoding()
+    try:
+        yield
+    finally:
+        zarr.config.set({"threading.max_workers": threads})
+        numcodecs.blosc.set_nthreads(previous)
 
 
-def loader_rate(path: str, workers: int, batch: int, epochs: int) -> dict:
+def children_cpu() -> float:
+    """CPU seconds used so far by this process's live child processes (the DataLoader workers), from
+    ``/proc`` (0 where there is none)."""
+    total, tick = 0, os.sysconf("SC_CLK_TCK")
+    for children in Path("/proc/self/task").glob("*/children"):
+        for pid in children.read_text().split():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, float]:
+    """``(wall, cpu)`` seconds of ``fn()`` (CPU: this process, all its threads, and its worker processes
+    while ``fn`` ran): the CPU time is what load from other jobs on the machine barely changes."""
+    wall, cpu, kids = time.perf_counter(), time.process_time(), children_cpu()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu + children_cpu() - kids
+
+
+class Passes:
+    """The four timed passes over a store's train split (see the module docstring)."""
+
+    def __init__(self, path: str, workers_pass: int = 1) -> None:
+        self.path = path
+        store = open_store(path)
+        self.n = store.split_meta("train").n_samples
+        self.chunks = store.target_chunks("train")
+        self.blobs = [np.array(b) for b in self.chunks.encoded(self.chunks.pieces(0, self.n))]  # copies, in memory
+        refs = store.target_chunks("train", "reference")
+        self.ref_blobs = [np.array(b) for b in refs.encoded(refs.pieces(0, self.n))]
+        self.references = np.ascontiguousarray(store.read("train", "reference", 0, self.n))
+        self.out = np.empty(self.chunks.chunk_nbytes(self.chunks.pieces(0, 1)[0]), dtype=np.uint8)
+        self.ds = StoreDataset(path, "train")
+        self.sampler = RankBatchSampler(BlockShuffle(self.n, self.ds.unit_samples, 8, seed=0), BATCH)
+        self.worker_feed = Feed(self.ds, self.sampler, torch.device("cpu"), workers=workers_pass, prefetch_factor=2)
+        self.inline_feed = Feed(self.ds, self.sampler, torch.device("cpu"), workers=0)
+        self.epoch = 0
+
+    def raw_decode(self) -> None:
+        codec = self.chunks.codec
+        for blob in self.blobs:  # the trailer left off, not checked
+            codec.decode_into(blob[:-4] if codec.crc32c else blob, self.out, self.chunks.scratch)
+
+    def checksums(self) -> None:
+        """The checks a loader pass makes, alone, on the same bytes: the CRC-32C of every targets and
+        reference chunk (the trailer), the format-4 targets digest of each sample (of its chunks'
+        trailers) and the CRC-32 of each decoded reference (its sample digest)."""
+        for blob in self.blobs:
+            google_crc32c.value(blob[:-4])
+            trailer_digest(blob[-4:].view("<u4"))
+        for blob in self.ref_blobs:
+            google_crc32c.value(blob[:-4])
+        for sample in self.references:
+            zlib.crc32(sample.data)
+
+    def _feed_pass(self, feed: Feed) -> None:
+        self.sampler.set_epoch(self.epoch)
+        self.epoch += 1
+        assert received(feed) == self.n
+
+    def loader_worker(self) -> None:
+        self._feed_pass(self.worker_feed)
+
+    def loader_inline(self) -> None:
+        self._feed_pass(self.inline_feed)
+
+    def zarr_plain(self) -> None:
+        group = zarr.open_group(self.path, mode="r")["train"]
+        reference, targets = group["reference"], group["targets"]
+        for a in range(0, self.n, BATCH):
+            np.asarray(reference[a : a + BATCH])
+            np.asarray(targets[a : a + BATCH])
+
+    def close(self) -> None:
+        self.worker_feed.close()
+
+
+def received(feed: Feed) -> int:
+    """One pass of the feed as the main process receives it (each slot given back at once, as the
+    device copy would): the samples delivered."""
+    n = 0
+    for filled in feed:
+        feed.slots.release(filled.slot)
+        n += filled.n
+    return n
+
+
+def back_to_back(passes: Passes, repeats: int) -> dict[str, list[tuple[float, float]]]:
+    """Each pass ``repeats`` times, the order rotating every round, after one warm-up round."""
+    names = ["raw_decode", "loader_worker", "zarr_plain", "loader_inline", "checksums"]
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    with one_decode_thread():
+        for name in names:  # warm-up: page cache, worker start, imports
+            getattr(passes, name)()
+        for r in range(repeats):
+            order = names[r % len(names) :] + names[: r % len(names)]
+            for name in order:
+                times[name].append(timed(getattr(passes, name)))
+    return times
+
+
+def median_ratio(a: list[tuple[float, float]], b: list[tuple[float, float]], clock: int = 0) -> dict[str, float]:
+    """Median and range of ``a / b`` over the rounds (wall clock by default)."""
+    ratios = [x[clock] / y[clock] for x, y in zip(a, b, strict=True)]
+    return {"median": round(statistics.median(ratios), 3), "min": round(min(ratios), 3), "max": round(max(ratios), 3)}
+
+
+def by_workers(path: str, workers: list[int]) -> list[dict]:
+    """Samples/s and decoded GB/s of the feed (host side) with each worker count, one pass after a warm-up."""
     ds = StoreDataset(path, "train")
-    sampler = RankBatchSampler(BlockShuffle(len(ds), ds.unit_samples, 8, seed=0), batch)
-    loader = DataLoader(
-        ds,
-        batch_sampler=sampler,
-        collate_fn=collate_batch,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-        prefetch_factor=2 if workers else None,
-    )
-    next(iter(loader))  # start workers, open stores
-    samples, start = 0, time.perf_counter()
-    for epoch in range(epochs):
-        sampler.set_epoch(epoch)
-        for X, _y in loader:
-            samples += X.shape[0]
-    seconds = time.perf_counter() - start
-    bytes_per = F * 4 * L * 2
-    return {
-        "workers": workers,
-        "samples_per_s": round(samples / seconds, 2),
-        "decoded_GB_per_s": round(samples * bytes_per / seconds / 1e9, 3),
-    }
+    sampler = RankBatchSampler(BlockShuffle(len(ds), ds.unit_samples, 8, seed=0), BATCH)
+    rows = []
+    for w in workers:
+        with Feed(ds, sampler, torch.device("cpu"), workers=w) as feed, one_decode_thread():
+            sampler.set_epoch(0)
+            received(feed)
+            sampler.set_epoch(1)
+            wall, _ = timed(lambda feed=feed: received(feed))
+        rows.append({
+            "workers": w,
+            "samples_per_s": round(len(ds) / wall, 2),
+            "decoded_GB_per_s": round(len(ds) * ds.sample_bytes / wall / 1e9, 3),
+        })  # fmt: skip
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# layouts and codecs
+# ------------------------------------------------------------------------------------------------
+
+CANDIDATES = {
+    "blosc-zstd bitshuffle (default)": lambda: numcodecs.Blosc("zstd", 3, numcodecs.Blosc.BITSHUFFLE),
+    "blosc-lz4 bitshuffle": lambda: numcodecs.Blosc("lz4", 5, numcodecs.Blosc.BITSHUFFLE),
+    "blosc-zstd shuffle": lambda: numcodecs.Blosc("zstd", 3, numcodecs.Blosc.SHUFFLE),
+    "zstd": lambda: [numcodecs.Zstd(3)],
+    "shuffle + zstd (zstd-gpu)": lambda: [numcodecs.Shuffle(2), numcodecs.Zstd(3)],
+}
+"""The codecs compared (level 3 for zstd, 5 for lz4, as the spec's defaults and bench_distill)."""
+
+
+def _encode(codec: Any, raw: np.ndarray) -> bytes:
+    if isinstance(codec, list):
+        data: Any = raw
+        for step in codec:
+            data = step.encode(data)
+        return bytes(data)
+    return bytes(codec.encode(raw))
+
+
+def _decode(codec: Any, blob: bytes, out: np.ndarray, tmp: np.ndarray) -> None:
+    if isinstance(codec, list):
+        if len(codec) == 1:
+            codec[0].decode(blob, out=out)
+        else:
+            codec[1].decode(blob, out=tmp)
+            codec[0].decode(tmp, out=out)
+    else:
+        codec.decode(blob, out=out)
+
+
+def layouts(windows: dict[str, tuple[np.ndarray, np.ndarray]], repeats: int) -> list[dict]:
+    """Stored MB and one-core decode GB/s (CPU time, best of ``repeats``) per window, for each layout
+    and codec candidate, on each kind of window (``{kind: (X, y)}``)."""
+    numcodecs.blosc.set_nthreads(1)
+    rows = []
+    for kind, (X, y4) in windows.items():
+        y3 = compact_targets(torch.from_numpy(y4), torch.from_numpy(X)).numpy()
+        for layout, y in (("[F, 4, L] (format 3)", y4), ("[F, 3, L] (format 4)", y3)):
+            raws = [np.ascontiguousarray(w).view(np.uint8).reshape(-1) for w in y]
+            for name, make in CANDIDATES.items():
+                codec = make()
+                blobs = [_encode(codec, r) for r in raws]
+                out, tmp = np.empty_like(raws[0]), np.empty_like(raws[0])
+                best = math.inf
+                for _ in range(repeats):
+                    _, cpu = timed(
+                        lambda codec=codec, blobs=blobs, out=out, tmp=tmp: [_decode(codec, b, out, tmp) for b in blobs]
+                    )
+                    best = min(best, cpu)
+                rows.append({
+                    "windows": kind,
+                    "layout": layout,
+                    "codec": name,
+                    "decoded_MB": round(raws[0].size / 1e6, 3),
+                    "stored_MB": round(sum(map(len, blobs)) / len(blobs) / 1e6, 3),
+                    "decode_GB_per_s_one_core": round(sum(r.size for r in raws) / best / 1e9, 3),
+                })  # fmt: skip
+    return rows
+
+
+def random_windows(k: int) -> tuple[np.ndarray, np.ndarray]:
+    data = unit_data(np.random.default_rng(1), k, F, L)
+    return data["reference"], data["targets"]
+
+
+def ism_windows(k: int, cache: Path) -> dict:
+    """``k`` windows of fast ISM (log-fold, float16) of Beluga with random weights (seed 0), cached."""
+    if cache.exists():
+        with np.load(cache) as saved:
+            if len(saved["X"]) >= k:
+                return {"X": saved["X"][:k], "y": saved["y"][:k]}
+    from pipeline.ism import saturation_mutagenesis
+    from pipeline.models import build_base
+
+    torch.manual_seed(0)
+    model = build_base("beluga")
+    X, _ = random_windows(k)
+    y = saturation_mutagenesis(model, torch.from_numpy(X).float(), engine="fast", target="logfold")
+    out = {"X": X, "y": y.half().numpy()}
+    np.savez(cache, **out)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# training steps
+# ------------------------------------------------------------------------------------------------
 
 
 def step_time(
@@ -156,70 +392,131 @@ def step_time(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--samples", type=int, default=None, help="train samples in the store (default 48)")
+    parser.add_argument("--samples", type=int, default=None, help="train samples in the store (default 48; quick 16)")
+    parser.add_argument("--repeats", type=int, default=None, help="rounds of the back-to-back passes (default 5)")
+    parser.add_argument("--targets", choices=("random", "ism"), default="random",
+                        help="the store's targets: random, or the ISM windows (repeated)")  # fmt: skip
+    parser.add_argument("--ism-windows", type=int, default=None, help="real ISM windows for the layouts (default 2)")
     parser.add_argument("--max-workers", type=int, default=max(2, min(8, os.cpu_count() or 2)))
+    parser.add_argument("--beluga-step", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--json")
-    parser.add_argument("--workdir")
+    parser.add_argument("--workdir", help="keep the store (and the ISM windows) here")
     args = parser.parse_args()
+    n = args.samples or (16 if args.quick else 48)
+    repeats = args.repeats or (2 if args.quick else 5)
+    k_ism = args.ism_windows if args.ism_windows is not None else (0 if args.quick else 2)
+    beluga_step = args.beluga_step if args.beluga_step is not None else not args.quick
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-loader-"))
     work.mkdir(parents=True, exist_ok=True)
-    n = args.samples or (16 if args.quick else 48)
-    path = work / "beluga_sized.zarr"
+    load_before = os.getloadavg()
+    ism = ism_windows(max(k_ism, 1), work / "beluga_ism.npz") if (k_ism or args.targets == "ism") else None
+    path = work / "beluga_shaped.zarr"
     shutil.rmtree(path, ignore_errors=True)
     t = time.perf_counter()
-    make_store(path, n, unit=8)
+    make_store(path, n, unit=8, ism=ism if args.targets == "ism" else None)
     info = store_info(open_store(str(path)))["splits"]["train"]
+    decoded, format3 = info["decoded_bytes_per_sample"], F * 4 * L * 2
     print(
-        f"store: {n} samples of L={L}, F={F}: {info['bytes_per_sample'] / 1e6:.1f} MB/sample stored "
-        f"({info['raw_float32_bytes_per_sample'] / 1e6:.1f} MB raw float32), written in {time.perf_counter() - t:.1f}s"
+        f"store ({args.targets} targets): {n} samples of L={L}, F={F}: {info['bytes_per_sample'] / 1e6:.2f} MB/sample "
+        f"stored, {decoded / 1e6:.2f} MB decoded ({decoded / format3:.2f} of format 3's {format3 / 1e6:.2f} MB), "
+        f"written in {time.perf_counter() - t:.1f}s"
     )
-    decode = raw_decode(str(path))
-    print(f"raw decode, one core ({decode['codec']}): {decode['decoded_GB_per_s_one_core']:.3f} GB/s")
-    workers = sorted({0, 1, 2, *[w for w in (4, 8) if w <= args.max_workers]})
-    rates = []
-    for w in workers:
-        rates.append(loader_rate(str(path), w, batch=4, epochs=1 if args.quick else 2))
+    passes = Passes(str(path))
+    try:
+        times = back_to_back(passes, repeats)
+    finally:
+        passes.close()
+    med = {name: statistics.median(w for w, _ in ts) for name, ts in times.items()}
+    med_cpu = {name: statistics.median(c for _, c in ts) for name, ts in times.items()}
+    rate = {name: n * decoded / s / 1e9 for name, s in med.items()}
+    rate_cpu = {name: n * decoded / s / 1e9 for name, s in med_cpu.items()}
+    ratios = {
+        clock: {
+            "one_worker_share_of_raw_decode": median_ratio(times["raw_decode"], times["loader_worker"], k),
+            "loader_time_over_plain_zarr_read": median_ratio(times["loader_inline"], times["zarr_plain"], k),
+            "one_worker_time_over_plain_zarr_read": median_ratio(times["loader_worker"], times["zarr_plain"], k),
+            "checksum_share_of_loader_read": median_ratio(times["checksums"], times["loader_inline"], k),
+        }
+        for clock, k in (("wall", 0), ("cpu", 1))
+    }
+    for name in med:
         print(
-            f"loader, {w} workers: {rates[-1]['samples_per_s']:.2f} samples/s, {rates[-1]['decoded_GB_per_s']:.3f} GB/s"
+            f"{name:14} {med[name]:.3f} s per pass, {med_cpu[name]:.3f} s CPU ({rate[name]:.3f} GB/s decoded, "
+            f"{rate_cpu[name]:.3f} per CPU second; median of {repeats})"
+        )
+    for clock, r in ratios.items():
+        print(
+            f"{clock}: one worker / raw decode: {r['one_worker_share_of_raw_decode']['median']:.3f} of the speed "
+            f"(range {r['one_worker_share_of_raw_decode']['min']}-{r['one_worker_share_of_raw_decode']['max']}; goal "
+            f">= 0.8); loader / plain zarr read: {r['loader_time_over_plain_zarr_read']['median']:.3f} of the time in "
+            f"this process, {r['one_worker_time_over_plain_zarr_read']['median']:.3f} with one worker (goal <= 1.15); "
+            f"checksums: {r['checksum_share_of_loader_read']['median']:.3f} of a read (goal <= 0.05)"
+        )
+    workers = sorted({0, 1, 2, *[w for w in (4, 8) if w <= args.max_workers]})
+    rates = by_workers(str(path), workers)
+    for r in rates:
+        print(f"loader, {r['workers']} workers: {r['samples_per_s']:.2f} samples/s, {r['decoded_GB_per_s']:.3f} GB/s")
+    windows = {"random": random_windows(2)}
+    if ism is not None and k_ism:
+        windows["Beluga fast ISM (random weights)"] = (ism["X"][:k_ism], ism["y"][:k_ism])
+    table = layouts(windows, repeats=3)
+    for row in table:
+        print(
+            f"{row['windows'][:12]:12} {row['layout']:22} {row['codec']:32} {row['stored_MB']:7.2f} MB stored "
+            f"{row['decode_GB_per_s_one_core']:6.2f} GB/s"
         )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    steps = {}
     demo = ConvMultiplexer(200, 16, 64, 64, 8, (2, 4, 8, 4, 2))
-    steps["demo (L=200, F=16, batch 16)"] = step_time(demo, 16, 200, 16, device, repeats=5)
-    if not args.quick:
-        beluga_batch = 8 if device.type == "cuda" else 1
-        steps[f"BelugaMultiplexer (L=2000, F=2002, batch {beluga_batch})"] = step_time(
-            BelugaMultiplexer(), beluga_batch, L, F, device, repeats=3 if device.type == "cuda" else 1
+    steps = {"demo (L=200, F=16, batch 16)": step_time(demo, 16, 200, 16, device, 5)}
+    if beluga_step:
+        batch = 8 if device.type == "cuda" else 1
+        steps[f"BelugaMultiplexer (L=2000, F=2002, batch {batch})"] = step_time(
+            BelugaMultiplexer(), batch, L, F, device, repeats=3 if device.type == "cuda" else 1
         )
     for name, seconds in steps.items():
         print(f"training step on {device.type}: {name}: {seconds:.3f} s")
-    per_worker = max(r["samples_per_s"] / max(r["workers"], 1) for r in rates if r["workers"] > 0)
+    per_worker = next(r["samples_per_s"] for r in rates if r["workers"] == 1)
     feed = {}
     for name, seconds in steps.items():
         if name.startswith("BelugaMultiplexer"):
-            batch = int(name.rsplit("batch ", 1)[1].rstrip(")"))
-            need = batch / seconds
+            need = int(name.rsplit("batch ", 1)[1].rstrip(")")) / seconds
             feed = {
                 "device": device.type,
                 "model_samples_per_s": round(need, 3),
-                "loader_samples_per_s_per_worker": round(per_worker, 2),
+                "loader_samples_per_s_per_worker": per_worker,
                 "workers_needed": math.ceil(need / per_worker),
             }
-            print(
-                f"{device.type} trains the BelugaMultiplexer at {need:.3f} samples/s; one loader worker gives "
-                f"{per_worker:.2f} samples/s -> {feed['workers_needed']} worker(s) keep it fed"
-            )
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "machine": machine(
+            torch=torch.__version__,
+            zarr=zarr.__version__,
+            numcodecs=numcodecs.__version__,
+            cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        ),  # fmt: skip
+        "load_average_1_5_15_min": {"start": load_before, "end": os.getloadavg()},
+        "store": {
+            "samples": n,
+            "targets": args.targets,
+            "format_version": open_store(str(path)).meta.format_version,
+            "codec": "blosc-zstd bitshuffle level 3",
+            "bytes_per_sample": info["bytes_per_sample"],
+            "decoded_bytes_per_sample": decoded,
+            "format3_decoded_bytes_per_sample": format3,
+            "decoded_share_of_format3": round(decoded / format3, 4),
         },
-        "store": {"samples": n, "bytes_per_sample": info["bytes_per_sample"]},
-        "raw_decode": decode,
+        "passes": {
+            "repeats": repeats,
+            "batch": BATCH,
+            "median_wall_seconds": {k: round(v, 4) for k, v in med.items()},
+            "median_cpu_seconds": {k: round(v, 4) for k, v in med_cpu.items()},
+            "decoded_GB_per_s": {k: round(v, 3) for k, v in rate.items()},
+            "decoded_GB_per_cpu_s": {k: round(v, 3) for k, v in rate_cpu.items()},
+            "wall_cpu_seconds": {k: [[round(w, 4), round(c, 4)] for w, c in v] for k, v in times.items()},
+        },
+        "must_hold": {**ratios, "decoded_bytes_share_of_format3": round(decoded / format3, 4)},
         "loader": rates,
+        "layouts": table,
         "step_seconds": steps,
         "feed": feed,
     }

@@ -106,9 +106,112 @@ def distill_section(r: dict | None) -> list[str]:
     return lines + ["", f"(run {r['date']})", ""]
 
 
-def loader_section(r: dict | None) -> list[str]:
+LOADER_GOALS = {
+    "one_worker_share_of_raw_decode": ("one worker's decoded GB/s / raw one-core decode", ">= 0.8"),
+    "loader_time_over_plain_zarr_read": ("loader (in process, checks included) / plain zarr read", "<= 1.15"),
+    "one_worker_time_over_plain_zarr_read": ("loader (one worker) / plain zarr read", "<= 1.15"),
+    "checksum_share_of_loader_read": ("checksums / a loader read", "<= 0.05"),
+}
+"""The loader's must-hold ratios (issue 23): label and goal."""
+
+
+def loader_section(r: dict | None, ism: dict | None = None) -> list[str]:
+    """The loader section (``loader.json``: random targets), with the passes and goals of the run on
+    windows of fast ISM (``loader_ism.json``) when there is one."""
     if r is None:
         return ["## Training loader", "", "not run (`make bench-loader`)", ""]
+    if "passes" not in r:
+        return _loader_section_v1(r)
+    st, p, must = r["store"], r["passes"], r["must_hold"]
+    load = r.get("load_average_1_5_15_min", {})
+    note = _load_note([load["start"][0], load["end"][0]] if load else None)
+    lines = [
+        "## Training loader (`scripts/bench_loader.py`)",
+        "",
+        f"Beluga-shaped store (L = 2000, F = 2002, {st['targets']} float16 targets, {st['codec']}, one sample per "
+        f"chunk, format {st['format_version']}): {_mb(st['bytes_per_sample'])} stored and "
+        f"{_mb(st['decoded_bytes_per_sample'])} decoded per sample, **{st['decoded_share_of_format3']}** of format "
+        f"3's F·4·L·2 = {_mb(st['format3_decoded_bytes_per_sample'])} (goal <= 0.75). {st['samples']} samples, "
+        f"passes back to back in rotating order, {p['repeats']} rounds, batches of {p['batch']}; medians (wall "
+        f"clock, and CPU seconds of this process and its loader workers).{note}",
+        "",
+        "| pass | wall s | CPU s | decoded GB/s | decoded GB per CPU s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, wall in p["median_wall_seconds"].items():
+        lines.append(
+            f"| {name} | {wall} | {p['median_cpu_seconds'][name]} | {p['decoded_GB_per_s'][name]} | "
+            f"{p['decoded_GB_per_cpu_s'][name]} |"
+        )
+    lines += [
+        "",
+        "| must hold | goal | wall clock (median, range) | CPU time (median, range) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for key, (label, goal) in LOADER_GOALS.items():
+        if key not in must["wall"]:
+            continue
+        w, c = must["wall"][key], must["cpu"][key]
+        lines.append(
+            f"| {label} | {goal} | **{w['median']}** ({w['min']}-{w['max']}) | "
+            f"**{c['median']}** ({c['min']}-{c['max']}) |"
+        )
+    if ism is not None and "passes" in ism:
+        lines += ["", *_loader_ism_lines(ism)]
+    lines += ["", "| loader workers | samples/s fed | decoded GB/s |", "| --- | --- | --- |"]
+    for x in r["loader"]:
+        lines.append(f"| {x['workers']} | {x['samples_per_s']} | {x['decoded_GB_per_s']} |")
+    lines += ["", "| windows | layout | codec | stored MB | one-core decode GB/s |", "| --- | --- | --- | --- | --- |"]
+    for x in r["layouts"]:
+        lines.append(
+            f"| {x['windows']} | {x['layout']} | {x['codec']} | {x['stored_MB']} | {x['decode_GB_per_s_one_core']} |"
+        )
+    device = r["feed"].get("device", "cpu") if r["feed"] else "cpu"
+    lines += ["", "| training step | seconds |", "| --- | --- |"]
+    for name, seconds in r["step_seconds"].items():
+        lines.append(f"| {name} on {device} | {seconds:.3f} |")
+    if r["feed"]:
+        f = r["feed"]
+        lines += [
+            "",
+            f"Fed against consumed (measured, {f['device']}): the BelugaMultiplexer trains at "
+            f"{f['model_samples_per_s']} samples/s; one loader worker feeds {f['loader_samples_per_s_per_worker']} "
+            f"samples/s, so {f['workers_needed']} worker(s) keep it fed.",
+        ]
+        if f["device"] != "cuda":
+            lines += [
+                "",
+                'No GPU in this run: what one GPU consumes, and the feed measured against it, are in "On a GPU" '
+                "(each table with the date of its run).",
+            ]
+    return lines + ["", f"(run {r['date']})", ""]
+
+
+def _loader_ism_lines(r: dict) -> list[str]:
+    """The same passes on a store of fast-ISM windows (``--targets ism``): compressible like real targets."""
+    st, p, must = r["store"], r["passes"], r["must_hold"]
+    load = r.get("load_average_1_5_15_min", {})
+    note = _load_note([load["start"][0], load["end"][0]] if load else None)
+    lines = [
+        f"The same on a store of Beluga fast-ISM windows (random weights; {st['samples']} samples drawn from the "
+        f"windows computed, `--targets ism`): {_mb(st['bytes_per_sample'])} stored per sample, "
+        f"{_mb(st['decoded_bytes_per_sample'])} decoded (run {r['date']}).{note}",
+        "",
+        "| pass | wall s | CPU s | decoded GB per CPU s |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, wall in p["median_wall_seconds"].items():
+        lines.append(f"| {name} | {wall} | {p['median_cpu_seconds'][name]} | {p['decoded_GB_per_cpu_s'][name]} |")
+    lines += ["", "| must hold (fast-ISM windows) | goal | wall clock | CPU time |", "| --- | --- | --- | --- |"]
+    for key, (label, goal) in LOADER_GOALS.items():
+        w, c = must["wall"][key], must["cpu"][key]
+        lines.append(f"| {label} | {goal} | **{w['median']}** ({w['min']}-{w['max']}) | **{c['median']}** "
+                     f"({c['min']}-{c['max']}) |")  # fmt: skip
+    return lines
+
+
+def _loader_section_v1(r: dict) -> list[str]:
+    """The loader section of a run before format 4 (``raw_decode`` at the top level: the kept CUDA run)."""
     lines = [
         "## Training loader (`scripts/bench_loader.py`)",
         "",
@@ -692,7 +795,16 @@ def gpu_section() -> list[str]:
     return lines
 
 
-SECTIONS = {"identity": (identity_section, "identity.json"), "catalogue": (catalogue_section, "catalogue.json")}
+def loader_with_ism(r: dict | None) -> list[str]:
+    """The loader section from ``loader.json`` and, when present, ``loader_ism.json``."""
+    return loader_section(r, _load("loader_ism.json"))
+
+
+SECTIONS = {
+    "identity": (identity_section, "identity.json"),
+    "catalogue": (catalogue_section, "catalogue.json"),
+    "loader": (loader_with_ism, "loader.json"),
+}
 """Sections that ``--section`` refreshes on their own."""
 
 
@@ -743,7 +855,7 @@ def main() -> None:
     lines += machine_section()
     lines += ism_section(_load("ism.json"))
     lines += distill_section(_load("distill.json"))
-    lines += loader_section(_load("loader.json"))
+    lines += loader_with_ism(_load("loader.json"))
     lines += demo_section(_load("demo.json"))
     lines += scale_section(_load("scale.json"))
     lines += checksums_section(_load("checksums.json"))

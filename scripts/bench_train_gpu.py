@@ -8,12 +8,17 @@ with their own date):
   multiplexer at the same shape, in ``train``'s precision on the device (bf16 on CUDA), on synthetic
   batches already on the device: the rate the loader has to feed. One step is what ``train`` does:
   forward under autocast, the per-sample loss (``sample_losses``), backward, AdamW, zero_grad.
-* ``store``: a local Beluga-shaped store of random targets (``bench_loader.make_store``), kept in
-  ``--workdir`` for the next part.
+* ``store``: local Beluga-shaped stores of random targets (``bench_loader.make_store``; format 4, the
+  default codec, and a copy with storage codec ``zstd-gpu`` for GPU decode), kept in ``--workdir`` for
+  the next parts.
 * ``train``: ``train`` (the library call the command makes) with BelugaMultiplexer on that store, once
   per loader worker count, for ``--train-steps`` steps: samples/s from ``metrics.csv`` (the median of
   the logged windows after the first, which holds the start-up), and its share of the GPU-only rate.
-  Each row names its feed (``cpu-workers``); another feed (GPU decode) adds rows with its own name.
+  Each row names its feed: ``cpu-workers`` (the workers decode).
+* ``train-gpu-decode``: the same on the ``zstd-gpu`` store with ``decode: gpu`` (the workers read and
+  check the compressed chunks, nvCOMP decodes them on the device; ``--gpu-decode-workers`` worker
+  counts), rows with feed ``gpu-decode``. Skipped, saying why, without a CUDA device or nvCOMP (the
+  ``gpu`` extra).
 
     python scripts/bench_train_gpu.py --device cuda --json bench/train_cuda.json
     python scripts/bench_train_gpu.py --device cpu --tiny --json /tmp/train.json     # a dry run
@@ -37,8 +42,10 @@ from bench_loader import make_store
 from benchlib import BELUGA_FAST, machine
 
 from pipeline.core.spec import TrainSpec
+from pipeline.errors import UserError
 from pipeline.models import build_multiplexer
 from pipeline.train import sample_losses, train
+from pipeline.train.feed import nvcomp_module
 
 SHAPE = {"seq_len": 2000, "n_targets": 2002}
 TINY_SHAPE = {"seq_len": 200, "n_targets": 16}
@@ -99,9 +106,11 @@ def step_rate(name: str, kwargs: dict, shape: dict, batch: int, device: torch.de
 
 
 def train_rate(
-    store: str, run_dir: Path, workers: int, steps: int, batch: int, model: tuple[str, dict], device: str
-) -> dict:
-    """``train`` end to end with ``workers`` loader workers: samples/s of the logged windows."""
+    store: str, run_dir: Path, workers: int, steps: int, batch: int, model: tuple[str, dict], device: str,
+    decode: str = "cpu",
+) -> dict:  # fmt: skip
+    """``train`` end to end with ``workers`` loader workers, decoding on ``decode`` (``cpu``: the
+    workers; ``gpu``: nvCOMP on the device): samples/s of the logged windows."""
     shutil.rmtree(run_dir, ignore_errors=True)
     name, kwargs = model
     log_every = max(1, steps // 6)
@@ -114,6 +123,7 @@ def train_rate(
         valid_samples=batch,
         log_every=log_every,
         num_workers=workers,
+        decode=decode,
     )
     start = time.perf_counter()
     train(store, str(run_dir), config, device=device, progress=False)
@@ -123,7 +133,7 @@ def train_rate(
     rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
     rates = [float(r["samples_per_s"]) for r in rows[1:]] or [float(r["samples_per_s"]) for r in rows]
     return {
-        "feed": "cpu-workers",
+        "feed": "gpu-decode" if decode == "gpu" else "cpu-workers",
         "workers": workers,
         "steps": steps,
         "batch": batch,
@@ -165,31 +175,57 @@ def run_steps(args: argparse.Namespace, device: torch.device, result: Result, lo
         result.part("step_rates", rates)
 
 
-def run_store(args: argparse.Namespace, work: Path, log: Callable[[str], None]) -> str:
+def run_store(args: argparse.Namespace, work: Path, log: Callable[[str], None], codec: str | None = None) -> str:
+    """The store the train parts read (``codec``: a storage codec other than the default, in its own folder)."""
     shape = TINY_SHAPE if args.tiny else SHAPE
-    path = work / "beluga_shaped.zarr"
+    path = work / ("beluga_shaped.zarr" if codec is None else f"beluga_shaped_{codec}.zarr")
     if not (path / "zarr.json").exists():
         t = time.perf_counter()
-        make_store(path, args.store_samples, unit=8, **shape)
+        make_store(path, args.store_samples, unit=8, storage={"codec": codec} if codec else None, **shape)
         log(f"store: {args.store_samples} samples written in {time.perf_counter() - t:.1f} s ({path})")
     return str(path)
 
 
-def run_train(args: argparse.Namespace, store: str, work: Path, result: Result, log: Callable[[str], None]) -> None:
+def gpu_decode_problem(device: torch.device) -> str | None:
+    """Why ``train --decode gpu`` cannot run here (``None``: it can)."""
+    if device.type != "cuda":
+        return f"it needs a CUDA device (this run is on {device.type})"
+    try:
+        nvcomp_module()
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
+def run_train(
+    args: argparse.Namespace, store: str, work: Path, result: Result, log: Callable[[str], None], decode: str = "cpu"
+) -> None:
+    """``train`` by worker count (``decode``: ``cpu``, or ``gpu`` on a ``zstd-gpu`` store); rows of the
+    other feed already in the JSON are kept (each part replaces only its own feed's rows)."""
     models = TINY_MODELS if args.tiny else MODELS
     name, kwargs = models["beluga_multiplexer"]
     gpu_only = (result.data.get("step_rates") or {}).get("models", {}).get("beluga_multiplexer", {})
-    section: dict[str, Any] = _stamp({"model": name, "store": store, "rows": []})
+    feed = "gpu-decode" if decode == "gpu" else "cpu-workers"
+    old = result.data.get("train") or {}
+    kept = [row for row in old.get("rows", []) if row.get("feed", "cpu-workers") != feed]
+    section: dict[str, Any] = _stamp({"model": name, "store": old.get("store", store), "rows": kept})
+    if decode == "gpu":
+        section["gpu_decode_store"] = store
+    counts = args.gpu_decode_workers if decode == "gpu" else args.workers
     start = time.perf_counter()
-    for w in [int(x) for x in args.workers.split(",")]:
+    for w in [int(x) for x in counts.split(",")]:
         if time.perf_counter() - start > args.train_budget:
-            log(f"train: time budget of {args.train_budget} s spent; {w} workers and more not run")
+            log(f"train ({feed}): time budget of {args.train_budget} s spent; {w} workers and more not run")
             break
-        row = train_rate(store, work / f"run-w{w}", w, args.train_steps, args.batch, (name, kwargs), args.device)
+        run_dir = work / f"run-{feed}-w{w}"
+        row = train_rate(store, run_dir, w, args.train_steps, args.batch, (name, kwargs), args.device, decode)
         if gpu_only.get("samples_per_s"):
             row["share_of_gpu_only"] = round(row["samples_per_s"] / gpu_only["samples_per_s"], 3)
         section["rows"].append(row)
-        log(f"train, {w} workers: {row['samples_per_s']} samples/s ({row.get('share_of_gpu_only', '-')} of GPU-only)")
+        log(
+            f"train ({feed}), {w} workers: {row['samples_per_s']} samples/s "
+            f"({row.get('share_of_gpu_only', '-')} of GPU-only)"
+        )
         result.part("train", section)
 
 
@@ -197,11 +233,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="small stand-in models and store (a dry run)")
-    parser.add_argument("--parts", default="steps,store,train")
+    parser.add_argument("--parts", default="steps,store,train,train-gpu-decode")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--step-seconds", type=float, default=5.0, help="time each model's steps this long")
     parser.add_argument("--store-samples", type=int, default=64)
     parser.add_argument("--workers", default="1,2,4,8,12", help="loader worker counts for the train part")
+    parser.add_argument("--gpu-decode-workers", default="1,2,4", help="loader worker counts with GPU decode")
     parser.add_argument("--train-steps", type=int, default=36)
     parser.add_argument("--train-budget", type=float, default=150.0, help="start no worker count after this (s)")
     parser.add_argument("--workdir", help="keep the store and runs here (default: a temporary folder)")
@@ -222,6 +259,14 @@ def main() -> None:
         store = run_store(args, work, log)
         if "train" in parts:
             run_train(args, store, work, result, log)
+    if "store" in parts or "train-gpu-decode" in parts:
+        problem = gpu_decode_problem(device)
+        if problem is not None:
+            log(f"train with GPU decode: not run: {problem}")
+        else:
+            gpu_store = run_store(args, work, log, codec="zstd-gpu")
+            if "train-gpu-decode" in parts:
+                run_train(args, gpu_store, work, result, log, decode="gpu")
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
 

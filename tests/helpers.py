@@ -248,6 +248,50 @@ def make_legacy(store_path: Any, spec: Any) -> None:
             group.attrs.put(inner)
 
 
+def as_format3(store_path: Any) -> None:
+    """Rewrite a format-4 store as the format-3 writer wrote it: ``targets`` ``[N, F, 4, L]`` with their
+    reference-base rows (dimension ``base``), each sample's targets digest the CRC-32 of its decoded
+    bytes, ``format_version`` 3 (its attributes resealed when they had a digest)."""
+    import numpy as np
+
+    from pipeline.store import open_store
+    from pipeline.store.digests import DIGESTED, sample_digests
+    from pipeline.store.format import compressors, target_codec
+    from pipeline.store.meta_digest import update_attrs
+
+    store = open_store(store_path, mode="r+")
+    storage = store.spec().storage
+    F, L = store.n_targets, store.seq_len
+    for split in store.splits:
+        meta = store.split_meta(split)
+        n = meta.n_samples
+        y = store.read(split, "targets", 0, n)  # expanded: [n, F, 4, L]
+        group = store.split_group(split)
+        del group["targets"]
+        new = group.create_array(
+            "targets",
+            shape=(n, F, 4, L),
+            chunks=(storage.chunk_samples, F, 4, L),
+            shards=(storage.unit_samples, F, 4, L) if storage.shards else None,
+            dtype=storage.dtype,
+            fill_value=0.0,
+            compressors=compressors(target_codec(storage), storage),
+            dimension_names=["sample", "target", "base", "position"],
+            config={"write_empty_chunks": True},
+        )
+        new[:] = y
+        markers = store.array(split, "complete")
+        rows = np.asarray(markers[:])
+        if rows.ndim == 2 and rows.shape[1] > 1:
+            digests = np.zeros((rows.shape[0] * meta.unit_samples, len(DIGESTED)), dtype=np.uint32)
+            digests[:] = rows[:, 1:].reshape(-1, len(DIGESTED))
+            digests[:n, DIGESTED.index("targets")] = sample_digests(y)
+            rows[:, 1:] = digests.reshape(rows.shape[0], -1)
+            markers[:] = rows
+    update_attrs(store.group, {"format_version": 3}, "store", str(store_path))
+
+
+# ------------------------------------------------------------------------------------------------
 # catalogues
 # ------------------------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ def test_dataset_reads_batches_in_any_order(tiny_store):
     assert len(ds) == 5
     X, y = ds.__getitems__([3, 0, 3])
     assert X.shape == (3, 4, ds.seq_len) and X.dtype == torch.uint8
-    assert y.shape == (3, ds.n_targets, 4, ds.seq_len) and y.dtype == torch.float16
+    assert y.shape == (3, ds.n_targets, 3, ds.seq_len) and y.dtype == torch.float16  # as stored (format 4)
     assert torch.equal(X[0], X[2]) and torch.equal(y[0], y[2])
     store = open_store(tiny_store)
     assert np.array_equal(y[1].numpy(), store.array("valid", "targets")[0])
@@ -33,7 +33,7 @@ def test_dataset_reads_batches_in_any_order(tiny_store):
 def test_loader_with_workers_delivers_the_sampler_batches(tiny_store, workers):
     ds = StoreDataset(tiny_store, "train")
     sampler = RankBatchSampler(BlockShuffle(len(ds), ds.unit_samples, 2, seed=3), micro_batch=4)
-    loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate_batch, num_workers=workers)
+    loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate_batch, num_workers=workers)  # the plain path
     expected = list(sampler)
     got = list(loader)
     assert len(got) == len(expected)

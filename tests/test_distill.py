@@ -61,7 +61,7 @@ def test_store_content_is_the_base_models_ism(tiny_spec, tiny_store, genome):
         assert np.array_equal(np.asarray(store.array(split, "reference")[start:stop]), X)
         y, ref_pred = naive_ism(model, torch.from_numpy(X), target="logfold", batch_size=tiny_spec.ism_batch_size)
         np.testing.assert_allclose(np.asarray(store.array(split, "ref_pred")[start:stop]), ref_pred.numpy(), rtol=1e-5)
-        stored = np.asarray(store.array(split, "targets")[start:stop])
+        stored = store.read(split, "targets", start, stop)  # format 4: expanded from the stored alternatives
         assert stored.dtype == np.float16
         # float16 storage; the engine may sum in another order than this naive recomputation
         np.testing.assert_allclose(stored.astype(np.float32), y.numpy(), rtol=2e-3, atol=2e-5)
@@ -171,8 +171,9 @@ def test_batch_size_changes_the_store_at_most_by_rounding(tiny_spec, tiny_store,
         for name in ("reference", "ref_pred", "chrom", "center"):
             assert np.array_equal(np.asarray(a.array(split, name)[:]), np.asarray(b.array(split, name)[:]))
         assert np.array_equal(a.complete_units(split), b.complete_units(split))  # digests: of rounded targets
-        ya = np.asarray(a.array(split, "targets")[:]).astype(np.float32)
-        yb = np.asarray(b.array(split, "targets")[:]).astype(np.float32)
+        n = a.split_meta(split).n_samples
+        ya = a.read(split, "targets", 0, n).astype(np.float32)
+        yb = b.read(split, "targets", 0, n).astype(np.float32)
         np.testing.assert_allclose(yb, ya, rtol=2e-3, atol=1e-5)
     assert verify_store(b) == []
 
@@ -205,7 +206,7 @@ def test_hand_placed_mutation_lands_at_f_b_j_in_the_store(tmp_path, spec_dict):
     store = open_store(tmp_path / "pos.zarr")
     assert store.n_targets == 3
     X = np.asarray(store.array("train", "reference")[:])
-    y = np.asarray(store.array("train", "targets")[:])
+    y = store.read("train", "targets", 0, 6)  # [6, F, 4, L], expanded from the stored alternatives
     hits = 0
     for i in range(X.shape[0]):
         nonzero = {tuple(t) for t in np.argwhere(y[i])}
@@ -219,11 +220,13 @@ def test_hand_placed_mutation_lands_at_f_b_j_in_the_store(tmp_path, spec_dict):
     assert hits > 0
     # the training data path serves the same layout
     from pipeline.train.data import StoreDataset
+    from pipeline.train.feed import on_device
 
     ds = StoreDataset(str(tmp_path / "pos.zarr"), "train")
-    X0, y0 = ds[0]
-    assert X0.shape == (4, spec.seq_len) and y0.shape == (3, 4, spec.seq_len)
-    assert np.array_equal(y0.numpy(), y[0]) and np.array_equal(X0.numpy(), X[0].astype(np.float32))
+    X0, y0 = ds.__getitems__([0])
+    assert X0.shape == (1, 4, spec.seq_len) and y0.shape == (1, 3, 3, spec.seq_len)  # the stored alternatives
+    X0, y0 = on_device(X0, y0, torch.device("cpu"))  # expanded where training runs
+    assert np.array_equal(y0[0].numpy(), y[0]) and np.array_equal(X0[0].numpy(), X[0].astype(np.float32))
 
 
 def test_changed_base_weights_are_refused(tmp_path, spec_dict):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import assert_one_line_error, invoke, make_legacy, ok
+from helpers import as_format3, assert_one_line_error, invoke, make_legacy, ok
 
 from pipeline.core.commands import DistillOptions
 from pipeline.core.genome import Genome
@@ -344,6 +344,7 @@ def test_a_format_1_store_is_read_but_not_extended(store_copy, tiny_spec, tmp_pa
     from pipeline.distill import distill
     from pipeline.errors import StoreMismatchError
 
+    as_format3(store_copy)  # targets with their reference-base rows
     make_legacy(store_copy, tiny_spec)  # written before content identities and metadata digests
     root = zarr.open_group(store_copy, mode="r+")
     root.attrs["format_version"] = 1

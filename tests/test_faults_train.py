@@ -124,18 +124,22 @@ def test_a_changed_batch_size_is_refused_then_applied_with_allow_changes(
 
     # record which train samples each step reads
     reads: list[list[int]] = []
-    real = StoreDataset.__getitems__
+    real = StoreDataset.read_into
 
-    def getitems(self: StoreDataset, indices: Any) -> Any:
+    def read_into(self: StoreDataset, indices: Any, *args: Any) -> Any:
         if self.split == "train":
             reads.append([int(i) for i in indices])
-        return real(self, indices)
+        return real(self, indices, *args)
 
-    monkeypatch.setattr(StoreDataset, "__getitems__", getitems)
+    monkeypatch.setattr(StoreDataset, "read_into", read_into)
     # 10 train samples, batch 4: step 4 ended after the first 4 samples of epoch 1
     cfg = train_config(tiny_spec.train, steps=6, batch_size=3)
     train(tiny_store, str(run), cfg, resume=True, allow_changes=True, device="cpu", progress=False)
-    assert [len(r) for r in reads] == [3, 3]  # the new batch size, from the first step after the resume
+    # the new batch size, from the first step after the resume (then the batch the feed read ahead: the
+    # first of epoch 2, unused)
+    assert [len(r) for r in reads] == [3, 3, 3]
+    assert sorted(reads[2]) == sorted(BlockShuffle(10, 4, 8, 0).order(2)[:3].tolist())
+    reads = reads[:2]
     last = read_checkpoint(run / "last.pt")
     # the rest of epoch 1 (6 samples) was read exactly once: the epoch is complete, nothing skipped
     assert last["training"]["epoch"] == 2 and last["training"]["samples"] == 14 + 6

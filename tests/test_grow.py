@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 import zarr
-from helpers import DEMO_KWARGS, TOY_MODELS, assert_one_line_error, invoke, make_legacy, ok
+from helpers import DEMO_KWARGS, TOY_MODELS, as_format3, assert_one_line_error, invoke, make_legacy, ok
 
 from pipeline.core.commands import DistillOptions
 from pipeline.core.spec import load_spec
@@ -103,6 +103,7 @@ def test_a_format_2_store_is_read_and_upgraded_in_one_line(tmp_path, write_spec,
     store = tmp_path / "old.zarr"
     run(spec, store)
     old_spec = load_spec(spec)
+    as_format3(store)  # targets with their reference-base rows
     make_legacy(store, old_spec)  # no content identity, no metadata digest
     g = zarr.open_group(str(store), mode="r+")
     g.attrs.update({"format_version": 2, "spec_hash": old_spec.content_hash()})  # as format 2 wrote it

@@ -38,7 +38,7 @@ def test_layout_shapes_dtypes_and_dimension_names(tiny_store, tiny_spec):
         expected = {
             "reference": ((n, 4, L), np.uint8, ("sample", "base", "position")),
             "ref_pred": ((n, F), np.float32, ("sample", "target")),
-            "targets": ((n, F, 4, L), np.float16, ("sample", "target", "base", "position")),
+            "targets": ((n, F, 3, L), np.float16, ("sample", "target", "alt", "position")),  # format 4
             "center": ((n,), np.int64, ("sample",)),
             "complete": ((units, 1 + 5 * tiny_spec.storage.unit_samples), np.uint32, ("unit", "marker")),
         }
@@ -52,7 +52,7 @@ def test_layout_shapes_dtypes_and_dimension_names(tiny_store, tiny_spec):
         assert tuple(chrom.metadata.dimension_names) == ("sample",)
         assert all(isinstance(c, str) and c in tiny_spec.splits[split].chroms for c in chrom[:])
         # targets are chunked by whole samples
-        assert store.array(split, "targets").chunks == (1, F, 4, L)
+        assert store.array(split, "targets").chunks == (1, F, 3, L)
         assert store.complete_units(split).all()
         assert (np.asarray(store.array(split, "center")[:]) >= 1).all()
 
@@ -117,6 +117,7 @@ def _group(path: str, split: str):
 def _redigest(path: str, split: str, *samples: int) -> None:
     """Rewrite the markers of the units of ``samples`` with digests of their data as it is now: what a
     writer that computed wrong values leaves (the checksums match; only the conventions can tell)."""
+    from pipeline.store.chunkio import TargetChunks
     from pipeline.store.digests import DIGESTED, marker_row
 
     store = open_store(path, mode="r+")
@@ -124,7 +125,13 @@ def _redigest(path: str, split: str, *samples: int) -> None:
     for u in {k // meta.unit_samples for k in samples}:
         a, b = meta.unit_range(u)
         data = {name: np.asarray(store.array(split, name)[a:b]) for name in DIGESTED}
-        store.array(split, "complete")[u] = marker_row(data, meta.unit_samples)
+        row = marker_row(data, meta.unit_samples)
+        if store.meta.format_version >= 4:  # the targets' digests are of their chunks' trailers
+            k = 1 + DIGESTED.index("targets")
+            row[k : k + (b - a) * len(DIGESTED) : len(DIGESTED)] = TargetChunks(store.array(split, "targets")).digests(
+                a, b
+            )
+        store.array(split, "complete")[u] = row
 
 
 def test_verify_reports_cleared_completion_marker(store_copy):
@@ -149,8 +156,7 @@ def test_verify_reports_nan_in_targets(store_copy):
     g = _group(store_copy, "test")
     X = np.asarray(g["reference"][4])
     j = int(np.flatnonzero(X.sum(axis=0))[0])
-    b = int(np.flatnonzero(X[:, j] == 0)[0])
-    g["targets"][4, 0, b, j] = np.nan
+    g["targets"][4, 0, 2, j] = np.nan  # the third alternative of a position
     _redigest(store_copy, "test", 4)
     problems = verify_store(open_store(store_copy))
     assert len(problems) == 1 and "test" in problems[0] and "NaN" in problems[0]
@@ -168,6 +174,10 @@ def test_verify_in_one_or_several_processes_finds_the_same_first_problem(store_c
 
 
 def test_verify_reports_nonzero_at_reference_base(store_copy):
+    """Format 3 (format 4 stores nothing at reference bases)."""
+    from helpers import as_format3
+
+    as_format3(store_copy)
     g = _group(store_copy, "train")
     X = np.asarray(g["reference"][9])
     j = SEQ_LEN // 2

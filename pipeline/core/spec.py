@@ -32,8 +32,8 @@ from pipeline.errors import SpecError, UserError
 SPLIT_NAMES = ("train", "valid", "test")
 TARGET_KINDS = ("logfold", "diff")
 STORAGE_DTYPES = ("float16", "float32")
-CODECS = ("blosc-lz4", "blosc-zstd", "zstd", "none")
-CODEC_LEVELS = {"blosc-lz4": 9, "blosc-zstd": 9, "zstd": 22}
+CODECS = ("blosc-lz4", "blosc-zstd", "zstd", "zstd-gpu", "none")
+CODEC_LEVELS = {"blosc-lz4": 9, "blosc-zstd": 9, "zstd": 22, "zstd-gpu": 22}
 """Highest compression level of each codec (levels start at 0; ``none`` has none)."""
 PRECISIONS = ("float32", "bf16")
 """``float32`` (exact; TF32 off) or ``bf16`` (the base model's trunk under bfloat16 autocast, meant for
@@ -125,9 +125,10 @@ class SplitSpec:
 
 @dataclass(frozen=True)
 class StorageSpec:
-    """How targets are stored: dtype, codec (``blosc-lz4 | blosc-zstd | zstd | none``), its level
-    and Blosc shuffle, samples per chunk and per write unit (a multiple of the chunk), and whether a
-    unit's targets form one shard."""
+    """How targets are stored: dtype, codec (``blosc-lz4 | blosc-zstd | zstd | zstd-gpu | none``), its
+    level and Blosc shuffle, samples per chunk and per write unit (a multiple of the chunk), and whether a
+    unit's targets form one shard. ``zstd-gpu`` (a byte shuffle, then zstd, in chunks of about 1 MB, a
+    unit per shard) is what ``train --decode gpu`` decodes on the device."""
 
     dtype: str = "float16"
     codec: str = "blosc-zstd"
@@ -205,6 +206,13 @@ class TrainSpec:
     num_workers: int = option(0, "DataLoader worker processes per rank.", minimum=0)
     prefetch_factor: int = option(2, "Batches each DataLoader worker loads ahead.", minimum=1)
     persistent_workers: bool = option(True, "Keep DataLoader workers alive between epochs.")
+    decode: str = option(
+        "cpu",
+        "Where the targets are decoded: cpu (by the loader workers) or gpu (nvCOMP on the CUDA device; the "
+        "workers only read and check the compressed chunks; needs a store written with storage codec zstd-gpu "
+        "and the gpu extra).",
+        choices=("cpu", "gpu"),
+    )
     shuffle_buffer: int = option(8, "Store write units whose samples are shuffled together.", minimum=1)
     seed: int = option(0, "Seed of the initialisation and of the data order.", minimum=0, maximum=MAX_SEED)
 

@@ -5,10 +5,13 @@ Two layers, each catching what the other cannot:
 - **Per chunk**: every array's codec chain ends with zarr's ``crc32c`` codec, so a flipped or
   truncated byte in a chunk file fails when the chunk is decoded, in any Zarr reader.
 - **Per sample**: a unit's completion marker is a row ``[1, d(0, a0), d(0, a1), ..., d(U-1, a4)]``
-  (``uint32``): the flag, then the CRC-32 of each sample's decoded bytes in each of
-  :data:`DIGESTED` (``reference``, ``ref_pred``, ``targets``, ``chrom``, ``center``). A chunk file
-  swapped with another sample's, or left over from an earlier run, decodes cleanly but does not match
-  its digest. The marker is written last, with the digests of exactly the data just written.
+  (``uint32``): the flag, then a digest of each sample in each of :data:`DIGESTED` (``reference``,
+  ``ref_pred``, ``targets``, ``chrom``, ``center``): the CRC-32 of the sample's decoded bytes (a
+  string's UTF-8), except for ``targets`` in format 4, where it is the CRC-32C of the CRC-32C
+  trailers of the chunks that hold the sample (:func:`~pipeline.store.chunkio.trailer_digest`): checked
+  on the compressed bytes the chunk checksums are computed on anyway, it costs a read nothing. A chunk
+  file swapped with another sample's decodes cleanly but does not match its digest. The marker is
+  written last, after the unit's chunks are on disk.
 
 Readers (:func:`read_checked`) check both: ``train`` and ``evaluate`` per sample as they read,
 ``store verify`` everything. A mismatch is a :class:`~pipeline.errors.UserError` naming the store,
@@ -18,13 +21,15 @@ split, unit and sample.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import zarr
 
 from pipeline.errors import UserError
+from pipeline.store.chunkio import ChunkError, DigestError, TargetChunks
 
 DIGESTED = ("reference", "ref_pred", "targets", "chrom", "center")
 """The arrays whose samples are digested, in the order of a marker row's digests."""
@@ -44,11 +49,14 @@ def sample_digests(values: np.ndarray | Sequence[Any]) -> np.ndarray:
     return np.array([zlib.crc32(str(v).encode()) for v in values], dtype=np.uint32)
 
 
-def marker_row(data: dict[str, Any], unit_samples: int) -> np.ndarray:
+def marker_row(data: dict[str, Any], unit_samples: int, skip: Sequence[str] = ()) -> np.ndarray:
     """The completion marker of a unit: ``[1 + unit_samples * len(DIGESTED)]`` uint32 (a shorter last
-    unit leaves its missing samples' digests 0)."""
+    unit leaves its missing samples' digests 0; so do the arrays in ``skip``, whose digests the caller
+    fills in: format 4's targets)."""
     digests = np.zeros((unit_samples, len(DIGESTED)), dtype=np.uint32)
     for k, name in enumerate(DIGESTED):
+        if name in skip:
+            continue
         d = sample_digests(data[name])
         digests[: len(d), k] = d
     return np.concatenate([np.ones(1, dtype=np.uint32), digests.ravel()])
@@ -125,3 +133,46 @@ REPAIR = (
     "`multiplexer store verify --unmark-damaged STORE` marks every damaged unit incomplete, and a rerun of "
     "distill recomputes just those"
 )
+
+
+@contextmanager
+def chunks_checked(chunk_samples: int, where: Where, name: str = "targets") -> Iterator[None]:
+    """Turn what a :class:`~pipeline.store.chunkio.TargetChunks` read of array ``name`` raises into a
+    :class:`UserError` naming the store, split, unit and sample (``where``) of a chunk that is missing,
+    damaged or does not decode (``chunk_samples``: samples per chunk, to name a chunk's range), or of a
+    sample that does not match its digest."""
+    try:
+        yield
+    except ChunkError as exc:
+        samples = f" (the chunk of samples {exc.sample}-{exc.sample + chunk_samples - 1})" if chunk_samples > 1 else ""
+        file = f" {exc.file}" if exc.file else ""
+        raise UserError(
+            f"{where(exc.sample)}: {name}{samples} cannot be read ({exc.reason}); the chunk file{file} is damaged: "
+            f"{REPAIR}"
+        ) from None
+    except DigestError as exc:
+        raise UserError(
+            f"{where(exc.sample)}: {name} does not match its checksum (a damaged chunk file, or one swapped with "
+            f"another sample's): {REPAIR}"
+        ) from None
+
+
+def read_targets(
+    chunks: TargetChunks,
+    runs: Sequence[tuple[int, int]],
+    out: np.ndarray,
+    expected: np.ndarray | None,
+    format_version: int,
+    where: Where,
+) -> None:
+    """Decode the ``targets`` of sample runs into ``out`` (``[n, F, R, L]``, as stored), checked against
+    their chunk checksums and, when ``expected`` (``[n]``) is given, their sample digests (format 4: of
+    the chunks' trailers; formats 2-3: of the decoded samples).
+
+    Raises
+    ------
+    UserError
+        See :func:`chunks_checked`.
+    """
+    with chunks_checked(chunks.chunk[0], where):
+        chunks.read_into(runs, out, expected, "trailers" if format_version >= 4 else "decoded")

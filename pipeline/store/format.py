@@ -6,7 +6,9 @@ Layout (Zarr format 3), one group per split::
       train/ valid/ test/        group attributes: n_samples, unit_samples, chunk_samples, n_units, chroms
         reference  uint8   [N, 4, L]     one-hot windows (A, G, C, T; N columns all 0)
         ref_pred   float32 [N, F]        base-model prediction on each reference window
-        targets    float16 [N, F, 4, L]  effects (log-fold or diff), chunk = whole samples
+        targets    float16 [N, F, 3, L]  effects (log-fold or diff) of the three non-reference bases of
+                                         each position (pipeline.store.layout; formats 1-3: [N, F, 4, L]
+                                         with the reference row), chunk = whole samples
         chrom      string  [N]           chromosome of each window
         center     int64   [N]           1-based window center
         complete   uint32  [n_units, 1 + unit_samples * 5]
@@ -15,20 +17,24 @@ Layout (Zarr format 3), one group per split::
 
 Sample ``k`` belongs to write unit ``k // unit_samples``. Every array is chunked so that a write unit
 covers whole chunks: two writers never share a chunk. Every chunk ends with a CRC-32C (zarr's
-``crc32c`` codec). Readers trust only the root attributes. Format 1 (markers ``uint8 [n_units]``, no
-checksums) is still read, never written.
+``crc32c`` codec). Readers trust only the root attributes. Formats 1 (markers ``uint8 [n_units]``, no
+checksums), 2 and 3 (targets ``[N, F, 4, L]``) are still read, never written; ``store upgrade`` turns
+2 and 3 into 4.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import warnings
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import zarr
 import zarr.codecs as zc
+from zarr.codecs.numcodecs import Shuffle
 
 from pipeline import __version__
 from pipeline.core.encoding import ALPHABET
@@ -39,8 +45,8 @@ from pipeline.store.digests import DIGESTED
 from pipeline.store.meta_digest import has_meta_digest, write_meta_digest
 
 FORMAT = "multiplexer-store"
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 """Format versions this package reads (it writes only :data:`FORMAT_VERSION`)."""
 ROOT_ATTRS = (
     "format",
@@ -61,12 +67,13 @@ ARRAYS = ("reference", "ref_pred", "targets", "chrom", "center", "complete")
 DIMENSIONS = {
     "reference": ["sample", "base", "position"],
     "ref_pred": ["sample", "target"],
-    "targets": ["sample", "target", "base", "position"],
+    "targets": ["sample", "target", "alt", "position"],
     "chrom": ["sample"],
     "center": ["sample"],
     "complete": ["unit", "marker"],
 }
-"""``dimension_names`` of each array (so xarray can open a split)."""
+"""``dimension_names`` of each array (so xarray can open a split); in formats 1-3 the targets' third
+dimension was ``base`` (all four bases), in format 4 it is ``alt`` (:data:`~pipeline.store.layout.ALTS`)."""
 
 
 DAMAGED = "the store is damaged: restore it from a copy, or distil it again (--overwrite)"
@@ -77,7 +84,8 @@ def group_node(group: zarr.Group, name: str, kind: type, what: str) -> Any:
     unreadable one is a :class:`UserError` naming its metadata file and ``what`` it is."""
     where = f"{group.path}/{name}" if group.path else name
     try:
-        node = group.get(name)
+        with numcodecs_quiet():
+            node = group.get(name)
     except Exception as exc:  # noqa: BLE001 - zarr raises JSON, key and value errors for damaged metadata
         detail = " ".join(str(exc).split())[:80]
         raise UserError(
@@ -154,11 +162,16 @@ def n_units(n_samples: int, unit_samples: int) -> int:
 
 _BLOSC_CODECS: dict[str, Literal["lz4", "zstd"]] = {"blosc-lz4": "lz4", "blosc-zstd": "zstd"}
 
+GPU_CHUNK_BYTES = 1 << 20
+"""About this many decoded bytes per inner chunk of a ``zstd-gpu`` store's targets: a device decoder
+(nvCOMP) decodes the chunks of a batch in parallel, one thread block each."""
 
-def compressors(codec: zc.BloscCodec | zc.ZstdCodec | None, storage: StorageSpec) -> list[Any]:
-    """The bytes-to-bytes codecs of an array: its compressor, then a CRC-32C of each chunk unless
-    ``storage.checksums`` is off."""
-    return [c for c in (codec, zc.Crc32cCodec() if storage.checksums else None) if c is not None]
+
+def compressors(codec: Any, storage: StorageSpec) -> list[Any]:
+    """The bytes-to-bytes codecs of an array: its compressor (one codec or a list), then a CRC-32C of
+    each chunk unless ``storage.checksums`` is off."""
+    chain = list(codec) if isinstance(codec, list) else [codec] if codec is not None else []
+    return chain + ([zc.Crc32cCodec()] if storage.checksums else [])
 
 
 def marker_width(storage: StorageSpec) -> int:
@@ -166,12 +179,15 @@ def marker_width(storage: StorageSpec) -> int:
     return 1 + (storage.unit_samples * len(DIGESTED) if storage.checksums else 0)
 
 
-def target_codec(storage: StorageSpec) -> zc.BloscCodec | zc.ZstdCodec | None:
-    """The compressor of the ``targets`` array for a spec's storage settings (``None``: raw)."""
+def target_codec(storage: StorageSpec) -> zc.BloscCodec | zc.ZstdCodec | list[Any] | None:
+    """The compressor of the ``targets`` array for a spec's storage settings (``None``: raw;
+    ``zstd-gpu``: a byte shuffle, then zstd, two codecs a device decoder can undo)."""
     if storage.codec == "none":
         return None
     if storage.codec == "zstd":
         return zc.ZstdCodec(level=storage.level)
+    if storage.codec == "zstd-gpu":
+        return [byte_shuffle(), zc.ZstdCodec(level=storage.level)]
     shuffle = {
         "noshuffle": zc.BloscShuffle.noshuffle,
         "shuffle": zc.BloscShuffle.shuffle,
@@ -179,6 +195,44 @@ def target_codec(storage: StorageSpec) -> zc.BloscCodec | zc.ZstdCodec | None:
     }[storage.shuffle]
     cname = _BLOSC_CODECS[storage.codec]
     return zc.BloscCodec(cname=cname, clevel=storage.level, shuffle=shuffle)
+
+
+@contextmanager
+def numcodecs_quiet() -> Iterator[None]:
+    """Leave out zarr's warning that numcodecs codecs are not in the Zarr v3 specification, given each
+    time a ``zstd-gpu`` store's targets are created or opened: its byte shuffle (``numcodecs.shuffle``)
+    is documented in ``docs/store-format.md``. Other warnings pass."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="Numcodecs codecs are not in the Zarr version 3", category=UserWarning
+        )
+        yield
+
+
+def byte_shuffle() -> Any:
+    """numcodecs' byte shuffle of 2-byte values as a zarr codec."""
+    with numcodecs_quiet():
+        return Shuffle(elementsize=2)
+
+
+def target_chunks(
+    storage: StorageSpec, n_targets: int, seq_len: int, rows: int = 3
+) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int] | None]:
+    """The ``targets`` array's chunk shape and shard shape (``None``: not sharded).
+
+    Whole samples (``chunk_samples`` of them) per chunk, a write unit per shard with
+    ``storage.shards``; ``zstd-gpu`` always shards a unit and cuts each sample into blocks of targets
+    of about :data:`GPU_CHUNK_BYTES` (the last block padded when the blocks do not divide ``F``).
+    """
+    F, L = n_targets, seq_len
+    if storage.codec == "zstd-gpu":
+        itemsize = 2 if storage.dtype == "float16" else 4
+        blocks = max(1, -(-(F * rows * L * itemsize) // GPU_CHUNK_BYTES))
+        width = -(-F // blocks)
+        padded = width * -(-F // width)
+        return (storage.chunk_samples, width, rows, L), (storage.unit_samples, padded, rows, L)
+    chunks = (storage.chunk_samples, F, rows, L)
+    return chunks, ((storage.unit_samples, F, rows, L) if storage.shards else None)
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,13 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 import fsspec
 import numpy as np
+import torch
 import zarr
 import zarr.codecs as zc
 from zarr.core.array_spec import ArrayConfigParams
@@ -37,8 +39,9 @@ from pipeline.core.quantize import bitround
 from pipeline.core.spec import NON_CONTENT_KEYS, Spec, differing_keys, spec_from_dict
 from pipeline.core.urls import is_url
 from pipeline.errors import StoreMismatchError, StoreNotFoundError, UserError
+from pipeline.store.chunkio import TargetChunks, TargetWriter
 from pipeline.store.chunks import BLOCK_UNITS, CHECKED, first_missing_chunk
-from pipeline.store.digests import DIGESTED, Where, marker_row, read_checked, split_markers
+from pipeline.store.digests import DIGESTED, Where, marker_row, read_checked, read_targets, split_markers
 from pipeline.store.format import (
     DIMENSIONS,
     FORMAT,
@@ -51,18 +54,20 @@ from pipeline.store.format import (
     history_entry,
     marker_width,
     n_units,
+    numcodecs_quiet,
     root_attrs,
+    target_chunks,
     target_codec,
 )
+from pipeline.store.layout import STORED_ROWS, compact_targets, expand_targets
 from pipeline.store.meta_digest import (
     check_meta_digest,
     checked_attrs,
     group_label,
-    seal,
     update_attrs,
     write_meta_digest,
 )
-from pipeline.store.writes import sync_written, write_settled
+from pipeline.store.writes import run_settled, sync_written
 
 Mode = Literal["r", "r+", "a", "w", "w-"]
 
@@ -132,6 +137,7 @@ class Store:
         self._complete: dict[str, np.ndarray] = {}
         self._digests: dict[str, np.ndarray | None] = {}
         self._damaged: dict[str, set[int]] = {}
+        self._chunks: dict[tuple[str, str], TargetChunks] = {}
         self.lease: Path | None = None
         """This process's writer lease (:func:`writer_lease`), renewed by every unit written."""
 
@@ -165,6 +171,12 @@ class Store:
     def splits(self) -> list[str]:
         """The store's splits (``train``, ``valid``, ``test`` order)."""
         return self.meta.splits
+
+    @property
+    def rows(self) -> int:
+        """Rows per position of the stored targets: 3 (format 4: the alternatives,
+        :mod:`pipeline.store.layout`), or 4 (formats 1-3: every base)."""
+        return STORED_ROWS[4 if self.meta.format_version >= 4 else 3]
 
     def spec(self) -> Spec:
         """The spec the store was made from (relative paths resolve against the spec's folder)."""
@@ -230,10 +242,37 @@ class Store:
 
     def read(self, split: str, name: str, start: int, stop: int) -> np.ndarray:
         """Samples ``start .. stop - 1`` of an array, checked against their checksums
-        (:func:`~pipeline.store.digests.read_checked`); a damaged one is a :class:`UserError`."""
+        (:func:`~pipeline.store.digests.read_checked`); a damaged one is a :class:`UserError`.
+        ``targets`` come as ``[n, F, 4, L]`` whatever the format (format 4 stores are expanded,
+        :func:`~pipeline.store.layout.expand_targets`; :meth:`read_targets` gives them as stored)."""
+        if name == "targets":
+            y = self.read_targets(split, start, stop)
+            if self.rows == 4:
+                return y
+            X = self.read(split, "reference", start, stop)
+            return expand_targets(torch.from_numpy(y), torch.from_numpy(X)).numpy()
         digests = self.digests(split) if name in DIGESTED else None
         expected = None if digests is None else digests[start:stop, DIGESTED.index(name)]
         return read_checked(self.array(split, name), name, start, stop, expected, self.sample_name(split))
+
+    def target_chunks(self, split: str, name: str = "targets") -> TargetChunks:
+        """The reader of a split's stored chunks of ``targets`` (or of ``reference``, also chunked by
+        samples only); one per split and array, for reads in this thread."""
+        if (split, name) not in self._chunks:
+            self._chunks[(split, name)] = TargetChunks(self.array(split, name))
+        return self._chunks[(split, name)]
+
+    def read_targets(self, split: str, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Samples ``start .. stop - 1`` of ``targets`` as stored (``[n, F, rows, L]``, :attr:`rows`),
+        decoded into ``out`` when given and checked against their checksums
+        (:func:`~pipeline.store.digests.read_targets`)."""
+        chunks = self.target_chunks(split)
+        if out is None:
+            out = np.empty((stop - start, *chunks.shape[1:]), dtype=chunks.dtype)
+        digests = self.digests(split)
+        expected = None if digests is None else digests[start:stop, DIGESTED.index("targets")]
+        read_targets(chunks, [(start, stop)], out, expected, self.meta.format_version, self.sample_name(split))
+        return out
 
     def refresh(self) -> None:
         """Forget the cached completion markers (other processes may have completed units since)."""
@@ -249,6 +288,7 @@ class Store:
             self._groups.clear()
             self._split_meta.clear()
             self._arrays.clear()
+            self._chunks.clear()
             self._complete.clear()
             self._digests.clear()
             self._damaged.clear()
@@ -287,15 +327,21 @@ class Store:
         ----------
         reference : np.ndarray, shape=(n, 4, L), uint8
         ref_pred : np.ndarray, shape=(n, F), float32
-        targets : np.ndarray, shape=(n, F, 4, L)
-            Cast to the store's target dtype.
+        targets : np.ndarray, shape=(n, F, 4, L) or (n, F, 3, L)
+            Cast to the store's target dtype. All four bases (the reference-base and ``N`` entries, 0 by
+            definition, are left out: :func:`~pipeline.store.layout.compact_targets`) or, already
+            compact, the three alternatives of each position.
         chrom : list of str, length n
         center : np.ndarray, shape=(n,)
         """
         start, stop = self.unit_range(split, unit)
         n = stop - start
         F, L = self.n_targets, self.seq_len
-        expected = {"reference": (n, 4, L), "ref_pred": (n, F), "targets": (n, F, 4, L), "center": (n,)}
+        if self.rows == 3 and np.shape(targets)[2:3] == (4,):
+            targets = compact_targets(
+                torch.as_tensor(np.asarray(targets)), torch.as_tensor(np.asarray(reference))
+            ).numpy()
+        expected = {"reference": (n, 4, L), "ref_pred": (n, F), "targets": (n, F, self.rows, L), "center": (n,)}
         values = {"reference": reference, "ref_pred": ref_pred, "targets": targets, "center": center}
         for name, value in values.items():
             if tuple(np.shape(value)) != expected[name]:
@@ -313,18 +359,29 @@ class Store:
             "chrom": np.asarray(chrom, dtype=object),
             "center": np.asarray(center, dtype=np.int64),
         }
+        # format 4: the targets are encoded here, as zarr would, so their chunks' trailers are known
+        writer = TargetWriter(arrays["targets"]) if self.meta.format_version >= 4 else None
         writes = [
             (arrays[name], slice(a, b), data[name][a - start : b - start])
             for name in arrays
             for a, b in _blocks(arrays[name], start, stop)
         ]
-        write_settled(writes)
+        zarr_writes: list[Callable[[], Any]] = [
+            partial(a.__setitem__, rows, v) for a, rows, v in writes if writer is None or a is not arrays["targets"]
+        ]
+        encode = writer.encode_tasks(start, stop, data["targets"]) if writer is not None else []
+        encoded = run_settled(zarr_writes + encode)[len(zarr_writes) :]
+        if writer is not None:
+            run_settled([partial(writer.put, key, blob) for key, blob in writer.files(encoded)])
         sync_written(writes)  # the data is on disk before the marker says it is there
         markers = self.array(split, "complete")
         if markers.ndim == 1 or markers.shape[1] == 1:  # no digests: storage.checksums off
             markers[unit] = 1
         else:
-            row = marker_row(data, self.split_meta(split).unit_samples)
+            row = marker_row(data, self.split_meta(split).unit_samples, skip=("targets",) if writer else ())
+            if writer is not None:  # the targets' digests: of their chunks' trailers, as written
+                k = 1 + DIGESTED.index("targets")
+                row[k : k + n * len(DIGESTED) : len(DIGESTED)] = writer.digests(start, stop, encoded)
             markers[unit] = row
             with self._lock:
                 cached = self._digests.get(split)
@@ -635,41 +692,6 @@ def _resize_split(store: Store, name: str, have: int, want: int) -> None:
     update_attrs(group, {"n_samples": want, "n_units": units}, "store", store.path)
 
 
-def upgrade_store(path: str | os.PathLike[str]) -> str:
-    """Upgrade a store in place (attributes only; the data is unchanged): format 2 to format 3 (its
-    content hash leaves out the sample counts, so it can grow, and it gets a ``history``), and a store
-    written before metadata digests gets one on its root and split attributes
-    (:mod:`pipeline.store.meta_digest`; run ``store verify`` first: what is there now is sealed).
-    The content hash keeps its version (a checkpoint trained on the store still resumes on it).
-
-    Raises
-    ------
-    UserError
-        Format 1 (no checksums: distill it again).
-    """
-    store = open_store(path, mode="r+")
-    version = store.meta.format_version
-    if version < 2:
-        raise UserError(
-            f"store {str(path)!r} has format {version} (no checksums): it can be read, not upgraded; distill it again"
-        )
-    done = []
-    if version < FORMAT_VERSION:
-        spec = store.spec()
-        history: list[Any] = [{"when": store.meta.created, "samples": {n: s.samples for n, s in spec.splits.items()},
-                               "package_version": store.meta.package_version, "note": f"format {version}"}]  # fmt: skip
-        changes = {"format_version": FORMAT_VERSION, "spec_hash": spec.store_hash(), "history": history}
-        update_attrs(store.group, changes, "store", store.path)
-        done.append(f"from format {version} to {FORMAT_VERSION}: it can grow (more samples, new splits)")
-    groups = [store.group, *(store.split_group(split) for split in store.splits)]
-    sealed = sum(seal(group) for group in groups)
-    if sealed:
-        done.append(f"added a metadata digest to {sealed} groups' attributes")
-    if not done:
-        return f"store {path} is already format {FORMAT_VERSION} with a metadata digest"
-    return f"upgraded store {path}: " + "; ".join(done)
-
-
 def _base_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
     """How the base model ``new`` differs from the recorded ``old`` (weights or source file)."""
     if old.get("weights_sha256") != new.get("weights_sha256"):
@@ -731,14 +753,14 @@ def create_or_open_store(
         raise UserError(f"{len(target_names)} target names for a base model with {n_targets} outputs")
     attrs = root_attrs(spec, base_identity, n_targets, target_names, genome_fingerprint)
     if is_url(path):
-        _build(path, spec, n_targets, attrs)
+        build_empty_store(path, spec, n_targets, attrs)
         return open_store(path, mode="r+")
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)  # like the default stores/ folder
     except OSError as exc:
         raise UserError(f"cannot create store {path!r}: {exc.strerror or exc} ({target.parent})") from None
-    if not create_atomically(target, lambda tmp: _build(tmp, spec, n_targets, attrs)):
+    if not create_atomically(target, lambda tmp: build_empty_store(tmp, spec, n_targets, attrs)):
         return _reopen(path, spec, base_identity, genome_fingerprint, target_names)  # another process created it first
     return open_store(path, mode="r+")
 
@@ -797,10 +819,11 @@ def _reopen(
             f"writes format {FORMAT_VERSION}",
         )
     if version != FORMAT_VERSION:
+        how = "attributes only, seconds" if version == FORMAT_VERSION - 1 == 2 else "its targets are rewritten"
         raise StoreMismatchError(
             path,
-            f"store {path!r} has format {version}; it can be read, but to extend it upgrade it first (attributes "
-            f"only, seconds): `multiplexer store upgrade {path}`",
+            f"store {path!r} has format {version}; it can be read, but to extend it upgrade it first to format "
+            f"{FORMAT_VERSION} ({how}; resumable): `multiplexer store upgrade {path}`",
         )
     check_same_spec(store, spec, base_identity, genome_fingerprint, target_names)
     grow_store(store, spec)  # more samples or new splits: resize, keep every window
@@ -819,8 +842,9 @@ def wait_for_store(path: str | os.PathLike[str], spec: Spec, *, timeout: float =
             time.sleep(poll)
 
 
-def _build(path: str, spec: Spec, n_targets: int, attrs: dict[str, Any]) -> None:
-    """Create the groups and empty arrays; the root attributes go last (they mark a finished store)."""
+def build_empty_store(path: str, spec: Spec, n_targets: int, attrs: dict[str, Any]) -> None:
+    """Create a store's groups and empty arrays (format 4) at ``path``; the root attributes ``attrs`` go
+    last (they mark a finished store)."""
     try:
         root = open_group(path, mode="w-")
     except Exception as exc:  # zarr and fsspec raise several types
@@ -837,9 +861,10 @@ def _build_split(g: zarr.Group, spec: Spec, n: int, chroms: tuple[str, ...], n_t
     L, F, st = spec.seq_len, n_targets, spec.storage
     U = st.unit_samples
     units = n_units(n, U)
-    have = {name for name, _ in g.arrays()}
+    with numcodecs_quiet():
+        have = {name for name, _ in g.arrays()}
     for name in have:
-        array = g[name]
+        array = group_array(g, name)
         if isinstance(array, zarr.Array) and name in DIMENSIONS:
             array.resize((units if name == "complete" else n, *array.shape[1:]))
     # every written chunk exists (see Store.write_unit), so a missing one means lost data
@@ -892,19 +917,22 @@ def _build_split(g: zarr.Group, spec: Spec, n: int, chroms: tuple[str, ...], n_t
 
 
 def _build_targets(g: zarr.Group, shape: tuple[int, int, int], st: Any, cfg: ArrayConfigParams) -> None:
+    """The ``targets`` array of format 4: ``[n, F, 3, L]``, chunked by :func:`~pipeline.store.format.target_chunks`."""
     n, F, L = shape
-    U = st.unit_samples
-    g.create_array(
-        "targets",
-        shape=(n, F, 4, L),
-        chunks=(st.chunk_samples, F, 4, L),
-        shards=(U, F, 4, L) if st.shards else None,
-        dtype=st.dtype,
-        fill_value=0.0,
-        compressors=compressors(target_codec(st), st),
-        config=cfg,
-        dimension_names=DIMENSIONS["targets"],
-    )
+    rows = STORED_ROWS[FORMAT_VERSION]
+    chunks, shards = target_chunks(st, F, L, rows)
+    with numcodecs_quiet():
+        g.create_array(
+            "targets",
+            shape=(n, F, rows, L),
+            chunks=chunks,
+            shards=shards,
+            dtype=st.dtype,
+            fill_value=0.0,
+            compressors=compressors(target_codec(st), st),
+            config=cfg,
+            dimension_names=DIMENSIONS["targets"],
+        )
 
 
 def _root_attributes(path: str) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from pipeline.core.identity import weights_label
 from pipeline.errors import MetadataError, UserError
 from pipeline.store.chunks import BLOCK_UNITS, CHECKED, first_missing_chunk, stored_bytes
-from pipeline.store.digests import DIGESTED, first_mismatch, split_markers, unreadable
+from pipeline.store.digests import DIGESTED, first_mismatch, read_targets, split_markers, unreadable
 from pipeline.store.format import SplitMeta, group_array, group_node, int_attr
 from pipeline.store.meta_digest import DAMAGED_METADATA, meta_digest_problems
 from pipeline.store.store import Store, active_writers, bulk_reads, is_url, open_store, read_markers
@@ -37,6 +37,7 @@ def store_info(store: Store) -> dict[str, Any]:
     """Summary: spec, hash, base model, per split counts, completion and bytes per sample."""
     F, L = store.n_targets, store.seq_len
     raw = F * 4 * L * 4
+    rows = store.rows
     splits = {}
     for split in store.splits:
         info = store.split_info(split)
@@ -50,6 +51,8 @@ def store_info(store: Store) -> dict[str, Any]:
             "complete_units": info.n_complete,
             "complete_samples": done,
             "targets_dtype": str(targets.dtype),
+            "stored_rows": rows,
+            "decoded_bytes_per_sample": F * rows * L * targets.dtype.itemsize,
             "target_bytes_stored": stored,
             "bytes_per_sample": stored / done if done else None,
             "raw_float32_bytes_per_sample": raw,
@@ -103,6 +106,8 @@ def format_info(info: dict[str, Any]) -> str:
             if bps
             else "no complete samples yet"
         )
+        if bps and sp.get("stored_rows") == 3:
+            size += f", {sp['decoded_bytes_per_sample'] / 1e6:.3f} MB decoded (reference-base rows not stored)"
         lines.append(
             f"{name:<10} {sp['complete_samples']}/{sp['n_samples']} samples, units {sp['complete_units']}/"
             f"{sp['n_units']} complete, {sp['targets_dtype']}: {size}"
@@ -196,7 +201,7 @@ def _check_shapes(store: Store, split: str) -> str | None:
     shapes = {
         "reference": (n, 4, L),
         "ref_pred": (n, F),
-        "targets": (n, F, 4, L),
+        "targets": (n, F, store.rows, L),
         "chrom": (n,),
         "center": (n,),
         "complete": (int_attr(g, "n_units"),),
@@ -241,14 +246,13 @@ def _check_units(store: Store, split: str, progress: bool, readers: _Readers, di
     if found is not None:
         u, start, stop, missing = found
         return f"unit {u} (samples {start}-{stop - 1}): {missing}"
-    unit_bytes = meta.unit_samples * store.n_targets * 4 * store.seq_len * store.array(split, "targets").dtype.itemsize
+    unit_bytes = meta.unit_samples * store.target_chunks(split).sample_bytes
     batches = readers.ranges(meta.n_units, max(1, min(BLOCK_UNITS, VERIFY_BATCH_BYTES // max(unit_bytes, 1))))
     with tqdm(total=meta.n_units, desc=f"verify {split}", disable=not progress, unit="unit") as bar:
         jobs = [(store.path, split, batch, _batch_digests(digests, meta, batch)) for batch in batches]
         if readers.pool is not None and len(batches) > 1:
             return _first_problem(readers.pool.map(_check_path_batch, jobs), batches, bar)
-        arrays = _data_arrays(store, split)
-        return _first_problem((_check_batch(arrays, meta, job[2], job[3]) for job in jobs), batches, bar)
+        return _first_problem((_check_batch(store, split, job[2], job[3]) for job in jobs), batches, bar)
 
 
 def _batch_digests(digests: np.ndarray | None, meta: SplitMeta, batch: tuple[int, int]) -> np.ndarray | None:
@@ -267,10 +271,6 @@ def _first_problem(results: Iterable[str | None], batches: list[tuple[int, int]]
     return None
 
 
-def _data_arrays(store: Store, split: str) -> dict[str, zarr.Array]:
-    return {name: store.array(split, name) for name in DIGESTED}
-
-
 def _read_markers_range(job: tuple[str, str, tuple[int, int]]) -> tuple[np.ndarray, list[int]]:
     """The completion markers' rows of units ``job[2][0] .. job[2][1] - 1``, and those of them whose
     marker cannot be read, in a worker process."""
@@ -281,24 +281,37 @@ def _read_markers_range(job: tuple[str, str, tuple[int, int]]) -> tuple[np.ndarr
 def _check_path_batch(job: tuple[str, str, tuple[int, int], np.ndarray | None]) -> str | None:
     """:func:`_check_batch` in a worker process: the store opened from its path."""
     path, split, batch, digests = job
-    store = open_store(path)
-    return _check_batch(_data_arrays(store, split), store.split_meta(split), batch, digests)
+    return _check_batch(open_store(path), split, batch, digests)
 
 
-def _check_batch(
-    arrays: dict[str, zarr.Array], meta: SplitMeta, batch: tuple[int, int], digests: np.ndarray | None
-) -> str | None:
+def _check_batch(store: Store, split: str, batch: tuple[int, int], digests: np.ndarray | None) -> str | None:
     """Read the samples of the units ``batch[0] .. batch[1] - 1`` at once and check each unit's part
-    (and each sample against its digests, when the store has them)."""
+    (and each sample against its digests, when the store has them). The targets are read as stored,
+    from their chunks, checked against their checksums as they are decoded."""
+    meta = store.split_meta(split)
     units = [(u, *meta.unit_range(u)) for u in range(*batch)]
     first, last = units[0][1], units[-1][2]
+
+    def where(k: int) -> str:
+        return f"unit {k // meta.unit_samples} sample {k}"
+
     data = {}
-    for name, array in arrays.items():
+    for name in DIGESTED:
+        if name == "targets":
+            continue
+        array = store.array(split, name)
         try:
             with bulk_reads():
                 data[name] = np.asarray(array[first:last])
         except Exception:  # noqa: BLE001 - a damaged chunk: name the first one
-            return unreadable(array, name, first, last, lambda k: f"unit {k // meta.unit_samples} sample {k}")
+            return unreadable(array, name, first, last, where)
+    chunks = store.target_chunks(split)
+    data["targets"] = np.empty((last - first, *chunks.shape[1:]), dtype=chunks.dtype)
+    expected_targets = None if digests is None else digests[:, DIGESTED.index("targets")]
+    try:
+        read_targets(chunks, [(first, last)], data["targets"], expected_targets, store.meta.format_version, where)
+    except UserError as exc:  # names the unit and sample (``where``)
+        return str(exc)
     for u, start, stop in units:
         part = {name: values[start - first : stop - first] for name, values in data.items()}
         expected = None if digests is None else digests[start - first : stop - first]
@@ -311,10 +324,13 @@ def _check_batch(
 
 
 def _digest_problem(part: dict[str, np.ndarray], expected: np.ndarray | None, start: int) -> str | None:
-    """The first array and sample of a unit whose bytes do not match their digest."""
+    """The first array and sample of a unit whose bytes do not match their digest (the targets are
+    checked as they are read, :func:`~pipeline.store.digests.read_targets`)."""
     if expected is None:
         return None
     for k, name in enumerate(DIGESTED):
+        if name == "targets":
+            continue
         bad = first_mismatch(part[name], expected[:, k])
         if bad is not None:
             return (
@@ -325,16 +341,19 @@ def _digest_problem(part: dict[str, np.ndarray], expected: np.ndarray | None, st
 
 
 def _check_unit(X: np.ndarray, y: np.ndarray, ref_pred: np.ndarray, center: np.ndarray) -> str | None:
-    """The first convention one unit's data break (``None`` when they keep all of them)."""
+    """The first convention one unit's data break (``None`` when they keep all of them). ``y`` as
+    stored: ``[n, F, 4, L]`` (formats 1-3), or ``[n, F, 3, L]`` (format 4, whose reference-base entries
+    are not stored)."""
     if X.max(initial=0) > 1 or (X.sum(axis=1) > 1).any():
         return "reference is not one-hot"
     if not np.isfinite(y).all():
         return "targets contain NaN or infinity"
     if not (np.isfinite(ref_pred).all() and (ref_pred >= 0).all() and (ref_pred <= 1).all()):
         return "ref_pred is not a probability"
-    at_ref = np.broadcast_to(X[:, None].astype(bool), y.shape)
-    if (y[at_ref] != 0).any():
-        return "targets are not exactly 0 at reference bases"
+    if y.shape[2] == 4:
+        at_ref = np.broadcast_to(X[:, None].astype(bool), y.shape)
+        if (y[at_ref] != 0).any():
+            return "targets are not exactly 0 at reference bases"
     n_cols = np.broadcast_to((X.sum(axis=1) == 0)[:, None, None, :], y.shape)
     if (y[n_cols] != 0).any():
         return "targets are not exactly 0 at N positions"
@@ -350,7 +369,6 @@ def damaged_units(store: Store, split: str, *, progress: bool = False) -> list[t
     meta = store.split_meta(split)
     complete, digests = store.complete_units(split), store.digests(split)
     checked = {name: store.array(split, name) for name in CHECKED}
-    arrays = _data_arrays(store, split)
     out = [(u, DAMAGED_MARKER) for u in store.damaged_markers(split)]
     for u in tqdm(np.flatnonzero(complete).tolist(), desc=f"check {split}", disable=not progress, unit="unit"):
         start, stop = meta.unit_range(u)
@@ -358,7 +376,7 @@ def damaged_units(store: Store, split: str, *, progress: bool = False) -> list[t
         problem = (
             missing[3]
             if missing is not None
-            else _check_batch(arrays, meta, (u, u + 1), _batch_digests(digests, meta, (u, u + 1)))
+            else _check_batch(store, split, (u, u + 1), _batch_digests(digests, meta, (u, u + 1)))
         )
         if problem:
             out.append((u, problem))

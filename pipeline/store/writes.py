@@ -7,7 +7,10 @@ is set, so a marker never says a chunk is there that a crash or power loss could
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
 
 import numpy as np
 import zarr
@@ -26,12 +29,20 @@ def write_settled(writes: list[Write]) -> None:
     """Run each ``array[selection] = value`` (one chunk or shard each) and wait for all of them; then
     raise the first failure. One write per chunk means none is left in flight inside zarr when the
     error reaches the caller."""
-    with ThreadPoolExecutor(max_workers=min(WRITE_THREADS, len(writes)), thread_name_prefix="chunk") as pool:
-        futures = [pool.submit(array.__setitem__, selection, value) for array, selection, value in writes]
-    for future in futures:  # every write has settled: the with-block waited for all of them
+    run_settled([partial(array.__setitem__, selection, value) for array, selection, value in writes])
+
+
+def run_settled(tasks: list[Callable[[], Any]]) -> list[Any]:
+    """Run each task (a write of one chunk or shard, or an encoding: format 4's targets are encoded by
+    the store itself) on threads and wait for all of them; then raise the first failure, else return
+    their results in order."""
+    with ThreadPoolExecutor(max_workers=max(1, min(WRITE_THREADS, len(tasks))), thread_name_prefix="chunk") as pool:
+        futures = [pool.submit(task) for task in tasks]
+    for future in futures:  # every task has settled: the with-block waited for all of them
         error = future.exception()
         if error is not None:
             raise error
+    return [future.result() for future in futures]
 
 
 def sync_written(writes: list[Write]) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from pipeline.core.spec import TrainSpec
 from pipeline.errors import UserError
 
-FREE = frozenset({"steps", "num_workers", "prefetch_factor", "persistent_workers"})
+FREE = frozenset({"steps", "num_workers", "prefetch_factor", "persistent_workers", "decode"})
 """Options a resume may change without ``--allow-changes`` (they are still recorded)."""
 
 _ARCHITECTURE = "the weights in last.pt belong to the recorded architecture"

@@ -1,9 +1,11 @@
 """Streaming a store into training: a map-style Dataset and a block-shuffled, rank-aware batch order.
 
-:class:`StoreDataset` opens the Zarr store lazily inside each DataLoader worker and reads a whole
-batch at once (``__getitems__``; contiguous samples as one slice). It returns ``X`` as uint8 and ``y``
-in the store's dtype (float16 by default): both are moved to the device as they are and converted
-there.
+:class:`StoreDataset` opens the store lazily in each process and reads a batch of samples at once:
+the references through zarr, the targets straight from their chunks into the caller's buffer
+(:class:`~pipeline.store.chunkio.TargetChunks`: no copy between the decoder and the batch), both
+checked against their checksums. ``X`` is uint8 and ``y`` is in the store's dtype and layout
+(``[n, F, 3, L]`` in format 4, ``[n, F, 4, L]`` before): both are moved to the device as they are,
+and expanded and converted there (:mod:`pipeline.train.feed`).
 
 :class:`BlockShuffle` gives each epoch's global sample order: the store's write units are permuted,
 then the samples of a bounded buffer of units are shuffled together, so consecutive batches read from
@@ -30,11 +32,9 @@ import zarr
 from torch.utils.data import Dataset, Sampler
 
 from pipeline.errors import UserError
-from pipeline.store import open_store
-from pipeline.store.digests import DIGESTED, read_checked
-
-_READ = ("reference", "targets")
-"""The arrays training reads."""
+from pipeline.store import Store, open_store
+from pipeline.store.chunkio import TargetChunks, runs_of
+from pipeline.store.digests import DIGESTED, chunks_checked, read_checked, read_targets
 
 
 class StoreDataset(Dataset):
@@ -51,6 +51,13 @@ class StoreDataset(Dataset):
         cut to what there is).
     limit_option : str
         How the error names ``limit`` (``"--max-samples"``).
+
+    Attributes
+    ----------
+    rows : int
+        Rows per position of the stored targets (3 in format 4, 4 before).
+    sample_bytes : int
+        Bytes of one sample's stored targets (``F · rows · L · itemsize``).
     """
 
     def __init__(self, path: str, split: str, limit: int | None = None, limit_option: str = "limit") -> None:
@@ -66,28 +73,38 @@ class StoreDataset(Dataset):
         store.require_complete(split, limit=limit)
         self.n = n if limit is None else int(limit)
         self.seq_len, self.n_targets = store.seq_len, store.n_targets
-        targets = store.array(split, "targets")
-        self.chunk_samples = int(targets.chunks[0])
+        chunks = store.target_chunks(split)
+        self.rows, self.format_version = store.rows, store.meta.format_version
         self.unit_samples = store.split_info(split).unit_samples
-        self.target_dtype = np.dtype(targets.dtype)
+        self.target_dtype = chunks.dtype
+        self.sample_bytes = chunks.sample_bytes
+        self.gpu_problem = chunks.gpu_problem() or (
+            f"it has format {self.format_version} (`multiplexer store upgrade {self.path}` makes it format 4)"
+            if self.format_version < 4
+            else None
+        )
         digests = store.digests(split)  # read with the completion markers: checked per sample as read
-        self._digests = None if digests is None else digests[: self.n, [DIGESTED.index(a) for a in _READ]].copy()
-        self._arrays: dict[str, Any] | None = None
+        columns = [DIGESTED.index(a) for a in ("reference", "targets")]
+        self._digests = None if digests is None else digests[: self.n, columns].copy()
+        self._store: Store | None = None
         self._pid = os.getpid()
 
-    def _open(self) -> dict[str, Any]:
+    def _open(self) -> Store:
         # opened lazily, once per process: a forked DataLoader worker must not reuse its parent's handles
-        if self._arrays is None or self._pid != os.getpid():
+        if self._store is None or self._pid != os.getpid():
             if torch.utils.data.get_worker_info() is not None:
                 _single_threaded_decoding()  # workers are the parallelism: avoid workers × cores threads
-            store = open_store(self.path)
-            self._arrays = {name: store.array(self.split, name) for name in _READ}
+            self._store = open_store(self.path)
             self._pid = os.getpid()
-        return self._arrays
+        return self._store
+
+    def target_chunks(self) -> TargetChunks:
+        """The reader of this split's targets chunks (opened in this process)."""
+        return self._open().target_chunks(self.split)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_arrays"] = None  # never ship open handles to worker processes
+        state["_store"] = None  # never ship open handles to worker processes
         return state
 
     def __len__(self) -> int:
@@ -97,47 +114,87 @@ class StoreDataset(Dataset):
         X, y = self.__getitems__([index])
         return X[0], y[0]
 
+    def empty(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Buffers for ``n`` samples: ``X`` ``[n, 4, L]`` uint8 and ``y`` ``[n, F, rows, L]``."""
+        return (
+            np.empty((n, 4, self.seq_len), dtype=np.uint8),
+            np.empty((n, self.n_targets, self.rows, self.seq_len), dtype=self.target_dtype),
+        )
+
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Read a batch.
+        """Read a batch (any order, repeats allowed).
 
         Returns
         -------
         X : torch.Tensor, shape=(n, 4, L), uint8
-        y : torch.Tensor, shape=(n, F, 4, L), the store's dtype
+        y : torch.Tensor, shape=(n, F, rows, L), the store's dtype (:attr:`rows`)
         """
         idx = np.asarray(indices, dtype=np.int64)
-        if idx.size == 0:
-            return (
-                torch.zeros(0, 4, self.seq_len, dtype=torch.uint8),
-                torch.from_numpy(np.zeros((0, self.n_targets, 4, self.seq_len), dtype=self.target_dtype)),
-            )
-        if idx.min() < 0 or idx.max() >= self.n:
-            raise IndexError(f"sample index out of range 0..{self.n - 1}")
-        arrays = self._open()
         uniq, inverse = np.unique(idx, return_inverse=True)
-        # contiguous runs are read with basic slices, which zarr decodes much faster than an
-        # orthogonal selection of the same samples
-        breaks = np.flatnonzero(np.diff(uniq) != 1) + 1
-        runs = [(int(r[0]), int(r[-1]) + 1) for r in np.split(uniq, breaks)]
-        X = np.concatenate([self._read(arrays, "reference", a, b) for a, b in runs])
-        y = (
-            np.concatenate([self._read(arrays, "targets", a, b) for a, b in runs])
-            if len(runs) > 1
-            else self._read(arrays, "targets", *runs[0])
-        )
+        X, y = self.empty(uniq.size)
+        self.read_into(uniq.tolist(), X, y)
         if uniq.size != idx.size or not np.array_equal(uniq, idx):  # unsorted or repeated: reorder
             X, y = X[inverse], y[inverse]
-        return torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(np.ascontiguousarray(y))
+        return torch.from_numpy(X), torch.from_numpy(y)
+
+    def read_into(self, indices: Sequence[int], X: np.ndarray, y: np.ndarray) -> None:
+        """Read sorted, distinct samples into ``X`` ``[n, 4, L]`` and ``y`` ``[n, F, rows, L]`` (the
+        targets decoded straight into ``y``), checked against their chunk checksums and sample digests.
+
+        Raises
+        ------
+        IndexError
+            An index outside ``0 .. len - 1``.
+        UserError
+            A damaged chunk or a sample that does not match its digest (naming store, split, unit and
+            sample).
+        """
+        if not len(indices):
+            return
+        if indices[0] < 0 or indices[-1] >= self.n:
+            raise IndexError(f"sample index out of range 0..{self.n - 1}")
+        runs = list(runs_of(indices))
+        store = self._open()
+        self._read_reference(store, runs, indices, X)
+        expected = None if self._digests is None else self._digests[np.asarray(indices), 1]
+        read_targets(store.target_chunks(self.split), runs, y, expected, self.format_version, self._where)
+
+    def gather_into(self, indices: Sequence[int], X: np.ndarray, buffer: np.ndarray) -> np.ndarray:
+        """Read sorted, distinct samples' references into ``X`` and their checked compressed targets
+        chunks into ``buffer``, for a device decoder (format 4, one sample per chunk: :attr:`gpu_problem`);
+        returns the chunks' table (:meth:`~pipeline.store.chunkio.TargetChunks.gather_into`)."""
+        if indices[0] < 0 or indices[-1] >= self.n:
+            raise IndexError(f"sample index out of range 0..{self.n - 1}")
+        runs = list(runs_of(indices))
+        store = self._open()
+        self._read_reference(store, runs, indices, X)
+        expected = None if self._digests is None else self._digests[np.asarray(indices), 1]
+        chunks = store.target_chunks(self.split)
+        with chunks_checked(chunks.chunk[0], self._where):
+            return chunks.gather_into(runs, buffer, expected)
+
+    def _read_reference(self, store: Store, runs: list[tuple[int, int]], indices: Sequence[int], X: np.ndarray) -> None:
+        """The references of ``runs`` into ``X``, from their chunks (a write unit each), checked against
+        the chunks' CRC-32C and the samples' digests (the CRC-32 of each decoded sample). A store whose
+        references the chunk reader does not take (a codec or chunking no writer of this package made) is
+        read through zarr, with the same checks."""
+        expected = None if self._digests is None else self._digests[np.asarray(indices), 0]
+        try:
+            chunks = store.target_chunks(self.split, "reference")
+        except ValueError:
+            at = 0
+            for a, b in runs:
+                part = None if expected is None else expected[at : at + b - a]
+                X[at : at + b - a] = read_checked(store.array(self.split, "reference"), "reference", a, b, part,
+                                                  self._where)  # fmt: skip
+                at += b - a
+            return
+        with chunks_checked(chunks.chunk[0], self._where, "reference"):
+            chunks.read_into(runs, X, expected, "decoded")
 
     def _where(self, sample: int) -> str:
         unit = sample // self.unit_samples
         return f"store {self.path!r}: split {self.split!r} unit {unit} sample {sample}"
-
-    def _read(self, arrays: dict[str, Any], name: str, start: int, stop: int) -> np.ndarray:
-        """Samples ``start .. stop - 1`` of one array, checked against their chunk checksums and
-        sample digests (:func:`~pipeline.store.digests.read_checked`)."""
-        expected = None if self._digests is None else self._digests[start:stop, _READ.index(name)]
-        return read_checked(arrays[name], name, start, stop, expected, self._where)
 
 
 def _single_threaded_decoding() -> None:
@@ -145,10 +202,10 @@ def _single_threaded_decoding() -> None:
     numcodecs.blosc.set_nthreads(1)
 
 
-def collate_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """``collate_fn`` for :class:`StoreDataset`: ``__getitems__`` already returns the batch ``(X, y)``."""
-    X, y = batch
-    return X, y
+def collate_batch(batch: Any) -> Any:
+    """``collate_fn`` for :class:`StoreDataset` (and the feed's slots): ``__getitems__`` already returns
+    the batch."""
+    return batch
 
 
 class BlockShuffle:
@@ -211,6 +268,10 @@ class RankBatchSampler(Sampler[list[int]]):
     def batches_per_epoch(self) -> int:
         """Global micro-batches in the epoch from ``offset`` on (the last may be smaller)."""
         return -(-(self.source.n - self.offset) // self.micro_batch)
+
+    def max_rank_batch(self) -> int:
+        """The most samples a rank's part of a micro-batch holds."""
+        return -(-self.micro_batch // self.world)
 
     def __len__(self) -> int:
         return max(0, self.batches_per_epoch() - self.start)

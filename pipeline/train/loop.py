@@ -26,7 +26,6 @@ from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pipeline import __version__
@@ -40,7 +39,8 @@ from pipeline.models import Checkpoint, build_multiplexer, load_weights
 from pipeline.store import Store, open_store
 from pipeline.train.changes import Change, check_changes, check_same_train_samples, find_changes
 from pipeline.train.config import Precision, check_model_size, lr_factor, multiplexer_kwargs, precision_for
-from pipeline.train.data import BlockShuffle, RankBatchSampler, StoreDataset, collate_batch
+from pipeline.train.data import BlockShuffle, RankBatchSampler, StoreDataset
+from pipeline.train.feed import Feed, Filled, on_device
 from pipeline.train.logging import MetricsWriter, Window
 from pipeline.train.state import RunDir, TrainState
 from pipeline.train.sync_bn import convert_sync_batchnorm
@@ -128,8 +128,7 @@ def validate(
     mine = list(range(bounds[launch.rank], bounds[launch.rank + 1]))
     autocast = precision.autocast(device) if precision is not None else contextlib.nullcontext()
     for i in range(0, len(mine), batch_size):
-        X, y = ds.__getitems__(mine[i : i + batch_size])
-        X, y = X.to(device).float(), y.to(device).float()
+        X, y = on_device(*ds.__getitems__(mine[i : i + batch_size]), device)
         with autocast:
             y_hat = model(X)
         acc.update(y, y_hat.float())
@@ -148,15 +147,14 @@ class Place(NamedTuple):
     last: bool
 
 
-def _micro_batches(
-    loader: DataLoader[Batch], sampler: RankBatchSampler, state: TrainState
-) -> Iterator[tuple[Place, Batch]]:
-    """Endless ``(place, batch)`` stream from the position ``state`` records on."""
+def _micro_batches(feed: Feed, sampler: RankBatchSampler, state: TrainState) -> Iterator[tuple[Place, Filled]]:
+    """Endless ``(place, batch)`` stream from the position ``state`` records on (batches as the feed's
+    workers filled them; :meth:`~pipeline.train.feed.Feed.ahead` moves them to the device)."""
     epoch, start, offset = state.epoch, state.position, state.offset
     while True:
         sampler.set_epoch(epoch, start, offset)
         per_epoch = sampler.batches_per_epoch()
-        for k, batch in enumerate(loader, start=start):
+        for k, batch in enumerate(feed, start=start):
             yield Place(epoch, offset, k, k + 1 >= per_epoch), batch
         epoch, start, offset = epoch + 1, 0, 0
 
@@ -346,21 +344,20 @@ class Trainer:
             model = cast(torch.nn.Module, torch.compile(model))  # an OptimizedModule, typed as a callable
         return model
 
-    def _loader(self) -> tuple[DataLoader[Batch], RankBatchSampler]:
+    def _loader(self) -> tuple[Feed, RankBatchSampler]:
         config, ds = self.config, self.train_ds
         order = BlockShuffle(len(ds), ds.unit_samples, config.shuffle_buffer, config.seed)
         sampler = RankBatchSampler(order, self.micro, self.launch.rank, self.launch.world)
-        workers = config.num_workers
-        loader: DataLoader[Batch] = DataLoader(
+        feed = Feed(
             ds,
-            batch_sampler=sampler,
-            collate_fn=collate_batch,
-            num_workers=workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=workers > 0 and config.persistent_workers,
-            prefetch_factor=config.prefetch_factor if workers > 0 else None,
+            sampler,
+            self.device,
+            workers=config.num_workers,
+            prefetch_factor=config.prefetch_factor,
+            persistent=config.persistent_workers,
+            decode=config.decode,
         )
-        return loader, sampler
+        return feed, sampler
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, *, progress: bool = True) -> TrainResult:
@@ -369,8 +366,8 @@ class Trainer:
         if state.step >= config.steps:  # resuming a finished run is a no-op (so `make` can rerun it)
             return TrainResult(self.run_dir.name, state.step, state.best_valid_loss, finished_before=True)
         model = self._wrap()
-        loader, sampler = self._loader()
-        stream = _micro_batches(loader, sampler, state)
+        feed, sampler = self._loader()
+        stream = feed.ahead(_micro_batches(feed, sampler, state))  # the next batch goes to the device early
         if main:
             self.run_dir.write_config(self._config_record())
         resume_step = state.step if self.resumed_row is not None else None
@@ -384,7 +381,7 @@ class Trainer:
             disable=not (progress and main),
             dynamic_ncols=True,
         )
-        with MetricsWriter(self.run_dir.metrics, main, resume_step, self.resumed_row) as writer, bar:
+        with MetricsWriter(self.run_dir.metrics, main, resume_step, self.resumed_row) as writer, bar, feed:
             while state.step < config.steps:
                 # forward, backward and update over grad_accum micro-batches
                 loss, samples = self.train_step(model, stream)
@@ -411,10 +408,8 @@ class Trainer:
         step_loss = torch.zeros((), dtype=torch.float64, device=self.device)
         step_samples = 0
         for a in range(config.grad_accum):
-            place, (X, y) = next(stream)
+            place, (X, y) = next(stream)  # on the device, float32, y [B, F, 4, L]
             sync = a == config.grad_accum - 1 or not launch.active
-            X = X.to(self.device, non_blocking=True).float()
-            y = y.to(self.device, non_blocking=True).float()
             with contextlib.nullcontext() if sync or self.ddp is None else self.ddp.no_sync():
                 with self.precision.autocast(self.device):
                     y_hat = model(X)
