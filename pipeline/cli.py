@@ -566,8 +566,8 @@ def score_vcf(
     or from the base model (--exact). One result per ALT allele of each record; variants that cannot be
     scored (indels without --exact, absent chromosomes, ...) are kept, marked 'skipped: <reason>'. Every output
     records what the scores mean (quantity, sign, log base, window, strand, model, genome fingerprint)."""
-    from pipeline.apply.vcf import merge_scores
-    from pipeline.apply.vcf import score_vcf as run
+    from pipeline.apply.variants.score_vcf import merge_scores
+    from pipeline.apply.variants.score_vcf import score_vcf as run
 
     if merge:
         extra = [
@@ -634,7 +634,7 @@ def catalogue(ctx: click.Context, checkpoint: str, out: str, chroms: str | None,
     """The multiplexer's effect of every SNV (the 3 other bases at every position) of regions, contigs or a
     whole genome, in a Zarr store chunked along position: resumable, sharded like distill, read by lookup
     and score-vcf --catalogue."""
-    from pipeline.apply.catalogue import build_catalogue
+    from pipeline.apply.variants.catalogue import build_catalogue
 
     names = [c for c in (chroms or "").split(",") if c]
     click.echo(build_catalogue(checkpoint, out, chroms=names, progress=_progress(ctx), **options).line())
@@ -656,7 +656,7 @@ def lookup(ctx: click.Context, catalogue_path: str, out: str, **options: Any) ->
     """Variants answered from a catalogue (only the chunks they need are read), in score-vcf's row format.
     A query the catalogue cannot answer (contig or position not catalogued, N, not an SNV) is a row with
     the reason; REF is checked against the catalogue's base."""
-    from pipeline.apply.lookup import lookup as run
+    from pipeline.apply.variants.lookup import lookup as run
 
     with url_outputs({"--out": out}, inputs={"CATALOGUE": catalogue_path}) as urls:
         line = run(catalogue_path, urls["--out"], progress=_progress(ctx), **options).line()

@@ -16,7 +16,7 @@ first when ``DIR/run/best.pt`` is missing). On this machine's CPU:
    the first 1 / 20 targets, same codec; random weights compress worse than trained ones, so these
    are upper bounds).
 4. **Lookup** -- 10,000 SNVs at random positions of the demo catalogue, answered one at a time in
-   random order by a fresh :class:`~pipeline.apply.lookup.CatalogueReader` (so most queries read
+   random order by a fresh :class:`~pipeline.apply.variants.lookup.CatalogueReader` (so most queries read
    and decode their block from disk): p50 / p99 latency, with the checks every read makes (the
    unit's marker, the shard's existence, the block's CRC-32C and digest) and without them (blocks
    read as stored, markers read once per contig: the reads before issue 22), alternating over 3
@@ -48,11 +48,11 @@ import zarr
 from bench_vcf import _correlations, ensure_demo
 from benchlib import machine, package_version, write_result
 
-from pipeline.apply.catalogue import build_catalogue
-from pipeline.apply.lookup import CatalogueReader, lookup
-from pipeline.apply.vcf import read_scores, score_vcf
-from pipeline.apply.vcf_input import VcfRecord
-from pipeline.apply.vcf_rows import Row
+from pipeline.apply.variants.catalogue import build_catalogue
+from pipeline.apply.variants.lookup import CatalogueReader, lookup
+from pipeline.apply.variants.records import VcfRecord
+from pipeline.apply.variants.rows import Row
+from pipeline.apply.variants.score_vcf import read_scores, score_vcf
 from pipeline.core.genome import Genome
 from pipeline.models import build_multiplexer, read_checkpoint, save_checkpoint
 from pipeline.store.catalogue import Catalogue, CheckedReader, open_catalogue

@@ -15,10 +15,10 @@ import torch
 import zarr
 from helpers import assert_one_line_error, invoke, ok, process_env, run_cli, torchrun
 
-import pipeline.apply.catalogue as catalogue_module
-from pipeline.apply.catalogue import build_catalogue
-from pipeline.apply.lookup import lookup
-from pipeline.apply.vcf import read_scores, score_vcf
+import pipeline.apply.variants.catalogue as catalogue_module
+from pipeline.apply.variants.catalogue import build_catalogue
+from pipeline.apply.variants.lookup import lookup
+from pipeline.apply.variants.score_vcf import read_scores, score_vcf
 from pipeline.core.encoding import ALPHABET, one_hot
 from pipeline.errors import UserError
 from pipeline.ism import mask_effects

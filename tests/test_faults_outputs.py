@@ -9,7 +9,7 @@
 - a temporary left by a killed process (a dead pid) is removed by the next run writing the same
   output; one of a live process is not;
 - ``score-vcf`` holds a bounded number of rows however many records are skipped (records read minus
-  rows written, counted around :func:`pipeline.apply.vcf.read_vcf` and the table writer), and an
+  rows written, counted around :func:`pipeline.apply.variants.score_vcf.read_vcf` and the table writer), and an
   ``.npz`` output too large for memory is refused before any work.
 """
 
@@ -28,9 +28,9 @@ from typing import Any
 import pytest
 from helpers import assert_one_line_error, invoke, ok, snapshot
 
-import pipeline.apply.vcf as vcf_module
+import pipeline.apply.variants.score_vcf as vcf_module
 from pipeline.apply.outputs import read_effects
-from pipeline.apply.vcf import read_scores
+from pipeline.apply.variants.score_vcf import read_scores
 
 REGIONS = "chr7\t3000\nchr7\t3010\nchr8\t2000\n"
 ONE_VCF = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\nchr7\t3000\t.\tA\tG\nchr7\t3005\t.\tC\tT\n"

@@ -41,6 +41,29 @@ def test_old_import_paths_keep_working():
     assert y.shape == (1, 2, 4, 80)
 
 
+
+MOVED = {
+    "pipeline.apply.vcf": ("score_vcf", "pipeline.apply.variants.score_vcf"),
+    "pipeline.apply.vcf_input": ("read_vcf", "pipeline.apply.variants.records"),
+    "pipeline.apply.vcf_rows": ("Batcher", "pipeline.apply.variants.rows"),
+    "pipeline.apply.vcf_scoring": ("reverse_complement", "pipeline.apply.variants.scorers"),
+    "pipeline.apply.vcf_output": ("info_ids", "pipeline.apply.variants.writers"),
+    "pipeline.apply.vcf_parts": ("Parts", "pipeline.apply.variants.parts"),
+    "pipeline.apply.catalogue": ("build_catalogue", "pipeline.apply.variants.catalogue"),
+    "pipeline.apply.lookup": ("CatalogueReader", "pipeline.apply.variants.lookup"),
+}
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_moved_modules_import_from_their_old_paths_with_a_warning_naming_the_new_one(old):
+    name, new = MOVED[old]
+    module = importlib.import_module(old)
+    with pytest.warns(DeprecationWarning, match=f"{old} is deprecated: import {name} from {new}"):
+        value = getattr(module, name)
+    assert value is getattr(importlib.import_module(new), name)
+    with pytest.raises(AttributeError, match="moved to"):
+        module.no_such_name  # noqa: B018
+
 @pytest.mark.processes
 @pytest.mark.parametrize("stage", STAGES)
 def test_a_stage_does_not_load_the_others(stage):

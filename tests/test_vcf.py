@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import DEMO_KWARGS, assert_one_line_error, invoke
 
-from pipeline.apply.vcf import COLUMNS, read_scores, read_vcf, score_vcf
+from pipeline.apply.variants.score_vcf import COLUMNS, read_scores, read_vcf, score_vcf
 from pipeline.core.encoding import one_hot
 from pipeline.core.windows import fitted_first
 from pipeline.errors import UserError

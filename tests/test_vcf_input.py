@@ -12,8 +12,8 @@ import pysam.bcftools
 import pytest
 from helpers import assert_one_line_error, invoke
 
-from pipeline.apply.vcf import read_scores, score_vcf
-from pipeline.apply.vcf_input import VcfSource, read_vcf
+from pipeline.apply.variants.records import VcfSource, read_vcf
+from pipeline.apply.variants.score_vcf import read_scores, score_vcf
 from pipeline.errors import UserError
 from pipeline.models.motifs import DEMO_MOTIFS
 

@@ -12,9 +12,9 @@ import torch
 import zarr
 from helpers import DEMO_KWARGS, N_TARGETS, SEQ_LEN, TOY_MODELS, assert_one_line_error, invoke, ok
 
-from pipeline.apply.vcf import merge_scores, read_scores, read_tsv_scores, score_vcf
-from pipeline.apply.vcf_output import FIXED_INFO, info_ids
-from pipeline.apply.vcf_scoring import alt_window, reverse_complement
+from pipeline.apply.variants.score_vcf import merge_scores, read_scores, read_tsv_scores, score_vcf
+from pipeline.apply.variants.scorers import alt_window, reverse_complement
+from pipeline.apply.variants.writers import FIXED_INFO, info_ids
 from pipeline.core.encoding import ALPHABET, one_hot
 from pipeline.core.genome import Genome
 from pipeline.errors import UserError

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.apply.vcf_rows import AT_N, BASES, Group, Row, Skip, genome_ref
+from pipeline.apply.variants.rows import AT_N, BASES, Group, Row, Skip, genome_ref
 from pipeline.core.encoding import ALPHABET, one_hot
 from pipeline.core.genome import Genome
 from pipeline.core.windows import center_of, first_position, fitted_first

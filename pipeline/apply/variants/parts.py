@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.apply.vcf_input import VcfRecord
-from pipeline.apply.vcf_rows import Row, Skip
+from pipeline.apply.variants.records import VcfRecord
+from pipeline.apply.variants.rows import Row, Skip
 from pipeline.core.files import atomic_path, process_alive
 from pipeline.core.urls import PARTS_REASON, refuse_url
 from pipeline.errors import UserError

@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline.apply.inputs import open_genome, resolve_genome
-from pipeline.apply.vcf_output import Semantics, model_identity, select_targets
+from pipeline.apply.variants.writers import Semantics, model_identity, select_targets
 from pipeline.core.encoding import one_hot
 from pipeline.core.genome import Genome
 from pipeline.core.intervals import Interval, merge, parse_interval, read_bed

@@ -35,8 +35,8 @@ import pysam
 import zarr
 
 from pipeline.apply.outputs import TSV_FORMAT, TSV_GZIP_LEVEL, OutputKind
-from pipeline.apply.vcf_input import VcfSource, open_vcf, quiet_htslib, raw_records
-from pipeline.apply.vcf_rows import Row
+from pipeline.apply.variants.records import VcfSource, open_vcf, quiet_htslib, raw_records
+from pipeline.apply.variants.rows import Row
 from pipeline.errors import UserError
 from pipeline.models.weights import file_sha256
 from pipeline.store.meta_digest import write_meta_digest

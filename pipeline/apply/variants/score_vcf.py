@@ -1,8 +1,8 @@
 """``score-vcf``: the effect of every variant of a VCF, from a trained multiplexer or its base model.
 
-Reads a VCF or BCF through pysam (:mod:`pipeline.apply.vcf_input`: plain, bgzipped or BCF; a region
-of an indexed file; one row per ALT allele). Three modes (:data:`~pipeline.apply.vcf_rows.MODES`,
-windows in :mod:`pipeline.apply.vcf_scoring`):
+Reads a VCF or BCF through pysam (:mod:`pipeline.apply.variants.records`: plain, bgzipped or BCF; a region
+of an indexed file; one row per ALT allele). Three modes (:data:`~pipeline.apply.variants.rows.MODES`,
+windows in :mod:`pipeline.apply.variants.scorers`):
 
 - **shared** (default): consecutive SNVs on one chromosome whose positions span at most
   ``group_span`` bases (default: ``L // 4``, :func:`default_group_span`) share one multiplexer
@@ -13,13 +13,13 @@ windows in :mod:`pipeline.apply.vcf_scoring`):
 
 ``strand="both"`` averages the forward and reverse-complement scores in log-fold space. Windows are
 batched, so memory stays flat and the output streams: rows leave in VCF order as soon as they and
-every row before them are finished, at most :data:`~pipeline.apply.vcf_rows.MAX_HELD_ROWS` rows
-wait. Records are taken in units of :data:`~pipeline.apply.vcf_parts.UNIT_RECORDS` and no window
+every row before them are finished, at most :data:`~pipeline.apply.variants.rows.MAX_HELD_ROWS` rows
+wait. Records are taken in units of :data:`~pipeline.apply.variants.parts.UNIT_RECORDS` and no window
 spans two units, so ``--shard I/N`` and ``torchrun`` (each process takes its units and writes them
-as parts; the last to finish merges them, :mod:`pipeline.apply.vcf_parts`) give the output of one
+as parts; the last to finish merges them, :mod:`pipeline.apply.variants.parts`) give the output of one
 process.
 
-Outputs by suffix (:mod:`pipeline.apply.vcf_output`): ``.tsv``/``.tsv.gz``, ``.vcf.gz`` (tabix
+Outputs by suffix (:mod:`pipeline.apply.variants.writers`): ``.tsv``/``.tsv.gz``, ``.vcf.gz`` (tabix
 indexed) and ``.zarr``; each carries the score's semantics. TSV columns::
 
     chrom  pos  id  ref  alt  allele_index  window_center  ref_check  ref_match  status  <one column per target>
@@ -46,11 +46,14 @@ import torch
 from tqdm import tqdm
 
 from pipeline.apply.inputs import open_genome, resolve_genome
-from pipeline.apply.lookup import CatalogueReader
 from pipeline.apply.outputs import Sources, check_output
 from pipeline.apply.predict import load_diff_base
-from pipeline.apply.vcf_input import VcfRecord, VcfSource, read_vcf
-from pipeline.apply.vcf_output import (
+from pipeline.apply.variants.lookup import CatalogueReader
+from pipeline.apply.variants.parts import UNIT_RECORDS, Parts, parts_folder
+from pipeline.apply.variants.records import VcfRecord, VcfSource, read_vcf
+from pipeline.apply.variants.rows import MAX_HELD_ROWS, NAMING, REF_MISMATCH, Batcher, Row, Rules, Scorer, VcfSummary
+from pipeline.apply.variants.scorers import STRANDS, ExactScorer, MultiplexerScorer
+from pipeline.apply.variants.writers import (
     COLUMNS,
     INDEX_SUFFIXES,
     SCORES_OUTPUT,
@@ -62,9 +65,6 @@ from pipeline.apply.vcf_output import (
     score_writer,
     select_targets,
 )
-from pipeline.apply.vcf_parts import UNIT_RECORDS, Parts, parts_folder
-from pipeline.apply.vcf_rows import MAX_HELD_ROWS, NAMING, REF_MISMATCH, Batcher, Row, Rules, Scorer, VcfSummary
-from pipeline.apply.vcf_scoring import STRANDS, ExactScorer, MultiplexerScorer
 from pipeline.core.files import staging
 from pipeline.core.genome import fingerprint_difference
 from pipeline.core.runtime import Launch, exact_float32, parse_shard
@@ -295,7 +295,7 @@ def _setup(
 def _units(job: _Job, take: Callable[[int], bool], bar: tqdm) -> Iterator[tuple[int, list[Row]]]:
     """The finished rows of every unit ``take`` accepts, one unit at a time, in VCF order.
 
-    Every unit starts with an empty :class:`~pipeline.apply.vcf_rows.Batcher`, so its rows do not
+    Every unit starts with an empty :class:`~pipeline.apply.variants.rows.Batcher`, so its rows do not
     depend on which other units this process scores. Sets ``job.n_units`` at the end.
     """
     batcher = Batcher(job.scorer, job.span, job.batch_size)

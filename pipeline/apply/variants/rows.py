@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeline.apply.vcf_input import VcfRecord
+from pipeline.apply.variants.records import VcfRecord
 from pipeline.core.genome import Genome
 
 MAX_HELD_ROWS = 4096
@@ -79,7 +79,7 @@ def centred_problem(record: VcfRecord, chrom_len: int, seq_len: int, exact: bool
     """Why the variant-centred window(s) do not fit in the chromosome (``None`` when they do).
 
     The centred window covers 1-based ``pos - L//2 + 1 … pos + L - L//2`` (the variant at index
-    ``L//2 - 1``). With ``exact``, the alternative window (:func:`pipeline.apply.vcf_scoring.alt_window`)
+    ``L//2 - 1``). With ``exact``, the alternative window (:func:`pipeline.apply.variants.scorers.alt_window`)
     keeps the ``L//2 - 1`` bases before the variant, then ALT, then the genome after REF up to
     length ``L``: ALT must fit in the window and the genome must reach that far.
     """
@@ -241,7 +241,7 @@ class Scorer(Protocol):
 
 @dataclass
 class VcfSummary:
-    """What :func:`pipeline.apply.vcf.score_vcf` did."""
+    """What :func:`pipeline.apply.variants.score_vcf.score_vcf` did."""
 
     out: str
     n_records: int = 0

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.apply.catalogue import ALTS, tile_center
 from pipeline.apply.outputs import check_output
-from pipeline.apply.vcf_input import VcfRecord, VcfSource, read_vcf
-from pipeline.apply.vcf_output import SCORES_OUTPUT, Semantics, output_suffix, score_writer
-from pipeline.apply.vcf_rows import AT_N, Row, Skip, VcfSummary, skip_allele
+from pipeline.apply.variants.catalogue import ALTS, tile_center
+from pipeline.apply.variants.records import VcfRecord, VcfSource, read_vcf
+from pipeline.apply.variants.rows import AT_N, Row, Skip, VcfSummary, skip_allele
+from pipeline.apply.variants.writers import SCORES_OUTPUT, Semantics, output_suffix, score_writer
 from pipeline.core.encoding import ALPHABET
 from pipeline.core.files import staging
 from pipeline.core.genome import other_spelling

@@ -1,0 +1,74 @@
+"""Old import paths of moved modules: ``pipeline.apply.vcf`` and the rest still import, and warn.
+
+The variant-effect commands (``score-vcf``, ``catalogue``, ``lookup``) moved into
+:mod:`pipeline.apply.variants`. Each old module is made on import by :class:`MovedFinder`: a module
+whose attributes are looked up in the new modules of :data:`MOVED`, in order, with a
+``DeprecationWarning`` that names where the attribute lives now. No file is kept at an old path, so
+version control follows each file to its new home.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+from collections.abc import Sequence
+from importlib.machinery import ModuleSpec
+from types import ModuleType
+from typing import Any
+
+MOVED: dict[str, tuple[str, ...]] = {
+    "pipeline.apply.vcf": ("pipeline.apply.variants.score_vcf",),
+    "pipeline.apply.vcf_input": ("pipeline.apply.variants.records",),
+    "pipeline.apply.vcf_rows": ("pipeline.apply.variants.rows",),
+    "pipeline.apply.vcf_scoring": ("pipeline.apply.variants.scorers",),
+    "pipeline.apply.vcf_output": ("pipeline.apply.variants.writers",),
+    "pipeline.apply.vcf_parts": ("pipeline.apply.variants.parts",),
+    "pipeline.apply.catalogue": ("pipeline.apply.variants.catalogue",),
+    "pipeline.apply.lookup": ("pipeline.apply.variants.lookup",),
+}
+"""Each old module and the modules its names now live in (searched in order)."""
+
+
+def _forward(old: str, new: tuple[str, ...], name: str) -> Any:
+    """Attribute ``name`` of the old module ``old``: found in ``new``, with a warning naming where."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    for target in new:
+        module = importlib.import_module(target)
+        if hasattr(module, name):
+            warnings.warn(f"{old} is deprecated: import {name} from {target}", DeprecationWarning, stacklevel=3)
+            return getattr(module, name)
+    raise AttributeError(f"module {old!r} has no attribute {name!r} (it moved to {', '.join(new)})")
+
+
+class MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Makes the modules of :data:`MOVED` on import (installed by :func:`install`)."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        """A spec for an old module path, ``None`` for every other name."""
+        return importlib.util.spec_from_loader(fullname, self) if fullname in MOVED else None
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
+        """The default module object."""
+        return None
+
+    def exec_module(self, module: ModuleType) -> None:
+        """Give the old module a docstring and a module-level ``__getattr__`` that forwards."""
+        old, new = module.__name__, MOVED[module.__name__]
+        module.__doc__ = f"Deprecated: {old} moved to {', '.join(new)}."
+
+        def getattr_(name: str) -> Any:
+            return _forward(old, new, name)
+
+        module.__getattr__ = getattr_  # type: ignore[method-assign]
+
+
+def install() -> None:
+    """Put :class:`MovedFinder` on ``sys.meta_path`` (once)."""
+    if not any(isinstance(finder, MovedFinder) for finder in sys.meta_path):
+        sys.meta_path.append(MovedFinder())
