@@ -15,7 +15,7 @@ import torch
 import zarr
 from helpers import assert_one_line_error, invoke, ok, process_env, run_cli, torchrun
 
-import pipeline.apply.variants.catalogue as catalogue_module
+import pipeline.store.tiles as tiles_module
 from pipeline.apply.variants.catalogue import build_catalogue
 from pipeline.apply.variants.lookup import lookup
 from pipeline.apply.variants.score_vcf import read_scores, score_vcf
@@ -47,8 +47,8 @@ def genome(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, st
 @pytest.fixture()
 def small_units(monkeypatch):
     """Units of 60 positions (3 tiles of 20) for 4 targets, so contigs span several units."""
-    monkeypatch.setattr(catalogue_module, "CHUNK_BYTES", 60 * 3 * 4 * 2)
-    monkeypatch.setattr(catalogue_module, "BLOCK_BYTES", 20 * 3 * 4 * 2)
+    monkeypatch.setattr(tiles_module, "CHUNK_BYTES", 60 * 3 * 4 * 2)
+    monkeypatch.setattr(tiles_module, "BLOCK_BYTES", 20 * 3 * 4 * 2)
 
 
 def tile_window(p: int, n: int) -> int:

@@ -41,7 +41,6 @@ def test_old_import_paths_keep_working():
     assert y.shape == (1, 2, 4, 80)
 
 
-
 MOVED = {
     "pipeline.apply.vcf": ("score_vcf", "pipeline.apply.variants.score_vcf"),
     "pipeline.apply.vcf_input": ("read_vcf", "pipeline.apply.variants.records"),
@@ -63,6 +62,7 @@ def test_moved_modules_import_from_their_old_paths_with_a_warning_naming_the_new
     assert value is getattr(importlib.import_module(new), name)
     with pytest.raises(AttributeError, match="moved to"):
         module.no_such_name  # noqa: B018
+
 
 @pytest.mark.processes
 @pytest.mark.parametrize("stage", STAGES)

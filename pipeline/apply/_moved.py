@@ -19,15 +19,23 @@ from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import Any
 
+_WING = "pipeline.apply.variants"
 MOVED: dict[str, tuple[str, ...]] = {
-    "pipeline.apply.vcf": ("pipeline.apply.variants.score_vcf",),
-    "pipeline.apply.vcf_input": ("pipeline.apply.variants.records",),
-    "pipeline.apply.vcf_rows": ("pipeline.apply.variants.rows",),
-    "pipeline.apply.vcf_scoring": ("pipeline.apply.variants.scorers",),
-    "pipeline.apply.vcf_output": ("pipeline.apply.variants.writers",),
-    "pipeline.apply.vcf_parts": ("pipeline.apply.variants.parts",),
-    "pipeline.apply.catalogue": ("pipeline.apply.variants.catalogue",),
-    "pipeline.apply.lookup": ("pipeline.apply.variants.lookup",),
+    "pipeline.apply.vcf": tuple(
+        f"{_WING}.{m}" for m in ("score_vcf", "writers", "semantics", "records", "rows", "scorers", "parts")
+    ),
+    "pipeline.apply.vcf_input": (f"{_WING}.records",),
+    "pipeline.apply.vcf_rows": (f"{_WING}.rows",),
+    "pipeline.apply.vcf_scoring": (f"{_WING}.scorers",),
+    "pipeline.apply.vcf_output": (f"{_WING}.writers", f"{_WING}.semantics"),
+    "pipeline.apply.vcf_parts": (f"{_WING}.parts",),
+    "pipeline.apply.catalogue": (
+        f"{_WING}.catalogue",
+        "pipeline.store.tiles",
+        f"{_WING}.semantics",
+        "pipeline.core.encoding",
+    ),
+    "pipeline.apply.lookup": (f"{_WING}.lookup", "pipeline.store.tiles"),
 }
 """Each old module and the modules its names now live in (searched in order)."""
 

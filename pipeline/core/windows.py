@@ -27,6 +27,21 @@ def center_of(first: int, seq_len: int) -> int:
     return int(first) + seq_len // 2 - 1
 
 
+def center_index(seq_len: int) -> int:
+    """0-based window index of the center position: ``L//2 - 1`` (999 of 2000, as DeepSEA/ExPecto)."""
+    return seq_len // 2 - 1
+
+
+def default_core(seq_len: int) -> int:
+    """The default width of a window's *core*, the positions read from one window: ``L // 4``.
+
+    Shared ``score-vcf`` windows take variants spanning at most this many bases (``--group-span``) and
+    catalogue tiles are this many bases apart (``--stride``), so every position read keeps at least
+    ``3L/8`` of context on both sides (measured on the demo: ``docs/decisions.md``).
+    """
+    return max(1, seq_len // 4)
+
+
 def center_range(chrom_len: int, seq_len: int) -> tuple[int, int]:
     """Inclusive range ``(lo, hi)`` of 1-based centers whose window fits in a chromosome."""
     return seq_len // 2, chrom_len - seq_len + seq_len // 2

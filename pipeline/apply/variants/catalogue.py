@@ -1,11 +1,10 @@
 """``catalogue``: the multiplexer's effect of every SNV of whole regions, contigs or a genome.
 
-Each contig is tiled with windows every ``stride`` bases: tile ``k`` owns the *core* positions
-``[k·S, (k+1)·S)`` (0-based) and its window is centred on that core, shifted to fit the contig
-(:func:`tile_first`, the rule ``score-vcf`` uses for a group of variants). Each position's effects
-come from the one tile whose core holds it, so every non-``N`` position of the requested regions is
-covered exactly once, at most ``S/2`` from its window's centre. The tiling is fixed on the contig
-(not on the regions), so a position's value does not depend on which regions were asked for.
+Each contig is tiled with windows every ``stride`` bases (the geometry, with the format, is in
+:mod:`pipeline.store.tiles`): each position's effects come from the one tile whose core holds it, so
+every non-``N`` position of the requested regions is covered exactly once, at most ``S/2`` from its
+window's centre. The tiling is fixed on the contig (not on the regions), so a position's value does
+not depend on which regions were asked for.
 
 Work is cut into the catalogue store's units (:mod:`pipeline.store.catalogue`: ``unit_positions``
 positions, a multiple of the stride, so no tile spans two units); ``--shard I/N`` and torchrun ranks
@@ -26,13 +25,12 @@ import torch
 from tqdm import tqdm
 
 from pipeline.apply.inputs import open_genome, resolve_genome
-from pipeline.apply.variants.writers import Semantics, model_identity, select_targets
-from pipeline.core.encoding import one_hot
+from pipeline.apply.variants.semantics import Semantics, model_identity, select_targets
+from pipeline.core.encoding import base_codes, one_hot
 from pipeline.core.genome import Genome
 from pipeline.core.intervals import Interval, merge, parse_interval, read_bed
 from pipeline.core.runtime import Launch, exact_float32, parse_shard
 from pipeline.core.urls import CATALOGUE_REASON, refuse_url
-from pipeline.core.windows import center_of, fitted_first
 from pipeline.errors import SpecError, UserError
 from pipeline.ism import mask_effects
 from pipeline.models import load_checkpoint
@@ -45,51 +43,16 @@ from pipeline.store.catalogue import (
     create_or_open_catalogue,
     recorded_batch_size,
 )
-
-CHUNK_BYTES = 8 * 1024**2
-"""About this many bytes of effects per unit (chunk): ``unit_positions ≈ CHUNK_BYTES / (6 · targets)``."""
-
-ALTS = np.array([[b for b in range(4) if b != r] for r in range(4)] + [[0, 1, 2]], dtype=np.int64)
-"""``ALTS[ref]``: the three other bases of ``ref`` in alphabet order (row 4, for ``N``, is unused)."""
-
-_CODES = np.full(256, N_CODE, dtype=np.uint8)
-for _k, _b in enumerate("AGCT"):
-    _CODES[ord(_b)] = _CODES[ord(_b.lower())] = _k
-
-
-def default_stride(seq_len: int) -> int:
-    """The default ``--stride``: ``L // 4`` (measured on the demo, ``docs/decisions.md``)."""
-    return max(1, seq_len // 4)
-
+from pipeline.store.tiles import (
+    ALTS,
+    block_positions,
+    default_stride,
+    tile_first,
+    unit_positions,
+)
 
 BATCH_SIZE = 8
 """The default ``--batch-size`` of a new catalogue."""
-
-BLOCK_BYTES = 64 * 1024
-"""About this many bytes of effects per inner chunk (what one random lookup decodes)."""
-
-
-def block_positions(stride: int, n_targets: int) -> int:
-    """Positions per inner chunk: a multiple of ``stride`` holding about :data:`BLOCK_BYTES` of effects."""
-    return stride * max(1, round(BLOCK_BYTES / (stride * 3 * max(n_targets, 1) * 2)))
-
-
-def unit_positions(stride: int, n_targets: int) -> int:
-    """Positions per unit (shard): a multiple of :func:`block_positions` holding about
-    :data:`CHUNK_BYTES` of effects."""
-    block = block_positions(stride, n_targets)
-    return block * max(1, round(CHUNK_BYTES / (block * 3 * max(n_targets, 1) * 2)))
-
-
-def tile_first(position: int, contig_len: int, seq_len: int, stride: int) -> int:
-    """1-based genome position of index 0 of the tile window holding 0-based ``position``."""
-    k = position // stride
-    return fitted_first(k * stride + 1, min((k + 1) * stride, contig_len), contig_len, seq_len)
-
-
-def base_codes(seq: str) -> np.ndarray:
-    """``A, G, C, T`` (either case) as 0..3, anything else as :data:`~pipeline.store.catalogue.N_CODE`."""
-    return _CODES[np.frombuffer(seq.encode("ascii", "replace"), dtype=np.uint8)]
 
 
 def _intervals(
@@ -354,9 +317,4 @@ def _owners(units: np.ndarray, launch: Launch) -> list[str]:
     return [f"{p // launch.world}/{launch.shard[1]}{r}" for p, r in zip(parts, rank)]
 
 
-def tile_center(position: int, contig_len: int, seq_len: int, stride: int) -> int:
-    """1-based centre of the tile window holding 0-based ``position`` (as ``window_center`` reports it)."""
-    return center_of(tile_first(position, contig_len, seq_len, stride), seq_len)
-
-
-__all__ = ["CatalogueSummary", "build_catalogue", "default_stride", "plan_contigs", "tile_center", "tile_first"]
+__all__ = ["CatalogueSummary", "build_catalogue", "plan_contigs"]

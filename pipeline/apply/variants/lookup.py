@@ -19,16 +19,17 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.apply.outputs import check_output
-from pipeline.apply.variants.catalogue import ALTS, tile_center
 from pipeline.apply.variants.records import VcfRecord, VcfSource, read_vcf
 from pipeline.apply.variants.rows import AT_N, Row, Skip, VcfSummary, skip_allele
-from pipeline.apply.variants.writers import SCORES_OUTPUT, Semantics, output_suffix, score_writer
+from pipeline.apply.variants.semantics import Semantics
+from pipeline.apply.variants.writers import SCORES_OUTPUT, output_suffix, score_writer
 from pipeline.core.encoding import ALPHABET
 from pipeline.core.files import staging
 from pipeline.core.genome import other_spelling
 from pipeline.core.intervals import parse_interval
 from pipeline.errors import SpecError, UserError, WriteError
 from pipeline.store.catalogue import N_CODE, NOT_CATALOGUED, Catalogue, CheckedReader, open_catalogue
+from pipeline.store.tiles import ALTS, tile_center
 
 _VARIANT = re.compile(r"^(?P<chrom>.+):(?P<pos>[0-9,]+):(?P<ref>[A-Za-z]+)>(?P<alt>[A-Za-z]+)$")
 

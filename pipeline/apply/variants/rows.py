@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline.apply.variants.records import VcfRecord
 from pipeline.core.genome import Genome
+from pipeline.core.windows import center_index, first_position, window_bounds
 
 MAX_HELD_ROWS = 4096
 """Most rows held back in memory: when this many wait (for a window still open or a batch not yet
@@ -84,7 +85,7 @@ def centred_problem(record: VcfRecord, chrom_len: int, seq_len: int, exact: bool
     length ``L``: ALT must fit in the window and the genome must reach that far.
     """
     L, pos = seq_len, record.pos
-    before = L // 2 - 1  # bases of the window before the variant
+    before = center_index(L)  # bases of the window before the variant
     after_ref = L - before - len(record.alt) if exact else L - before - 1  # genome bases after REF
     end = pos - 1 + (len(record.ref) if exact else 1) + max(after_ref, 0)
     if exact and after_ref < 0:
@@ -92,7 +93,8 @@ def centred_problem(record: VcfRecord, chrom_len: int, seq_len: int, exact: bool
             "insertion longer than the window's right half",
             f"ALT of {len(record.alt)} bases does not fit after index {before} of a {L}-base window",
         )
-    if pos - before < 1 or max(end, pos + L - L // 2) > chrom_len:
+    _, last = window_bounds(pos, L)  # the centred window's 0-based end: its last 1-based position
+    if first_position(pos, L) < 1 or max(end, last) > chrom_len:
         return Skip(
             "too close to the chromosome end for a centred window",
             f"too close to an end of {record.genome_chrom} ({chrom_len} bp) for a window centred on it",

@@ -53,21 +53,20 @@ from pipeline.apply.variants.parts import UNIT_RECORDS, Parts, parts_folder
 from pipeline.apply.variants.records import VcfRecord, VcfSource, read_vcf
 from pipeline.apply.variants.rows import MAX_HELD_ROWS, NAMING, REF_MISMATCH, Batcher, Row, Rules, Scorer, VcfSummary
 from pipeline.apply.variants.scorers import STRANDS, ExactScorer, MultiplexerScorer
+from pipeline.apply.variants.semantics import Semantics, model_identity, select_targets
 from pipeline.apply.variants.writers import (
     COLUMNS,
     INDEX_SUFFIXES,
     SCORES_OUTPUT,
     ScoresTable,
-    Semantics,
-    model_identity,
     output_suffix,
     read_tsv_scores,
     score_writer,
-    select_targets,
 )
 from pipeline.core.files import staging
 from pipeline.core.genome import fingerprint_difference
 from pipeline.core.runtime import Launch, exact_float32, parse_shard
+from pipeline.core.windows import default_core
 from pipeline.errors import UserError, WriteError
 from pipeline.models import base_from_checkpoint, for_inference, load_checkpoint, read_checkpoint
 from pipeline.store.catalogue import open_catalogue
@@ -190,9 +189,9 @@ def _check_paths(out_path: Path, vcf: str, overwrite: bool, inputs: Sources) -> 
 
 
 def default_group_span(seq_len: int) -> int:
-    """The default ``--group-span``: ``L // 4``, so a shared variant is at least ``3L/8`` from both ends
-    of its window (measured on the demo: ``docs/decisions.md``)."""
-    return max(1, seq_len // 4)
+    """The default ``--group-span``: a window's default core, ``L // 4``, so a shared variant is at least
+    ``3L/8`` from both ends of its window (:func:`~pipeline.core.windows.default_core`)."""
+    return default_core(seq_len)
 
 
 def _quantity(meta: dict[str, Any], diff: bool) -> str:

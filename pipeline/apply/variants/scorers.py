@@ -27,7 +27,7 @@ import torch
 from pipeline.apply.variants.rows import AT_N, BASES, Group, Row, Skip, genome_ref
 from pipeline.core.encoding import ALPHABET, one_hot
 from pipeline.core.genome import Genome
-from pipeline.core.windows import center_of, first_position, fitted_first
+from pipeline.core.windows import center_index, center_of, first_position, fitted_first, window_bounds
 from pipeline.ism import log_fold, logfold_to_diff, mask_effects
 
 STRANDS = ("forward", "reverse", "both")
@@ -84,10 +84,9 @@ def alt_window(genome: Genome, chrom: str, pos: int, ref: str, alt: str, seq_len
     REF on, up to length ``L``: a deletion pulls more of the genome in on the right, an insertion
     pushes it out. For an SNV this is the centred reference window with ``alt`` at index ``L//2 - 1``.
     """
-    before = seq_len // 2 - 1
-    start = pos - 1 - before  # 0-based
+    start, _ = window_bounds(pos, seq_len)  # the centred window's 0-based start
     after = pos - 1 + len(ref)
-    fill = seq_len - before - len(alt)
+    fill = seq_len - center_index(seq_len) - len(alt)
     return genome.fetch(chrom, start, pos - 1) + alt + genome.fetch(chrom, after, after + fill)
 
 
