@@ -3,10 +3,11 @@
 Every command has ``--help``; every bad input ends in one ``error: ...`` line on stderr and a
 non-zero exit status, without a traceback (set ``MULTIPLEXER_DEBUG=1`` to see one). The work lives in
 the library: each command imports its stage inside the function, so ``multiplexer --help`` does not
-load torch. The options of ``train``, ``distill``, ``predict``, ``ism`` and ``evaluate`` are derived
-from the declarations of :class:`~pipeline.core.spec.TrainSpec` and the options classes of
-:mod:`pipeline.core.commands` (:func:`declared_options`), so each setting is declared once, and a
-command builds its options object back with :func:`settings`.
+load torch. The options of ``train``, ``distill``, ``predict``, ``ism``, ``evaluate``, ``score-vcf``,
+``catalogue`` and ``lookup`` are derived from the declarations of :class:`~pipeline.core.spec.TrainSpec`
+and the options classes of :mod:`pipeline.core.commands` and :mod:`pipeline.apply.variants.options`
+(:func:`declared_options`), so each setting is declared once, and a command builds its options object
+back with :func:`settings`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from pipeline import __version__
+from pipeline.apply.variants.options import CatalogueOptions, LookupOptions, ScoreVcfOptions
 from pipeline.core.commands import (
     DiffOptions,
     DistillOptions,
@@ -486,81 +488,31 @@ def ism(ctx: click.Context, out: str, **options: Any) -> None:
     "as INFO fields, tabix-indexed), .zarr (variants x targets float16 and the variant table). A URL (s3://...) is "
     "written locally, then uploaded (not with --shard or --merge).",
 )
-@click.option(
-    "--genome", type=click.Path(dir_okay=False), help="Genome FASTA (default: the one recorded in the checkpoint)."
-)
-@click.option(
-    "--region",
-    help="Only the records of chr:start-end (1-based, inclusive); the VCF/BCF needs a .tbi or .csi index.",
-)
+@click.option("--merge", is_flag=True, help="Only merge the finished parts of a sharded run into OUT.")
 @click.option(
     "--centered",
     is_flag=True,
-    help="One window per position with the variant at 0-based index L//2-1 (999 of 2000, as DeepSEA/ExPecto): "
-    "the classical centred score, slower than shared windows.",
+    help="Same as --mode centered: one window per position with the variant at 0-based index L//2-1 (999 of "
+    "2000, as DeepSEA/ExPecto): the classical centred score, slower than shared windows.",
 )
 @click.option(
     "--exact",
     is_flag=True,
-    help="Score with the base model itself: log-fold of base(alternative window) vs base(reference window), "
-    "both centred; also scores indels (the alternative window keeps the bases before the variant, then ALT, "
-    "then the genome after REF to length L).",
+    help="Same as --mode exact: score with the base model itself, log-fold of base(alternative window) vs "
+    "base(reference window), both centred; also scores indels (the alternative window keeps the bases before "
+    "the variant, then ALT, then the genome after REF to length L).",
 )
-@click.option(
-    "--strand",
-    type=click.Choice(["forward", "reverse", "both"]),
-    default="forward",
-    show_default=True,
-    help="Score the forward window, its reverse complement, or the mean of both (in log-fold space).",
-)
-@click.option(
-    "--targets",
-    help="Targets to write: comma-separated names or regular expressions, or a file of one per line (default: all).",
-)
-@click.option(
-    "--harmonise/--no-harmonise",
-    default=True,
-    show_default=True,
-    help="Read 17 as chr17, MT as chrM, ... when the genome has only the other spelling.",
-)
-@click.option(
-    "--ref-mismatch",
-    type=click.Choice(["score", "skip"]),
-    default="score",
-    show_default=True,
-    help="A variant whose REF is not the genome's bases: score it against the genome (flagged in ref_match), "
-    "or skip it.",
-)
-@_diff_options
-@click.option(
-    "--group-span",
-    type=click.IntRange(min=1),
-    help="Shared windows: variants whose positions span at most this many bases share one window (default: L//4 "
-    "of the model's window, so each variant keeps at least 3L/8 of context on both sides; up to L is faster).",
-)
-@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Windows per pass.")
-@click.option(
-    "--shard",
-    help="I/N: score every N-th unit of 1,000 records into OUT.parts (a scheduler array task; torchrun ranks split "
-    "further); the process finishing the last unit merges them into OUT. A rerun skips finished units.",
-)
-@_precision
-@click.option("--merge", is_flag=True, help="Only merge the finished parts of a sharded run into OUT.")
-@click.option(
-    "--catalogue",
-    type=click.Path(),
-    help="Answer SNVs from this catalogue (made with the same checkpoint) and score the rest with the model.",
-)
-@_device
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Replace an existing output of score-vcf (never the VCF or another kind of file); the new one is "
-    "swapped in only when complete.",
-)
+@declared_options(ScoreVcfOptions)
 @click.pass_context
 def score_vcf(
-    ctx: click.Context, checkpoint: str | None, vcf: str | None, out: str, merge: bool, **options: Any
+    ctx: click.Context,
+    checkpoint: str | None,
+    vcf: str | None,
+    out: str,
+    merge: bool,
+    centered: bool,
+    exact: bool,
+    **options: Any,
 ) -> None:
     """Per-variant effects of every variant of a VCF/BCF: from the multiplexer (shared windows, or --centered),
     or from the base model (--exact). One result per ALT allele of each record; variants that cannot be
@@ -569,12 +521,13 @@ def score_vcf(
     from pipeline.apply.variants.score_vcf import merge_scores
     from pipeline.apply.variants.score_vcf import score_vcf as run
 
+    given = [
+        name
+        for name in ("checkpoint", "vcf", "centered", "exact", *options)
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    ]
     if merge:
-        extra = [
-            "--" + name.replace("_", "-")
-            for name in ("checkpoint", "vcf", *options)
-            if name != "overwrite" and ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
-        ]
+        extra = ["--" + name.replace("_", "-") for name in given if name != "overwrite"]
         if extra:
             raise UserError(f"--merge takes only --out and --overwrite, not {', '.join(extra)}")
         refuse_url(out, "--out", PARTS_REASON)
@@ -584,10 +537,14 @@ def score_vcf(
         raise UserError("score-vcf needs --checkpoint and --vcf (or --merge to join the parts of a sharded run)")
     if options["region"] is not None:
         check_region(options["region"], "--region", VCF_QUERY_MAX)  # pysam overflows past 32 bits
+    shortcut = "exact" if exact else "centered" if centered else None  # --exact also uses centred windows
+    if shortcut is not None and "mode" in given and options["mode"] != shortcut:
+        raise UserError(f"--{shortcut} is --mode {shortcut}; it does not go with --mode {options['mode']}")
+    opts = settings(ScoreVcfOptions, {**options, "mode": shortcut or options["mode"]})
     if options["shard"] is not None or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         refuse_url(out, "--out", PARTS_REASON)
     with url_outputs({"--out": out}, inputs={"--catalogue": options["catalogue"]}) as urls:
-        line = run(checkpoint, vcf, urls["--out"], progress=_progress(ctx), **options).line()
+        line = run(checkpoint, vcf, urls["--out"], opts, progress=_progress(ctx)).line()
     click.echo(urls.shown(line))
 
 
@@ -598,46 +555,15 @@ def score_vcf(
     required=True,
     help="The catalogue, a Zarr store (.zarr) on a file system (not a URL); an unfinished one is resumed.",
 )
-@click.option("--region", "regions", multiple=True, help="chr:start-end (1-based, inclusive); repeatable.")
-@click.option("--bed", type=click.Path(dir_okay=False), help="BED file of regions (0-based, half-open).")
-@click.option("--chroms", help="Whole contigs, comma-separated (chr8,chr9).")
-@click.option("--all", "all_contigs", is_flag=True, help="Every contig at least one window long.")
-@click.option(
-    "--targets",
-    help="Targets whose effects are stored: comma-separated names or regular expressions, or a file of one per "
-    "line (default: all). max_abs and top_target always cover every target.",
-)
-@click.option(
-    "--stride",
-    type=click.IntRange(min=1),
-    help="Bases between tile windows (default: L//4); each position is read from the tile whose centre is "
-    "nearest, at most stride/2 away.",
-)
-@click.option(
-    "--genome", type=click.Path(dir_okay=False), help="Genome FASTA (default: the one recorded in the checkpoint)."
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    help="Windows per pass (default 8; a resumed catalogue keeps its own: values depend on the batch size in the "
-    "last float16 bit, so another one is refused).",
-)
-@click.option(
-    "--shard",
-    help="I/N: compute every N-th unit (a scheduler array task; torchrun ranks split further). Any process "
-    "resumes what is not complete.",
-)
-@_device
-@click.option("--overwrite", is_flag=True, help="Replace a catalogue made with other options (one process only).")
+@declared_options(CatalogueOptions)
 @click.pass_context
-def catalogue(ctx: click.Context, checkpoint: str, out: str, chroms: str | None, **options: Any) -> None:
+def catalogue(ctx: click.Context, checkpoint: str, out: str, **options: Any) -> None:
     """The multiplexer's effect of every SNV (the 3 other bases at every position) of regions, contigs or a
     whole genome, in a Zarr store chunked along position: resumable, sharded like distill, read by lookup
     and score-vcf --catalogue."""
     from pipeline.apply.variants.catalogue import build_catalogue
 
-    names = [c for c in (chroms or "").split(",") if c]
-    click.echo(build_catalogue(checkpoint, out, chroms=names, progress=_progress(ctx), **options).line())
+    click.echo(build_catalogue(checkpoint, out, settings(CatalogueOptions, options), progress=_progress(ctx)).line())
 
 
 @cli.command()
@@ -647,10 +573,7 @@ def catalogue(ctx: click.Context, checkpoint: str, out: str, chroms: str | None,
     required=True,
     help="Output, as score-vcf writes: .tsv, .tsv.gz, .zarr (.vcf.gz with --vcf); a path or a URL (s3://...).",
 )
-@click.option("--variant", "variants", multiple=True, help="chr:pos:REF>ALT (1-based pos); repeatable.")
-@click.option("--region", help="chr:start-end: the three SNVs of every position.")
-@click.option("--vcf", type=click.Path(dir_okay=False), help="VCF/BCF: one row per ALT allele.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output of score-vcf or lookup.")
+@declared_options(LookupOptions)
 @click.pass_context
 def lookup(ctx: click.Context, catalogue_path: str, out: str, **options: Any) -> None:
     """Variants answered from a catalogue (only the chunks they need are read), in score-vcf's row format.
@@ -659,7 +582,7 @@ def lookup(ctx: click.Context, catalogue_path: str, out: str, **options: Any) ->
     from pipeline.apply.variants.lookup import lookup as run
 
     with url_outputs({"--out": out}, inputs={"CATALOGUE": catalogue_path}) as urls:
-        line = run(catalogue_path, urls["--out"], progress=_progress(ctx), **options).line()
+        line = run(catalogue_path, urls["--out"], settings(LookupOptions, options), progress=_progress(ctx)).line()
     click.echo(urls.shown(line))
 
 

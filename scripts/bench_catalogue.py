@@ -50,6 +50,7 @@ from benchlib import machine, package_version, write_result
 
 from pipeline.apply.variants.catalogue import build_catalogue
 from pipeline.apply.variants.lookup import CatalogueReader, lookup
+from pipeline.apply.variants.options import CatalogueOptions, LookupOptions, ScoreVcfOptions
 from pipeline.apply.variants.records import VcfRecord
 from pipeline.apply.variants.rows import Row
 from pipeline.apply.variants.score_vcf import read_scores, score_vcf
@@ -77,7 +78,10 @@ def demo_whole_genome(ckpt: Path, work: Path) -> dict[str, Any]:
     out = work / "demo_all.zarr"
     t0 = time.perf_counter()
     s = build_catalogue(
-        str(ckpt), str(out), all_contigs=True, device="cpu", batch_size=32, overwrite=True, progress=False
+        str(ckpt),
+        str(out),
+        CatalogueOptions(all_contigs=True, device="cpu", batch_size=32, overwrite=True),
+        progress=False,
     )
     wall = time.perf_counter() - t0
     return {
@@ -123,7 +127,11 @@ def stride_choice(ckpt: Path, genome: Genome, work: Path, region: str, seq_len: 
     centred = work / "centred.tsv"
     t0 = time.perf_counter()
     score_vcf(
-        str(ckpt), str(vcf), str(centred), centered=True, device="cpu", batch_size=32, overwrite=True, progress=False
+        str(ckpt),
+        str(vcf),
+        str(centred),
+        ScoreVcfOptions(mode="centered", device="cpu", batch_size=32, overwrite=True),
+        progress=False,
     )
     centred_s = time.perf_counter() - t0
     reference = _by_variant(centred)
@@ -131,11 +139,15 @@ def stride_choice(ckpt: Path, genome: Genome, work: Path, region: str, seq_len: 
     for stride in (seq_len, seq_len // 2, seq_len // 4, seq_len // 8):
         cat = work / f"stride{stride}.zarr"
         t0 = time.perf_counter()
-        s = build_catalogue(str(ckpt), str(cat), regions=[region], stride=stride, device="cpu", batch_size=32,
-                            overwrite=True, progress=False)  # fmt: skip
+        s = build_catalogue(
+            str(ckpt),
+            str(cat),
+            CatalogueOptions(regions=[region], stride=stride, device="cpu", batch_size=32, overwrite=True),
+            progress=False,
+        )
         seconds = time.perf_counter() - t0
         looked = work / f"stride{stride}.tsv"
-        lookup(str(cat), str(looked), vcf=str(vcf), overwrite=True, progress=False)
+        lookup(str(cat), str(looked), LookupOptions(vcf=str(vcf), overwrite=True), progress=False)
         out["strides"][str(stride)] = {
             "windows": s.n_windows,
             "windows_per_position": round(s.n_windows / max(s.n_positions, 1), 4),
@@ -170,7 +182,10 @@ def beluga_shaped(genome_path: Path, work: Path, region: str) -> dict[str, Any]:
     out = work / "beluga.zarr"
     t0 = time.perf_counter()
     s = build_catalogue(
-        str(ckpt), str(out), regions=[region], device="cpu", batch_size=2, overwrite=True, progress=False
+        str(ckpt),
+        str(out),
+        CatalogueOptions(regions=[region], device="cpu", batch_size=2, overwrite=True),
+        progress=False,
     )
     wall = time.perf_counter() - t0
     cat = open_catalogue(out)
@@ -257,7 +272,7 @@ def lookup_latency(cat_path: Path, genome: Genome, work: Path, n: int = 10_000) 
         handle.write("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
         handle.writelines(f"{r.chrom}\t{r.pos}\t.\t{r.ref}\t{r.alt}\t.\t.\t.\n" for r in ordered)
     t0 = time.perf_counter()
-    lookup(str(cat_path), str(work / "lookup.tsv"), vcf=str(vcf), overwrite=True, progress=False)
+    lookup(str(cat_path), str(work / "lookup.tsv"), LookupOptions(vcf=str(vcf), overwrite=True), progress=False)
     wall = time.perf_counter() - t0
     return {
         "queries": n,

@@ -18,6 +18,7 @@ from helpers import assert_one_line_error, invoke, ok, process_env, run_cli, tor
 import pipeline.store.tiles as tiles_module
 from pipeline.apply.variants.catalogue import build_catalogue
 from pipeline.apply.variants.lookup import lookup
+from pipeline.apply.variants.options import CatalogueOptions, LookupOptions, ScoreVcfOptions
 from pipeline.apply.variants.score_vcf import read_scores, score_vcf
 from pipeline.core.encoding import ALPHABET, one_hot
 from pipeline.errors import UserError
@@ -62,7 +63,9 @@ def tile_window(p: int, n: int) -> int:
 
 def build(ckpt, genome_path, out, **kwargs):
     kwargs.setdefault("stride", STRIDE)
-    return build_catalogue(str(ckpt), str(out), genome=str(genome_path), device="cpu", progress=False, **kwargs)
+    return build_catalogue(
+        str(ckpt), str(out), CatalogueOptions(genome=str(genome_path), device="cpu", **kwargs), progress=False
+    )
 
 
 REGIONS = ["chrA:1-150", "chrA:280-460", "chrA:640-700"]
@@ -72,7 +75,7 @@ def test_every_value_is_the_multiplexers_in_its_tile_window(genome, trained_run,
     path, seqs = genome
     ckpt = trained_run / "best.pt"
     out = tmp_path / "cat.zarr"
-    summary = build(ckpt, path, out, regions=REGIONS, chroms=["chrB"], batch_size=3)
+    summary = build(ckpt, path, out, regions=REGIONS, chroms="chrB", batch_size=3)
     assert "the catalogue is complete" in summary.line()
     cat = open_catalogue(out)
     assert verify_catalogue(cat) == []
@@ -114,14 +117,14 @@ def test_shards_and_resume_equal_one_process(genome, trained_run, tmp_path, smal
     path, _ = genome
     ckpt = trained_run / "best.pt"
     one, sharded = tmp_path / "one.zarr", tmp_path / "sharded.zarr"
-    build(ckpt, path, one, regions=REGIONS, chroms=["chrB"])
-    first = build(ckpt, path, sharded, regions=REGIONS, chroms=["chrB"], shard="1/3")
+    build(ckpt, path, one, regions=REGIONS, chroms="chrB")
+    first = build(ckpt, path, sharded, regions=REGIONS, chroms="chrB", shard="1/3")
     assert first.remaining == first.n_units - first.n_computed > 0
     assert f"{first.remaining} units of {first.n_units} remain, owned by shards 0/3, 2/3" in first.line()
     assert verify_catalogue(open_catalogue(sharded))  # not complete yet
-    second = build(ckpt, path, sharded, regions=REGIONS, chroms=["chrB"], shard="0/3")
+    second = build(ckpt, path, sharded, regions=REGIONS, chroms="chrB", shard="0/3")
     assert second.n_before == first.n_computed  # shard 0 saw shard 1's units done
-    rest = build(ckpt, path, sharded, regions=REGIONS, chroms=["chrB"])  # resumes what is left: shard 2's units
+    rest = build(ckpt, path, sharded, regions=REGIONS, chroms="chrB")  # resumes what is left: shard 2's units
     assert rest.n_before == first.n_computed + second.n_computed > 0
     assert rest.n_computed == rest.n_units - rest.n_before > 0
     assert_same_catalogue(one, sharded)
@@ -152,7 +155,7 @@ def test_reopening_with_other_options_is_refused(genome, trained_run, tmp_path):
     [
         ({"regions": ["chrZ:1-10"]}, "not in the genome"),
         ({"regions": ["chrB:1-400"]}, "runs past the end"),
-        ({"chroms": ["chrTiny"]}, "shorter than the model's window"),
+        ({"chroms": "chrTiny"}, "shorter than the model's window"),
         ({}, "say what to catalogue"),
         ({"regions": ["chrB:1-10"], "stride": 81}, "--stride must lie in 1..80"),
     ],
@@ -161,8 +164,12 @@ def test_bad_requests_are_one_line_errors(genome, trained_run, tmp_path, kwargs,
     path, _ = genome
     kwargs.setdefault("stride", None)
     with pytest.raises(UserError, match=message):
-        build_catalogue(str(trained_run / "best.pt"), str(tmp_path / "c.zarr"), genome=str(path), progress=False,
-                        **kwargs)  # fmt: skip
+        build_catalogue(
+            str(trained_run / "best.pt"),
+            str(tmp_path / "c.zarr"),
+            CatalogueOptions(genome=str(path), **kwargs),
+            progress=False,
+        )
 
 
 def test_all_leaves_out_contigs_shorter_than_the_window(genome, trained_run, tmp_path):
@@ -191,7 +198,7 @@ def test_lookup_equals_predict_on_the_tile_window(genome, trained_run, built, tm
     positions = [5, 140, 405, 699]  # 1-based: a clamped window at each end, a soft-masked base
     queries = [f"chrA:{p}:{seq[p - 1].upper()}>{next(b for b in 'GTAC' if b != seq[p - 1].upper())}" for p in positions]
     out = tmp_path / "l.tsv"
-    summary = lookup(str(built), str(out), variants=queries, progress=False)
+    summary = lookup(str(built), str(out), LookupOptions(variants=queries), progress=False)
     assert summary.n_scored == 4 and summary.n_catalogue == 4
     rows = read_scores(out)
     for row in rows:
@@ -220,7 +227,7 @@ def test_lookup_bad_queries_are_rows_with_reasons(genome, built, tmp_path):
         f"chrA:10:{ref}>{ref}A",  # not an SNV
     ]
     out = tmp_path / "l.tsv"
-    lookup(str(built), str(out), variants=queries, progress=False)
+    lookup(str(built), str(out), LookupOptions(variants=queries), progress=False)
     rows = read_scores(out)
     status = [r["status"] for r in rows]
     assert status[0] == "skipped: contig 'chrZ' is not in the catalogue"
@@ -239,7 +246,7 @@ def test_lookup_bad_queries_are_rows_with_reasons(genome, built, tmp_path):
 
 def test_lookup_of_a_region_lists_three_alleles_per_position(built, tmp_path):
     out = tmp_path / "r.tsv.gz"
-    summary = lookup(str(built), str(out), region="chrA:299-302", progress=False)
+    summary = lookup(str(built), str(out), LookupOptions(region="chrA:299-302"), progress=False)
     rows = read_scores(out)
     assert [r["pos"] for r in rows] == [299, 299, 299, 300, 300, 300, 301, 302]  # 301, 302 are N
     assert summary.n_scored == 6 and rows[-1]["status"].startswith("skipped: the genome has N")
@@ -259,18 +266,25 @@ def test_score_vcf_answers_from_the_catalogue_and_falls_back_to_the_model(genome
     )
     out, plain, looked = tmp_path / "s.tsv", tmp_path / "m.tsv", tmp_path / "l.tsv"
     ckpt = str(trained_run / "best.pt")
-    summary = score_vcf(ckpt, str(vcf), str(out), genome=str(path), catalogue=str(built), device="cpu", progress=False)
+    summary = score_vcf(
+        ckpt, str(vcf), str(out), ScoreVcfOptions(genome=str(path), catalogue=str(built), device="cpu"), progress=False
+    )
     assert summary.n_catalogue == 2 and summary.n_scored == 3  # 200 lies outside the regions
-    score_vcf(ckpt, str(vcf), str(plain), genome=str(path), device="cpu", progress=False)
-    lookup(str(built), str(looked), vcf=str(vcf), progress=False)
+    score_vcf(ckpt, str(vcf), str(plain), ScoreVcfOptions(genome=str(path), device="cpu"), progress=False)
+    lookup(str(built), str(looked), LookupOptions(vcf=str(vcf)), progress=False)
     got, model, table = read_scores(out), read_scores(plain), read_scores(looked)
     assert got[0]["effects"] == table[0]["effects"] and got[2]["effects"] == table[2]["effects"]
     # the model's row: the same window (batched with other windows in the plain run: float32 noise)
     assert got[1]["window_center"] == model[1]["window_center"]
     np.testing.assert_allclose(list(got[1]["effects"].values()), list(model[1]["effects"].values()), rtol=1e-5)
     with pytest.raises(UserError, match="forward-strand"):
-        score_vcf(ckpt, str(vcf), str(tmp_path / "x.tsv"), genome=str(path), catalogue=str(built), strand="both",
-                  progress=False)  # fmt: skip
+        score_vcf(
+            ckpt,
+            str(vcf),
+            str(tmp_path / "x.tsv"),
+            ScoreVcfOptions(genome=str(path), catalogue=str(built), strand="both"),
+            progress=False,
+        )
 
 
 def test_store_verify_finds_a_damaged_unit_and_a_rerun_repairs_it(genome, trained_run, built, tmp_path):
@@ -346,7 +360,7 @@ def test_lookup_reads_a_contig_the_catalogue_spells_otherwise(genome, built, tmp
     ref = seqs["chrA"][19].upper()
     alt = next(b for b in "ACGT" if b != ref)
     out = tmp_path / "h.tsv"
-    lookup(str(built), str(out), variants=[f"chrA:20:{ref}>{alt}", f"A:20:{ref}>{alt}"], progress=False)
+    lookup(str(built), str(out), LookupOptions(variants=[f"chrA:20:{ref}>{alt}", f"A:20:{ref}>{alt}"]), progress=False)
     named, other = read_scores(out)
     assert other["chrom"] == "A" and other["status"] == "scored"  # the query's spelling is kept
     assert other["effects"] == named["effects"] and other["window_center"] == named["window_center"]

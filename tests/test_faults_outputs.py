@@ -29,7 +29,9 @@ import pytest
 from helpers import assert_one_line_error, invoke, ok, snapshot
 
 import pipeline.apply.variants.score_vcf as vcf_module
+import pipeline.apply.variants.writers as writers_module
 from pipeline.apply.outputs import read_effects
+from pipeline.apply.variants.options import ScoreVcfOptions
 from pipeline.apply.variants.score_vcf import read_scores
 
 REGIONS = "chr7\t3000\nchr7\t3010\nchr8\t2000\n"
@@ -421,7 +423,7 @@ def _count_held(mp: pytest.MonkeyPatch) -> dict[str, int]:
     """Count records read from the VCF and rows handed to the output writer; ``max`` is the most rows
     read but not yet written at any moment (what score-vcf holds)."""
     state = {"read": 0, "written": 0, "max": 0}
-    real_read, real_writer = vcf_module.read_vcf, vcf_module.score_writer
+    real_read, real_writer = vcf_module.read_vcf, writers_module.score_writer
 
     def read_vcf(path: Any) -> Iterator[Any]:
         for record in real_read(path):
@@ -442,7 +444,7 @@ def _count_held(mp: pytest.MonkeyPatch) -> dict[str, int]:
             yield writer
 
     mp.setattr(vcf_module, "read_vcf", read_vcf)
-    mp.setattr(vcf_module, "score_writer", score_writer)
+    mp.setattr(writers_module, "score_writer", score_writer)
     return state
 
 
@@ -468,7 +470,9 @@ def test_score_vcf_holds_a_bounded_number_of_rows(pattern, tmp_path, trained_run
         vcf.write_text("#CHROM\tPOS\tID\tREF\tALT\n" + "".join(_vcf_lines(pattern, n)))
         state = _count_held(monkeypatch)
         out = tmp_path / f"{n}.tsv"
-        vcf_module.score_vcf(str(trained_run / "best.pt"), str(vcf), str(out), device="cpu", progress=False)
+        vcf_module.score_vcf(
+            str(trained_run / "best.pt"), str(vcf), str(out), ScoreVcfOptions(device="cpu"), progress=False
+        )
         monkeypatch.undo()
         rows, lines = read_scores(out), _vcf_lines(pattern, n)
         assert len(rows) == len(lines) == state["read"] == state["written"]

@@ -42,13 +42,13 @@ def test_old_import_paths_keep_working():
 
 
 MOVED = {
-    "pipeline.apply.vcf": ("score_vcf", "pipeline.apply.variants.score_vcf"),
+    "pipeline.apply.vcf": ("read_vcf", "pipeline.apply.variants.records"),
     "pipeline.apply.vcf_input": ("read_vcf", "pipeline.apply.variants.records"),
     "pipeline.apply.vcf_rows": ("Batcher", "pipeline.apply.variants.rows"),
     "pipeline.apply.vcf_scoring": ("reverse_complement", "pipeline.apply.variants.scorers"),
-    "pipeline.apply.vcf_output": ("info_ids", "pipeline.apply.variants.writers"),
+    "pipeline.apply.vcf_output": ("select_targets", "pipeline.apply.variants.semantics"),
     "pipeline.apply.vcf_parts": ("Parts", "pipeline.apply.variants.parts"),
-    "pipeline.apply.catalogue": ("build_catalogue", "pipeline.apply.variants.catalogue"),
+    "pipeline.apply.catalogue": ("tile_first", "pipeline.store.tiles"),
     "pipeline.apply.lookup": ("CatalogueReader", "pipeline.apply.variants.lookup"),
 }
 
@@ -62,6 +62,46 @@ def test_moved_modules_import_from_their_old_paths_with_a_warning_naming_the_new
     assert value is getattr(importlib.import_module(new), name)
     with pytest.raises(AttributeError, match="moved to"):
         module.no_such_name  # noqa: B018
+
+
+def test_the_old_keyword_calls_still_work_and_name_the_options_object(trained_run, genome_path, tmp_path):
+    """``pipeline.apply.vcf.score_vcf(..., centered=True)`` and the old catalogue/lookup calls give what the
+    new calls give; ``SUFFIXES`` and ``MODES`` are the registries' keys."""
+    from pipeline.apply.variants.options import ScoreVcfOptions
+    from pipeline.apply.variants.score_vcf import score_vcf
+    from pipeline.apply.variants.scorers import SCORERS
+    from pipeline.apply.variants.writers import WRITERS
+
+    old_vcf, old_cat, old_lookup = (
+        importlib.import_module(f"pipeline.apply.{m}") for m in ("vcf", "catalogue", "lookup")
+    )
+    vcf = tmp_path / "a.vcf"
+    vcf.write_text("#CHROM\tPOS\tID\tREF\tALT\nchr7\t3000\t.\tA\tG\nchr7\t3004\t.\tC\tT\n")
+    ckpt, genome = str(trained_run / "best.pt"), str(genome_path)
+    with pytest.warns(
+        DeprecationWarning, match="import score_vcf from pipeline.apply.variants.score_vcf .pass a ScoreVcfOptions"
+    ):
+        old_score_vcf = old_vcf.score_vcf
+    old_score_vcf(ckpt, str(vcf), str(tmp_path / "old.tsv"), centered=True, genome=genome, device="cpu", progress=False)
+    score_vcf(
+        ckpt,
+        str(vcf),
+        str(tmp_path / "new.tsv"),
+        ScoreVcfOptions(mode="centered", genome=genome, device="cpu"),
+        progress=False,
+    )
+    assert (tmp_path / "old.tsv").read_bytes() == (tmp_path / "new.tsv").read_bytes()
+    with pytest.warns(DeprecationWarning, match="CatalogueOptions"):
+        build = old_cat.build_catalogue
+    build(ckpt, str(tmp_path / "c.zarr"), regions=["chr7:2990-3010"], genome=genome, device="cpu", progress=False)
+    with pytest.warns(DeprecationWarning, match="LookupOptions"):
+        answer = old_lookup.lookup
+    summary = answer(str(tmp_path / "c.zarr"), str(tmp_path / "l.tsv"), vcf=str(vcf), progress=False)
+    assert summary.n_scored == 2
+    with pytest.warns(DeprecationWarning, match="keys of pipeline.apply.variants.writers.WRITERS"):
+        assert importlib.import_module("pipeline.apply.vcf_output").SUFFIXES == tuple(WRITERS)
+    with pytest.warns(DeprecationWarning, match="keys of pipeline.apply.variants.scorers.SCORERS"):
+        assert importlib.import_module("pipeline.apply.vcf_rows").MODES == tuple(SCORERS)
 
 
 @pytest.mark.processes

@@ -10,6 +10,7 @@ import pytest
 import torch
 from helpers import DEMO_KWARGS, assert_one_line_error, invoke
 
+from pipeline.apply.variants.options import ScoreVcfOptions
 from pipeline.apply.variants.score_vcf import COLUMNS, read_scores, read_vcf, score_vcf
 from pipeline.core.encoding import one_hot
 from pipeline.core.windows import fitted_first
@@ -119,7 +120,11 @@ def test_score_vcf_with_an_exact_multiplexer(small_genome, vcf_records, make_exa
     ckpt = make_exact_checkpoint(tmp_path / "exact.pt", genome_path)  # records the small genome
     vcf = write_vcf(tmp_path / "calls.vcf", vcf_records)
     summary = score_vcf(
-        str(ckpt), str(vcf), str(tmp_path / "scores.tsv"), device="cpu", progress=False, batch_size=2, group_span=L
+        str(ckpt),
+        str(vcf),
+        str(tmp_path / "scores.tsv"),
+        ScoreVcfOptions(device="cpu", batch_size=2, group_span=L),
+        progress=False,
     )
     rows = read_scores(tmp_path / "scores.tsv")
     base = build_base("demo", **DEMO_KWARGS)
@@ -229,9 +234,15 @@ def test_score_vcf_bad_inputs(trained_run, small_genome, tmp_path):
     vcf = write_vcf(tmp_path / "a.vcf", [("chrA", 50, ".", "A", "G", "")])
     ckpt = str(trained_run / "best.pt")
     with pytest.raises(UserError, match=r"\.tsv, \.tsv\.gz, \.vcf\.gz, \.zarr"):
-        score_vcf(ckpt, str(vcf), str(tmp_path / "out.csv"), genome=str(genome_path), progress=False)
+        score_vcf(ckpt, str(vcf), str(tmp_path / "out.csv"), ScoreVcfOptions(genome=str(genome_path)), progress=False)
     with pytest.raises(UserError, match="group-span"):
-        score_vcf(ckpt, str(vcf), str(tmp_path / "o.tsv"), genome=str(genome_path), group_span=L + 1, progress=False)
+        score_vcf(
+            ckpt,
+            str(vcf),
+            str(tmp_path / "o.tsv"),
+            ScoreVcfOptions(genome=str(genome_path), group_span=L + 1),
+            progress=False,
+        )
     with pytest.raises(UserError, match="missing.vcf"):
         score_vcf(ckpt, str(tmp_path / "missing.vcf"), str(tmp_path / "o.tsv"), progress=False)
     assert not (tmp_path / "o.tsv").exists()
@@ -242,7 +253,7 @@ def test_score_vcf_diff_is_alt_minus_ref(small_genome, vcf_records, make_exact_c
     genome_path, g, _ = small_genome
     ckpt = make_exact_checkpoint(tmp_path / "exact.pt", genome_path)
     vcf = write_vcf(tmp_path / "calls.vcf", vcf_records)
-    score_vcf(str(ckpt), str(vcf), str(tmp_path / "d.tsv"), diff=True, progress=False)
+    score_vcf(str(ckpt), str(vcf), str(tmp_path / "d.tsv"), ScoreVcfOptions(diff=True), progress=False)
     base = build_base("demo", **DEMO_KWARGS)
 
     def effect_at(window: str, alt: str, j: int) -> np.ndarray:

@@ -12,6 +12,7 @@ import pysam.bcftools
 import pytest
 from helpers import assert_one_line_error, invoke
 
+from pipeline.apply.variants.options import ScoreVcfOptions
 from pipeline.apply.variants.records import VcfSource, read_vcf
 from pipeline.apply.variants.score_vcf import read_scores, score_vcf
 from pipeline.errors import UserError
@@ -88,7 +89,7 @@ def calls(genome, tmp_path) -> Path:
 
 
 def score(checkpoint: Path, vcf: Path, out: Path, **kwargs) -> tuple[list[dict], object]:
-    summary = score_vcf(str(checkpoint), str(vcf), str(out), device="cpu", progress=False, **kwargs)
+    summary = score_vcf(str(checkpoint), str(vcf), str(out), ScoreVcfOptions(device="cpu", **kwargs), progress=False)
     return read_scores(out), summary
 
 

@@ -12,6 +12,7 @@ import torch
 import zarr
 from helpers import DEMO_KWARGS, N_TARGETS, SEQ_LEN, TOY_MODELS, assert_one_line_error, invoke, ok
 
+from pipeline.apply.variants.options import ScoreVcfOptions
 from pipeline.apply.variants.score_vcf import merge_scores, read_scores, read_tsv_scores, score_vcf
 from pipeline.apply.variants.scorers import alt_window, reverse_complement
 from pipeline.apply.variants.writers import FIXED_INFO, info_ids
@@ -105,7 +106,7 @@ def test_exact_centred_score_is_known_by_construction(genome, tmp_path):
     rows += [("chr1", p, f"to_T{p}", seq[p - 1], "T") for p in positions if seq[p - 1] not in "CT"]
     vcf = write_vcf(tmp_path / "a.vcf", rows)
     out = tmp_path / "exact.tsv"
-    score_vcf(str(ckpt), str(vcf), str(out), exact=True, centered=True, device="cpu", progress=False)
+    score_vcf(str(ckpt), str(vcf), str(out), ScoreVcfOptions(mode="exact", device="cpu"), progress=False)
     hit, miss = torch.sigmoid(torch.tensor(2.0)), torch.sigmoid(torch.tensor(-1.0))
     expected_c = float(log_fold(hit, miss))  # ALT C (channel 2) at the centre: the model fires
     got = read_scores(out)
@@ -127,7 +128,7 @@ def test_exact_scores_equal_an_independent_log_fold_of_hand_built_windows(genome
     rows.append(("chr1", 30, "too_close", seq[29], other(seq[29])))  # no centred window fits
     vcf = write_vcf(tmp_path / "a.vcf", rows)
     out = tmp_path / "exact.tsv"
-    summary = score_vcf(str(ckpt), str(vcf), str(out), exact=True, device="cpu", progress=False)
+    summary = score_vcf(str(ckpt), str(vcf), str(out), ScoreVcfOptions(mode="exact", device="cpu"), progress=False)
     assert summary.n_scored == 4
     base = build_base(f"{TOY_MODELS}:SymmetricBase", **kwargs)
 
@@ -164,7 +165,9 @@ def test_centred_multiplexer_scores_are_its_output_at_the_centre_index(genome, t
     vcf = write_vcf(tmp_path / "a.vcf", snvs(seq, [100, 101, 350]) + snvs(seq, [350], k=1))
     out = tmp_path / "centred.tsv"
     ckpt = trained_run / "best.pt"
-    score_vcf(str(ckpt), str(vcf), str(out), genome=str(path), centered=True, device="cpu", progress=False)
+    score_vcf(
+        str(ckpt), str(vcf), str(out), ScoreVcfOptions(mode="centered", genome=str(path), device="cpu"), progress=False
+    )
     model, _ = load_checkpoint(ckpt)
     rows = read_scores(out)
     assert len(rows) == 4
@@ -181,8 +184,13 @@ def test_centred_and_group_span_do_not_mix(genome, trained_run, tmp_path):
     path, seq = genome
     vcf = write_vcf(tmp_path / "a.vcf", snvs(seq, [100]))
     with pytest.raises(UserError, match="--group-span"):
-        score_vcf(str(trained_run / "best.pt"), str(vcf), str(tmp_path / "o.tsv"), genome=str(path), centered=True,
-                  group_span=5, progress=False)  # fmt: skip
+        score_vcf(
+            str(trained_run / "best.pt"),
+            str(vcf),
+            str(tmp_path / "o.tsv"),
+            ScoreVcfOptions(mode="centered", genome=str(path), group_span=5),
+            progress=False,
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -203,8 +211,9 @@ def test_a_strand_symmetric_multiplexer_scores_the_same_on_both_strands(genome, 
     got = {}
     for strand in ("forward", "reverse", "both"):
         out = tmp_path / f"{mode}-{strand}.tsv"
-        score_vcf(str(ckpt), str(vcf), str(out), strand=strand, centered=mode == "centered", device="cpu",
-                  progress=False)  # fmt: skip
+        score_vcf(
+            str(ckpt), str(vcf), str(out), ScoreVcfOptions(mode=mode, strand=strand, device="cpu"), progress=False
+        )
         got[strand] = scores_of(out)
     assert len(got["forward"]) == (5 if mode == "shared" else 4)  # 570 has no centred window
     for key, forward in got["forward"].items():
@@ -221,7 +230,9 @@ def test_reverse_strand_reads_the_complement_at_the_mirrored_index(genome, tmp_p
     vcf = write_vcf(tmp_path / "a.vcf", snvs(seq, [300]))
     outs = {s: tmp_path / f"{s}.tsv" for s in ("forward", "reverse", "both")}
     for strand, out in outs.items():
-        score_vcf(str(ckpt), str(vcf), str(out), strand=strand, centered=True, device="cpu", progress=False)
+        score_vcf(
+            str(ckpt), str(vcf), str(out), ScoreVcfOptions(mode="centered", strand=strand, device="cpu"), progress=False
+        )
     model, _ = load_checkpoint(ckpt)
     X = torch.from_numpy(one_hot(centred(seq, 300))[None]).float()
     b, j = ALPHABET.index(other(seq[299])), L // 2 - 1
@@ -246,7 +257,9 @@ def test_exact_scores_of_a_strand_symmetric_base_model_agree_on_both_strands(gen
     got = {}
     for strand in ("forward", "reverse", "both"):
         out = tmp_path / f"{strand}.tsv"
-        score_vcf(str(ckpt), str(vcf), str(out), exact=True, strand=strand, device="cpu", progress=False)
+        score_vcf(
+            str(ckpt), str(vcf), str(out), ScoreVcfOptions(mode="exact", strand=strand, device="cpu"), progress=False
+        )
         got[strand] = scores_of(out)
     assert len(got["forward"]) == 3
     for key, forward in got["forward"].items():
@@ -270,7 +283,7 @@ def test_vcf_gz_output_reads_back_typed_and_answers_a_region_query(genome, tmp_p
     ckpt = str(make_checkpoint(tmp_path / "a.pt", path, mux=mux))
     tsv, out = tmp_path / "s.tsv", tmp_path / "s.vcf.gz"
     for o in (tsv, out):
-        score_vcf(ckpt, str(vcf), str(o), targets="CTCF,^DNase", device="cpu", progress=False)
+        score_vcf(ckpt, str(vcf), str(o), ScoreVcfOptions(targets="CTCF,^DNase", device="cpu"), progress=False)
     table = read_tsv_scores(tsv)
     assert table.target_names == ["DNase|GM12878", "CTCF|GM12878", "CTCF|K562"]
     with pysam.VariantFile(str(out)) as v:
@@ -309,7 +322,7 @@ def test_zarr_output_holds_the_scores_and_the_variant_table(genome, trained_run,
     ckpt = str(trained_run / "best.pt")
     tsv, out = tmp_path / "s.tsv", tmp_path / "s.zarr"
     for o in (tsv, out):
-        score_vcf(ckpt, str(vcf), str(o), genome=str(path), device="cpu", progress=False)
+        score_vcf(ckpt, str(vcf), str(o), ScoreVcfOptions(genome=str(path), device="cpu"), progress=False)
     table = read_tsv_scores(tsv)
     z = zarr.open_group(str(out), mode="r")
     assert z.attrs["kind"] == "score-vcf" and z.attrs["target_names"] == table.target_names
@@ -328,8 +341,13 @@ def test_every_output_says_what_the_scores_mean(genome, trained_run, tmp_path):
     path, seq = genome
     vcf = write_vcf(tmp_path / "a.vcf", snvs(seq, [300]))
     out = tmp_path / "s.tsv.gz"
-    score_vcf(str(trained_run / "best.pt"), str(vcf), str(out), genome=str(path), diff=True, strand="both",
-              device="cpu", progress=False)  # fmt: skip
+    score_vcf(
+        str(trained_run / "best.pt"),
+        str(vcf),
+        str(out),
+        ScoreVcfOptions(genome=str(path), diff=True, strand="both", device="cpu"),
+        progress=False,
+    )
     meaning = read_tsv_scores(out).semantics
     assert (
         meaning["quantity"] == "diff" and meaning["formula"] == "alt - ref" and meaning["converted_from"] == "logfold"
@@ -349,11 +367,18 @@ def test_targets_are_chosen_by_name_regex_or_file(genome, trained_run, tmp_path)
     listing = tmp_path / "targets.txt"
     listing.write_text(f"{names[2]}\n{names[0]}\n")
     out = tmp_path / "f.tsv"
-    score_vcf(ckpt, str(vcf), str(out), genome=str(path), targets=str(listing), device="cpu", progress=False)
+    score_vcf(
+        ckpt, str(vcf), str(out), ScoreVcfOptions(genome=str(path), targets=str(listing), device="cpu"), progress=False
+    )
     assert read_tsv_scores(out).target_names == [names[0], names[2]]  # the checkpoint's order
     with pytest.raises(UserError, match="matches no target"):
-        score_vcf(ckpt, str(vcf), str(tmp_path / "g.tsv"), genome=str(path), targets="nothing_like_this",
-                  progress=False)  # fmt: skip
+        score_vcf(
+            ckpt,
+            str(vcf),
+            str(tmp_path / "g.tsv"),
+            ScoreVcfOptions(genome=str(path), targets="nothing_like_this"),
+            progress=False,
+        )
     assert not (tmp_path / "g.tsv").exists()
 
 
@@ -381,21 +406,38 @@ def test_sharded_runs_equal_one_process_and_reruns_skip_finished_units(genome, t
     path, _ = genome
     ckpt = str(trained_run / "best.pt")
     one = tmp_path / "one.tsv"
-    score_vcf(ckpt, str(long_vcf), str(one), genome=str(path), device="cpu", progress=False, batch_size=4)
+    score_vcf(
+        ckpt, str(long_vcf), str(one), ScoreVcfOptions(genome=str(path), device="cpu", batch_size=4), progress=False
+    )
     out = tmp_path / "sharded.tsv"
-    first = score_vcf(ckpt, str(long_vcf), str(out), genome=str(path), shard="0/2", device="cpu", progress=False,
-                      batch_size=4)  # fmt: skip
+    first = score_vcf(
+        ckpt,
+        str(long_vcf),
+        str(out),
+        ScoreVcfOptions(genome=str(path), shard="0/2", device="cpu", batch_size=4),
+        progress=False,
+    )
     assert "wait for other shards" in first.line() and not out.exists()
     with pytest.raises(UserError, match="1 units are not done"):
         merge_scores(str(out), progress=False)
     parts = sorted((tmp_path / "sharded.tsv.parts").glob("unit-*.npz"))
     stamps = [p.stat().st_mtime_ns for p in parts]
-    again = score_vcf(ckpt, str(long_vcf), str(out), genome=str(path), shard="0/2", device="cpu", progress=False,
-                      batch_size=4)  # fmt: skip
+    again = score_vcf(
+        ckpt,
+        str(long_vcf),
+        str(out),
+        ScoreVcfOptions(genome=str(path), shard="0/2", device="cpu", batch_size=4),
+        progress=False,
+    )
     assert again.n_records == 0  # every unit of shard 0 was done
     assert [p.stat().st_mtime_ns for p in parts] == stamps
-    last = score_vcf(ckpt, str(long_vcf), str(out), genome=str(path), shard="1/2", device="cpu", progress=False,
-                     batch_size=4)  # fmt: skip
+    last = score_vcf(
+        ckpt,
+        str(long_vcf),
+        str(out),
+        ScoreVcfOptions(genome=str(path), shard="1/2", device="cpu", batch_size=4),
+        progress=False,
+    )
     assert "merged 3 units" in last.line() and last.n_records == 2500 + 0
     assert out.read_bytes() == one.read_bytes()
     assert not (tmp_path / "sharded.tsv.parts").exists()
@@ -405,9 +447,13 @@ def test_shard_parts_refuse_other_options(genome, trained_run, long_vcf, tmp_pat
     path, _ = genome
     ckpt = str(trained_run / "best.pt")
     out = tmp_path / "s.tsv"
-    score_vcf(ckpt, str(long_vcf), str(out), genome=str(path), shard="0/3", device="cpu", progress=False)
+    score_vcf(
+        ckpt, str(long_vcf), str(out), ScoreVcfOptions(genome=str(path), shard="0/3", device="cpu"), progress=False
+    )
     with pytest.raises(UserError, match="parts computed with other options"):
-        score_vcf(ckpt, str(long_vcf), str(out), genome=str(path), shard="1/3", strand="both", progress=False)
+        score_vcf(
+            ckpt, str(long_vcf), str(out), ScoreVcfOptions(genome=str(path), shard="1/3", strand="both"), progress=False
+        )
 
 
 def test_merge_from_the_command_line(genome, trained_run, long_vcf, tmp_path):
@@ -430,10 +476,10 @@ def test_torchrun_ranks_split_units_like_shards(genome, trained_run, long_vcf, t
     path, _ = genome
     ckpt = str(trained_run / "best.pt")
     one = tmp_path / "one.tsv"
-    score_vcf(ckpt, str(long_vcf), str(one), genome=str(path), device="cpu", progress=False)
+    score_vcf(ckpt, str(long_vcf), str(one), ScoreVcfOptions(genome=str(path), device="cpu"), progress=False)
     out = tmp_path / "ranks.tsv"
     for rank in (1, 0):
         monkeypatch.setenv("RANK", str(rank))
         monkeypatch.setenv("WORLD_SIZE", "2")
-        score_vcf(ckpt, str(long_vcf), str(out), genome=str(path), device="cpu", progress=False)
+        score_vcf(ckpt, str(long_vcf), str(out), ScoreVcfOptions(genome=str(path), device="cpu"), progress=False)
     assert out.read_bytes() == one.read_bytes()

@@ -20,24 +20,27 @@ from types import ModuleType
 from typing import Any
 
 _WING = "pipeline.apply.variants"
+_LEGACY = f"{_WING}._legacy"
+_ALL = ("score_vcf", "options", "writers", "semantics", "records", "rows", "scorers", "parts")
 MOVED: dict[str, tuple[str, ...]] = {
-    "pipeline.apply.vcf": tuple(
-        f"{_WING}.{m}" for m in ("score_vcf", "writers", "semantics", "records", "rows", "scorers", "parts")
-    ),
+    "pipeline.apply.vcf": (_LEGACY, *(f"{_WING}.{m}" for m in _ALL)),
     "pipeline.apply.vcf_input": (f"{_WING}.records",),
-    "pipeline.apply.vcf_rows": (f"{_WING}.rows",),
-    "pipeline.apply.vcf_scoring": (f"{_WING}.scorers",),
-    "pipeline.apply.vcf_output": (f"{_WING}.writers", f"{_WING}.semantics"),
+    "pipeline.apply.vcf_rows": (f"{_WING}.rows", f"{_WING}.options", _LEGACY),
+    "pipeline.apply.vcf_scoring": (f"{_WING}.scorers", f"{_WING}.options"),
+    "pipeline.apply.vcf_output": (f"{_WING}.writers", f"{_WING}.semantics", _LEGACY),
     "pipeline.apply.vcf_parts": (f"{_WING}.parts",),
     "pipeline.apply.catalogue": (
+        _LEGACY,
         f"{_WING}.catalogue",
         "pipeline.store.tiles",
         f"{_WING}.semantics",
         "pipeline.core.encoding",
-    ),
-    "pipeline.apply.lookup": (f"{_WING}.lookup", "pipeline.store.tiles"),
+    ),  # fmt: skip
+    "pipeline.apply.lookup": (_LEGACY, f"{_WING}.lookup", "pipeline.store.tiles"),
 }
-"""Each old module and the modules its names now live in (searched in order)."""
+"""Each old module and the modules its names now live in, searched in order (:mod:`~pipeline.apply.variants._legacy`
+holds the keyword forms of ``score_vcf``, ``build_catalogue`` and ``lookup`` and the old ``SUFFIXES`` and
+``MODES``)."""
 
 
 def _forward(old: str, new: tuple[str, ...], name: str) -> Any:
@@ -46,9 +49,15 @@ def _forward(old: str, new: tuple[str, ...], name: str) -> Any:
         raise AttributeError(name)
     for target in new:
         module = importlib.import_module(target)
-        if hasattr(module, name):
-            warnings.warn(f"{old} is deprecated: import {name} from {target}", DeprecationWarning, stacklevel=3)
-            return getattr(module, name)
+        where = module.MOVED_TO.get(name) if target == _LEGACY else target if hasattr(module, name) else None
+        if where is None:
+            continue
+        value = getattr(module, name)
+        home = getattr(value, "__module__", None)  # where a class or function is defined
+        if target != _LEGACY and isinstance(home, str) and home.startswith("pipeline."):
+            where = home
+        warnings.warn(f"{old} is deprecated: import {name} from {where}", DeprecationWarning, stacklevel=3)
+        return value
     raise AttributeError(f"module {old!r} has no attribute {name!r} (it moved to {', '.join(new)})")
 
 

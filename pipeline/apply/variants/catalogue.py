@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline.apply.inputs import open_genome, resolve_genome
+from pipeline.apply.variants.options import CATALOGUE_BATCH_SIZE, CatalogueOptions
 from pipeline.apply.variants.semantics import Semantics, model_identity, select_targets
 from pipeline.core.encoding import base_codes, one_hot
 from pipeline.core.genome import Genome
@@ -50,9 +51,6 @@ from pipeline.store.tiles import (
     tile_first,
     unit_positions,
 )
-
-BATCH_SIZE = 8
-"""The default ``--batch-size`` of a new catalogue."""
 
 
 def _intervals(
@@ -216,21 +214,7 @@ def _meta(checkpoint: str, meta: dict[str, Any], contigs: list[Contig], names: l
 
 @exact_float32()
 def build_catalogue(
-    checkpoint: str,
-    out: str,
-    *,
-    regions: Iterable[str] = (),
-    bed: str | None = None,
-    chroms: Iterable[str] = (),
-    all_contigs: bool = False,
-    targets: str | None = None,
-    stride: int | None = None,
-    genome: str | None = None,
-    device: str | None = None,
-    batch_size: int | None = None,
-    shard: str | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
+    checkpoint: str, out: str, options: CatalogueOptions | None = None, *, progress: bool = True
 ) -> CatalogueSummary:
     """Catalogue every SNV of the requested regions into the store ``out`` (resumable).
 
@@ -240,22 +224,16 @@ def build_catalogue(
         ``best.pt``/``last.pt``.
     out : str
         The catalogue (``.zarr``); an existing one made with the same plan, model and genome is resumed.
-    regions, bed, chroms, all_contigs
-        What to catalogue: ``chr:start-end`` regions (1-based, inclusive), a BED file, whole contigs,
-        or every contig at least one window long.
-    targets : str, optional
-        The targets whose effects are stored (names, regular expressions or a file; default all);
-        ``max_abs``/``top_target`` always cover every target.
-    stride : int, optional
-        Bases between tiles (``1 .. L``); default :func:`default_stride`.
-    batch_size : int, optional
-        Windows per multiplexer pass (default: the catalogue's own when resuming, else
-        :data:`BATCH_SIZE`); part of the catalogue's identity (a batched pass's float32 sums depend on
-        the batch's size), so a resume with another one is refused.
-    shard : str, optional
-        ``I/N``: compute the units ``u % N == I`` (with torchrun ranks splitting further).
-    overwrite : bool
-        Replace a catalogue of other options (one process only).
+    options : CatalogueOptions, optional
+        What to catalogue (``regions``, ``bed``, ``chroms``, ``all_contigs``), the targets, the stride
+        (default :func:`~pipeline.store.tiles.default_stride`), the genome, the shard, ...
+        (:class:`~pipeline.apply.variants.options.CatalogueOptions`). Its ``batch_size`` (windows per
+        pass) is part of the catalogue's identity (a batched pass's float32 sums depend on the batch's
+        size): left out, it is the catalogue's own when resuming, else
+        :data:`~pipeline.apply.variants.options.CATALOGUE_BATCH_SIZE`, and a resume with another one
+        is refused.
+    progress : bool
+        Show a progress bar.
 
     Returns
     -------
@@ -263,29 +241,32 @@ def build_catalogue(
     """
     t0 = time.perf_counter()
     refuse_url(out, "--out", CATALOGUE_REASON)
+    opts = CatalogueOptions() if options is None else options
     out_path = Path(out)
     if not out_path.name.endswith(".zarr"):
         raise UserError(f"the catalogue is a Zarr store: --out must end in .zarr, got {out_path.name!r}")
-    launch = Launch.from_env(parse_shard(shard))
-    if overwrite and launch.parts > 1:
+    launch = Launch.from_env(parse_shard(opts.shard))
+    if opts.overwrite and launch.parts > 1:
         raise UserError("--overwrite with several shards or ranks would race; remove the catalogue first")
-    dev = launch.device(device)
+    dev = launch.device(opts.device)
     model, meta = load_checkpoint(checkpoint, dev)
     L = int(meta["seq_len"])
-    S = default_stride(L) if stride is None else stride
+    S = default_stride(L) if opts.stride is None else opts.stride
     if not 1 <= S <= L:
         raise UserError(f"--stride must lie in 1..{L} (the model's window), got {S}")
-    genome_path = resolve_genome(genome, meta.get("genome"), "the checkpoint")
+    genome_path = resolve_genome(opts.genome, meta.get("genome"), "the checkpoint")
     if genome_path is None:
         raise UserError("no genome: pass --genome FASTA")
     g = open_genome(genome_path, meta.get("genome_fingerprint"))
-    contigs = plan_contigs(g, L, regions=regions, bed=bed, chroms=chroms, all_contigs=all_contigs)
+    o = opts
+    chroms = [c for c in (o.chroms or "").split(",") if c]
+    contigs = plan_contigs(g, L, regions=o.regions, bed=o.bed, chroms=chroms, all_contigs=o.all_contigs)
     names = list(meta["target_names"])
-    selection = select_targets(names, targets)
-    batch_size = batch_size or (None if overwrite else recorded_batch_size(out_path)) or BATCH_SIZE
+    selection = select_targets(names, opts.targets)
+    batch_size = opts.batch_size or (None if opts.overwrite else recorded_batch_size(out_path)) or CATALOGUE_BATCH_SIZE
     plan = replace(_meta(checkpoint, meta, contigs, names, selection, S, genome_path, g.fingerprint()),
                    batch_size=batch_size)  # fmt: skip
-    cat = create_or_open_catalogue(out_path, plan, overwrite=overwrite)
+    cat = create_or_open_catalogue(out_path, plan, overwrite=opts.overwrite)
     return _run(cat, _UnitComputer(model, g, plan, selection, dev, batch_size), launch, progress, t0)
 
 
@@ -317,4 +298,4 @@ def _owners(units: np.ndarray, launch: Launch) -> list[str]:
     return [f"{p // launch.world}/{launch.shard[1]}{r}" for p, r in zip(parts, rank)]
 
 
-__all__ = ["CatalogueSummary", "build_catalogue", "plan_contigs"]
+__all__ = ["CatalogueOptions", "CatalogueSummary", "build_catalogue", "plan_contigs"]

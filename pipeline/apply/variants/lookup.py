@@ -19,15 +19,15 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.apply.outputs import check_output
+from pipeline.apply.variants.options import LookupOptions
 from pipeline.apply.variants.records import VcfRecord, VcfSource, read_vcf
 from pipeline.apply.variants.rows import AT_N, Row, Skip, VcfSummary, skip_allele
 from pipeline.apply.variants.semantics import Semantics
-from pipeline.apply.variants.writers import SCORES_OUTPUT, output_suffix, score_writer
+from pipeline.apply.variants.writers import SCORES_OUTPUT, WRITERS, OutputPlan, output_suffix, write_scores
 from pipeline.core.encoding import ALPHABET
-from pipeline.core.files import staging
 from pipeline.core.genome import other_spelling
 from pipeline.core.intervals import parse_interval
-from pipeline.errors import SpecError, UserError, WriteError
+from pipeline.errors import SpecError, UserError
 from pipeline.store.catalogue import N_CODE, NOT_CATALOGUED, Catalogue, CheckedReader, open_catalogue
 from pipeline.store.tiles import ALTS, tile_center
 
@@ -145,16 +145,7 @@ def _records(reader: CatalogueReader, variants: list[str], region: str | None, v
         yield from read_vcf(VcfSource(Path(vcf)))
 
 
-def lookup(
-    catalogue: str,
-    out: str,
-    *,
-    variants: list[str] | None = None,
-    region: str | None = None,
-    vcf: str | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
-) -> VcfSummary:
+def lookup(catalogue: str, out: str, options: LookupOptions | None = None, *, progress: bool = True) -> VcfSummary:
     """Answer variants from a catalogue into ``out`` (``.tsv``, ``.tsv.gz``, ``.zarr``; ``.vcf.gz`` for ``vcf``).
 
     Parameters
@@ -162,49 +153,42 @@ def lookup(
     catalogue : str
         A store written by ``catalogue``.
     out : str
-        The output, in ``score-vcf``'s formats.
-    variants : list of str, optional
-        ``chr:pos:REF>ALT`` queries.
-    region : str, optional
-        ``chr:start-end``: all three SNVs of every position.
-    vcf : str, optional
-        A VCF/BCF (one row per ALT allele).
-    overwrite : bool
-        Replace an existing output of ``score-vcf``/``lookup``.
+        The output, in ``score-vcf``'s formats (:data:`~pipeline.apply.variants.writers.WRITERS`).
+    options : LookupOptions
+        What to look up, exactly one of: ``variants`` (``chr:pos:REF>ALT`` queries), ``region``
+        (``chr:start-end``: all three SNVs of every position) or ``vcf`` (a VCF/BCF: one row per ALT
+        allele); and ``overwrite`` (replace an existing output of ``score-vcf``/``lookup``).
+    progress : bool
+        Show a progress bar.
 
     Returns
     -------
     VcfSummary
     """
+    opts = LookupOptions() if options is None else options
     out_path = Path(out)
     kind = output_suffix(out_path)
-    if kind == ".vcf.gz" and vcf is None:
-        raise UserError("a .vcf.gz output annotates the records of a VCF: give --vcf, or write .tsv/.tsv.gz/.zarr")
-    check_output(out_path, SCORES_OUTPUT, overwrite=overwrite, inputs={"CATALOGUE": catalogue, "--vcf": vcf})
+    if WRITERS[kind].annotates_records and opts.vcf is None:
+        others = "/".join(suffix for suffix, writer in WRITERS.items() if not writer.annotates_records)
+        raise UserError(f"a {kind} output annotates the records of a VCF: give --vcf, or write {others}")
+    check_output(out_path, SCORES_OUTPUT, overwrite=opts.overwrite, inputs={"CATALOGUE": catalogue, "--vcf": opts.vcf})
     reader = CatalogueReader(open_catalogue(catalogue))
-    records = _records(reader, list(variants or ()), region, vcf)
+    records = _records(reader, list(opts.variants), opts.region, opts.vcf)
     meta = reader.meta
     semantics = Semantics(**meta.semantics["fields"])
     summary = VcfSummary(out=str(out_path))
-    source = VcfSource(Path(vcf)) if vcf is not None else None
+    source = VcfSource(Path(opts.vcf)) if opts.vcf is not None else None
 
     def rows() -> Iterator[Row]:
         for record in tqdm(records, desc="lookup", unit=" variants", disable=not progress):
             row = Row(record)
             reader.answer(row)
+            summary.count(row)
             yield row
 
-    try:
-        with staging(out_path) as stage:
-            staged = stage.path(out_path)
-            names, selection = meta.target_names, np.arange(len(meta.target_names))
-            with score_writer(kind, staged, source=source, names=names, semantics=semantics, selection=selection) as w:
-                for row in rows():
-                    summary.count(row)
-                    w.write(row)
-    except OSError as exc:
-        raise WriteError(f"cannot write output {str(out_path)!r}: {exc.strerror or exc}") from None
+    plan = OutputPlan(meta.target_names, np.arange(len(meta.target_names)), semantics, source)
+    write_scores(out_path, kind, plan, rows())
     return summary
 
 
-__all__ = ["CatalogueReader", "lookup", "parse_variant"]
+__all__ = ["CatalogueReader", "LookupOptions", "lookup", "parse_variant"]

@@ -1,10 +1,10 @@
 """The rows of ``score-vcf``: which records can be scored, REF checks, and how rows share windows.
 
 Every ALT allele of every VCF record becomes one :class:`Row`, in VCF order. :class:`Rules` decides
-whether a row can be scored in the chosen mode (:data:`MODES`) and, if not, why (a :class:`Skip`,
-never an exception); :class:`Batcher` groups the scoreable rows into windows as they stream in,
-hands closed groups to a scorer in batches, and releases rows in VCF order with at most
-:data:`MAX_HELD_ROWS` held back. :class:`VcfSummary` counts what happened.
+whether a row can be scored in the chosen mode (what the mode needs: a centred window, SNVs only)
+and, if not, why (a :class:`Skip`, never an exception); :class:`Batcher` groups the scoreable rows
+into windows as they stream in, hands closed groups to a scorer in batches, and releases rows in VCF
+order with at most :data:`MAX_HELD_ROWS` held back. :class:`VcfSummary` counts what happened.
 """
 
 from __future__ import annotations
@@ -26,15 +26,7 @@ full), the windows waiting are scored at once. Rows of a record are small (about
 few MB; it changes which variants share a window only when more than this many records come while
 one window is open (thousands of records within ``L`` bases)."""
 
-MODES = ("shared", "centered", "exact")
-"""How variants are scored: ``shared`` multiplexer windows (several variants per window, fastest);
-``centered`` (one multiplexer window per position, the variant at index ``L//2 - 1``); ``exact``
-(the base model on the centred reference and alternative windows; indels too)."""
-
 BASES = frozenset("ACGT")
-
-REF_MISMATCH = ("score", "skip")
-"""What ``--ref-mismatch`` may be: score against the genome's base (and flag), or skip the record."""
 
 NAMING = "chromosome naming differs"
 """The :attr:`Skip.kind` of a record whose chromosome the genome spells otherwise (``--no-harmonise``)."""
@@ -102,18 +94,20 @@ def centred_problem(record: VcfRecord, chrom_len: int, seq_len: int, exact: bool
     return None
 
 
-def skip_reason(record: VcfRecord, genome: Genome, seq_len: int, mode: str = "shared") -> Skip | None:
-    """Why a record cannot be scored in ``mode`` (``None`` when it can).
+def skip_reason(
+    record: VcfRecord, genome: Genome, seq_len: int, *, centred: bool = False, indels: bool = False
+) -> Skip | None:
+    """Why a record cannot be scored by a mode (``None`` when it can).
 
-    ``shared`` and ``centered`` score SNVs; ``exact`` also indels and multi-nucleotide variants.
-    ``centered`` and ``exact`` need the variant-centred window inside the chromosome. The ``N``
-    check needs the window and happens when the window is read.
+    A mode scores SNVs, and with ``indels`` also indels and multi-nucleotide variants (``exact``);
+    with ``centred`` it needs the variant-centred window inside the chromosome (``centered``,
+    ``exact``). The ``N`` check needs the window and happens when the window is read.
     """
-    problem = _allele_problem(record.ref.upper(), record.alt.upper(), record, exact=mode == "exact")
+    problem = _allele_problem(record.ref.upper(), record.alt.upper(), record, exact=indels)
     if problem is None:
         problem = _chromosome_problem(record, genome, seq_len)
-    if problem is None and mode != "shared":
-        problem = centred_problem(record, genome.length(record.genome_chrom), seq_len, exact=mode == "exact")
+    if problem is None and centred:
+        problem = centred_problem(record, genome.length(record.genome_chrom), seq_len, exact=indels)
     return problem
 
 
@@ -360,7 +354,10 @@ class Rules:
     seq_len: int
     harmonise: bool = True
     ref_mismatch: str = "score"
-    mode: str = "shared"
+    centred: bool = False
+    """The mode needs the variant-centred window inside the chromosome."""
+    indels: bool = False
+    """The mode scores indels and multi-nucleotide variants too."""
 
     def classify(self, record: VcfRecord) -> tuple[Row, bool]:
         """The row of a record, and whether it is a variant to score (else its status says why not).
@@ -370,7 +367,8 @@ class Rules:
         """
         if self.harmonise:
             record = harmonise(record, self.genome) or record
-        row = Row(record, skip=skip_reason(record, self.genome, self.seq_len, self.mode))
+        skip = skip_reason(record, self.genome, self.seq_len, centred=self.centred, indels=self.indels)
+        row = Row(record, skip=skip)
         if row.skip is None and self.ref_mismatch == "score":
             return row, True
         bases = genome_ref(record, self.genome)

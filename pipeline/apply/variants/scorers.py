@@ -1,12 +1,17 @@
-"""How ``score-vcf`` turns groups of variants into scores: multiplexer windows or exact base-model pairs.
+"""How ``score-vcf`` turns groups of variants into scores: one class per scoring mode, in a registry.
 
-Windows (the conventions in ``docs/conventions.md``):
+A scoring mode is a :class:`ScoringMode` subclass registered under its name with
+:func:`register_scorer` (:data:`SCORERS`): what it needs of a record, whether variants share its
+windows, whether it runs the base model, how the semantics describe its window, how it is built from
+the checkpoint (:meth:`ScoringMode.create`) and how it scores groups (:meth:`ScoringMode.run`).
+``score-vcf --mode NAME`` (and the library's ``mode``) pick one; adding a mode is one class here (or
+anywhere that registers it). The modes (windows as in ``docs/conventions.md``):
 
-- **shared** (:class:`MultiplexerScorer`, ``centered=False``): one window per group of nearby
-  variants, centred on the group and shifted to fit the chromosome; each variant is read at its own
-  index ``j = pos - first``.
-- **centered** (``centered=True``): the window centred on the variant's position, which sits at
-  0-based index ``L//2 - 1`` (999 of 2000, as DeepSEA/ExPecto).
+- **shared** (:class:`SharedScorer`): one multiplexer window per group of nearby variants, centred
+  on the group and shifted to fit the chromosome; each variant is read at its own index
+  ``j = pos - first``.
+- **centered** (:class:`CenteredScorer`): the multiplexer window centred on the variant's position,
+  which sits at 0-based index ``L//2 - 1`` (999 of 2000, as DeepSEA/ExPecto).
 - **exact** (:class:`ExactScorer`): the base model on the centred reference window and on the
   alternative window :func:`alt_window` — the bases before the variant kept, REF replaced by ALT,
   the rest filled from the genome after REF to length ``L`` — which also scores indels.
@@ -18,20 +23,24 @@ window position ``j`` is ``L-1-j`` and base ``b`` its complement, :func:`reverse
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
 
+from pipeline.apply.predict import load_diff_base
+from pipeline.apply.variants.options import ScoreVcfOptions
 from pipeline.apply.variants.rows import AT_N, BASES, Group, Row, Skip, genome_ref
+from pipeline.apply.variants.semantics import WINDOWS
 from pipeline.core.encoding import ALPHABET, one_hot
 from pipeline.core.genome import Genome
 from pipeline.core.windows import center_index, center_of, first_position, fitted_first, window_bounds
+from pipeline.errors import UserError
 from pipeline.ism import log_fold, logfold_to_diff, mask_effects
-
-STRANDS = ("forward", "reverse", "both")
-"""``--strand``: the forward window, its reverse complement, or the mean of the two in log-fold space."""
+from pipeline.models import base_from_checkpoint, for_inference, load_checkpoint
 
 
 def reverse_complement(X: torch.Tensor) -> torch.Tensor:
@@ -90,6 +99,88 @@ def alt_window(genome: Genome, chrom: str, pos: int, ref: str, alt: str, seq_len
     return genome.fetch(chrom, start, pos - 1) + alt + genome.fetch(chrom, after, after + fill)
 
 
+@dataclass(frozen=True)
+class ScoringContext:
+    """What a scoring mode is built from: the checkpoint and its record, the genome, the device, and the
+    command's options (strand, ``diff``, precision, where the base model's files moved)."""
+
+    checkpoint: str
+    meta: dict[str, Any]
+    genome: Genome
+    device: torch.device
+    options: ScoreVcfOptions = field(default_factory=ScoreVcfOptions)
+
+    @property
+    def seq_len(self) -> int:
+        """The model's window length ``L``."""
+        return int(self.meta["seq_len"])
+
+
+class ScoringMode(ABC):
+    """One way of scoring variants; a subclass registered with :func:`register_scorer` is a mode.
+
+    The class attributes say what the rest of ``score-vcf`` needs to know of the mode.
+    """
+
+    name: ClassVar[str]
+    """The mode's name (``--mode``, the semantics' ``mode``)."""
+    window: ClassVar[str]
+    """How the mode places the variant in the window (the semantics' ``window``)."""
+    shares_windows: ClassVar[bool] = False
+    """Nearby variants share one window (``--group-span`` applies)."""
+    centred: ClassVar[bool] = True
+    """The variant-centred window must lie inside the chromosome (else the record is skipped)."""
+    indels: ClassVar[bool] = False
+    """Indels and multi-nucleotide variants are scored too."""
+    base_model: ClassVar[bool] = False
+    """Scores with the base model, not the multiplexer (``--weights``/``--base`` matter; no
+    ``--catalogue``; ``diff`` is computed, not converted)."""
+    scored_with: ClassVar[str] = "multiplexer"
+    """What the semantics' model identity says scored."""
+
+    n_windows: int
+    """Windows run so far (each strand counts)."""
+
+    @classmethod
+    @abstractmethod
+    def create(cls, context: ScoringContext) -> ScoringMode:
+        """The mode's scorer for a run (loads the model it needs onto ``context.device``)."""
+
+    @abstractmethod
+    def run(self, groups: list[Group]) -> None:
+        """Score every row of ``groups`` (set ``values``, ``center`` and the REF check, or a skip) and
+        mark the groups done."""
+
+
+SCORERS: dict[str, type[ScoringMode]] = {}
+"""The scoring modes by name, in the order registered."""
+
+M = TypeVar("M", bound=type[ScoringMode])
+
+
+def register_scorer(cls: M) -> M:
+    """Register the scoring mode ``cls`` under ``cls.name`` (and its window text for the semantics).
+
+    Raises
+    ------
+    ValueError
+        Another class already has that name (or the name is a window kind of the semantics).
+    """
+    taken = SCORERS.get(cls.name)
+    if taken is not None and taken is not cls or taken is None and cls.name in WINDOWS:
+        raise ValueError(f"a scoring mode named {cls.name!r} is already registered")
+    SCORERS[cls.name] = cls
+    WINDOWS[cls.name] = cls.window
+    return cls
+
+
+def scoring_mode(name: str) -> type[ScoringMode]:
+    """The registered mode ``name``; a :class:`UserError` naming the registered ones otherwise."""
+    if name not in SCORERS:
+        raise UserError(f"--mode must be one of {', '.join(SCORERS)}, got {name!r}")
+    return SCORERS[name]
+
+
 def _encode(seqs: list[str], device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.stack([one_hot(s) for s in seqs])).to(device).float()
 
@@ -104,8 +195,8 @@ class _Wanted:
     j: list[int]
 
 
-class MultiplexerScorer:
-    """Scores groups with the multiplexer: one window per group (shared) or per position (centred).
+class MultiplexerScorer(ScoringMode):
+    """Scores groups with the multiplexer, one window per group; a subclass places the window (:meth:`first`).
 
     Parameters
     ----------
@@ -116,10 +207,8 @@ class MultiplexerScorer:
     genome : Genome
     seq_len : int
     device : torch.device
-    centered : bool
-        The window centred on the variant (``L//2 - 1``) instead of on the group.
     strand : str
-        One of :data:`STRANDS`.
+        One of :data:`~pipeline.apply.variants.options.STRANDS`.
     """
 
     def __init__(
@@ -130,18 +219,25 @@ class MultiplexerScorer:
         seq_len: int,
         device: torch.device,
         *,
-        centered: bool = False,
         strand: str = "forward",
     ) -> None:
         self.model, self.base, self.genome, self.L, self.device = model, base, genome, seq_len, device
-        self.centered, self.strand = centered, strand
+        self.strand = strand
         self.n_windows = 0
 
+    @classmethod
+    def create(cls, context: ScoringContext) -> MultiplexerScorer:
+        """The checkpoint's multiplexer (at ``context.precision``), and the base model when ``diff``
+        converts log-fold scores."""
+        c, o = context, context.options
+        multiplexer, _ = load_checkpoint(c.checkpoint, c.device)
+        multiplexer = for_inference(multiplexer, o.precision)
+        base = load_diff_base(c.meta, c.device, weights=o.weights, base=o.base) if o.diff else None
+        return cls(multiplexer, base, c.genome, c.seq_len, c.device, strand=o.strand)
+
+    @abstractmethod
     def first(self, group: Group) -> int:
         """1-based genome position of index 0 of the group's window."""
-        if self.centered:
-            return first_position(group.first, self.L)
-        return fitted_first(group.first, group.last, self.genome.length(group.chrom), self.L)
 
     def _wanted(self, groups: list[Group], firsts: list[int], seqs: list[str]) -> _Wanted:
         """Set every row's window and REF check; the rows to read (a variant at ``N`` is skipped)."""
@@ -198,7 +294,38 @@ class MultiplexerScorer:
         self.n_windows += len(groups) * len(logfolds)
 
 
-class ExactScorer:
+@register_scorer
+class SharedScorer(MultiplexerScorer):
+    """``shared``: one multiplexer window per group of nearby variants, centred on the group and
+    shifted to fit the chromosome; each variant read at its own index (fastest; not the centred score)."""
+
+    name = "shared"
+    window = (
+        "shared windows: nearby variants share one window, centred on them and shifted to fit the "
+        "chromosome; each variant is read at its own index (fast; not the centred score)"
+    )
+    shares_windows = True
+    centred = False
+
+    def first(self, group: Group) -> int:
+        """The window centred on the group's positions, shifted to fit the chromosome."""
+        return fitted_first(group.first, group.last, self.genome.length(group.chrom), self.L)
+
+
+@register_scorer
+class CenteredScorer(MultiplexerScorer):
+    """``centered``: one multiplexer window per position, the variant at index ``L//2 - 1``."""
+
+    name = "centered"
+    window = "the window centred on the variant, which sits at 0-based index L//2 - 1"
+
+    def first(self, group: Group) -> int:
+        """The window centred on the group's position (its variants share one position)."""
+        return first_position(group.first, self.L)
+
+
+@register_scorer
+class ExactScorer(ScoringMode):
     """Scores variants with the base model itself: ``log_fold(base(alt window), base(ref window))``.
 
     The reference window is centred on the variant (``L//2 - 1``); the alternative window is
@@ -214,8 +341,17 @@ class ExactScorer:
     device : torch.device
     diff : bool
     strand : str
-        One of :data:`STRANDS`.
+        One of :data:`~pipeline.apply.variants.options.STRANDS`.
     """
+
+    name = "exact"
+    window = (
+        "the base model on the centred reference window (variant at 0-based index L//2 - 1) and the "
+        "alternative window: the L//2 - 1 bases before the variant, ALT, then the genome after REF to length L"
+    )
+    indels = True
+    base_model = True
+    scored_with = "base model (exact)"
 
     def __init__(
         self,
@@ -230,6 +366,14 @@ class ExactScorer:
         self.base, self.genome, self.L, self.device = base, genome, seq_len, device
         self.diff, self.strand = diff, strand
         self.n_windows = 0
+
+    @classmethod
+    def create(cls, context: ScoringContext) -> ExactScorer:
+        """The checkpoint's base model (``diff`` also when the checkpoint predicts ``diff``)."""
+        c, o = context, context.options
+        model = base_from_checkpoint(c.meta, weights=o.weights, model=o.base).to(c.device).eval()
+        diff = o.diff or c.meta["target_kind"] == "diff"
+        return cls(model, c.genome, c.seq_len, c.device, diff=diff, strand=o.strand)
 
     def _pairs(self, groups: list[Group]) -> tuple[list[Row], list[str], list[str]]:
         """The rows to score with their reference and alternative windows (a variant at ``N`` is skipped)."""

@@ -25,23 +25,21 @@ LOGFOLD_FORMULA = "log(((alt + eps)(1 - ref + eps)) / ((1 - alt + eps)(ref + eps
 DIFF_FORMULA = "alt - ref"
 SIGN = "ALT relative to REF: positive when the ALT allele raises the predicted probability"
 
-WINDOWS = {
-    "shared": "shared windows: nearby variants share one window, centred on them and shifted to fit the "
-    "chromosome; each variant is read at its own index (fast; not the centred score)",
-    "centered": "the window centred on the variant, which sits at 0-based index L//2 - 1",
+WINDOWS: dict[str, str] = {
     "catalogue": "catalogue tiles: windows every `stride` bases; each position scored in the window whose "
     "core (the `stride` positions around its centre) holds it, shifted to fit the contig",
-    "exact": "the base model on the centred reference window (variant at 0-based index L//2 - 1) and the "
-    "alternative window: the L//2 - 1 bases before the variant, ALT, then the genome after REF to length L",
 }
-"""How each mode places the variant in the window."""
+"""How each mode places the variant in the window: the catalogue's tiles here; every scoring mode adds
+its own when it is registered (:func:`pipeline.apply.variants.scorers.register_scorer`)."""
 
 
-def model_identity(checkpoint: str | os.PathLike[str], meta: Mapping[str, Any], exact: bool = False) -> dict[str, Any]:
-    """What scored: the multiplexer of ``checkpoint`` (or, with ``exact``, its base model), with the
+def model_identity(
+    checkpoint: str | os.PathLike[str], meta: Mapping[str, Any], scored_with: str = "multiplexer"
+) -> dict[str, Any]:
+    """What scored (``scored_with``: the multiplexer of ``checkpoint``, or its base model), with the
     checkpoint's path and sha256 and the base model's identity."""
     return {
-        "scored_with": "base model (exact)" if exact else "multiplexer",
+        "scored_with": scored_with,
         "checkpoint": str(Path(checkpoint).resolve()),
         "checkpoint_sha256": file_sha256(checkpoint),
         "multiplexer": meta["architecture"]["name"],

@@ -1,10 +1,13 @@
-"""What ``score-vcf`` writes: a TSV, a bgzipped and tabix-indexed VCF, or a Zarr store, chosen by suffix.
+"""What ``score-vcf`` and ``lookup`` write: one writer class per output suffix, in a registry.
 
-Every output carries the score's semantics (:class:`~pipeline.apply.variants.semantics.Semantics`:
-quantity and formula, sign, log base, mode and window, strand, the model's identity and the genome's
-fingerprint): ``##key=value`` lines
-at the head of a TSV, ``##multiplexer_<key>=`` header lines of a VCF, the ``semantics`` attribute of
-a Zarr store.
+A writer is a :class:`ScoreWriter` subclass registered for its suffixes with :func:`register_writer`
+(:data:`WRITERS`): it writes the rows of an :class:`OutputPlan` at a (staged) path, and recognises an
+output it wrote (what ``--overwrite`` may replace). The output's suffix picks the writer
+(:func:`output_suffix`); :func:`write_scores` writes and publishes it. Adding an output format is one
+writer class. Every output carries the score's semantics
+(:class:`~pipeline.apply.variants.semantics.Semantics`: quantity and formula, sign, log base, mode and
+window, strand, the model's identity and the genome's fingerprint): ``##key=value`` lines at the head
+of a TSV, ``##multiplexer_<key>=`` header lines of a VCF, the ``semantics`` attribute of a Zarr store.
 
 - ``.tsv`` / ``.tsv.gz`` (:class:`TsvScores`): one row per ALT allele, :data:`COLUMNS` then one
   column per selected target.
@@ -24,12 +27,14 @@ import json
 import math
 import os
 import re
+import sys
 import zlib
-from collections.abc import Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pysam
@@ -39,14 +44,12 @@ from pipeline.apply.outputs import TSV_FORMAT, TSV_GZIP_LEVEL, OutputKind
 from pipeline.apply.variants.records import VcfSource, open_vcf, quiet_htslib, raw_records
 from pipeline.apply.variants.rows import Row
 from pipeline.apply.variants.semantics import Semantics
-from pipeline.errors import UserError
+from pipeline.core.files import staging
+from pipeline.errors import UserError, WriteError
 from pipeline.store.meta_digest import write_meta_digest
 
 COLUMNS = ["chrom", "pos", "id", "ref", "alt", "allele_index", "window_center", "ref_check", "ref_match", "status"]
 """The fixed columns of the TSV and Zarr outputs; one column per target follows (TSV)."""
-
-SUFFIXES = (".tsv", ".tsv.gz", ".vcf.gz", ".zarr")
-"""The outputs ``score-vcf`` writes, by the end of the output's name."""
 
 INDEX_SUFFIXES = (".tbi", ".csi")
 """The index a ``.vcf.gz`` output gets: tabix ``.tbi``, or ``.csi`` when a position lies past 2^29."""
@@ -63,26 +66,97 @@ FIXED_INFO = {
 """The INFO fields a ``.vcf.gz`` output adds besides one per selected target (all ``Number=A``)."""
 
 
-def output_suffix(out: Path) -> str:
-    """The suffix of :data:`SUFFIXES` that ``out`` ends in; a :class:`UserError` otherwise."""
-    for suffix in SUFFIXES:
-        if out.name.endswith(suffix) and len(out.name) > len(suffix):
-            return suffix
-    hint = " (plain .vcf cannot be indexed: use .vcf.gz)" if out.name.endswith((".vcf", ".bcf")) else ""
-    raise UserError(f"score-vcf output must end in {', '.join(SUFFIXES)}, got {out.name!r}{hint}")
+@dataclass(frozen=True)
+class OutputPlan:
+    """What an output holds: every target name, the ones written (``selection``), the semantics, and
+    the VCF whose records a VCF output annotates."""
+
+    names: list[str]
+    selection: np.ndarray
+    """Indices into ``names`` of the targets written, in order."""
+    semantics: Semantics
+    source: VcfSource | None = None
 
 
-class ScoreWriter(Protocol):
-    """A ``score-vcf`` output being written (at a staged path)."""
+class ScoreWriter(ABC):
+    """An output of ``score-vcf``/``lookup`` being written at a (staged) path; one subclass per format.
 
+    Register a subclass with :func:`register_writer` for its :attr:`suffixes`. Rows come to
+    :meth:`write` in VCF order; :meth:`close` finishes the output, :meth:`discard` releases what the
+    writer holds after a failure (the caller removes the staged output).
+    """
+
+    suffixes: ClassVar[tuple[str, ...]]
+    """The ends of output names this writer writes (``.tsv``)."""
+    annotates_records: ClassVar[bool] = False
+    """Writes the input VCF's records themselves (needs :attr:`OutputPlan.source`)."""
+    side_suffixes: ClassVar[tuple[str, ...]] = ()
+    """Files the writer may put beside its output (``OUT.tbi``); published with it."""
+
+    def __init__(self, path: Path, plan: OutputPlan) -> None:
+        self.path, self.plan = path, plan
+
+    @abstractmethod
     def write(self, row: Row) -> None:
         """Write one finished row (rows come in VCF order)."""
 
+    @abstractmethod
     def close(self) -> None:
         """Finish the output (flush, index)."""
 
+    @abstractmethod
     def discard(self) -> None:
         """Release what the writer holds after a failure (the staged output is removed by the caller)."""
+
+    @classmethod
+    @abstractmethod
+    def recognises(cls, path: Path) -> bool:
+        """Whether the existing ``path`` is an output this writer wrote (``--overwrite`` may replace it)."""
+
+    @classmethod
+    def hint(cls, name: str) -> str:
+        """Advice for an output name no writer takes (``""``: none from this writer)."""
+        return ""
+
+    @classmethod
+    def published(cls, out: Path, sides: tuple[str, ...]) -> None:
+        """After ``out`` is published with the side files ``sides``: remove the side files of an output it
+        replaced that the new one did not get."""
+        for suffix in cls.side_suffixes:
+            if suffix not in sides:
+                out.with_name(out.name + suffix).unlink(missing_ok=True)
+
+
+WRITERS: dict[str, type[ScoreWriter]] = {}
+"""The writers by output suffix, in the order registered."""
+
+W = TypeVar("W", bound=type[ScoreWriter])
+
+
+def register_writer(cls: W) -> W:
+    """Register the writer ``cls`` for each of its suffixes.
+
+    Raises
+    ------
+    ValueError
+        Another writer already has one of them.
+    """
+    for suffix in cls.suffixes:
+        if WRITERS.get(suffix, cls) is not cls:
+            raise ValueError(f"a writer for {suffix!r} outputs is already registered")
+    for suffix in cls.suffixes:
+        WRITERS[suffix] = cls
+    return cls
+
+
+def output_suffix(out: Path) -> str:
+    """The registered suffix (:data:`WRITERS`) that ``out`` ends in (the longest); a :class:`UserError`
+    otherwise."""
+    taken = [suffix for suffix in WRITERS if out.name.endswith(suffix) and len(out.name) > len(suffix)]
+    if taken:
+        return max(taken, key=len)
+    hint = "".join(f" ({h})" for h in dict.fromkeys(w.hint(out.name) for w in WRITERS.values()) if h)
+    raise UserError(f"score-vcf output must end in {', '.join(WRITERS)}, got {out.name!r}{hint}")
 
 
 def _fixed(row: Row) -> list[str]:
@@ -91,10 +165,15 @@ def _fixed(row: Row) -> list[str]:
     return [r.chrom, str(r.pos), r.id, r.ref, r.alt, str(r.allele_index), center, row.check, row.match, row.status]
 
 
-class TsvScores:
+@register_writer
+class TsvScores(ScoreWriter):
     """The TSV output: ``##key=value`` semantics lines, the header, one row per ALT allele."""
 
-    def __init__(self, path: Path, names: list[str], semantics: Semantics, selection: np.ndarray) -> None:
+    suffixes = (".tsv", ".tsv.gz")
+
+    def __init__(self, path: Path, plan: OutputPlan) -> None:
+        super().__init__(path, plan)
+        names, semantics, selection = plan.names, plan.semantics, plan.selection
         self.selection = selection
         self.n = len(selection)
         gz = path.name.endswith(".gz")
@@ -121,6 +200,11 @@ class TsvScores:
         """Close the file (after a failure)."""
         self.handle.close()
 
+    @classmethod
+    def recognises(cls, path: Path) -> bool:
+        """A (gzipped) file whose first line after the ``##`` lines is the header of :data:`COLUMNS`."""
+        return path.is_file() and _tsv_header(path).startswith("\t".join(COLUMNS) + "\t")
+
 
 def info_ids(names: list[str], taken: set[str]) -> list[str]:
     """INFO IDs for target names: ``MPX_`` and the name with every character VCF does not allow in an
@@ -141,7 +225,8 @@ def _describe(text: str) -> str:
     return text.replace('"', "'").replace("\n", " ")
 
 
-class VcfScores:
+@register_writer
+class VcfScores(ScoreWriter):
     """The ``.vcf.gz`` output: the input records with the scores as ``Number=A`` INFO fields.
 
     The input is read again in step with the rows (they come in VCF order), so no record is held
@@ -149,10 +234,16 @@ class VcfScores:
     with tabix when it is closed.
     """
 
-    def __init__(
-        self, path: Path, source: VcfSource, names: list[str], semantics: Semantics, selection: np.ndarray
-    ) -> None:
-        self.path, self.selection = path, selection
+    suffixes = (".vcf.gz",)
+    annotates_records = True
+    side_suffixes = INDEX_SUFFIXES
+
+    def __init__(self, path: Path, plan: OutputPlan) -> None:
+        super().__init__(path, plan)
+        if plan.source is None:
+            raise UserError("a .vcf.gz output annotates the records of a VCF; none was given")
+        source, names, semantics, selection = plan.source, plan.names, plan.semantics, plan.selection
+        self.selection = selection
         self.selected = [names[k] for k in selection]
         self._opened = open_vcf(source)
         variants = self._opened.__enter__()
@@ -253,6 +344,37 @@ class VcfScores:
         finally:
             self._opened.__exit__(None, None, None)
 
+    @classmethod
+    def recognises(cls, path: Path) -> bool:
+        """A ``.vcf.gz`` file whose header has the ``##multiplexer_quantity`` line."""
+        if not path.is_file() or not path.name.endswith(".vcf.gz"):
+            return False
+        try:
+            with gzip.open(path, "rt", errors="replace") as handle:
+                for line in handle:
+                    if not line.startswith("##"):
+                        return False
+                    if line.startswith(f"##{VCF_META}quantity="):
+                        return True
+        except (OSError, EOFError, zlib.error):
+            return False
+        return False
+
+    @classmethod
+    def hint(cls, name: str) -> str:
+        """A plain ``.vcf`` (or ``.bcf``) output cannot be indexed."""
+        return "plain .vcf cannot be indexed: use .vcf.gz" if name.endswith((".vcf", ".bcf")) else ""
+
+    @classmethod
+    def published(cls, out: Path, sides: tuple[str, ...]) -> None:
+        """Remove an index of a replaced output that does not go with the new one; say when there is none."""
+        super().published(out, sides)
+        if not sides:
+            print(
+                f"warning: {out} is not indexed: its records are not sorted (sort the VCF with bcftools sort first)",
+                file=sys.stderr,
+            )
+
 
 def _float(value: Any) -> float | None:
     v = float(value)
@@ -268,7 +390,8 @@ ZARR_CHUNK_BYTES = 8 * 1024**2
 """About this many bytes of scores per Zarr chunk (rows per chunk = this / (2 · targets))."""
 
 
-class ZarrScores:
+@register_writer
+class ZarrScores(ScoreWriter):
     """The ``.zarr`` output: ``scores`` float16 ``[variants, targets]`` and the variant table.
 
     Rows are buffered one chunk at a time and appended, so memory stays at one chunk whatever the
@@ -276,9 +399,12 @@ class ZarrScores:
     finished store.
     """
 
+    suffixes = (".zarr",)
     INTS = ("pos", "allele_index", "window_center")
 
-    def __init__(self, path: Path, names: list[str], semantics: Semantics, selection: np.ndarray) -> None:
+    def __init__(self, path: Path, plan: OutputPlan) -> None:
+        super().__init__(path, plan)
+        names, semantics, selection = plan.names, plan.semantics, plan.selection
         self.selection = selection
         n = len(selection)
         self.chunk = max(1, min(65536, ZARR_CHUNK_BYTES // (2 * max(n, 1))))
@@ -341,28 +467,55 @@ class ZarrScores:
         """Nothing to release (every chunk is written when appended)."""
         self.buffer = []
 
+    @classmethod
+    def recognises(cls, path: Path) -> bool:
+        """A folder whose ``zarr.json`` attributes say ``kind: score-vcf``."""
+        if not path.is_dir():
+            return False
+        try:
+            return json.loads((path / "zarr.json").read_text()).get("attributes", {}).get("kind") == "score-vcf"
+        except (OSError, ValueError, AttributeError):
+            return False
+
 
 @contextmanager
-def score_writer(
-    kind: str, path: Path, *, source: VcfSource | None, names: list[str], semantics: Semantics, selection: np.ndarray
-) -> Iterator[ScoreWriter]:
-    """The writer of output ``kind`` (one of :data:`SUFFIXES`) at the (staged) ``path``; closed when
-    the block succeeds."""
-    writer: ScoreWriter
-    if kind == ".vcf.gz":
-        if source is None:
-            raise UserError("a .vcf.gz output annotates the records of a VCF; none was given")
-        writer = VcfScores(path, source, names, semantics, selection)
-    elif kind == ".zarr":
-        writer = ZarrScores(path, names, semantics, selection)
-    else:
-        writer = TsvScores(path, names, semantics, selection)
+def score_writer(kind: str, path: Path, plan: OutputPlan) -> Iterator[ScoreWriter]:
+    """The writer of output ``kind`` (a suffix of :data:`WRITERS`) at the (staged) ``path``; closed when
+    the block succeeds, discarded when it fails."""
+    writer = WRITERS[kind](path, plan)
     try:
         yield writer
     except BaseException:
         writer.discard()
         raise
     writer.close()
+
+
+def write_scores(
+    out: Path, kind: str, plan: OutputPlan, rows: Iterable[Row], check: Callable[[], None] | None = None
+) -> None:
+    """Write ``rows`` into the output ``out`` of ``kind`` through a staging folder: published only when
+    complete, with the side files its writer made (a tabix index).
+
+    ``check`` runs after the last row, before anything is published (it may raise to refuse the output).
+    """
+    writer = WRITERS[kind]
+    sides: list[str] = []
+    try:
+        with staging(out) as stage:
+            staged = stage.path(out)
+            with score_writer(kind, staged, plan) as w:
+                for row in rows:
+                    w.write(row)
+                if check is not None:
+                    check()
+            for suffix in writer.side_suffixes:
+                if staged.with_name(staged.name + suffix).is_file():
+                    stage.path(out.with_name(out.name + suffix))
+                    sides.append(suffix)
+    except OSError as exc:
+        raise WriteError(f"cannot write output {str(out)!r}: {exc.strerror or exc}") from None
+    writer.published(out, tuple(sides))
 
 
 def _tsv_header(path: Path) -> str:
@@ -380,25 +533,8 @@ def _tsv_header(path: Path) -> str:
 
 
 def _is_scores(path: Path) -> bool:
-    if path.is_dir():
-        try:
-            return json.loads((path / "zarr.json").read_text()).get("attributes", {}).get("kind") == "score-vcf"
-        except (OSError, ValueError, AttributeError):
-            return False
-    if not path.is_file():
-        return False
-    if path.name.endswith(".vcf.gz"):
-        try:
-            with gzip.open(path, "rt", errors="replace") as handle:
-                for line in handle:
-                    if not line.startswith("##"):
-                        return False
-                    if line.startswith(f"##{VCF_META}quantity="):
-                        return True
-        except (OSError, EOFError, zlib.error):
-            return False
-        return False
-    return _tsv_header(path).startswith("\t".join(COLUMNS) + "\t")
+    """Whether one of the registered writers recognises ``path`` as its output."""
+    return any(writer.recognises(path) for writer in dict.fromkeys(WRITERS.values()))
 
 
 SCORES_OUTPUT = OutputKind("an output of score-vcf", _is_scores)

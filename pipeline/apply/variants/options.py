@@ -1,0 +1,152 @@
+"""The options of ``score-vcf``, ``catalogue`` and ``lookup``, each declared once with its help and rule.
+
+Each command's options (everything but its inputs and output) are a frozen dataclass:
+:class:`ScoreVcfOptions`, :class:`CatalogueOptions`, :class:`LookupOptions`. A field carries its
+default, ``--help`` text and rule (:func:`~pipeline.core.options.option`); the command's click
+options are derived from the fields (``cli.py``), and a filled-in object is checked when it is made
+(:class:`~pipeline.core.options.Options`), so a library call and the command line accept the same
+values. This module imports neither torch nor
+click (the command line reads it to build ``--help``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from pipeline.core.options import Options, option
+from pipeline.core.spec import PRECISIONS
+
+STRANDS = ("forward", "reverse", "both")
+"""``--strand``: the forward window, its reverse complement, or the mean of the two in log-fold space."""
+
+REF_MISMATCH = ("score", "skip")
+"""What ``--ref-mismatch`` may be: score against the genome's base (and flag), or skip the record."""
+
+DEVICE_HELP = "cpu, cuda, cuda:N or auto."
+PRECISION_HELP = (
+    "The multiplexer's arithmetic: exact float32, or bfloat16 autocast (faster on GPUs with bf16 units; "
+    "bench/REPORT.md gives its accuracy effect)."
+)
+CATALOGUE_BATCH_SIZE = 8
+"""The default ``catalogue --batch-size`` of a new catalogue (a resumed one keeps its own)."""
+
+TARGETS_HELP = "comma-separated names or regular expressions, or a file of one per line (default: all)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoreVcfOptions(Options):
+    """The options of ``score-vcf`` (:func:`~pipeline.apply.variants.score_vcf.score_vcf`).
+
+    Rules that involve the scoring mode (``group_span`` only for a mode whose windows are shared,
+    ``weights``/``base`` only when the base model runs, no ``catalogue`` with a base-model mode) are
+    checked when the mode is known, by ``score_vcf``.
+    """
+
+    COMMAND: ClassVar[str] = "score-vcf"
+
+    mode: str = option(
+        "shared",
+        "How variants are scored: shared (nearby variants share one multiplexer window; fastest), centered "
+        "(--centered) or exact (--exact), or another registered scoring mode.",
+        metavar="MODE",
+    )
+    genome: str | None = option(None, "Genome FASTA (default: the one recorded in the checkpoint).", path="file")
+    region: str | None = option(
+        None, "Only the records of chr:start-end (1-based, inclusive); the VCF/BCF needs a .tbi or .csi index."
+    )
+    strand: str = option(
+        "forward",
+        "Score the forward window, its reverse complement, or the mean of both (in log-fold space).",
+        choices=STRANDS,
+    )
+    targets: str | None = option(None, f"Targets to write: {TARGETS_HELP}.")
+    harmonise: bool = option(True, "Read 17 as chr17, MT as chrM, ... when the genome has only the other spelling.")
+    ref_mismatch: str = option(
+        "score",
+        "A variant whose REF is not the genome's bases: score it against the genome (flagged in ref_match), "
+        "or skip it.",
+        choices=REF_MISMATCH,
+    )
+    diff: bool = option(
+        False, "Write alt - ref instead of log-fold effects (runs the checkpoint's base model on each window)."
+    )
+    weights: str | None = option(
+        None,
+        "With --diff or --exact: the base model's weights file, if it moved (sha256 is checked).",
+        path="file",
+    )
+    base: str | None = option(None, "With --diff or --exact: the base model's import path, if its .py file moved.")
+    group_span: int | None = option(
+        None,
+        "Shared windows: variants whose positions span at most this many bases share one window (default: L//4 "
+        "of the model's window, so each variant keeps at least 3L/8 of context on both sides; up to L is faster).",
+        minimum=1,
+    )
+    batch_size: int = option(8, "Windows per pass.", minimum=1)
+    shard: str | None = option(
+        None,
+        "I/N: score every N-th unit of 1,000 records into OUT.parts (a scheduler array task; torchrun ranks split "
+        "further); the process finishing the last unit merges them into OUT. A rerun skips finished units.",
+    )
+    precision: str = option("float32", PRECISION_HELP, choices=PRECISIONS)
+    catalogue: str | None = option(
+        None,
+        "Answer SNVs from this catalogue (made with the same checkpoint) and score the rest with the model.",
+        path="any",
+    )
+    device: str = option("auto", DEVICE_HELP)
+    overwrite: bool = option(
+        False,
+        "Replace an existing output of score-vcf (never the VCF or another kind of file); the new one is "
+        "swapped in only when complete.",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CatalogueOptions(Options):
+    """The options of ``catalogue`` (:func:`~pipeline.apply.variants.catalogue.build_catalogue`)."""
+
+    COMMAND: ClassVar[str] = "catalogue"
+
+    regions: tuple[str, ...] = option((), "chr:start-end (1-based, inclusive); repeatable.", flag="--region")
+    bed: str | None = option(None, "BED file of regions (0-based, half-open).", path="file")
+    chroms: str | None = option(None, "Whole contigs, comma-separated (chr8,chr9).")
+    all_contigs: bool = option(False, "Every contig at least one window long.", flag="--all")
+    targets: str | None = option(
+        None,
+        f"Targets whose effects are stored: {TARGETS_HELP}. max_abs and top_target always cover every target.",
+    )
+    stride: int | None = option(
+        None,
+        "Bases between tile windows (default: L//4); each position is read from the tile whose centre is "
+        "nearest, at most stride/2 away.",
+        minimum=1,
+    )
+    genome: str | None = option(None, "Genome FASTA (default: the one recorded in the checkpoint).", path="file")
+    batch_size: int | None = option(
+        None,
+        f"Windows per pass (default {CATALOGUE_BATCH_SIZE}; a resumed catalogue keeps its own: values depend on the "
+        "batch size in the last float16 bit, so another one is refused).",
+        minimum=1,
+    )
+    shard: str | None = option(
+        None,
+        "I/N: compute every N-th unit (a scheduler array task; torchrun ranks split further). Any process "
+        "resumes what is not complete.",
+    )
+    device: str = option("auto", DEVICE_HELP)
+    overwrite: bool = option(False, "Replace a catalogue made with other options (one process only).")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LookupOptions(Options):
+    """The options of ``lookup`` (:func:`~pipeline.apply.variants.lookup.lookup`): exactly one of
+    ``variants``, ``region`` and ``vcf`` says what to look up."""
+
+    COMMAND: ClassVar[str] = "lookup"
+
+    variants: tuple[str, ...] = option((), "chr:pos:REF>ALT (1-based pos); repeatable.", flag="--variant")
+    region: str | None = option(None, "chr:start-end: the three SNVs of every position.")
+    vcf: str | None = option(None, "VCF/BCF: one row per ALT allele.", path="file")
+    overwrite: bool = option(False, "Replace an existing output of score-vcf or lookup.")
