@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pysam
 import pytest
 import torch
 import zarr
@@ -373,3 +374,20 @@ def test_store_info_summarises_a_catalogue(built):
     assert info["positions"] == 150 + 181 + 61 and info["units_complete"] == info["units"] > 1
     assert info["stride"] == STRIDE and info["targets"] == 4 and info["bytes_per_position"] > 0
     assert "units complete" in ok("store", "info", built).output
+
+
+def test_lookup_to_vcf_gz_publishes_its_tabix_index_as_score_vcf_does(genome, built, tmp_path):
+    """lookup and score-vcf write through one writer registry: a sorted .vcf.gz gets its index beside it."""
+    path, seqs = genome
+    seq = seqs["chrA"]
+    vcf = tmp_path / "a.vcf"
+    vcf.write_text(
+        "##fileformat=VCFv4.2\n##contig=<ID=chrA,length=700>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+        + "".join(f"chrA\t{p}\tv{p}\t{seq[p - 1].upper()}\tN\t.\t.\t.\n".replace("\tN\t", f"\t{alt}\t")
+                  for p, alt in ((20, "A"), (120, "C"), (420, "G")))
+    )  # fmt: skip
+    out = tmp_path / "l.vcf.gz"
+    lookup(str(built), str(out), LookupOptions(vcf=str(vcf)), progress=False)
+    assert out.with_name(out.name + ".tbi").is_file()
+    with pysam.VariantFile(str(out)) as indexed:
+        assert [r.pos for r in indexed.fetch("chrA", 100, 130)] == [120]
