@@ -161,7 +161,7 @@ def _vcf_rows(genome: dict[str, str], n: int, seed: int = 0) -> list[str]:
             elif kind == 13:
                 ref = others[0]  # REF mismatch (sometimes swapped with ALT)
             elif kind == 17:
-                alt = "<DEL>"
+                alt = "*"  # a spanning deletion: no plain ALT
             rows.append((chrom, pos, f"{name}\t{pos}\tv{chrom}_{pos}\t{ref}\t{alt}\t.\tPASS\t."))
     order = {c: k for k, c in enumerate(genome)}
     rows.sort(key=lambda r: (order[r[0]], r[1]))
