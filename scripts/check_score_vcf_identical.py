@@ -206,22 +206,35 @@ def make_inputs(old: Path, work: Path) -> dict[str, Path]:
     return made
 
 
-def run_cases(code: Path, inputs: dict[str, Path], out: Path) -> list[str]:
-    """Every command line with the package at ``code``, writing into ``out``; the outputs' names."""
-    out.mkdir(parents=True, exist_ok=True)
+RUNNER = """
+import json, sys
+from pipeline.cli import cli
+for args in json.load(open(sys.argv[1])):
+    try:
+        cli.main(["-q", *args], prog_name="multiplexer", standalone_mode=False)
+    except SystemExit as exc:
+        if exc.code:
+            sys.exit(f"failed: multiplexer {' '.join(args)}")
+"""
+"""Runs a list of command lines in one process (one start-up of torch per revision, not one per command)."""
+
+
+def command_lines(inputs: dict[str, Path], out: Path) -> tuple[list[list[str]], list[str]]:
+    """Every command line, writing into ``out``, and the outputs they write."""
     base = ["--checkpoint", inputs["checkpoint"], "--genome", inputs["genome"], "--device", "cpu"]
+    runs: list[list[Any]] = []
     names = []
     for name, extra in CASES:
         vcf = inputs["indexed"] if "--vcf-indexed" in extra else inputs["vcf"]
         args = [a.format(catalogue=inputs["catalogue"]) for a in extra if a != "--vcf-indexed"]
-        _cli(code, "score-vcf", *base, "--vcf", vcf, "--out", out / name, *args)
+        runs.append(["score-vcf", *base, "--vcf", vcf, "--out", out / name, *args])
         names.append(name)
     for name, extra in SHARDED:
         for shard in ("0/2", "1/2"):
-            _cli(code, "score-vcf", *base, "--vcf", inputs["vcf"], "--out", out / name, "--shard", shard, *extra)
+            runs.append(["score-vcf", *base, "--vcf", inputs["vcf"], "--out", out / name, "--shard", shard, *extra])
         names.append(name)
-    _cli(code, "catalogue", "--checkpoint", inputs["checkpoint"], "--out", out / "catalogue.zarr",
-         "--region", "chr2:100-900", "--chroms", "chr8", "--stride", "16", "--device", "cpu")  # fmt: skip
+    runs.append(["catalogue", "--checkpoint", inputs["checkpoint"], "--out", out / "catalogue.zarr",
+                 "--region", "chr2:100-900", "--chroms", "chr8", "--stride", "16", "--device", "cpu"])  # fmt: skip
     names.append("catalogue.zarr")
     for name, extra in [
         ("lookup.tsv", ["--vcf", inputs["vcf"]]),
@@ -229,11 +242,24 @@ def run_cases(code: Path, inputs: dict[str, Path], out: Path) -> list[str]:
         ("lookup_region.zarr", ["--region", "chr7:190-260"]),
         ("lookup_variants.tsv.gz", ["--variant", "chr1:100:A>G", "--variant", "X:300:C>T", "--variant", "chr7:5:A>C"]),
     ]:
-        _cli(code, "lookup", inputs["catalogue"], "--out", out / name, *extra)
+        runs.append(["lookup", inputs["catalogue"], "--out", out / name, *extra])
         names.append(name)
-    for index in sorted(out.glob("*.tbi")) + sorted(out.glob("*.csi")):
-        names.append(index.name)
-    return names
+    return [[str(a) for a in run] for run in runs], names
+
+
+def run_cases(code: Path, inputs: dict[str, Path], out: Path) -> list[str]:
+    """Every command line with the package at ``code`` (one process), writing into ``out``; the outputs'
+    names (with the indexes written beside them)."""
+    out.mkdir(parents=True, exist_ok=True)
+    runs, names = command_lines(inputs, out)
+    listing = out / "commands.json"
+    listing.write_text(json.dumps(runs, indent=1))
+    done = subprocess.run([sys.executable, "-c", RUNNER, str(listing)], env=_env(code), cwd=code, text=True,
+                          capture_output=True)  # fmt: skip
+    if done.returncode:
+        raise SystemExit(f"{code}: {done.stderr.strip().splitlines()[-1:]}\n{done.stderr[-3000:]}")
+    listing.unlink()
+    return names + sorted(p.name for p in out.iterdir() if p.name.endswith((".tbi", ".csi")))
 
 
 def _files(path: Path) -> dict[str, bytes]:

@@ -167,7 +167,8 @@ def register_scorer(cls: M) -> M:
         Another class already has that name (or the name is a window kind of the semantics).
     """
     taken = SCORERS.get(cls.name)
-    if taken is not None and taken is not cls or taken is None and cls.name in WINDOWS:
+    clash = taken is not cls if taken is not None else cls.name in WINDOWS  # the same class again is no clash
+    if clash:
         raise ValueError(f"a scoring mode named {cls.name!r} is already registered")
     SCORERS[cls.name] = cls
     WINDOWS[cls.name] = cls.window
