@@ -79,7 +79,7 @@ CASES: list[tuple[str, list[str]]] = [
     ("both.tsv.gz", ["--strand", "both"]),
     ("reverse.tsv", ["--strand", "reverse"]),
     ("diff.tsv", ["--diff"]),
-    ("targets.zarr", ["--targets", "CTCF,^DNase"]),
+    ("targets.zarr", ["--targets", "demo_01,^demo_0[23]"]),
     ("span_L.tsv", ["--group-span", "80"]),
     ("skip_mismatch.tsv", ["--ref-mismatch", "skip"]),
     ("no_harmonise.tsv", ["--no-harmonise"]),
@@ -247,19 +247,26 @@ def command_lines(inputs: dict[str, Path], out: Path) -> tuple[list[list[str]], 
     return [[str(a) for a in run] for run in runs], names
 
 
-def run_cases(code: Path, inputs: dict[str, Path], out: Path) -> list[str]:
-    """Every command line with the package at ``code`` (one process), writing into ``out``; the outputs'
-    names (with the indexes written beside them)."""
-    out.mkdir(parents=True, exist_ok=True)
-    runs, names = command_lines(inputs, out)
-    listing = out / "commands.json"
-    listing.write_text(json.dumps(runs, indent=1))
-    done = subprocess.run([sys.executable, "-c", RUNNER, str(listing)], env=_env(code), cwd=code, text=True,
-                          capture_output=True)  # fmt: skip
-    if done.returncode:
-        raise SystemExit(f"{code}: {done.stderr.strip().splitlines()[-1:]}\n{done.stderr[-3000:]}")
-    listing.unlink()
-    return names + sorted(p.name for p in out.iterdir() if p.name.endswith((".tbi", ".csi")))
+def run_cases(revisions: dict[str, Path], inputs: dict[str, Path], work: Path) -> dict[str, list[str]]:
+    """Every command line with the package of each revision (one process each, side by side), writing into
+    ``work/<revision>``; the outputs' names of each (with the indexes written beside them)."""
+    started, names = {}, {}
+    for label, code in revisions.items():
+        out = work / label
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        runs, names[label] = command_lines(inputs, out)
+        listing = work / f"{label}-commands.json"
+        listing.write_text(json.dumps(runs, indent=1))
+        started[label] = subprocess.Popen([sys.executable, "-c", RUNNER, str(listing)], env=_env(code), cwd=code,
+                                          text=True, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)  # fmt: skip
+    for label, proc in started.items():
+        _, err = proc.communicate()
+        if proc.returncode:
+            raise SystemExit(f"{label}: {err.strip().splitlines()[-1:]}\n{err[-3000:]}")
+        out = work / label
+        names[label] += sorted(p.name for p in out.iterdir() if p.name.endswith((".tbi", ".csi")))
+    return names
 
 
 def _files(path: Path) -> dict[str, bytes]:
@@ -310,12 +317,9 @@ def main() -> int:
     try:
         old = _checkout(args.old, work / "old-code")
         inputs = make_inputs(old, work / "inputs")
-        for d in ("old", "new"):
-            shutil.rmtree(work / d, ignore_errors=True)
-        names = run_cases(old, inputs, work / "old")
-        new_names = run_cases(ROOT, inputs, work / "new")
+        written = run_cases({"old": old, "new": ROOT}, inputs, work)
         results = []
-        for name in sorted(set(names) | set(new_names)):
+        for name in sorted(set(written["old"]) | set(written["new"])):
             a, b = work / "old" / name, work / "new" / name
             if a.exists() and b.exists():
                 same, how = compare(a, b)

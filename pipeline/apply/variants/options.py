@@ -47,8 +47,8 @@ class ScoreVcfOptions(Options):
 
     mode: str = option(
         "shared",
-        "How variants are scored: shared (nearby variants share one multiplexer window; fastest), centered "
-        "(--centered) or exact (--exact), or another registered scoring mode.",
+        "How variants are scored: shared (nearby variants share a window; the fastest), centered (--centered) or "
+        "exact (--exact); a scoring mode that other code registers is taken by its name too.",
         metavar="MODE",
     )
     genome: str | None = option(None, "Genome FASTA (default: the one recorded in the checkpoint).", path="file")
