@@ -31,7 +31,6 @@ from pipeline.core.commands import (
     IsmSource,
     PredictOptions,
 )
-from pipeline.core.intervals import VCF_QUERY_MAX, check_region
 from pipeline.core.options import Declared, Rule, declared, pick
 from pipeline.core.spec import TrainSpec, option_flag
 from pipeline.core.urls import DEMO_REASON, GENOME_REASON, PARTS_REASON, refuse_url, url_outputs
@@ -535,8 +534,6 @@ def score_vcf(
         return
     if checkpoint is None or vcf is None:
         raise UserError("score-vcf needs --checkpoint and --vcf (or --merge to join the parts of a sharded run)")
-    if options["region"] is not None:
-        check_region(options["region"], "--region", VCF_QUERY_MAX)  # pysam overflows past 32 bits
     shortcut = "exact" if exact else "centered" if centered else None  # --exact also uses centred windows
     if shortcut is not None and "mode" in given and options["mode"] != shortcut:
         raise UserError(f"--{shortcut} is --mode {shortcut}; it does not go with --mode {options['mode']}")

@@ -226,3 +226,16 @@ def test_minimal_five_column_vcfs_are_still_read(tmp_path):
     ]
     with pytest.raises(UserError, match="--region needs"):
         list(read_vcf(VcfSource(vcf, "chr7:1-10")))
+
+
+def test_a_region_past_a_32_bit_vcf_query_is_refused_by_the_options_and_the_command(tmp_path):
+    """pysam passes query positions to htslib as 32-bit integers: the options refuse a larger one, so a
+    library call is refused like the command line, before anything is read."""
+    with pytest.raises(UserError, match="--region"):
+        ScoreVcfOptions(region="chr1:1-5000000000")
+    assert ScoreVcfOptions(region="chr1:1-2,000,000").region == "chr1:1-2,000,000"
+    vcf = tmp_path / "a.vcf"
+    vcf.write_text("#CHROM\tPOS\tID\tREF\tALT\nchr1\t5\t.\tA\tG\n")
+    result = invoke("score-vcf", "--checkpoint", vcf, "--vcf", vcf, "--region", "chr1:3000000000",
+                    "--out", tmp_path / "o.tsv")  # fmt: skip
+    assert_one_line_error(result, "--region")

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from pipeline.core.intervals import VCF_QUERY_MAX, check_region
 from pipeline.core.options import Options, option
 from pipeline.core.spec import PRECISIONS
 
@@ -101,6 +102,11 @@ class ScoreVcfOptions(Options):
         "Replace an existing output of score-vcf (never the VCF or another kind of file); the new one is "
         "swapped in only when complete.",
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.region is not None:
+            check_region(self.region, "--region", VCF_QUERY_MAX)  # pysam overflows past 32 bits
 
 
 @dataclass(frozen=True, kw_only=True)
