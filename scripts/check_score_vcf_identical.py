@@ -170,7 +170,8 @@ def _vcf_rows(genome: dict[str, str], n: int, seed: int = 0) -> list[str]:
 
 def make_inputs(old: Path, work: Path) -> dict[str, Path]:
     """Genome, checkpoint, VCFs and a catalogue, all made with the old revision's code (kept in ``work``
-    and reused by a later run with ``--keep``)."""
+    and reused by a later run with ``--keep`` against the same revision)."""
+    revision = subprocess.run(["git", "rev-parse", "HEAD"], cwd=old, capture_output=True, text=True).stdout
     made = {
         "genome": work / "genome.fa",
         "checkpoint": work / "run" / "best.pt",
@@ -178,7 +179,7 @@ def make_inputs(old: Path, work: Path) -> dict[str, Path]:
         "indexed": work / "variants.vcf.gz",
         "catalogue": work / "catalogue.zarr",
     }
-    if (work / "done").is_file():
+    if (work / "done").is_file() and (work / "done").read_text() == revision:
         return made
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -202,7 +203,7 @@ def make_inputs(old: Path, work: Path) -> dict[str, Path]:
     ckpt = run / "best.pt"
     _cli(old, "catalogue", "--checkpoint", ckpt, "--out", catalogue, "--region", "chr1:1-1500",
          "--region", "chr7:200-2600", "--device", "cpu")  # fmt: skip
-    (work / "done").write_text("inputs complete\n")
+    (work / "done").write_text(revision)  # complete, made by this revision
     return made
 
 
