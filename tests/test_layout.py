@@ -57,7 +57,9 @@ MOVED = {
 def test_moved_modules_import_from_their_old_paths_with_a_warning_naming_the_new_one(old):
     name, new = MOVED[old]
     module = importlib.import_module(old)
-    with pytest.warns(DeprecationWarning, match=f"{old} is deprecated: import {name} from {new}"):
+    with pytest.warns(
+        DeprecationWarning, match=rf"{re.escape(old)}\.{name} has moved: import it from {re.escape(new)} "
+    ):
         value = getattr(module, name)
     assert value is getattr(importlib.import_module(new), name)
     with pytest.raises(AttributeError, match="moved to"):
@@ -79,7 +81,9 @@ def test_the_old_keyword_calls_still_work_and_name_the_options_object(trained_ru
     vcf.write_text("#CHROM\tPOS\tID\tREF\tALT\nchr7\t3000\t.\tA\tG\nchr7\t3004\t.\tC\tT\n")
     ckpt, genome = str(trained_run / "best.pt"), str(genome_path)
     with pytest.warns(
-        DeprecationWarning, match="import score_vcf from pipeline.apply.variants.score_vcf .pass a ScoreVcfOptions"
+        DeprecationWarning,
+        match=r"apply\.vcf\.score_vcf has moved: import it from pipeline\.apply\.variants\.score_vcf and pass a "
+        "ScoreVcfOptions",
     ):
         old_score_vcf = old_vcf.score_vcf
     old_score_vcf(ckpt, str(vcf), str(tmp_path / "old.tsv"), centered=True, genome=genome, device="cpu", progress=False)
@@ -98,9 +102,9 @@ def test_the_old_keyword_calls_still_work_and_name_the_options_object(trained_ru
         answer = old_lookup.lookup
     summary = answer(str(tmp_path / "c.zarr"), str(tmp_path / "l.tsv"), vcf=str(vcf), progress=False)
     assert summary.n_scored == 2
-    with pytest.warns(DeprecationWarning, match="keys of pipeline.apply.variants.writers.WRITERS"):
+    with pytest.warns(DeprecationWarning, match="use the keys of pipeline.apply.variants.writers.WRITERS"):
         assert importlib.import_module("pipeline.apply.vcf_output").SUFFIXES == tuple(WRITERS)
-    with pytest.warns(DeprecationWarning, match="keys of pipeline.apply.variants.scorers.SCORERS"):
+    with pytest.warns(DeprecationWarning, match="use the keys of pipeline.apply.variants.scorers.SCORERS"):
         assert importlib.import_module("pipeline.apply.vcf_rows").MODES == tuple(SCORERS)
 
 
@@ -200,11 +204,6 @@ def _public_functions(tree: ast.Module) -> Iterator[tuple[str, int, int]]:
     yield from visit(tree, "", False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="build_catalogue and score_vcf take options objects once the variants wing (issue 24) lands; "
-    "strict, so this marker must go when it does",
-)
 def test_no_public_function_takes_more_than_eight_parameters():
     """A wide signature wants an options object (as ``distill``, ``predict``, ``ism`` and ``evaluate`` take)."""
     root = Path(pipeline.__file__).parent

@@ -3,8 +3,10 @@
 The variant-effect commands (``score-vcf``, ``catalogue``, ``lookup``) moved into
 :mod:`pipeline.apply.variants`. Each old module is made on import by :class:`MovedFinder`: a module
 whose attributes are looked up in the new modules of :data:`MOVED`, in order, with a
-``DeprecationWarning`` that names where the attribute lives now. No file is kept at an old path, so
-version control follows each file to its new home.
+``DeprecationWarning`` that names where the attribute lives now, worded as
+:func:`pipeline.core.deprecation.moved_names` words it. That helper serves a module that stays and
+loses some names; here whole modules moved, each name may live in one of several new modules, and no
+file is kept at an old path, so version control follows each file to its new home.
 """
 
 from __future__ import annotations
@@ -49,15 +51,20 @@ def _forward(old: str, new: tuple[str, ...], name: str) -> Any:
         raise AttributeError(name)
     for target in new:
         module = importlib.import_module(target)
-        where = module.MOVED_TO.get(name) if target == _LEGACY else target if hasattr(module, name) else None
-        if where is None:
+        if target == _LEGACY:
+            if name not in module.MOVED_TO:
+                continue
+            advice = module.MOVED_TO[name]
+        elif hasattr(module, name):
+            home = getattr(getattr(module, name), "__module__", None)  # where a class or function is defined
+            advice = f"import it from {home if isinstance(home, str) and home.startswith('pipeline.') else target}"
+        else:
             continue
-        value = getattr(module, name)
-        home = getattr(value, "__module__", None)  # where a class or function is defined
-        if target != _LEGACY and isinstance(home, str) and home.startswith("pipeline."):
-            where = home
-        warnings.warn(f"{old} is deprecated: import {name} from {where}", DeprecationWarning, stacklevel=3)
-        return value
+        # the wording of pipeline.core.deprecation.moved_names, the helper for names that leave a module
+        warnings.warn(
+            f"{old}.{name} has moved: {advice} ({old} will stop providing it)", DeprecationWarning, stacklevel=3
+        )
+        return getattr(module, name)
     raise AttributeError(f"module {old!r} has no attribute {name!r} (it moved to {', '.join(new)})")
 
 

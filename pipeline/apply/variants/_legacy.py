@@ -46,13 +46,13 @@ def lookup(catalogue: str, out: str, **options: Any) -> VcfSummary:
 
 
 MOVED_TO = {
-    "score_vcf": "pipeline.apply.variants.score_vcf (pass a ScoreVcfOptions)",
-    "build_catalogue": "pipeline.apply.variants.catalogue (pass a CatalogueOptions)",
-    "lookup": "pipeline.apply.variants.lookup (pass a LookupOptions)",
-    "SUFFIXES": "the keys of pipeline.apply.variants.writers.WRITERS",
-    "MODES": "the keys of pipeline.apply.variants.scorers.SCORERS",
+    "score_vcf": "import it from pipeline.apply.variants.score_vcf and pass a ScoreVcfOptions",
+    "build_catalogue": "import it from pipeline.apply.variants.catalogue and pass a CatalogueOptions",
+    "lookup": "import it from pipeline.apply.variants.lookup and pass a LookupOptions",
+    "SUFFIXES": "use the keys of pipeline.apply.variants.writers.WRITERS",
+    "MODES": "use the keys of pipeline.apply.variants.scorers.SCORERS",
 }
-"""Where each name of this module lives now (what the deprecation warning names)."""
+"""What to use instead of each name of this module (what the deprecation warning says)."""
 
 
 def __getattr__(name: str) -> Any:
