@@ -5,8 +5,8 @@ Each command's options (everything but its inputs and output) are a frozen datac
 default, ``--help`` text and rule (:func:`~pipeline.core.options.option`); the command's click
 options are derived from the fields (``cli.py``), and a filled-in object is checked when it is made
 (:class:`~pipeline.core.options.Options`), so a library call and the command line accept the same
-values. This module imports neither torch nor
-click (the command line reads it to build ``--help``).
+values. ``--device`` and ``--precision`` are the settings of :mod:`pipeline.core.commands`. This module
+imports neither torch nor click (the command line reads it to build ``--help``).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from pipeline.core.commands import device_option, precision_option
 from pipeline.core.intervals import VCF_QUERY_MAX, check_region
 from pipeline.core.options import Options, option
-from pipeline.core.spec import PRECISIONS
 
 STRANDS = ("forward", "reverse", "both")
 """``--strand``: the forward window, its reverse complement, or the mean of the two in log-fold space."""
@@ -24,11 +24,6 @@ STRANDS = ("forward", "reverse", "both")
 REF_MISMATCH = ("score", "skip")
 """What ``--ref-mismatch`` may be: score against the genome's base (and flag), or skip the record."""
 
-DEVICE_HELP = "cpu, cuda, cuda:N or auto."
-PRECISION_HELP = (
-    "The multiplexer's arithmetic: exact float32, or bfloat16 autocast (faster on GPUs with bf16 units; "
-    "bench/REPORT.md gives its accuracy effect)."
-)
 CATALOGUE_BATCH_SIZE = 8
 """The default ``catalogue --batch-size`` of a new catalogue (a resumed one keeps its own)."""
 
@@ -90,13 +85,13 @@ class ScoreVcfOptions(Options):
         "I/N: score every N-th unit of 1,000 records into OUT.parts (a scheduler array task; torchrun ranks split "
         "further); the process finishing the last unit merges them into OUT. A rerun skips finished units.",
     )
-    precision: str = option("float32", PRECISION_HELP, choices=PRECISIONS)
+    precision: str = precision_option()
     catalogue: str | None = option(
         None,
         "Answer SNVs from this catalogue (made with the same checkpoint) and score the rest with the model.",
         path="any",
     )
-    device: str = option("auto", DEVICE_HELP)
+    device: str = device_option()
     overwrite: bool = option(
         False,
         "Replace an existing output of score-vcf (never the VCF or another kind of file); the new one is "
@@ -141,7 +136,7 @@ class CatalogueOptions(Options):
         "I/N: compute every N-th unit (a scheduler array task; torchrun ranks split further). Any process "
         "resumes what is not complete.",
     )
-    device: str = option("auto", DEVICE_HELP)
+    device: str = device_option()
     overwrite: bool = option(False, "Replace a catalogue made with other options (one process only).")
 
 
