@@ -149,11 +149,12 @@ def assets(tmp_path_factory, genome_path, write_spec, tiny_store, trained_run) -
                     target_names=meta["target_names"], progress=False)
     )  # fmt: skip
     # a catalogue of chr21:601-1060 (one unit: chr21 is shorter than a unit of 4 targets)
-    from pipeline.apply.catalogue import build_catalogue
+    from pipeline.apply.variants.catalogue import build_catalogue
+    from pipeline.apply.variants.options import CatalogueOptions
 
     a["cat.zarr"] = d / "cat.zarr"
-    build_catalogue(str(trained_run / "best.pt"), str(a["cat.zarr"]), regions=[CATALOGUED], device="cpu",
-                    progress=False)  # fmt: skip
+    build_catalogue(str(trained_run / "best.pt"), str(a["cat.zarr"]), CatalogueOptions(regions=(CATALOGUED,),
+                    device="cpu"), progress=False)  # fmt: skip
     a["root"] = d
     return a
 

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 from helpers import assert_one_line_error, flip_byte, invoke, make_format1, ok, process_env
 
-import pipeline.apply.catalogue as catalogue_module
-from pipeline.apply.catalogue import build_catalogue
-from pipeline.apply.vcf import read_scores
+import pipeline.store.tiles as tiles_module
+from pipeline.apply.variants.catalogue import build_catalogue
+from pipeline.apply.variants.options import CatalogueOptions
+from pipeline.apply.variants.score_vcf import read_scores
 from pipeline.core.genome import Genome
 from pipeline.errors import UserError
 from pipeline.store.catalogue import ARRAYS, N_CODE, open_catalogue, upgrade_catalogue, verify_catalogue
@@ -30,8 +31,8 @@ STRIDE = 20
 @pytest.fixture()
 def small_units(monkeypatch: pytest.MonkeyPatch) -> None:
     """Units of 60 positions (3 tiles of 20) for 4 targets, so contigs span several units."""
-    monkeypatch.setattr(catalogue_module, "CHUNK_BYTES", 60 * 3 * 4 * 2)
-    monkeypatch.setattr(catalogue_module, "BLOCK_BYTES", 20 * 3 * 4 * 2)
+    monkeypatch.setattr(tiles_module, "CHUNK_BYTES", 60 * 3 * 4 * 2)
+    monkeypatch.setattr(tiles_module, "BLOCK_BYTES", 20 * 3 * 4 * 2)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -41,12 +42,13 @@ def small_units(monkeypatch: pytest.MonkeyPatch) -> None:
 RACE_DRIVER = """
 import json, multiprocessing, os, sys
 
-import pipeline.apply.catalogue as catalogue_module  # the heavy imports once, before forking
+import pipeline.apply.variants.catalogue  # the heavy imports once, before forking
+import pipeline.store.tiles as tiles_module
 from pipeline.cli import main
 from pipeline.store.catalogue import open_catalogue, verify_catalogue
 
-catalogue_module.CHUNK_BYTES = 60 * 3 * 4 * 2  # units of 60 positions: the region is 5 units
-catalogue_module.BLOCK_BYTES = 20 * 3 * 4 * 2
+tiles_module.CHUNK_BYTES = 60 * 3 * 4 * 2  # units of 60 positions: the region is 5 units
+tiles_module.BLOCK_BYTES = 20 * 3 * 4 * 2
 ckpt, genome, work, n, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 
 
@@ -106,7 +108,8 @@ def test_shards_started_together_mark_every_unit(genome_path, trained_run, tmp_p
 
 def build(ckpt: Path, genome_path: Path, out: Path, **kwargs):
     kwargs.setdefault("stride", STRIDE)
-    return build_catalogue(str(ckpt), str(out), genome=str(genome_path), device="cpu", progress=False, **kwargs)
+    options = CatalogueOptions(genome=str(genome_path), device="cpu", **kwargs)
+    return build_catalogue(str(ckpt), str(out), options, progress=False)
 
 
 REGIONS = ["chr21:601-750", "chr21:880-1060"]  # units 10-12 and 14-17
@@ -306,8 +309,8 @@ def test_units_wholly_in_n_complete_and_verify(gapped_genome, trained_run, tmp_p
     """Every shard of a unit is written, even one that holds only fill values: N telomeres, a 10 kb
     gap and an all-N contig complete, verify, and answer with N rows; a lost all-fill shard is still
     found by verify."""
-    monkeypatch.setattr(catalogue_module, "CHUNK_BYTES", 1000 * 3 * 4 * 2)  # units of 1,000 positions
-    monkeypatch.setattr(catalogue_module, "BLOCK_BYTES", 100 * 3 * 4 * 2)
+    monkeypatch.setattr(tiles_module, "CHUNK_BYTES", 1000 * 3 * 4 * 2)  # units of 1,000 positions
+    monkeypatch.setattr(tiles_module, "BLOCK_BYTES", 100 * 3 * 4 * 2)
     out = tmp_path / "gapped.zarr"
     args = ["catalogue", "--checkpoint", trained_run / "best.pt", "--genome", gapped_genome, "--out", out,
             "--stride", STRIDE, "--device", "cpu", *what]  # fmt: skip

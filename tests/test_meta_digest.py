@@ -134,11 +134,12 @@ def test_the_open_refuses_a_damaged_attribute_through_the_api(store_copy):
 
 @pytest.fixture(scope="module")
 def catalogue(tmp_path_factory, trained_run, genome_path) -> Path:
-    from pipeline.apply.catalogue import build_catalogue
+    from pipeline.apply.variants.catalogue import build_catalogue
+    from pipeline.apply.variants.options import CatalogueOptions
 
     out = tmp_path_factory.mktemp("meta_cat") / "cat.zarr"
-    build_catalogue(str(trained_run / "best.pt"), str(out), genome=str(genome_path), regions=["chr1:100-400"],
-                    stride=20, device="cpu", progress=False)  # fmt: skip
+    options = CatalogueOptions(genome=str(genome_path), regions=("chr1:100-400",), stride=20, device="cpu")
+    build_catalogue(str(trained_run / "best.pt"), str(out), options, progress=False)
     return out
 
 
@@ -174,7 +175,8 @@ def test_a_flipped_catalogue_attribute_is_named_and_refused_by_lookup_and_score_
 def test_a_catalogue_written_before_digests_opens_resumes_and_is_upgraded(
     catalogue, trained_run, genome_path, tmp_path
 ):
-    from pipeline.apply.catalogue import build_catalogue
+    from pipeline.apply.variants.catalogue import build_catalogue
+    from pipeline.apply.variants.options import CatalogueOptions
 
     cat = tmp_path / "cat.zarr"
     shutil.copytree(catalogue, cat)
@@ -183,8 +185,8 @@ def test_a_catalogue_written_before_digests_opens_resumes_and_is_upgraded(
     for key in ("sequence_digest", "digest_version"):  # a fingerprint of before full digests
         del meta["attributes"]["genome_fingerprint"][key]
     (cat / "zarr.json").write_text(json.dumps(meta, indent=2))
-    summary = build_catalogue(str(trained_run / "best.pt"), str(cat), genome=str(genome_path),
-                              regions=["chr1:100-400"], stride=20, device="cpu", progress=False)  # fmt: skip
+    options = CatalogueOptions(genome=str(genome_path), regions=("chr1:100-400",), stride=20, device="cpu")
+    summary = build_catalogue(str(trained_run / "best.pt"), str(cat), options, progress=False)
     assert summary.n_computed == 0  # the same genome, by its sample: resumed, nothing to do
     verdict = ok("store", "verify", cat).output
     assert "no metadata digest" in verdict and "store upgrade" in verdict
