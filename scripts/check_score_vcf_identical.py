@@ -1,8 +1,9 @@
 """Check that ``score-vcf`` (and ``catalogue``, ``lookup``) write the same outputs as an old revision.
 
-Runs the same command lines with the code of an old git revision (``--old``, default ``f7ad611``: main
-before the variants wing; checked out with ``git worktree add`` and put first on ``PYTHONPATH``) and with
-this checkout's code, on the same inputs, and compares what they wrote:
+Runs the same command lines with the code of an old git revision (``--old``, default ``a150e29``: main
+just before the variants wing, with the metadata digests and catalogue format 2 of issues 27 and 29;
+checked out with ``git worktree add`` and put first on ``PYTHONPATH``) and with this checkout's code, on
+the same inputs, and compares what they wrote:
 
 - plain files (``.tsv``, ``.vcf.gz``, its ``.tbi``/``.csi``): every byte;
 - ``.tsv.gz`` (Python's gzip, whose header records the time of writing): every byte but the header's
@@ -309,7 +310,7 @@ def compare(a: Path, b: Path) -> tuple[bool, str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--old", default="f7ad611", help="the revision to compare with (default: %(default)s)")
+    parser.add_argument("--old", default="a150e29", help="the revision to compare with (default: %(default)s)")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     args = parser.parse_args()
