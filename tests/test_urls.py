@@ -24,9 +24,9 @@ import s3fs
 import torch
 from helpers import assert_one_line_error, invoke, ok, start_cli
 from moto.server import ThreadedMotoServer
-from pipeline.apply.vcf import read_scores
 
 from pipeline.apply.outputs import read_effects
+from pipeline.apply.variants.score_vcf import read_scores
 from pipeline.core.genome import Genome
 from pipeline.core.urls import is_url, join, looks_like_url, refuse_url, url_outputs
 from pipeline.errors import OutputExistsError, UrlNotAcceptedError, UserError
