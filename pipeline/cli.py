@@ -29,6 +29,7 @@ from pipeline.core.commands import (
     InputOptions,
     IsmOptions,
     IsmSource,
+    PlotOptions,
     PredictOptions,
 )
 from pipeline.core.options import Declared, Rule, declared, pick
@@ -611,27 +612,14 @@ def compare(runs: tuple[str, ...], **options: Any) -> None:
 @cli.command()
 @click.argument("pred", type=click.Path())
 @click.option("--out", required=True, help="Image file: .png, .pdf or .svg (a path or a URL).")
-@click.option("--index", default=0, show_default=True, help="Which sequence of PRED.")
-@click.option("--target", help="Target name or index (default: the one with the strongest effect).")
-@click.option("--width", default=100, show_default=True, help="Positions per row.")
-@click.option("--dpi", default=120, show_default=True, help="Pixels per inch of a PNG.")
-@click.option(
-    "--compare",
-    type=click.Path(),
-    help="A second effects file (e.g. `multiplexer ism` output) with the same sequence, drawn underneath "
-    "on the same colour scale.",
-)
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Replace an existing image (never another kind of file); the new one is swapped in only when complete.",
-)
+@declared_options(PlotOptions)
 def plot(pred: str, out: str, **options: Any) -> None:
-    """Heatmap of one target's [4, L] effects, reference letters underneath."""
+    """Heatmap of one target's [4, L] effects, reference letters underneath. PRED is an effects file
+    (predict, ism) or a catalogue (with --region)."""
     from pipeline.apply.plot import plot_effects
 
     with url_outputs({"--out": out}) as urls:
-        written = plot_effects(pred, urls["--out"], **options)
+        written = plot_effects(pred, urls["--out"], settings(PlotOptions, options))
     click.echo(f"wrote {urls.shown(str(written))}")
 
 

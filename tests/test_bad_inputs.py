@@ -485,6 +485,11 @@ def _(c: Ctx) -> list[Any]:
     return ["ism", "--spec", c.spec(), "--region", "chr7-3000", "--out", c.tmp / "x.npz"]
 
 
+@case("predict: a range as --region points to --regions", "predict", "chr7:3000-3199", "--regions", "chr7:3099")
+def _(c: Ctx) -> list[Any]:
+    return ["predict", "--checkpoint", c.ckpt, "--region", "chr7:3000-3199", "--out", c.tmp / "x.npz"]
+
+
 @case("ism: no input sequences given", "ism", "--region")
 def _(c: Ctx) -> list[Any]:
     return ["ism", "--spec", c.spec(), "--out", c.tmp / "x.npz"]

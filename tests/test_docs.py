@@ -58,6 +58,59 @@ def _command_lines() -> list[tuple[str, str]]:
     return sorted(set(found))
 
 
+def _shell_lines() -> list[tuple[str, str]]:
+    """``(file, line)`` for every code line of README.md and docs/ that runs the tool, pipes included
+    (``bcftools view … | multiplexer score-vcf --vcf -``)."""
+    found = []
+    for path in DOCS:
+        for block in _blocks(path.read_text()):
+            for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+                line = re.sub(r"\s+#(?!SBATCH).*$", "", line.strip())
+                if re.search(r"(^|[|;&]\s*)(\w+=\S*\s+)*multiplexer\s|-m pipeline\.cli\s", line):
+                    found.append((path.name, line))
+    return sorted(set(found))
+
+
+SHELL_OPERATORS = "<>|"
+"""Characters the shell acts on when they are not quoted: a redirection or a pipe."""
+
+
+def unquoted_operators(line: str) -> list[str]:
+    """The words of a shell line that hold an unquoted ``>``, ``<`` or ``|`` (``chr8:1000000:A>G`` makes
+    the shell write a file named ``G``; ``DNase|CTCF`` runs ``CTCF``).
+
+    ``shlex`` splits the line twice: as the words a program receives, and with the operators as words
+    of their own. A word holding an operator that the second split cut apart was not quoted. (A
+    redirection written without a space, ``>out.txt``, is reported too: the docs write ``> out.txt``.)
+    """
+    words = shlex.split(line)
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=SHELL_OPERATORS)
+    lexer.whitespace_split = True
+    apart = set(lexer)
+    return [w for w in words if any(c in w for c in SHELL_OPERATORS) and w not in apart]
+
+
+def test_the_operator_check_finds_unquoted_metacharacters():
+    assert unquoted_operators("multiplexer lookup c.zarr --variant chr8:1000000:A>G --out hit.tsv") == [
+        "chr8:1000000:A>G"
+    ]
+    assert unquoted_operators("multiplexer catalogue --targets DNase|CTCF --out c.zarr") == ["DNase|CTCF"]
+    assert unquoted_operators("multiplexer lookup c.zarr --variant 'chr8:1000000:A>G' --out hit.tsv") == []
+    assert unquoted_operators('multiplexer lookup c.zarr --variant "chr8:1:A>G" --variant chr8:2:C\\>T') == []
+    assert unquoted_operators("bcftools view x.bcf | multiplexer score-vcf --vcf - --out - > s.tsv") == []
+
+
+SHELL_LINES = _shell_lines()
+
+
+@pytest.mark.parametrize(("source", "line"), SHELL_LINES, ids=[f"{f}:{i}" for i, (f, _) in enumerate(SHELL_LINES)])
+def test_documented_command_quotes_shell_metacharacters(source, line):
+    bad = unquoted_operators(line)
+    assert not bad, (
+        f"{source}: `{line}`: quote {', '.join(map(repr, bad))} (the shell reads {SHELL_OPERATORS!r} itself)"
+    )
+
+
 def _parse(line: str) -> None:
     line = re.sub(r"\$\(.*?\)", "", line)  # $( … ) substitutions
     line = re.sub(r"\$\{?([A-Z_]+)\}?", "1", line)  # $VAR, ${VAR}

@@ -212,3 +212,101 @@ def test_the_verdict_names_exact_fast_ism_when_the_multiplexer_is_not_twice_as_f
     assert verdict(quick) == "the multiplexer is 12.0x faster than exact fast ISM"
     assert "slower than it (0.4x)" in verdict({**slow, "speedup_vs_fast_ism": 0.4})
     assert "does not support" in verdict({**base, "speedup_vs_naive_ism": 2.0, "speedup_vs_fast_ism": None})
+
+
+def test_timing_sequences_zero_skips_timing(trained_run, tiny_store, tmp_path, monkeypatch):
+    """--timing-sequences 0: the accuracy report alone, its timings null, and nothing is timed."""
+    import pipeline.apply.evaluate as evaluation
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("timing ran")
+
+    monkeypatch.setattr(evaluation, "time_per_sequence", no_timing)
+    out = tmp_path / "eval"
+    opts = EvaluateOptions(device="cpu", timing_sequences=0)
+    report = evaluate(str(trained_run / "best.pt"), tiny_store, str(out), opts, progress=False)
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["timing"] == "skipped" and saved["timing_sequences"] == 0
+    assert saved["speedup_vs_naive_ism"] is None and saved["speedup_vs_fast_ism"] is None
+    assert set(saved["seconds_per_sequence"].values()) == {None}
+    assert math.isfinite(saved["weighted_pearson_mean"])
+    assert "speed not measured (--timing-sequences 0)" in (out / "report.md").read_text()
+    line = evaluation.summary_line(report)
+    assert "speed not measured" in line and "faster" not in line
+
+
+def test_the_accuracy_report_is_written_before_timing_starts(trained_run, tiny_store, tmp_path, monkeypatch):
+    """A run stopped during timing (Ctrl-C in a 30-minute naive ISM) keeps its accuracy report."""
+    import pipeline.apply.evaluate as evaluation
+
+    out = tmp_path / "eval"
+    seen = {}
+
+    def interrupted(*args, **kwargs):
+        seen.update(json.loads((out / "report.json").read_text()))
+        assert (out / "report.md").is_file() and (out / "weighted_pearson_hist.png").is_file()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluation, "time_per_sequence", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(str(trained_run / "best.pt"), tiny_store, str(out), EvaluateOptions(device="cpu"), progress=False)
+    assert seen["timing"] == "pending" and math.isfinite(seen["weighted_pearson_mean"])
+    assert seen["speedup_vs_naive_ism"] is None
+    assert json.loads((out / "report.json").read_text()) == seen  # what was there stays
+
+    monkeypatch.undo()  # the full run replaces it with the timed report
+    opts = EvaluateOptions(device="cpu", timing_sequences=1, overwrite=True)
+    evaluate(str(trained_run / "best.pt"), tiny_store, str(out), opts, progress=False)
+    timed = json.loads((out / "report.json").read_text())
+    assert timed["timing"] == "measured" and timed["speedup_vs_naive_ism"] > 0
+    assert timed["weighted_pearson_mean"] == seen["weighted_pearson_mean"]
+
+
+def test_timing_shows_a_progress_bar_counting_windows(trained_run, tiny_store, capsys):
+    from pipeline.apply.evaluate import time_per_sequence
+
+    store = open_store(tiny_store)
+    model, _ = load_checkpoint(trained_run / "best.pt")
+    timings = time_per_sequence(model, store, "test", 2, torch.device("cpu"), progress=True)
+    err = capsys.readouterr().err
+    assert timings["naive_ism"] > 0 and "evaluate timing" in err
+    assert "6/6 windows" in err  # (1 warm-up + 2 timed) windows through naive and through fast ISM
+
+
+def test_targets_with_few_effects_are_flagged_and_not_ranked(trained_run, store_copy, tmp_path):
+    """A target whose base-model effects are non-zero at only two places of the split (a Pearson of +-1
+    by construction) is listed as sparse and left out of the best and worst targets."""
+    from pipeline.apply.evaluate import MIN_EFFECTS
+
+    store = open_store(store_copy, mode="r+")
+    meta = store.split_meta("test")
+    for unit, start, stop in meta.units():
+        y = store.read("test", "targets", start, stop).copy()
+        y[:, 0] = 0
+        if unit == 0:
+            X = store.read("test", "reference", 0, 1)[0]
+            alt = [(b, j) for j in range(X.shape[1]) for b in range(4) if X[:, j].any() and not X[b, j]]
+            (b1, j1), (b2, j2) = alt[:2]
+            y[0, 0, b1, j1], y[0, 0, b2, j2] = 0.5, -0.25
+        store.write_unit(
+            "test",
+            unit,
+            reference=store.read("test", "reference", start, stop),
+            ref_pred=store.read("test", "ref_pred", start, stop),
+            targets=y,
+            chrom=[str(c) for c in store.read("test", "chrom", start, stop)],
+            center=store.read("test", "center", start, stop),
+        )
+    out = tmp_path / "eval"
+    opts = EvaluateOptions(device="cpu", timing_sequences=0)
+    report = evaluate(str(trained_run / "best.pt"), store_copy, str(out), opts, progress=False)
+    name = store.target_names[0]
+    assert [x["name"] for x in report["sparse_targets"]] == [name]
+    assert report["sparse_targets"][0]["nonzero_effects"] == 2 < MIN_EFFECTS
+    ranked = {x["name"] for x in report["best_targets"] + report["worst_targets"]}
+    assert name not in ranked and len(ranked) == store.n_targets - 1
+    assert report["per_target"][0]["nonzero_effects"] == 2
+    assert "fewer than" in (out / "report.md").read_text() and name in (out / "report.md").read_text()
+    from pipeline.apply.evaluate import summary_line
+
+    assert "1 target with fewer than" in summary_line(report)

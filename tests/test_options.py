@@ -86,7 +86,7 @@ def test_a_command_line_reaches_the_library_as_its_options_object():
         (lambda: DistillOptions(overwrite="yes"), "option --overwrite must be bool"),
         (lambda: PredictOptions(precision="fp8"), "option --precision must be one of float32, bf16"),
         (lambda: IsmSource(seq_len=1), "option --seq-len must be >= 2"),
-        (lambda: EvaluateOptions(timing_sequences=0), "option --timing-sequences must be >= 1"),
+        (lambda: EvaluateOptions(timing_sequences=-1), "option --timing-sequences must be >= 0"),
     ],
 )
 def test_a_library_call_is_checked_by_the_same_rules(make, fragment):

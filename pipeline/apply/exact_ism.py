@@ -18,11 +18,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from pipeline.apply.inputs import Inputs, load_inputs, require_bases, resolve_genome
 from pipeline.apply.outputs import WrittenEffects, check_effects_output, effects_output, tsv_paths
 from pipeline.core.commands import InputOptions, IsmOptions, IsmSource
+from pipeline.core.progress import Share, progress_bar
 from pipeline.core.runtime import exact_float32, resolve_device
 from pipeline.core.spec import RANDOM_WEIGHTS, load_spec
 from pipeline.core.yamlio import json_object
@@ -97,7 +97,7 @@ def ism_effects(
     check_effects_output(out, tsv_files, overwrite=o.overwrite, inputs=sources)  # before any work
     dev = resolve_device(o.device)
     base = base.to(dev)
-    engine = choose_engine(base, inputs.X.shape[-1], o.engine, dev, lambda m: tqdm.write(m, file=sys.stderr))
+    engine = choose_engine(base, inputs.X.shape[-1], o.engine, dev, lambda m: print(m, file=sys.stderr))
     with effects_output(
         out,
         n=len(inputs.X),
@@ -108,19 +108,23 @@ def ism_effects(
         overwrite=o.overwrite,
         inputs=sources,
     ) as output:
-        for i in tqdm(range(len(inputs.X)), desc="ism", unit="seq", disable=not progress):
-            effects, _ = run_ism(
-                base,
-                torch.from_numpy(inputs.X[i : i + 1]),
-                engine=engine,
-                target=target,
-                batch_size=o.batch_size,
-                device=dev,
-            )
-            y = effects.numpy()
-            output.write(y, inputs.X[i : i + 1], inputs.chrom[i : i + 1], inputs.center[i : i + 1])
-            if o.tsv:
-                output.write_tsv(i, y[0], inputs.X[i], inputs.chrom[i], inputs.center[i])
+        with progress_bar(desc="ism", unit="window", total=len(inputs.X), enabled=progress) as bar:
+            for i in range(len(inputs.X)):
+                share = Share(bar, 1, 3 * int((inputs.X[i].sum(axis=0) > 0).sum()))  # the engine reports variants
+                effects, _ = run_ism(
+                    base,
+                    torch.from_numpy(inputs.X[i : i + 1]),
+                    engine=engine,
+                    target=target,
+                    batch_size=o.batch_size,
+                    device=dev,
+                    progress=share,
+                )
+                share.finish()
+                y = effects.numpy()
+                output.write(y, inputs.X[i : i + 1], inputs.chrom[i : i + 1], inputs.center[i : i + 1])
+                if o.tsv:
+                    output.write_tsv(i, y[0], inputs.X[i], inputs.chrom[i], inputs.center[i])
     return str(out)
 
 

@@ -50,6 +50,7 @@ from pipeline.core.files import (
     same_path,
     staging,
 )
+from pipeline.core.progress import plural
 from pipeline.core.windows import first_position
 from pipeline.errors import UserError, WriteError
 from pipeline.models.checkpoint import FORMAT as CHECKPOINT_FORMAT
@@ -71,9 +72,8 @@ class WrittenEffects:
         """One line for the command line."""
         note = ""
         if self.tsv:
-            plural = "s" if len(self.tsv) > 1 else ""
-            note = f" and {len(self.tsv)} TSV file{plural} ({self.tsv[0]}{', ...' if len(self.tsv) > 1 else ''})"
-        return f"wrote {self.what} of {self.n_sequences} sequences to {self.path}{note}"
+            note = f" and {plural(len(self.tsv), 'TSV file')} ({self.tsv[0]}{', ...' if len(self.tsv) > 1 else ''})"
+        return f"wrote {self.what} of {plural(self.n_sequences, 'sequence')} to {self.path}{note}"
 
 
 # ------------------------------------------------------------------------------------------------

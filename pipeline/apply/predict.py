@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from pipeline.apply.inputs import Inputs, load_inputs, require_bases, resolve_genome
 from pipeline.apply.outputs import WrittenEffects, check_effects_output, effects_output, tsv_paths
 from pipeline.core.commands import InputOptions, PredictOptions
+from pipeline.core.progress import progress_bar
 from pipeline.core.runtime import exact_float32, resolve_device
 from pipeline.errors import UserError
 from pipeline.ism import logfold_to_diff, mask_effects
@@ -136,12 +136,14 @@ def predict_effects(
         inputs=named,
     ) as output:
         batch = o.batch_size
-        for start in tqdm(range(0, len(inputs.X), batch), desc="predict", unit="batch", disable=not progress):
-            sl = slice(start, start + batch)
-            y = multiplexer_effects(model, torch.from_numpy(inputs.X[sl]).to(dev), base=base_model).cpu().numpy()
-            output.write(y, inputs.X[sl], inputs.chrom[sl], inputs.center[sl])
-            for k, i in enumerate(range(start, start + len(y)) if o.tsv else []):
-                output.write_tsv(i, y[k], inputs.X[i], inputs.chrom[i], inputs.center[i])
+        with progress_bar(desc="predict", unit="window", total=len(inputs.X), enabled=progress) as bar:
+            for start in range(0, len(inputs.X), batch):
+                sl = slice(start, start + batch)
+                y = multiplexer_effects(model, torch.from_numpy(inputs.X[sl]).to(dev), base=base_model).cpu().numpy()
+                output.write(y, inputs.X[sl], inputs.chrom[sl], inputs.center[sl])
+                for k, i in enumerate(range(start, start + len(y)) if o.tsv else []):
+                    output.write_tsv(i, y[k], inputs.X[i], inputs.chrom[i], inputs.center[i])
+                bar.update(len(y))
     return str(out)
 
 

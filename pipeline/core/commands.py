@@ -1,4 +1,4 @@
-"""The options of ``distill``, ``predict``, ``ism`` and ``evaluate``, each declared once.
+"""The options of ``distill``, ``predict``, ``ism``, ``evaluate`` and ``plot``, each declared once.
 
 Each command's settings are a frozen dataclass whose fields carry their default, ``--help`` text and
 rule (:func:`~pipeline.core.options.option`); the library takes one such object instead of a dozen
@@ -184,7 +184,12 @@ class EvaluateOptions(Options):
 
     split: str | None = option(None, "Split (default: test if present, else valid).")
     device: str | None = device_option()
-    timing_sequences: int = option(4, "Sequences timed through naive and fast ISM.", minimum=1)
+    timing_sequences: int = option(
+        4,
+        "Sequences timed through naive and fast ISM (0: skip timing; the accuracy report is written before "
+        "timing starts either way).",
+        minimum=0,
+    )
     overwrite: bool = option(
         False,
         "Replace an existing report in --out (only files evaluate wrote); the new files are swapped in "
@@ -192,3 +197,29 @@ class EvaluateOptions(Options):
     )
     precision: str = precision_option()
     batch_size: int = option(16, "Sequences per multiplexer pass.", minimum=1, command_line=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlotOptions(Options):
+    """What ``plot`` draws and how (see :func:`pipeline.apply.plot.plot_effects`)."""
+
+    COMMAND: ClassVar[str] = "plot"
+
+    index: int = option(0, "Which sequence of PRED (an effects file).")
+    target: str | None = option(None, "Target name or index (default: the one with the strongest effect).")
+    region: str | None = option(
+        None,
+        "With a catalogue as PRED: the positions to draw, chr:start-end (1-based, inclusive; at most 10,000).",
+    )
+    width: int = option(100, "Positions per row.")
+    dpi: int = option(120, "Pixels per inch of a PNG.")
+    compare: str | None = option(
+        None,
+        "A second effects file (e.g. `multiplexer ism` output) with the same sequence, drawn underneath "
+        "on the same colour scale.",
+        path="any",
+    )
+    overwrite: bool = option(
+        False,
+        "Replace an existing image (never another kind of file); the new one is swapped in only when complete.",
+    )

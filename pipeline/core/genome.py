@@ -34,6 +34,7 @@ from typing import Any
 import pyfaidx
 from Bio import bgzf
 
+from pipeline.core.progress import plural
 from pipeline.core.sequence_digest import DIGEST_VERSION, cache_dir, cached_digest, sequence_digest
 from pipeline.core.windows import center_range, window_bounds
 from pipeline.errors import UserError
@@ -456,7 +457,7 @@ def fingerprint_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> st
         only = sorted({n for n, _ in a} ^ {n for n, _ in b})
         complete = len(a) == n_a and len(b) == n_b
         named = f" (only one has {', '.join(map(repr, only[:3]))})" if complete and 0 < len(only) <= 3 else ""
-        return f"{n_a} contigs vs {n_b}{named}"
+        return f"{plural(n_a, 'contig')} vs {n_b}{named}"
     for i, ((x, _), (y, _)) in enumerate(zip(a, b)):
         if x != y:
             if {n for n, _ in a} == {n for n, _ in b}:

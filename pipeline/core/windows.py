@@ -73,6 +73,7 @@ def parse_region(text: str) -> tuple[str, int]:
     chrom, sep, pos = text.strip().rpartition(":")
     if not sep or not chrom:
         raise UserError(f"region {text!r} is not of the form chr:pos")
+    _refuse_range(text, chrom, pos)
     try:
         value = int(pos.replace(",", ""))
     except ValueError:
@@ -80,3 +81,16 @@ def parse_region(text: str) -> tuple[str, int]:
     if value < 1:
         raise UserError(f"region {text!r}: position must be >= 1 (1-based)")
     return chrom, value
+
+
+def _refuse_range(text: str, chrom: str, pos: str) -> None:
+    """``chr:start-end`` where a window centre ``chr:pos`` is expected: say what to give instead."""
+    first, dash, last = pos.replace(",", "").partition("-")
+    if not dash or not first.isdigit() or not last.isdigit() or int(first) < 1 or int(last) < int(first):
+        return
+    center = bed_center(int(first) - 1, int(last))
+    raise UserError(
+        f"region {text!r} is a range, but --region takes one window centre chr:pos: --region {chrom}:{center} "
+        f"is the window centred on it, and --regions FILE takes ranges as BED lines ({chrom} {int(first) - 1} "
+        f"{last}: 0-based start, end) or 'chr pos' lines"
+    )

@@ -19,7 +19,7 @@ from pipeline.apply.evaluate import evaluate, verdict
 from pipeline.apply.inputs import load_inputs
 from pipeline.apply.plot import plot_effects
 from pipeline.apply.predict import predict_effects
-from pipeline.core.commands import DistillOptions, EvaluateOptions, PredictOptions
+from pipeline.core.commands import DistillOptions, EvaluateOptions, PlotOptions, PredictOptions
 from pipeline.core.spec import dump_spec, spec_from_dict
 from pipeline.demo.synthetic import synth_genome
 from pipeline.distill import distill
@@ -106,8 +106,10 @@ def run_demo(
         echo(f"[3/5] reusing trained multiplexer {run_dir} (step {done_steps})")
     else:
         t = time.perf_counter()
-        train(store_path, str(run_dir), config, resume=last.exists(), device=device, progress=progress)
+        result = train(store_path, str(run_dir), config, resume=last.exists(), device=device, progress=progress)
         echo(f"[3/5] trained {config.steps} steps in {time.perf_counter() - t:.1f}s -> {run_dir}")
+        if result.warning:
+            echo(f"warning: {result.warning}")
 
     report = evaluate(
         str(run_dir / "best.pt"),
@@ -131,7 +133,7 @@ def run_demo(
         PredictOptions(device=device, overwrite=True),
         progress=False,
     )
-    plot = plot_effects(pred, str(work / "plot.png"), overwrite=True)
+    plot = plot_effects(pred, str(work / "plot.png"), PlotOptions(overwrite=True))
     echo(f"[5/5] plotted {chrom}:{center} -> {plot}")
     if report["weighted_pearson_mean"] != report["weighted_pearson_mean"]:
         raise UserError("the evaluation produced no correlation (no effects in the held-out split)")

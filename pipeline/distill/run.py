@@ -22,11 +22,12 @@ import torch.distributed as dist
 from pipeline.core.commands import DistillOptions
 from pipeline.core.genome import Genome
 from pipeline.core.intervals import Interval
+from pipeline.core.progress import per_second, plural
 from pipeline.core.runtime import Launch, exact_float32, parse_shard, process_group
 from pipeline.core.spec import Spec
 from pipeline.distill.check import check_splits, require_valid_split
 from pipeline.distill.sampling import WindowSampler, split_samplers, split_segments
-from pipeline.distill.units import Unit, UnitWriter, run_units
+from pipeline.distill.units import Compute, Unit, UnitWriter, run_units
 from pipeline.errors import UserError, check_choice
 from pipeline.ism import ENGINE_CHOICES, choose_engine, run_ism
 from pipeline.models import BaseModel, load_base
@@ -52,22 +53,25 @@ class DistillSummary:
 
     def line(self) -> str:
         """One line for the command line (this process's counts and rate)."""
-        rate = self.computed_samples / self.seconds if self.seconds > 0 else 0.0
+        rate = per_second(self.computed_samples, self.seconds, "sample")
         who = f"rank {self.rank}/{self.world}: " if self.world > 1 else ""
         return (
-            f"{who}distilled {self.computed_samples} samples ({self.computed_units} units) in "
-            f"{self.seconds:.1f}s ({rate:.2f} samples/s, {self.engine} ISM); {self.skipped_units} units were already "
-            f"complete; store {self.store}"
+            f"{who}distilled {plural(self.computed_samples, 'sample')} ({plural(self.computed_units, 'unit')}) in "
+            f"{self.seconds:.1f}s ({rate}, {self.engine} ISM); {_already(self.skipped_units)}; store {self.store}"
         )
 
     def total_line(self) -> str:
         """One line for all ranks together (rank 0 prints it under torchrun)."""
         t = self.total or {}
         return (
-            f"all {self.world} ranks: distilled {t.get('computed_samples', 0)} samples "
-            f"({t.get('computed_units', 0)} units); {t.get('skipped_units', 0)} units were already complete; "
+            f"all {self.world} ranks: distilled {plural(t.get('computed_samples', 0), 'sample')} "
+            f"({plural(t.get('computed_units', 0), 'unit')}); {_already(t.get('skipped_units', 0))}; "
             f"store {self.store}"
         )
+
+
+def _already(units: int) -> str:
+    return f"{plural(units, 'unit')} {'was' if units == 1 else 'were'} already complete"
 
 
 def distill(
@@ -93,7 +97,7 @@ def distill(
         creates (or checks) the store and stops, to run once before ``--shard`` jobs on an object
         store, where creation cannot be made atomic.
     progress : bool
-        Show a progress bar (samples/s and ETA).
+        Show a progress bar of the windows computed (their rate and the ETA).
     notify : callable, optional
         Receives one-line notices (e.g. falling back to the naive engine); default: stderr.
     launch : Launch, optional
@@ -147,13 +151,11 @@ def distill(
     return summary
 
 
-def _compute_fn(
-    spec: Spec, base: BaseModel, engine: str, dev: torch.device, batch: int
-) -> Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]]:
+def _compute_fn(spec: Spec, base: BaseModel, engine: str, dev: torch.device, batch: int) -> Compute:
     """The unit computation: all effects of a unit's windows, cast to the store's dtype on the device."""
     out_dtype = torch.float16 if spec.storage.dtype == "float16" else torch.float32
 
-    def compute(X: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute(X: np.ndarray, progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return run_ism(
             base.module,
             torch.from_numpy(X),
@@ -161,6 +163,7 @@ def _compute_fn(
             target=spec.target,
             batch_size=batch,
             device=dev,
+            progress=progress,
             precision=spec.precision,
             out_dtype=out_dtype,
         )
@@ -172,7 +175,7 @@ def _distill_split(
     store: Store,
     split: str,
     sampler: WindowSampler,
-    compute: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]],
+    compute: Compute,
     launch: Launch,
     summary: DistillSummary,
     *,

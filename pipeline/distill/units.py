@@ -4,6 +4,10 @@ For each unit: its windows are sampled and one-hot encoded (:func:`prepare`, a C
 variant effects are computed on the device (the ``compute`` callable), and the unit is written to the
 store with its completion marker last (writer threads). Queues are bounded — two units prepared
 ahead, at most two waiting to be written — so memory stays flat whatever the number of units.
+
+The progress bar counts windows as their effects are computed, in fractions of a unit as the ISM
+engine reports finished variants, so it moves within seconds even when one unit takes minutes
+(Beluga on a CPU).
 """
 
 from __future__ import annotations
@@ -15,15 +19,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from pipeline.core.encoding import one_hot
+from pipeline.core.progress import Bar, Share, progress_bar
 from pipeline.distill.sampling import WindowSampler
 from pipeline.errors import WriteError
 from pipeline.store import Store
 
-Compute = Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]]
-"""``X [n, 4, L] uint8 -> (effects [n, F, 4, L], ref_pred [n, F])`` on the CPU."""
+Compute = Callable[[np.ndarray, Callable[[int], None] | None], tuple[torch.Tensor, torch.Tensor]]
+"""``(X [n, 4, L] uint8, progress) -> (effects [n, F, 4, L], ref_pred [n, F])`` on the CPU; ``progress``
+(optional) is called with the number of variants finished, as the ISM engines do."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +107,7 @@ def run_units(
     units : iterable of Unit
         The units to compute (this process's, not complete yet), taken one at a time.
     samples : int
-        Their number of samples (the progress bar's total).
+        Their number of samples, i.e. windows (the progress bar's total).
     sampler : WindowSampler
         Draws the split's windows.
     compute : callable
@@ -112,24 +117,38 @@ def run_units(
     overlap : bool
         Prepare and write on background threads while the device computes.
     progress : bool
-        Show a progress bar (samples/s and ETA).
+        Show a progress bar of the windows computed (fractions of a unit as its variants finish, the rate
+        and the ETA).
     label : str
         The progress bar's description.
     """
-    with tqdm(total=samples, desc=label, unit="sample", disable=not progress or not samples, dynamic_ncols=True) as bar:
-        steps = _overlapped(units, sampler, compute, write) if overlap else _sequential(units, sampler, compute, write)
-        for n in steps:
-            bar.update(n)
-            yield n
+    with progress_bar(desc=label, unit="window", total=samples, enabled=progress and samples > 0) as bar:
+        run = _overlapped if overlap else _sequential
+        yield from run(units, sampler, _counted(compute, bar), write)
 
 
-def _sequential(units: Iterable[Unit], sampler: WindowSampler, compute: Compute, write: UnitWriter) -> Iterator[int]:
+def _counted(compute: Compute, bar: Bar) -> Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]]:
+    """``compute`` advancing ``bar`` by the unit's windows as the engine reports its variants."""
+
+    def run(X: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        share = Share(bar, len(X), 3 * int((X.sum(axis=1) > 0).sum()))  # 3 variants per non-N position
+        out = compute(X, share)
+        share.finish()
+        return out
+
+    return run
+
+
+Counted = Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _sequential(units: Iterable[Unit], sampler: WindowSampler, compute: Counted, write: UnitWriter) -> Iterator[int]:
     for unit in units:
         prepared = prepare(sampler, unit)
         yield write(prepared, *compute(prepared.X))
 
 
-def _overlapped(units: Iterable[Unit], sampler: WindowSampler, compute: Compute, write: UnitWriter) -> Iterator[int]:
+def _overlapped(units: Iterable[Unit], sampler: WindowSampler, compute: Counted, write: UnitWriter) -> Iterator[int]:
     with (
         ThreadPoolExecutor(1, thread_name_prefix="prepare") as prep,
         ThreadPoolExecutor(2, thread_name_prefix="write") as writers,

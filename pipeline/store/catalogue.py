@@ -50,6 +50,7 @@ from zarr.core.array_spec import ArrayConfigParams
 
 from pipeline.core.files import fsync_path
 from pipeline.core.genome import fingerprint_difference
+from pipeline.core.progress import plural
 from pipeline.errors import DamagedDataError, MetadataError, StoreMismatchError, UserError
 from pipeline.store.chunks import chunk_keys, chunks_exist, stored_bytes
 from pipeline.store.format import group_node
@@ -842,7 +843,7 @@ def format_catalogue_info(info: Mapping[str, Any]) -> str:
         f"model      L = {info['seq_len']}, checkpoint sha256 {str(info['checkpoint_sha256'])[:12]}; "
         f"{info['targets']} of {info['all_targets']} targets stored",
         f"tiling     stride {info['stride']}, units of {info['unit_positions']:,} positions",
-        f"positions  {info['positions']:,} in {len(info['contigs'])} contigs; units complete "
+        f"positions  {info['positions']:,} in {plural(len(info['contigs']), 'contig')}; units complete "
         f"{info['units_complete']} / {info['units']}",
         f"bytes      {info['bytes']:,}" + (f" ({per:.1f} per position)" if per else ""),
     ]

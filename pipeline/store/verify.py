@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 import zarr
-from tqdm import tqdm
 
 from pipeline.core.identity import weights_label
+from pipeline.core.progress import Bar, plural, progress_bar
 from pipeline.errors import MetadataError, UserError
 from pipeline.store.chunks import BLOCK_UNITS, CHECKED, first_missing_chunk, stored_bytes
 from pipeline.store.digests import DIGESTED, first_mismatch, read_targets, split_markers, unreadable
@@ -81,7 +81,7 @@ def _genome_summary(fingerprint: dict[str, Any] | None) -> str:
     if fingerprint is None:
         return " (no fingerprint: made before they were recorded)"
     return (
-        f" ({fingerprint['n_contigs']:,} contigs, {fingerprint['total_length']:,} bp, "
+        f" ({plural(fingerprint['n_contigs'], 'contig')}, {fingerprint['total_length']:,} bp, "
         f"layout {fingerprint['layout_sha256'][:12]}, sequence sample {fingerprint['sequence_sha256'][:12]})"
     )
 
@@ -248,11 +248,12 @@ def _check_units(store: Store, split: str, progress: bool, readers: _Readers, di
         return f"unit {u} (samples {start}-{stop - 1}): {missing}"
     unit_bytes = meta.unit_samples * store.target_chunks(split).sample_bytes
     batches = readers.ranges(meta.n_units, max(1, min(BLOCK_UNITS, VERIFY_BATCH_BYTES // max(unit_bytes, 1))))
-    with tqdm(total=meta.n_units, desc=f"verify {split}", disable=not progress, unit="unit") as bar:
+    sizes = [meta.unit_range(stop - 1)[1] - meta.unit_range(first)[0] for first, stop in batches]  # samples
+    with progress_bar(desc=f"verify {split}", unit="sample", total=meta.n_samples, enabled=progress) as bar:
         jobs = [(store.path, split, batch, _batch_digests(digests, meta, batch)) for batch in batches]
         if readers.pool is not None and len(batches) > 1:
-            return _first_problem(readers.pool.map(_check_path_batch, jobs), batches, bar)
-        return _first_problem((_check_batch(store, split, job[2], job[3]) for job in jobs), batches, bar)
+            return _first_problem(readers.pool.map(_check_path_batch, jobs), sizes, bar)
+        return _first_problem((_check_batch(store, split, job[2], job[3]) for job in jobs), sizes, bar)
 
 
 def _batch_digests(digests: np.ndarray | None, meta: SplitMeta, batch: tuple[int, int]) -> np.ndarray | None:
@@ -262,12 +263,13 @@ def _batch_digests(digests: np.ndarray | None, meta: SplitMeta, batch: tuple[int
     return digests[meta.unit_range(batch[0])[0] : meta.unit_range(batch[1] - 1)[1]]
 
 
-def _first_problem(results: Iterable[str | None], batches: list[tuple[int, int]], bar: tqdm[Any]) -> str | None:
-    """The first problem of the batches' results, in unit order (advancing the progress bar)."""
-    for (first, stop), problem in zip(batches, results):
+def _first_problem(results: Iterable[str | None], sizes: list[int], bar: Bar) -> str | None:
+    """The first problem of the batches' results, in unit order (advancing the progress bar by each
+    batch's samples)."""
+    for size, problem in zip(sizes, results):
         if problem:
             return problem
-        bar.update(stop - first)
+        bar.update(size)
     return None
 
 
@@ -370,16 +372,20 @@ def damaged_units(store: Store, split: str, *, progress: bool = False) -> list[t
     complete, digests = store.complete_units(split), store.digests(split)
     checked = {name: store.array(split, name) for name in CHECKED}
     out = [(u, DAMAGED_MARKER) for u in store.damaged_markers(split)]
-    for u in tqdm(np.flatnonzero(complete).tolist(), desc=f"check {split}", disable=not progress, unit="unit"):
-        start, stop = meta.unit_range(u)
-        missing = first_missing_chunk(checked, [(u, start, stop)])
-        problem = (
-            missing[3]
-            if missing is not None
-            else _check_batch(store, split, (u, u + 1), _batch_digests(digests, meta, (u, u + 1)))
-        )
-        if problem:
-            out.append((u, problem))
+    units = np.flatnonzero(complete).tolist()
+    total = sum(b - a for a, b in map(meta.unit_range, units))
+    with progress_bar(desc=f"check {split}", unit="sample", total=total, enabled=progress) as bar:
+        for u in units:
+            start, stop = meta.unit_range(u)
+            missing = first_missing_chunk(checked, [(u, start, stop)])
+            problem = (
+                missing[3]
+                if missing is not None
+                else _check_batch(store, split, (u, u + 1), _batch_digests(digests, meta, (u, u + 1)))
+            )
+            if problem:
+                out.append((u, problem))
+            bar.update(stop - start)
     return out
 
 

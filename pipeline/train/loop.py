@@ -26,9 +26,9 @@ from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from pipeline import __version__
+from pipeline.core.progress import progress_bar, rate_text
 from pipeline.core.runtime import Launch, all_reduce_sum, broadcast_object, exact_float32, process_group
 from pipeline.core.spec import TrainSpec
 from pipeline.core.urls import join
@@ -46,6 +46,11 @@ from pipeline.train.state import RunDir, TrainState
 from pipeline.train.sync_bn import convert_sync_batchnorm
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+LOW_PEARSON = 0.1
+"""A final validation weighted Pearson below this is a warning in the summary: the model has learned
+next to nothing yet (an untrained multiplexer scores about 0)."""
 
 
 @dataclass
@@ -70,15 +75,30 @@ class TrainResult:
         return join(self.run_dir, "last.pt")
 
     def line(self) -> str:
-        """One line for the command line (empty when no metrics row was written)."""
+        """The summary for the command line (empty when no metrics row was written), with a
+        ``warning:`` line under it when the model has not learned yet (:attr:`warning`)."""
         m = self.last_metrics
         if self.finished_before:
             return f"{self.last} is already at step {self.step} (>= --steps): nothing to do"
         if not m:
             return ""
-        return (
+        line = (
             f"trained to step {self.step}: valid loss {m['valid_loss']:.5f}, valid weighted "
             f"Pearson {m['valid_weighted_pearson']:.4f}; best {self.best}, last {self.last}"
+        )
+        return line + (f"\nwarning: {self.warning}" if self.warning else "")
+
+    @property
+    def warning(self) -> str | None:
+        """Said once, under the summary: the final validation weighted Pearson is below :data:`LOW_PEARSON`,
+        i.e. the model has not learned the base model's effects yet (``None`` otherwise)."""
+        wp = self.last_metrics.get("valid_weighted_pearson")
+        if wp is None or not math.isfinite(wp) or wp >= LOW_PEARSON:
+            return None
+        return (
+            f"the validation weighted Pearson is {wp:.4f}, below {LOW_PEARSON}: the model has not learned the "
+            "base model's effects yet; train longer (--steps, --resume continues this run), or check the "
+            "learning rate and the store"
         )
 
 
@@ -373,14 +393,7 @@ class Trainer:
         resume_step = state.step if self.resumed_row is not None else None
         model.train()
         window, row = Window(), {}
-        bar = tqdm(
-            total=config.steps,
-            initial=state.step,
-            desc="train",
-            unit="step",
-            disable=not (progress and main),
-            dynamic_ncols=True,
-        )
+        bar = progress_bar(desc="train", unit="step", total=config.steps, initial=state.step, enabled=progress and main)
         with MetricsWriter(self.run_dir.metrics, main, resume_step, self.resumed_row) as writer, bar, feed:
             while state.step < config.steps:
                 # forward, backward and update over grad_accum micro-batches
@@ -392,7 +405,7 @@ class Trainer:
                     continue
                 # timing and logging; at validation steps, evaluate and write checkpoints
                 row = window.row(state.step, state.epoch, state.samples, state.optimizer.param_groups[0]["lr"])
-                bar.set_postfix(loss=f"{row['train_loss']:.4g}", samples_s=f"{row['samples_per_s']:.1f}")
+                bar.set_postfix_str(f"loss {row['train_loss']:.4g}, {rate_text(row['samples_per_s'], 'sample')}")
                 if validate_now:
                     row.update(self.validate_and_checkpoint(model, row))
                     if main:
