@@ -15,7 +15,7 @@ from pipeline.core.spec import TrainSpec
 from pipeline.errors import UserError
 from pipeline.models import ConvMultiplexer, load_checkpoint, read_checkpoint
 from pipeline.store import open_store
-from pipeline.train import METRIC_FIELDS, train, train_config
+from pipeline.train import METRIC_FIELDS, TrainResult, train, train_config
 
 
 def config(tiny_spec, **overrides) -> TrainSpec:
@@ -158,3 +158,18 @@ def test_bad_checkpoints_are_user_errors(tmp_path, trained_run):
     torch.save(read_checkpoint(trained_run / "best.pt")["model"], state_dict_only)
     with pytest.raises(UserError, match="not a multiplexer checkpoint"):
         load_checkpoint(state_dict_only)
+
+
+@pytest.mark.parametrize(
+    ("pearson", "warned"), [(0.012, True), (-0.3, True), (0.0999, True), (0.1, False), (0.84, False)]
+)
+def test_the_summary_warns_once_when_validation_pearson_is_below_0_1(pearson, warned):
+    """After brief training on real sequence the validation weighted Pearson is about 0: the summary
+    says, once, that the model has learned nothing yet (issue 28)."""
+    row = {"valid_loss": 0.1, "valid_weighted_pearson": pearson}
+    line = TrainResult("runs/x", 100, 0.1, row).line()
+    assert line.startswith("trained to step 100")
+    assert line.count("warning:") == (1 if warned else 0) and line.count("\n") == (1 if warned else 0)
+    if warned:
+        assert "below 0.1" in line and "--steps" in line
+    assert TrainResult("runs/x", 100, 0.1, {"valid_loss": 0.1, "valid_weighted_pearson": float("nan")}).warning is None
