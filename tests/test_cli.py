@@ -207,7 +207,7 @@ def test_predict_diff_tsv_and_genome_override(trained_run, tmp_path):
     out = tmp_path / "q.npz"
     result = ok("predict", "--checkpoint", trained_run / "best.pt", "--region", "chrQ:110", "--genome", fasta,
                 "--out", out, "--diff", "--tsv")  # fmt: skip
-    assert "alt - ref effects of 1 sequences" in result.stdout
+    assert "alt - ref effects of 1 sequence to" in result.stdout  # one sequence, not "1 sequences" (issue 28)
     data = read_effects(out)
     assert data["attrs"]["kind"] == "diff"
     window = seq[110 - 40 : 110 + 40]  # 0-based [pos - L//2, pos - L//2 + L)
