@@ -173,9 +173,10 @@ def catalogue(trained_run, genome_path, tmp_path_factory) -> Path:
 def test_a_catalogue_region_is_drawn_with_the_values_lookup_answers(catalogue, tmp_path):
     """plot draws a catalogue region; the map it draws holds, for every SNV, what lookup answers, 0 at the
     reference base, and nothing outside the catalogued positions."""
-    from pipeline.apply.lookup import lookup
     from pipeline.apply.plot import catalogue_panel
-    from pipeline.apply.vcf import read_scores
+    from pipeline.apply.variants.lookup import lookup
+    from pipeline.apply.variants.options import LookupOptions
+    from pipeline.apply.variants.score_vcf import read_scores
     from pipeline.store.catalogue import open_catalogue
 
     panel = catalogue_panel(open_catalogue(catalogue), "chr7:2891-2960")  # 10 positions before the region
@@ -185,7 +186,7 @@ def test_a_catalogue_region_is_drawn_with_the_values_lookup_answers(catalogue, t
     assert (X[:, 10:].sum(axis=0) == 1).all()
     assert not (y * X[None]).any()  # 0 at the reference base
     out = tmp_path / "l.tsv"
-    lookup(str(catalogue), str(out), region="chr7:2901-2960", progress=False)
+    lookup(str(catalogue), str(out), LookupOptions(region="chr7:2901-2960"), progress=False)
     rows = [r for r in read_scores(out) if r["effects"] and r["alt"] in ALPHABET]
     assert len(rows) == 3 * 60
     for row in rows:
