@@ -800,10 +800,52 @@ def loader_with_ism(r: dict | None) -> list[str]:
     return loader_section(r, _load("loader_ism.json"))
 
 
+def vcf_skipped_section(r: dict | None) -> list[str]:
+    """Skipped VCF records (``bench_vcf.py``'s ``skipped``: from ``vcf_skipped.json`` or ``vcf.json``)."""
+    title = "## Skipped VCF records (`scripts/bench_vcf.py --skipped-only`)"
+    x = None if r is None else r.get("skipped")
+    if x is None:
+        return [title, "", "not run (`make bench-vcf`, or `bench_vcf.py --skipped-only`)", ""]
+    m = r["machine"]
+    lines = [
+        title,
+        "",
+        f"`multiplexer score-vcf` to `.tsv.gz` over one SNV and {x['records'] - 1:,} records no mode scores "
+        f"({', '.join(x['kinds'])}, in turn), on the CPU ({m.get('cpu')}, {m.get('cores')} cores). "
+        "Records/s = records / (wall - start-up); per CPU second: the same from the child's user + system time. "
+        "The machine is shared: load average "
+        f"{', '.join(f'{v:.1f}' for v in x.get('load_average', []))} (1, 5, 15 min) at the end of the run, so wall "
+        "times are several times the CPU times; the ratio of two codes measured in the same run is the figure to "
+        "trust.",
+        "",
+        "| code | wall s | CPU s | records/s | records per CPU s | peak RSS |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in ("this", "compared"):
+        run = x.get(name)
+        if run is None:
+            continue
+        label = "this code" if name == "this" else f"compared: `{run.get('code')}`"
+        if run["rc"]:
+            lines.append(f"| {label} | failed: {run.get('error')} | | | | |")
+            continue
+        lines.append(
+            f"| {label} | {run['wall_s']:.1f} | {run['cpu_s']:.1f} | **{run['records_per_s']:,.0f}** | "
+            f"{run['records_per_cpu_s']:,.0f} | {run['peak_rss_kb'] / 1024:.0f} MB |"
+        )
+    if "speedup_wall" in x:
+        lines.append(
+            f"\nSpeed-up over the compared code: **{x['speedup_wall']}x** (wall), **{x['speedup_cpu']}x** (CPU); "
+            f"same output: {x['same_output']}."
+        )
+    return lines + ["", f"(run {r['when']})", ""]
+
+
 SECTIONS = {
     "identity": (identity_section, "identity.json"),
     "catalogue": (catalogue_section, "catalogue.json"),
     "loader": (loader_with_ism, "loader.json"),
+    "vcf-skipped": (vcf_skipped_section, "vcf_skipped.json"),
 }
 """Sections that ``--section`` refreshes on their own."""
 
@@ -860,6 +902,7 @@ def main() -> None:
     lines += scale_section(_load("scale.json"))
     lines += checksums_section(_load("checksums.json"))
     lines += vcf_section(_load("vcf.json"))
+    lines += vcf_skipped_section(_load("vcf_skipped.json") or _load("vcf.json"))
     lines += catalogue_section(_load("catalogue.json"))
     lines += storage_section(_load("storage.json"))
     lines += multiplexer_section(_load("multiplexer.json"))

@@ -20,9 +20,18 @@ writes it; the script runs the demo there first when ``DIR/run/best.pt`` is miss
    reproduces the classical score).
 3. **Flat memory** -- VCFs of 10,000 and 1,000,000 SNV records (the same draw, larger), scored with
    shared windows to ``.tsv.gz``; peak RSS of each run and their ratio.
+4. **Skipped records** (issue 27) -- a VCF of one SNV then ``--skipped`` (default 1,000,000) records
+   that cannot be scored, of four kinds in turn: an indel, a chromosome the genome lacks, a symbolic
+   ALT (``<DEL>``) and a REF that is not A/C/G/T. Records/s = records / (wall - start-up), and the
+   same from the child's CPU time (user + system, less the start-up's): on a shared machine the
+   CPU figure is the steadier one. ``--compare-with DIR`` scores the same VCF with the code of
+   another checkout (``PYTHONPATH=DIR``, this environment's packages), in the same run, for the
+   ratio. ``--skipped-only`` measures only this (``--checkpoint``/``--genome`` instead of the demo).
 
     python scripts/bench_vcf.py --json bench/vcf.json
     python scripts/bench_vcf.py --n-variants 20000 --sizes 10000,100000   # a quick run
+    python scripts/bench_vcf.py --skipped-only --checkpoint best.pt --genome genome.fa \
+        --compare-with /tmp/old-checkout --json bench/vcf_skipped.json      # skipped records, old vs new
 """
 
 from __future__ import annotations
@@ -53,16 +62,17 @@ MODES = {
 HELD_OUT = "chr9"
 
 
-def _run(args: list[str]) -> dict[str, Any]:
-    """Run a command; its wall time, exit code, peak RSS (kB) and last output line."""
+def _run(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run a command; its wall time, CPU time, exit code, peak RSS (kB) and last output line."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     out = proc.stdout.read() if proc.stdout else ""
     err = proc.stderr.read() if proc.stderr else ""
     proc.returncode = os.waitstatus_to_exitcode(status)
-    result = {"wall_s": round(wall, 3), "rc": proc.returncode, "peak_rss_kb": usage.ru_maxrss}
+    cpu = usage.ru_utime + usage.ru_stime
+    result = {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "rc": proc.returncode, "peak_rss_kb": usage.ru_maxrss}
     if proc.returncode:
         result["error"] = (err.strip().splitlines() or ["?"])[-1]
     result["line"] = (out.strip().splitlines() or [""])[-1]
@@ -105,9 +115,73 @@ def write_snvs(genome: dict[str, str], n: int, path: Path, seed: int = 0) -> int
     return len(keep)
 
 
-def score(checkpoint: Path, vcf: Path, out: Path, extra: list[str]) -> dict[str, Any]:
-    args = [str(BIN / "multiplexer"), "-q", "score-vcf", "--checkpoint", str(checkpoint), "--vcf", str(vcf)]
-    return _run([*args, "--out", str(out), "--device", "cpu", "--batch-size", "32", "--overwrite", *extra])
+def score(checkpoint: Path, vcf: Path, out: Path, extra: list[str], code: Path | None = None) -> dict[str, Any]:
+    """``score-vcf`` in a subprocess; with ``code``, the ``pipeline`` package of that checkout."""
+    env = None
+    command = [str(BIN / "multiplexer")]
+    if code is not None:
+        env = {**os.environ, "PYTHONPATH": str(code)}
+        command = [sys.executable, "-m", "pipeline.cli"]
+    args = [*command, "-q", "score-vcf", "--checkpoint", str(checkpoint), "--vcf", str(vcf)]
+    return _run([*args, "--out", str(out), "--device", "cpu", "--batch-size", "32", "--overwrite", *extra], env)
+
+
+def write_skipped(genome: dict[str, str], n: int, path: Path) -> None:
+    """One SNV, then ``n`` records no mode scores: an indel, a chromosome the genome lacks, a symbolic
+    ALT and a REF that is not A/C/G/T, in turn (sorted within each chromosome)."""
+    chrom = max(genome, key=lambda c: len(genome[c]))
+    seq = genome[chrom]
+    length = len(seq)
+    with open(path, "w") as handle:
+        handle.write("##fileformat=VCFv4.2\n")
+        handle.write(f"##contig=<ID={chrom},length={length}>\n##contig=<ID=chrUn_bench,length={10 * n + 10}>\n")
+        handle.write("#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n")
+        first = next(p for p in range(length // 2, length) if seq[p].upper() in "ACGT")
+        ref = seq[first].upper()
+        handle.write(f"{chrom}\t{first + 1}\tsnv\t{ref}\t{'C' if ref != 'C' else 'A'}\t.\t.\t.\n")
+        kinds = ["{c}\t{p}\ti{k}\tA\tAC", "{c}\t{p}\ts{k}\tA\t<DEL>", "{c}\t{p}\tn{k}\tR\tA"]
+        lines = []
+        for k in range(n):
+            if k % 4 == 3:
+                continue
+            pos = first + 2 + (k // 4) % max(1, length - first - 3)
+            lines.append(kinds[k % 4 if k % 4 < 3 else 0].format(c=chrom, p=pos, k=k) + "\t.\t.\t.\n")
+        lines.sort(key=lambda line: int(line.split("\t")[1]))
+        handle.writelines(lines)
+        for k in range(3, n, 4):
+            handle.write(f"chrUn_bench\t{k + 1}\tu{k}\tA\tG\t.\t.\t.\n")
+
+
+def skipped_records(ckpt: Path, genome_path: Path, n: int, work: Path, compare: Path | None) -> dict[str, Any]:
+    """Records/s of ``score-vcf`` over ``n`` skipped records (this code, and the code of ``compare``)."""
+    vcf = work / "skipped.vcf"
+    write_skipped(_genome(genome_path), n, vcf)
+    one = work / "one.vcf"
+    write_snvs(_genome(genome_path), 1, one, seed=1)
+    result: dict[str, Any] = {"records": n + 1, "kinds": ["indel", "chromosome not in the genome",
+                              "symbolic ALT", "REF not A/C/G/T"]}  # fmt: skip
+    for name, code in (("this", None), ("compared", compare)):
+        if name == "compared" and code is None:
+            continue
+        extra = ["--genome", str(genome_path)]
+        start = score(ckpt, one, work / f"one-{name}.tsv.gz", extra, code)
+        run = score(ckpt, vcf, work / f"skipped-{name}.tsv.gz", extra, code)
+        run["startup"] = start
+        if not run["rc"]:
+            run["records_per_s"] = round((n + 1) / max(run["wall_s"] - start["wall_s"], 1e-9), 1)
+            run["records_per_cpu_s"] = round((n + 1) / max(run["cpu_s"] - start["cpu_s"], 1e-9), 1)
+        if code is not None:
+            run["code"] = str(code)
+        result[name] = run
+        print("skipped", name, json.dumps(run), flush=True)
+    this, other = result.get("this", {}), result.get("compared", {})
+    if "records_per_s" in this and "records_per_s" in other:
+        result["speedup_wall"] = round(this["records_per_s"] / other["records_per_s"], 2)
+        result["speedup_cpu"] = round(this["records_per_cpu_s"] / other["records_per_cpu_s"], 2)
+        same = gzip.open(work / "skipped-this.tsv.gz").read() == gzip.open(work / "skipped-compared.tsv.gz").read()
+        result["same_output"] = same
+    result["load_average"] = list(os.getloadavg())
+    return result
 
 
 def _scores(path: Path, chrom: str) -> dict[str, np.ndarray]:
@@ -157,7 +231,25 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=200, help="The demo model's window (for --group-span L).")
     parser.add_argument("--sizes", default="10000,1000000", help="Record counts of the flat-memory runs.")
     parser.add_argument("--workdir", type=Path, help="Where VCFs and outputs go (default: a temporary folder).")
+    parser.add_argument("--skipped", type=int, default=1_000_000, help="Records of the skipped-records run (0: none).")
+    parser.add_argument("--compare-with", type=Path, help="A checkout of other code to score the skipped VCF with too.")
+    parser.add_argument("--skipped-only", action="store_true", help="Measure only the skipped records.")
+    parser.add_argument("--checkpoint", type=Path, help="With --skipped-only: a checkpoint instead of the demo's.")
+    parser.add_argument("--genome", type=Path, help="With --skipped-only: its genome FASTA.")
     args = parser.parse_args()
+    if args.skipped_only:
+        work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-vcf-"))
+        work.mkdir(parents=True, exist_ok=True)
+        ckpt = args.checkpoint or ensure_demo(args.demo)
+        genome_path = args.genome or args.demo / "genome.fa"
+        result = {
+            "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine(torch=package_version("torch"), pysam=package_version("pysam")),
+            "checkpoint": str(ckpt),
+            "skipped": skipped_records(ckpt, genome_path, args.skipped, work, args.compare_with),
+        }
+        write_result(result, args.json)
+        return
     ckpt = ensure_demo(args.demo)
     genome_path = args.demo / "genome.fa"
     genome = _genome(genome_path)
@@ -209,6 +301,8 @@ def main() -> None:
     rss = [r["peak_rss_kb"] for r in result["memory"].values() if not r["rc"]]
     if len(rss) >= 2:
         result["memory_ratio_largest_to_smallest"] = round(rss[-1] / rss[0], 3)
+    if args.skipped:
+        result["skipped"] = skipped_records(ckpt, genome_path, args.skipped, work, args.compare_with)
     write_result(result, args.json)
 
 

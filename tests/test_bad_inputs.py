@@ -1249,6 +1249,33 @@ def _(c: Ctx) -> list[Any]:
     return ["lookup", c.tmp / "none.zarr", "--variant", "chr1:5:A>G", "--out", c.tmp / "l.vcf.gz"]
 
 
+@case("lookup: --region past the contig's end", "lookup", "chr21:1-2000000000", "runs past the end", "2406 bp")
+def _(c: Ctx) -> list[Any]:
+    return ["lookup", c.assets["cat.zarr"], "--region", "chr21:1-2000000000", "--out", c.tmp / "l.tsv"]
+
+
+@case("lookup: --region on a contig the catalogue lacks", "lookup", "chrUn", "not in the catalogue")
+def _(c: Ctx) -> list[Any]:
+    return ["lookup", c.assets["cat.zarr"], "--region", "chrUn:1-2000000000", "--out", c.tmp / "l.tsv"]
+
+
+@case("lookup: --variant position of commas only", "lookup", "chr21:,,,:A>G", "chr:pos:REF>ALT")
+def _(c: Ctx) -> list[Any]:
+    return ["lookup", c.assets["cat.zarr"], "--variant", "chr21:,,,:A>G", "--out", c.tmp / "l.tsv"]
+
+
+@case("lookup: --variant position past 32 bits", "lookup", "99999999999999999999", "chr:pos:REF>ALT")
+def _(c: Ctx) -> list[Any]:
+    return ["lookup", c.assets["cat.zarr"], "--variant", "chr21:99999999999999999999:A>G", "--out", c.tmp / "l.zarr"]
+
+
+@case("lookup: a VCF ID that is not UTF-8", "lookup", "record 1", "not UTF-8", "0xff")
+def _(c: Ctx) -> list[Any]:
+    (c.tmp / "id.vcf").write_bytes(b"##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+                                   b"chr21\t700\trs\xff\xfe\tA\tG\t.\t.\t.\n")  # fmt: skip
+    return ["lookup", c.assets["cat.zarr"], "--vcf", c.tmp / "id.vcf", "--out", c.tmp / "l.tsv"]
+
+
 def _damaged_catalogue(c: Ctx, harm: Callable[[Path], None]) -> Path:
     """A copy of the matrix's catalogue in the case folder, damaged by ``harm(copy)``."""
     copy = c.tmp / "cat.zarr"
@@ -1322,6 +1349,25 @@ def _(c: Ctx) -> list[Any]:
 @case("score-vcf: malformed VCF", "score-vcf", "bad.vcf:2", "abc")
 def _(c: Ctx) -> list[Any]:
     return ["score-vcf", "--checkpoint", c.ckpt, "--vcf", c.assets["bad.vcf"], "--out", c.tmp / "s.tsv"]
+
+
+@case("score-vcf: a VCF ID that is not UTF-8", "score-vcf", "id.vcf", "record 2", "not UTF-8", "0xff")
+def _(c: Ctx) -> list[Any]:
+    head = b"##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+    (c.tmp / "id.vcf").write_bytes(head + b"chr7\t3000\t.\tA\tG\t.\t.\t.\nchr7\t3001\trs\xff\xfe\tA\tG\t.\t.\t.\n")
+    return ["score-vcf", "--checkpoint", c.ckpt, "--vcf", c.tmp / "id.vcf", "--out", c.tmp / "s.vcf.gz"]
+
+
+@case("score-vcf --merge: the VCF changed after the parts", "score-vcf", "changed after the parts", "sha256")
+def _(c: Ctx) -> list[Any]:
+    vcf, out = c.tmp / "v.vcf", c.tmp / "s.tsv"
+    vcf.write_text(c.assets["one.vcf"].read_text())
+    (c.tmp / "s.tsv.parts").mkdir()
+    (c.tmp / "s.tsv.parts/merge.lock").write_text(f"{os.uname().nodename} {os.getppid()}")  # a live merger
+    ok("score-vcf", "--checkpoint", c.ckpt, "--vcf", vcf, "--out", out, "--device", "cpu", "--shard", "0/1")
+    (c.tmp / "s.tsv.parts/merge.lock").unlink()
+    vcf.write_text(vcf.read_text().replace("A\tG", "A\tC"))
+    return ["score-vcf", "--merge", "--out", out]
 
 
 @case("score-vcf: output is not .tsv", "score-vcf", "s.csv", ".tsv")

@@ -109,40 +109,73 @@ class CatalogueReader:
         return True
 
 
+MAX_POSITION = 2**31 - 1
+"""The largest position a VCF (and so a query) can hold: htslib's positions are 32-bit in text VCFs."""
+
+
 def parse_variant(text: str, number: int) -> VcfRecord:
-    """``chr:pos:REF>ALT`` (1-based ``pos``) as a record."""
+    """``chr:pos:REF>ALT`` (1-based ``pos``, ``,`` allowed between digits) as a record.
+
+    Raises
+    ------
+    UserError
+        Not of that form; ``pos`` not a number in 1..:data:`MAX_POSITION`.
+    """
     m = _VARIANT.match(text.strip())
-    if m is None or int(m["pos"].replace(",", "")) < 1:
-        raise UserError(f"--variant {text!r} is not of the form chr:pos:REF>ALT (1-based pos), e.g. chr8:1000000:A>G")
-    return VcfRecord(number, m["chrom"], int(m["pos"].replace(",", "")), ".", m["ref"].upper(), m["alt"].upper())
+    digits = "" if m is None else m["pos"].replace(",", "")
+    if m is None or not digits.isdigit() or not 1 <= int(digits) <= MAX_POSITION:
+        raise UserError(
+            f"--variant {text!r} is not of the form chr:pos:REF>ALT (1-based pos up to {MAX_POSITION}), "
+            "e.g. chr8:1000000:A>G"
+        )
+    return VcfRecord(number, m["chrom"], int(digits), ".", m["ref"].upper(), m["alt"].upper())
 
 
-def _region_records(reader: CatalogueReader, region: str) -> Iterator[VcfRecord]:
-    """The three SNVs of every position of ``region`` (one record ``N>.`` / ``?>.`` where there are none)."""
+def _region_bounds(reader: CatalogueReader, region: str) -> tuple[str, int, int]:
+    """``(contig, first, last)`` (1-based, inclusive) of ``--region``, which must lie in a contig of
+    the catalogue (spelt either way): any region is bounded by its contig, as ``catalogue`` bounds it."""
     try:
         iv = parse_interval(region, "--region")
     except SpecError as exc:
         raise UserError(str(exc)) from None
+    k = reader.meta.contig_index(iv.chrom)
+    other = other_spelling(iv.chrom, reader.names) if k is None else None
+    if k is None and other is not None:
+        k = reader.meta.contig_index(other)
+    if k is None:
+        listed = ", ".join(reader.names[:6]) + (", ..." if len(reader.names) > 6 else "")
+        raise UserError(f"--region {region!r}: contig {iv.chrom!r} is not in the catalogue (it has {listed})")
+    n = reader.meta.contigs[k].length
+    if iv.end > n:
+        raise UserError(
+            f"--region {region!r}: region {iv.chrom}:{iv.start + 1}-{iv.end} runs past the end of {iv.chrom} ({n} bp)"
+        )
+    return iv.chrom, iv.start + 1, iv.end
+
+
+def _region_records(reader: CatalogueReader, chrom: str, first: int, last: int) -> Iterator[VcfRecord]:
+    """The three SNVs of every position ``first..last`` of ``chrom`` (one record ``N>.`` / ``?>.`` where
+    there are none)."""
     number = 0
-    for p in range(iv.start + 1, iv.end + 1):
+    for p in range(first, last + 1):
         number += 1
-        code = reader.base(iv.chrom, p)
+        code = reader.base(chrom, p)
         if isinstance(code, Skip) or code == N_CODE:
-            yield VcfRecord(number, iv.chrom, p, ".", "N" if code == N_CODE else ".", ".", 0)
+            yield VcfRecord(number, chrom, p, ".", "N" if code == N_CODE else ".", ".", 0)
             continue
         for a, alt in enumerate(ALTS[code], start=1):
-            yield VcfRecord(number, iv.chrom, p, ".", ALPHABET[code], ALPHABET[alt], a)
+            yield VcfRecord(number, chrom, p, ".", ALPHABET[code], ALPHABET[alt], a)
 
 
 def _records(reader: CatalogueReader, variants: list[str], region: str | None, vcf: str | None) -> Iterator[VcfRecord]:
+    """The queries; ``--variant`` and ``--region`` are checked here, before any output is started."""
     if sum([bool(variants), region is not None, vcf is not None]) != 1:
         raise UserError("give one of --variant (repeatable), --region or --vcf")
     if variants:
-        yield from (parse_variant(v, k) for k, v in enumerate(variants, start=1))
-    elif region is not None:
-        yield from _region_records(reader, region)
-    elif vcf is not None:
-        yield from read_vcf(VcfSource(Path(vcf)))
+        return iter([parse_variant(v, k) for k, v in enumerate(variants, start=1)])
+    if region is not None:
+        return _region_records(reader, *_region_bounds(reader, region))
+    return read_vcf(VcfSource(Path(str(vcf))))
 
 
 def lookup(catalogue: str, out: str, options: LookupOptions | None = None, *, progress: bool = True) -> VcfSummary:
@@ -186,8 +219,9 @@ def lookup(catalogue: str, out: str, options: LookupOptions | None = None, *, pr
             summary.count(row)
             yield row
 
-    plan = OutputPlan(meta.target_names, np.arange(len(meta.target_names)), semantics, source)
-    write_scores(out_path, kind, plan, rows())
+    contigs = {c.name: c.length for c in meta.contigs}
+    plan = OutputPlan(meta.target_names, np.arange(len(meta.target_names)), semantics, source, contigs)
+    write_scores(out_path, kind, plan, rows(), overwrite=opts.overwrite)
     return summary
 
 

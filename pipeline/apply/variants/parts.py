@@ -79,6 +79,11 @@ class Parts:
         if run.is_file():
             recorded = json.loads(run.read_text())
             changed = sorted(k for k in set(recorded) | set(self.identity) if recorded.get(k) != self.identity.get(k))
+            if "vcf_sha256" in changed:
+                raise UserError(
+                    f"{str(self.folder)!r} holds parts computed from another content of the VCF (its sha256 differs: "
+                    "the file changed since); remove the folder to score it again"
+                )
             if changed:
                 raise UserError(
                     f"{str(self.folder)!r} holds parts computed with other {', '.join(changed)}; rerun with the same "

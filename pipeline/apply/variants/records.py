@@ -16,6 +16,7 @@ to the eight fixed VCF columns with ``.``.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import tempfile
@@ -195,30 +196,58 @@ def _parse_error(source: VcfSource, binary: bool, n_read: int, exc: Exception) -
     return f"{where}: cannot read past record {n_read}: {exc}"
 
 
+READ_BATCH = 256
+"""Records read from htslib per call (its messages are silenced once per batch, not once per record)."""
+
+
 def raw_records(variants: Any, source: VcfSource) -> Iterator[Any]:
     """The pysam records of an open file, in order (of ``source.region`` when set); a parse error is
     one :class:`UserError`."""
     records = _fetch(variants, source)
     number = 0
     while True:
+        batch: list[Any] = []
+        failed: Exception | None = None
+        previous = pysam.set_verbosity(0)
         try:
-            with quiet_htslib():
-                record = next(records)
-        except StopIteration:
-            return
+            for record in records:
+                batch.append(record)
+                if len(batch) == READ_BATCH:
+                    break
         except (OSError, ValueError) as exc:
-            raise UserError(_parse_error(source, variants.format == "BCF", number, exc)) from None
-        number += 1
-        yield record
+            failed = exc
+        finally:
+            pysam.set_verbosity(previous)
+        yield from batch
+        number += len(batch)
+        if failed is not None:
+            raise UserError(_parse_error(source, variants.format == "BCF", number, failed))
+        if len(batch) < READ_BATCH:
+            return
+
+
+def _text(record: Any, number: int, source: VcfSource) -> tuple[str, int, str, str, tuple[str, ...] | None]:
+    """``(chrom, pos, id, ref, alts)`` of a pysam record; text that is not UTF-8 is a :class:`UserError`."""
+    try:
+        return record.chrom, record.pos, record.id or ".", record.ref or ".", record.alts
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start : exc.start + 1].hex() if isinstance(exc.object, bytes) else "?"
+        where = f"{source.path}" + (f" ({source.region})" if source.region else "")
+        raise UserError(
+            f"{where}: record {number} is not UTF-8 text (byte 0x{bad} in CHROM, ID, REF or ALT); "
+            "VCF text must be UTF-8: fix or remove the record"
+        ) from None
 
 
 def _records(variants: Any, source: VcfSource) -> Iterator[VcfRecord]:
     """The records of an open file, one per ALT; a parse error is one :class:`UserError`."""
     for number, record in enumerate(raw_records(variants, source), start=1):
-        ref, vid = record.ref or ".", record.id or "."
-        alts = record.alts or (".",)
+        chrom, pos, vid, ref, alts = _text(record, number, source)
+        if alts is None:
+            yield VcfRecord(number, chrom, pos, vid, ref, ".", 0)
+            continue
         for k, alt in enumerate(alts, start=1):
-            yield VcfRecord(number, record.chrom, record.pos, vid, ref, alt, k if record.alts else 0)
+            yield VcfRecord(number, chrom, pos, vid, ref, alt, k)
 
 
 @contextmanager
@@ -277,3 +306,76 @@ def read_vcf(source: VcfSource | str | os.PathLike[str]) -> Iterator[VcfRecord]:
         source = VcfSource(Path(source))
     with open_vcf(source) as variants:
         yield from _records(variants, source)
+
+
+def undeclared(source: VcfSource) -> Any:
+    """The header of ``source`` as htslib has it after reading every record: with its own ``Dummy``
+    declarations of each contig, INFO, FILTER and FORMAT key the records use but the header does not
+    declare (a text VCF's header need not declare them; htslib adds one when it meets the key).
+
+    Read for a ``.vcf.gz`` output, whose header must declare every key its records use (htslib
+    exits the process when one is missing). A BCF declares every key it uses: its header is returned
+    as it is, without reading the records.
+    """
+    with open_vcf(source) as variants:
+        if variants.format != "BCF":
+            for _ in raw_records(variants, source):
+                pass
+        return variants.header.copy()
+
+
+class HtslibErrors:
+    """htslib's error messages during calls into it, caught from file descriptor 2.
+
+    htslib writes its reasons (``[E::vcf_format] Invalid BCF, ...``) to the process's stderr, and
+    pysam raises only ``OSError: Can't write record``. Inside :meth:`catching`, htslib's errors (and
+    nothing else) go to a temporary file; :meth:`last` reads the newest one back for the one-line
+    error. Use it for calls that write; :func:`quiet_htslib` for reads.
+    """
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile()
+        self.saved: int | None = None
+
+    @contextmanager
+    def catching(self) -> Iterator[None]:
+        """Send htslib's error messages to the temporary file during the block."""
+        if self.saved is None:
+            self.saved = os.dup(2)
+        previous = pysam.set_verbosity(1)  # errors only
+        os.dup2(self.file.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(self.saved, 2)
+            pysam.set_verbosity(previous)
+
+    def last(self) -> str:
+        """The newest error message caught (``function: text``; ``""`` when there is none)."""
+        self.file.seek(0)
+        text = self.file.read().decode("utf-8", "replace")
+        self.file.seek(0)
+        self.file.truncate()
+        found = [line for line in text.splitlines() if line.startswith("[E::")]
+        if not found:
+            return ""
+        head, _, message = found[-1].partition("] ")
+        return f"{head[4:]}: {message.strip()}"
+
+    def close(self) -> None:
+        """Release the temporary file and the saved descriptor."""
+        if self.saved is not None:
+            os.close(self.saved)
+            self.saved = None
+        self.file.close()
+
+
+def content_digest(path: Path) -> str:
+    """The sha256 of every byte of a VCF/BCF: what a sharded run's parts were computed from.
+
+    The whole file, not its size and time nor a sample of it: an edited ALT in the middle of a file
+    whose time was kept is a different VCF. Reading it costs about what ``gzip -t`` does, little
+    beside scoring it (``docs/decisions.md``).
+    """
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

@@ -28,6 +28,15 @@ one window is open (thousands of records within ``L`` bases)."""
 
 BASES = frozenset("ACGT")
 
+REF_BLOCK = 65536
+"""Bases of the genome read at once for the REF checks of records (:class:`Rules`)."""
+
+REF_BLOCKS_KEPT = 4
+"""Blocks of :data:`REF_BLOCK` bases :class:`Rules` keeps (the newest; a few, for an unsorted VCF)."""
+
+MAX_KNOWN_CHROMOSOMES = 100_000
+"""Most chromosome names :class:`Rules` remembers (a VCF names few; this bounds a hostile one)."""
+
 NAMING = "chromosome naming differs"
 """The :attr:`Skip.kind` of a record whose chromosome the genome spells otherwise (``--no-harmonise``)."""
 
@@ -111,7 +120,8 @@ def skip_reason(
     return problem
 
 
-def _chromosome_problem(record: VcfRecord, genome: Genome, seq_len: int) -> Skip | None:
+def _whole_chromosome_problem(record: VcfRecord, genome: Genome, seq_len: int) -> Skip | None:
+    """Why no record of this chromosome can be scored (not in the genome, shorter than the window)."""
     chrom = record.genome_chrom
     if chrom not in genome:
         other = genome.suggest(chrom)
@@ -125,8 +135,19 @@ def _chromosome_problem(record: VcfRecord, genome: Genome, seq_len: int) -> Skip
             "chromosome shorter than the window",
             f"chromosome {record.chrom} ({n} bp) is shorter than the model's window ({seq_len} bp)",
         )
+    return None
+
+
+def _chromosome_problem(record: VcfRecord, genome: Genome, seq_len: int) -> Skip | None:
+    problem = _whole_chromosome_problem(record, genome, seq_len)
+    if problem is None:
+        problem = _position_problem(record, genome.length(record.genome_chrom))
+    return problem
+
+
+def _position_problem(record: VcfRecord, n: int) -> Skip | None:
     if not 1 <= record.pos <= n - len(record.ref) + 1:
-        return Skip("position outside the chromosome", f"position outside {chrom} (1..{n})")
+        return Skip("position outside the chromosome", f"position outside {record.genome_chrom} (1..{n})")
     return None
 
 
@@ -303,8 +324,10 @@ class Batcher:
         self.closed: list[Group] = []  # groups waiting for the next batch
         self.open: Group | None = None  # the group the next variant may join
 
-    def add(self, row: Row, scoreable: bool) -> Iterator[Row]:
-        """Take the next row (``scoreable``: a variant to score); yields the rows now finished."""
+    def add(self, row: Row, scoreable: bool) -> list[Row]:
+        """Take the next row (``scoreable``: a variant to score); the rows now finished, in VCF order."""
+        if not scoreable and not self.pending:
+            return [row]  # nothing waits before it: a skipped row leaves at once
         self.pending.append(row)
         if scoreable:
             if self.open is None or not self.open.takes(row.record, self.span):
@@ -314,14 +337,15 @@ class Batcher:
             self.open.add(row)
             if len(self.closed) >= self.batch_size:
                 self._score()
-        yield from self._release()
+        finished = list(self._release())
         if len(self.pending) >= self.max_rows:  # too many held: do not wait for a full batch
             self._score()
-            yield from self._release()
+            finished += self._release()
         if len(self.pending) >= self.max_rows:  # the open group holds them back: close it
             self._close_open()
             self._score()
-            yield from self._release()
+            finished += self._release()
+        return finished
 
     def finish(self) -> Iterator[Row]:
         """Score what is left; yields every remaining row (the batcher can be used again after)."""
@@ -359,19 +383,63 @@ class Rules:
     indels: bool = False
     """The mode scores indels and multi-nucleotide variants too."""
 
+    chromosomes: dict[str, tuple[str, Skip | None, int]] = field(default_factory=dict, compare=False, repr=False)
+    """What :meth:`classify` learnt of each chromosome name: ``(genome's name if renamed, the problem of the
+    whole chromosome, its length)``, so a record costs no name lookups (a VCF of many skipped records)."""
+
+    def _chromosome(self, chrom: str) -> tuple[str, Skip | None, int]:
+        known = self.chromosomes.get(chrom)
+        if known is None:
+            contig = (self.genome.suggest(chrom) or "") if self.harmonise and chrom not in self.genome else ""
+            probe = VcfRecord(0, chrom, 1, ".", "N", "N", contig=contig)
+            problem = _whole_chromosome_problem(probe, self.genome, self.seq_len)
+            name = probe.genome_chrom
+            known = (contig, problem, self.genome.length(name) if name in self.genome else 0)
+            if len(self.chromosomes) < MAX_KNOWN_CHROMOSOMES:
+                self.chromosomes[chrom] = known
+        return known
+
+    blocks: dict[tuple[str, int], str] = field(default_factory=dict, compare=False, repr=False)
+    """The last :data:`REF_BLOCKS_KEPT` blocks of :data:`REF_BLOCK` bases read for REF checks."""
+
+    def _reference(self, record: VcfRecord, n: int) -> str | None:
+        """:func:`genome_ref` of ``record`` (``n``: its chromosome's length, 0 if not in the genome), read
+        from a block of the genome kept in memory: a sorted VCF reads each block once."""
+        chrom, start = record.genome_chrom, record.pos - 1
+        end = start + len(record.ref)
+        if not n or not record.ref or record.ref in (".", "*") or start < 0 or end > n:
+            return None
+        b = start // REF_BLOCK
+        if (end - 1) // REF_BLOCK != b:
+            return self.genome.fetch(chrom, start, end)
+        block = self.blocks.get((chrom, b))
+        if block is None:
+            if len(self.blocks) >= REF_BLOCKS_KEPT:
+                del self.blocks[next(iter(self.blocks))]
+            block = self.blocks[chrom, b] = self.genome.fetch(chrom, b * REF_BLOCK, min(n, (b + 1) * REF_BLOCK))
+        return block[start - b * REF_BLOCK : end - b * REF_BLOCK]
+
     def classify(self, record: VcfRecord) -> tuple[Row, bool]:
         """The row of a record, and whether it is a variant to score (else its status says why not).
 
         With ``harmonise``, a chromosome the genome spells otherwise is renamed first; with
-        ``ref_mismatch="skip"``, a variant whose REF is not the genome's bases is skipped.
+        ``ref_mismatch="skip"``, a variant whose REF is not the genome's bases is skipped. Gives what
+        :func:`skip_reason` gives (on the harmonised record), with one name lookup per chromosome.
         """
-        if self.harmonise:
-            record = harmonise(record, self.genome) or record
-        skip = skip_reason(record, self.genome, self.seq_len, centred=self.centred, indels=self.indels)
+        contig, skip, n = self._chromosome(record.chrom)
+        if contig:
+            record = replace(record, contig=contig)
+        allele = _allele_problem(record.ref.upper(), record.alt.upper(), record, exact=self.indels)
+        if allele is not None:
+            skip = allele
+        if skip is None:
+            skip = _position_problem(record, n)
+        if skip is None and self.centred:
+            skip = centred_problem(record, n, self.seq_len, exact=self.indels)
         row = Row(record, skip=skip)
         if row.skip is None and self.ref_mismatch == "score":
             return row, True
-        bases = genome_ref(record, self.genome)
+        bases = self._reference(record, n)
         row.set_reference(bases)
         if row.skip is None and row.match != "yes":
             what = "REF and ALT swapped" if row.match == "swapped" else "REF is not the genome's base"

@@ -50,7 +50,7 @@ from pipeline.apply.outputs import Sources, check_output
 from pipeline.apply.variants.lookup import CatalogueReader
 from pipeline.apply.variants.options import ScoreVcfOptions
 from pipeline.apply.variants.parts import UNIT_RECORDS, Parts, parts_folder
-from pipeline.apply.variants.records import VcfRecord, VcfSource, read_vcf
+from pipeline.apply.variants.records import VcfRecord, VcfSource, content_digest, read_vcf
 from pipeline.apply.variants.rows import MAX_HELD_ROWS, NAMING, Batcher, Row, Rules, Scorer, VcfSummary
 from pipeline.apply.variants.scorers import ScoringContext, ScoringMode, scoring_mode
 from pipeline.apply.variants.semantics import Semantics, model_identity, select_targets
@@ -111,6 +111,7 @@ class _Job:
             "vcf": str(self.source.path),
             "region": self.source.region,
             "output": self.kind,
+            "contigs": dict(self.plan.contigs),
         }
 
 
@@ -229,10 +230,8 @@ def _setup(checkpoint: str, source: VcfSource, kind: str, opts: ScoreVcfOptions,
         sha256 = semantics.model["checkpoint_sha256"]
         from_catalogue = _FromCatalogue(opts.catalogue, names, selection, sha256, fingerprint)
         semantics = replace(semantics, catalogue=from_catalogue.identity)
-    stat = source.path.stat()
     identity = {
-        "vcf_size": stat.st_size,
-        "vcf_mtime_ns": stat.st_mtime_ns,
+        "vcf_sha256": content_digest(source.path),
         "checkpoint_sha256": semantics.model["checkpoint_sha256"],
         "genome_fingerprint": fingerprint,
         "options": {k: getattr(opts, k) for k in SHAPING},
@@ -242,7 +241,7 @@ def _setup(checkpoint: str, source: VcfSource, kind: str, opts: ScoreVcfOptions,
     if from_catalogue is not None:
         identity["catalogue"] = from_catalogue.identity
     rules = Rules(g, L, opts.harmonise, opts.ref_mismatch, centred=mode.centred, indels=mode.indels)
-    plan = OutputPlan(names, selection, semantics, source)
+    plan = OutputPlan(names, selection, semantics, source, dict(g.chrom_lengths))
     job = _Job(scorer, rules, span, opts.batch_size, source, kind, plan, identity)
     job.catalogue = from_catalogue
     return job
@@ -255,21 +254,22 @@ def _units(job: _Job, take: Callable[[int], bool], bar: tqdm) -> Iterator[tuple[
     depend on which other units this process scores. Sets ``job.n_units`` at the end.
     """
     batcher = Batcher(job.scorer, job.span, job.batch_size)
-    unit, rows = 0, list[Row]()
+    unit, rows, taking = 0, list[Row](), take(0)
+    classify, catalogue, first_of_next = job.rules.classify, job.catalogue, UNIT_RECORDS + 1
     for record in read_vcf(job.source):
-        u = (record.number - 1) // UNIT_RECORDS
-        if u != unit:
-            if take(unit):
+        if record.number >= first_of_next:
+            if taking:
                 rows.extend(batcher.finish())
                 bar.update(len(rows))
                 yield unit, rows
-            unit, rows = u, []
-        if take(u):
-            row, scoreable = job.rules.classify(record)
-            if scoreable and job.catalogue is not None and job.catalogue.fill(row):
+            unit, rows = (record.number - 1) // UNIT_RECORDS, []
+            taking, first_of_next = take(unit), (unit + 1) * UNIT_RECORDS + 1
+        if taking:
+            row, scoreable = classify(record)
+            if scoreable and catalogue is not None and catalogue.fill(row):
                 scoreable = False  # answered: done, no window
             rows.extend(batcher.add(row, scoreable))
-    if take(unit):
+    if taking:
         rows.extend(batcher.finish())
         bar.update(len(rows))
         yield unit, rows
@@ -283,16 +283,18 @@ def _counted(rows: Iterable[Row], summary: VcfSummary) -> Iterator[Row]:
         yield row
 
 
-def _score_direct(job: _Job, out_path: Path, progress: bool) -> VcfSummary:
+def _score_direct(job: _Job, out_path: Path, progress: bool, overwrite: bool) -> VcfSummary:
     summary = VcfSummary(out=str(out_path))
     with tqdm(desc="score-vcf", unit=" variants", disable=not progress) as bar:
         rows = (row for _, unit_rows in _units(job, lambda u: True, bar) for row in unit_rows)
-        write_scores(out_path, job.kind, job.plan, _counted(rows, summary), lambda: _check_naming(summary))
+        write_scores(
+            out_path, job.kind, job.plan, _counted(rows, summary), lambda: _check_naming(summary), overwrite=overwrite
+        )
     summary.n_windows = job.scorer.n_windows
     return summary
 
 
-def _score_sharded(job: _Job, out_path: Path, launch: Launch, progress: bool) -> VcfSummary:
+def _score_sharded(job: _Job, out_path: Path, launch: Launch, progress: bool, overwrite: bool) -> VcfSummary:
     """Score this process's unfinished units into the parts folder; merge when every unit is done."""
     parts = Parts(out_path, job.run_record())
     parts.prepare()
@@ -312,15 +314,20 @@ def _score_sharded(job: _Job, out_path: Path, launch: Launch, progress: bool) ->
     if not parts.lock():
         summary.note = "every unit is done; another process is merging them"
         return summary
-    return _merge(parts, out_path, progress)
+    return _merge(parts, out_path, progress, overwrite)
 
 
-def _merge(parts: Parts, out_path: Path, progress: bool) -> VcfSummary:
+def _merge(parts: Parts, out_path: Path, progress: bool, overwrite: bool) -> VcfSummary:
     """Write the output from every unit of ``parts`` (locked by this process), then remove the parts."""
     run = json.loads((parts.folder / "run.json").read_text())
     source = VcfSource(Path(run["vcf"]), run["region"])
+    try:
+        _check_vcf_unchanged(parts, run)
+    except BaseException:
+        parts.unlock()
+        raise
     selection = np.array(run["selection"], dtype=np.int64)
-    plan = OutputPlan(run["target_names"], selection, Semantics(**run["semantics"]), source)
+    plan = OutputPlan(run["target_names"], selection, Semantics(**run["semantics"]), source, run.get("contigs", {}))
     n = parts.total() or 0
     summary = VcfSummary(out=str(out_path))
     try:
@@ -331,13 +338,32 @@ def _merge(parts: Parts, out_path: Path, progress: bool) -> VcfSummary:
                     yield from parts.read(unit)
                     bar.update(1)
 
-            write_scores(out_path, run["output"], plan, _counted(rows(), summary), lambda: _check_naming(summary))
+            write_scores(
+                out_path, run["output"], plan, _counted(rows(), summary), lambda: _check_naming(summary),
+                overwrite=overwrite,
+            )  # fmt: skip
     except BaseException:
         parts.unlock()
         raise
     parts.remove()
     summary.note = f"merged {n} units; wrote {out_path}"
     return summary
+
+
+def _check_vcf_unchanged(parts: Parts, run: dict[str, Any]) -> None:
+    """Refuse to merge parts computed from a VCF whose content has changed since (or is gone)."""
+    vcf = Path(run["vcf"])
+    try:
+        digest = content_digest(vcf)
+    except OSError as exc:
+        raise UserError(
+            f"cannot merge {str(parts.folder)!r}: its VCF {str(vcf)!r} cannot be read ({exc.strerror})"
+        ) from None
+    if digest != run.get("vcf_sha256"):
+        raise UserError(
+            f"cannot merge {str(parts.folder)!r}: its VCF {str(vcf)!r} changed after the parts were computed "
+            "(sha256 differs); remove the parts folder and score the VCF again"
+        )
 
 
 def merge_scores(out: str, *, overwrite: bool = False, progress: bool = True) -> VcfSummary:
@@ -365,7 +391,7 @@ def merge_scores(out: str, *, overwrite: bool = False, progress: bool = True) ->
         )
     if not parts.lock():
         raise UserError(f"another process is merging {str(folder)!r} (merge.lock)")
-    return _merge(parts, out_path, progress)
+    return _merge(parts, out_path, progress, overwrite)
 
 
 @exact_float32()
@@ -408,8 +434,8 @@ def score_vcf(
     source = VcfSource(Path(vcf).resolve(), opts.region)
     job = _setup(checkpoint, source, kind, opts, mode, launch.device(opts.device))
     if opts.shard is None and not launch.active:
-        return _score_direct(job, out_path, progress)
-    return _score_sharded(job, out_path, launch, progress)
+        return _score_direct(job, out_path, progress, opts.overwrite)
+    return _score_sharded(job, out_path, launch, progress, opts.overwrite)
 
 
 def read_scores(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

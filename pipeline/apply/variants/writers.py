@@ -26,11 +26,12 @@ import gzip
 import json
 import math
 import os
+import platform
 import re
 import sys
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +42,11 @@ import pysam
 import zarr
 
 from pipeline.apply.outputs import TSV_FORMAT, TSV_GZIP_LEVEL, OutputKind
-from pipeline.apply.variants.records import VcfSource, open_vcf, quiet_htslib, raw_records
+from pipeline.apply.variants.records import HtslibErrors, VcfSource, open_vcf, quiet_htslib, raw_records, undeclared
 from pipeline.apply.variants.rows import Row
 from pipeline.apply.variants.semantics import Semantics
-from pipeline.core.files import staging
+from pipeline.core.files import process_alive, refuse_existing, staging
+from pipeline.core.genome import other_spelling
 from pipeline.errors import UserError, WriteError
 from pipeline.store.meta_digest import write_meta_digest
 
@@ -76,6 +78,8 @@ class OutputPlan:
     """Indices into ``names`` of the targets written, in order."""
     semantics: Semantics
     source: VcfSource | None = None
+    contigs: Mapping[str, int] = field(default_factory=dict)
+    """The genome's contig lengths: a ``.vcf.gz`` output declares the contigs its records name with them."""
 
 
 class ScoreWriter(ABC):
@@ -245,15 +249,20 @@ class VcfScores(ScoreWriter):
         source, names, semantics, selection = plan.source, plan.names, plan.semantics, plan.selection
         self.selection = selection
         self.selected = [names[k] for k in selection]
+        declared = undeclared(source)
+        self.errors = HtslibErrors()
         self._opened = open_vcf(source)
         variants = self._opened.__enter__()
         try:
+            _declare_missing(variants.header, declared, plan.contigs)  # before a record is read: none is flagged
             self.header = self._header(variants.header, semantics)
+            self.contigs = set(self.header.contigs)
             self.records = raw_records(variants, source)
-            with quiet_htslib():
+            with self.errors.catching():
                 self.out = pysam.VariantFile(str(path), "wz", header=self.header)
         except BaseException:
             self._opened.__exit__(None, None, None)
+            self.errors.close()
             raise
         self.number = 0
         self.rows: list[Row] = []
@@ -267,6 +276,8 @@ class VcfScores(ScoreWriter):
                 f"bcftools annotate -x INFO/{clash[0]}"
             )
         out = header.copy()
+        if "END" not in out.info:  # pysam writes INFO/END for a record with a symbolic ALT (<DEL>)
+            out.info.add("END", 1, "Integer", END_INFO)
         for key, value in semantics.lines():
             out.add_meta(VCF_META + key, value)
         quantity = semantics.quantity
@@ -286,10 +297,14 @@ class VcfScores(ScoreWriter):
 
     def _next_record(self, number: int) -> Any:
         """The input record ``number`` (1-based; numbers only grow)."""
-        record = next(self.records)
-        self.number += 1
+        record = None
         while self.number < number:
-            record = next(self.records)
+            record = next(self.records, None)
+            if record is None:
+                raise UserError(
+                    f"the VCF {str(self.plan.source.path) if self.plan.source else ''!r} ends at record {self.number}, "
+                    f"but record {number} was scored: it changed while it was read; score it again"
+                )
             self.number += 1
         return record
 
@@ -302,10 +317,23 @@ class VcfScores(ScoreWriter):
         elif record.pos < self.last[1]:
             self.sorted = False
         self.last = (record.chrom, record.pos)
+        if record.chrom not in self.contigs:  # htslib would exit the process in translate
+            raise UserError(
+                f"record {self.number} names contig {record.chrom!r}, which the VCF did not use when its "
+                "header was completed: it changed while it was read; score it again"
+            )
         record.translate(self.header)
         if record.alts:  # Number=A fields need an ALT
             self._annotate(record, rows)
-        self.out.write(record)
+        try:
+            with self.errors.catching():
+                self.out.write(record)
+        except (OSError, ValueError) as exc:
+            reason = self.errors.last() or str(exc)
+            raise UserError(
+                f"htslib cannot write record {self.number} ({record.chrom}:{record.pos}) of the .vcf.gz output: "
+                f"{reason}"
+            ) from None
 
     def _annotate(self, record: Any, rows: list[Row]) -> None:
         scores = [None if r.values is None else r.values[self.selection] for r in rows]
@@ -324,9 +352,19 @@ class VcfScores(ScoreWriter):
         try:
             if self.rows:
                 self._flush()
-            self.out.close()
+            if next(self.records, None) is not None:
+                raise UserError(
+                    f"the VCF has more records than the {self.number} scored: it changed while it was read; "
+                    "score it again"
+                )
+            try:
+                with self.errors.catching():
+                    self.out.close()
+            except (OSError, ValueError) as exc:
+                raise UserError(f"htslib cannot finish the .vcf.gz output: {self.errors.last() or exc}") from None
         finally:
             self._opened.__exit__(None, None, None)
+            self.errors.close()
         if self.sorted:
             for csi in (False, True):  # a .tbi cannot hold positions past 2^29: then a .csi
                 try:
@@ -340,9 +378,13 @@ class VcfScores(ScoreWriter):
     def discard(self) -> None:
         """Close the output and the input (after a failure)."""
         try:
-            self.out.close()
+            with quiet_htslib():
+                self.out.close()
+        except (OSError, ValueError):
+            pass  # the output is removed with its staging folder
         finally:
             self._opened.__exit__(None, None, None)
+            self.errors.close()
 
     @classmethod
     def recognises(cls, path: Path) -> bool:
@@ -374,6 +416,32 @@ class VcfScores(ScoreWriter):
                 f"warning: {out} is not indexed: its records are not sorted (sort the VCF with bcftools sort first)",
                 file=sys.stderr,
             )
+
+
+END_INFO = "End position of the variant described in this record"
+"""The description of ``INFO/END`` when an output declares it (pysam writes ``END`` for a symbolic ALT)."""
+
+
+def _declare_missing(header: Any, declared: Any, lengths: Mapping[str, int]) -> None:
+    """Declare in the header of the VCF being read what its records use but it does not: each contig
+    (with its length when the genome, ``lengths``, has it or spells it otherwise), and each INFO,
+    FILTER and FORMAT key (as htslib declared it while reading the file once, ``declared``).
+
+    Done before the first record is read: htslib flags a record that uses an undeclared key, and
+    exits the process when such a record is translated to the output's header."""
+    have = {"INFO": header.info, "FILTER": header.filters, "FORMAT": header.formats}
+    for record in declared.records:
+        known = have.get(record.type)
+        if known is not None and record.get("ID") not in known:
+            header.add_record(record)
+    for name in declared.contigs:
+        if name in header.contigs:
+            continue
+        length = lengths.get(name) or lengths.get(other_spelling(name, list(lengths)) or "")
+        if length:
+            header.contigs.add(name, length=length)
+        else:
+            header.contigs.add(name)
 
 
 def _float(value: Any) -> float | None:
@@ -491,18 +559,72 @@ def score_writer(kind: str, path: Path, plan: OutputPlan) -> Iterator[ScoreWrite
     writer.close()
 
 
+def lock_path(out: Path) -> Path:
+    """The lock of output ``out`` while a process writes it: ``.<name>.lock`` beside it."""
+    return out.with_name(f".{out.name}.lock")
+
+
+@contextmanager
+def exclusive_output(out: Path, overwrite: bool) -> Iterator[None]:
+    """Hold the right to write ``out`` during the block: its lock file (:func:`lock_path`, created
+    exclusively, holding ``host pid``), so a second process writing the same output is refused
+    instead of silently replacing the first one's output. A lock left by a dead process of this
+    machine is taken over. Once the lock is held, an output that another process published meanwhile
+    is refused too, unless ``overwrite``.
+
+    Raises
+    ------
+    UserError
+        Another process holds the lock; ``out`` appeared (without ``overwrite``).
+    """
+    path = lock_path(out)
+    mine = f"{platform.node()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                host, _, pid = path.read_text().partition(" ")
+            except OSError:
+                host, pid = "", ""
+            if host == platform.node() and pid.strip().isdigit() and not process_alive(int(pid)):
+                path.unlink(missing_ok=True)  # its writer died: take over
+                continue
+            raise UserError(
+                f"another process ({host or 'unknown host'}, pid {pid.strip() or '?'}) is writing {str(out)!r}; "
+                f"wait for it to finish, or remove {str(path)!r} if it is gone"
+            ) from None
+        with os.fdopen(fd, "w") as handle:
+            handle.write(mine)
+        break
+    else:
+        raise UserError(f"cannot take the lock {str(path)!r} of output {str(out)!r}")
+    try:
+        refuse_existing([out], overwrite)
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def write_scores(
-    out: Path, kind: str, plan: OutputPlan, rows: Iterable[Row], check: Callable[[], None] | None = None
+    out: Path,
+    kind: str,
+    plan: OutputPlan,
+    rows: Iterable[Row],
+    check: Callable[[], None] | None = None,
+    *,
+    overwrite: bool = False,
 ) -> None:
     """Write ``rows`` into the output ``out`` of ``kind`` through a staging folder: published only when
-    complete, with the side files its writer made (a tabix index).
+    complete, with the side files its writer made (a tabix index). One process at a time writes an
+    output (:func:`exclusive_output`); without ``overwrite`` an existing ``out`` is refused.
 
     ``check`` runs after the last row, before anything is published (it may raise to refuse the output).
     """
     writer = WRITERS[kind]
     sides: list[str] = []
     try:
-        with staging(out) as stage:
+        with exclusive_output(out, overwrite), staging(out) as stage:
             staged = stage.path(out)
             with score_writer(kind, staged, plan) as w:
                 for row in rows:
