@@ -32,18 +32,23 @@ KILL_DRIVER = """
 import os, signal, sys, threading
 from zarr.core.array import Array
 
+from pipeline.store.chunkio import TargetWriter
+
 kill_at = int(sys.argv[1])
-count, lock, original = [0], threading.Lock(), Array.__setitem__
+count, lock = [0], threading.Lock()
 
-def patched(self, key, value):
-    with lock:
-        count[0] += 1
-        n = count[0]
-    if n == kill_at:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return original(self, key, value)
+def counted(write):
+    def wrapper(self, *args, **kwargs):
+        with lock:
+            count[0] += 1
+            n = count[0]
+        if n == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return write(self, *args, **kwargs)
+    return wrapper
 
-Array.__setitem__ = patched
+Array.__setitem__ = counted(Array.__setitem__)
+TargetWriter.put = counted(TargetWriter.put)  # format 4 writes the targets' chunk files itself
 from pipeline.cli import main
 sys.argv = ["multiplexer", "-q", *sys.argv[2:]]
 main()
@@ -106,8 +111,9 @@ def test_launch_partitions_units():
 
 
 WRITES_PER_UNIT = 4 + 4 + 1
-"""Array writes of one full unit of the tiny spec: each of its 4 targets chunks (one sample each),
-reference, ref_pred, chrom and center (one chunk each, in any order), then its marker."""
+"""Writes of one full unit of the tiny spec: each of its 4 targets chunk files (one sample each, written
+by the store's :class:`~pipeline.store.chunkio.TargetWriter`), reference, ref_pred, chrom and center
+(one chunk each, in any order), then its marker."""
 
 
 @pytest.mark.processes
@@ -213,15 +219,16 @@ def test_torchrun_refusal_reaches_every_rank(tmp_path, write_spec, single):
 
 
 TYPED_REFUSAL = """
-import sys
+import os, sys
+from pathlib import Path
 from pipeline.core.commands import DistillOptions
 from pipeline.core.spec import load_spec
 from pipeline.distill import distill
 from pipeline.errors import StoreMismatchError
 try:
     distill(load_spec(sys.argv[1]), DistillOptions(store_path=sys.argv[2], device="cpu"), progress=False)
-except StoreMismatchError as exc:
-    print(f"StoreMismatchError {exc.path}", flush=True)
+except StoreMismatchError as exc:  # one file per rank: two ranks' prints on one pipe can interleave
+    (Path(sys.argv[3]) / f"rank{os.environ['RANK']}").write_text(f"StoreMismatchError {exc.path}")
 """
 
 
@@ -232,10 +239,14 @@ def test_torchrun_refusal_keeps_its_type_on_every_rank(tmp_path, write_spec, sin
     changed = write_spec(tmp_path / "changed", seed=5)
     script = tmp_path / "refusal.py"
     script.write_text(TYPED_REFUSAL)
+    seen = tmp_path / "seen"
+    seen.mkdir()
     command = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(script), str(changed), single]
+    command.append(str(seen))
     result = subprocess.run(command, env=process_env(), capture_output=True, text=True, timeout=PROCESS_TIMEOUT)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [f"StoreMismatchError {single}"] * 2
+    expected = {f"rank{r}": f"StoreMismatchError {single}" for r in (0, 1)}
+    assert {p.name: p.read_text() for p in seen.iterdir()} == expected
 
 
 def test_store_errors_pickle_with_their_type_and_attributes():
