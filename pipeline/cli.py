@@ -68,8 +68,21 @@ def out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and TORCH_CPU_OOM in str(exc)
 
 
+CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+"""Every command's context settings. Each command carries them itself (:meth:`_Cli.add_command`), not
+only through a parent context: click builds and keeps a command's help option the first time any
+context asks for it, so a command first used on its own (``make_context`` without a parent) would
+otherwise keep ``--help`` without ``-h`` for the rest of the process."""
+
+
 class _Cli(click.Group):
     """Group whose errors are one ``error:`` line (usage errors included) instead of a traceback."""
+
+    group_class = type  # subgroups are _Cli too, so their commands get the same settings
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        cmd.context_settings = {**CONTEXT_SETTINGS, **cmd.context_settings}
+        super().add_command(cmd, name)
 
     def main(
         self,
@@ -225,7 +238,7 @@ _effects_out = click.option(
 
 
 # ------------------------------------------------------------------------------------------------
-@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=_Cli, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="multiplexer")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 def cli(quiet: bool) -> None:

@@ -233,3 +233,19 @@ def test_fasta_input_does_not_need_the_recorded_genome(trained_run, tmp_path):
     ok("ism", "--checkpoint", ckpt, "--fasta", fasta, "--out", tmp_path / "i.npz", "--tsv")
     assert read_effects(tmp_path / "i.npz")["chrom"] == ["s1"] and (tmp_path / "i.0.s1.tsv.gz").is_file()
     ok("plot", tmp_path / "p.npz", "--compare", tmp_path / "i.npz", "--out", tmp_path / "c.png", "--dpi", "40")
+
+
+def _all_commands(group: click.Group, path: str = "multiplexer"):
+    for name, command in group.commands.items():
+        yield f"{path} {name}", command
+        if isinstance(command, click.Group):
+            yield from _all_commands(command, f"{path} {name}")
+
+
+def test_every_command_offers_h_even_when_used_on_its_own():
+    """A command first used without its parent context (a library caller's ``make_context``) keeps the
+    help option click builds then; it still answers ``-h`` as on the command line."""
+    for path, command in _all_commands(cli):
+        ctx = command.make_context(path.split()[-1], [], resilient_parsing=True)
+        help_option = command.get_help_option(ctx)
+        assert help_option is not None and set(help_option.opts) == {"-h", "--help"}, path
