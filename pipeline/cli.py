@@ -21,7 +21,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from pipeline import __version__
-from pipeline.apply.variants.options import CatalogueOptions, LookupOptions, ScoreVcfOptions
+from pipeline.apply.variants.options import BackgroundOptions, CatalogueOptions, LookupOptions, ScoreVcfOptions
 from pipeline.core.commands import (
     DiffOptions,
     DistillOptions,
@@ -575,6 +575,20 @@ def catalogue(ctx: click.Context, checkpoint: str, out: str, **options: Any) -> 
     from pipeline.apply.variants.catalogue import build_catalogue
 
     click.echo(build_catalogue(checkpoint, out, settings(CatalogueOptions, options), progress=_progress(ctx)).line())
+
+
+@cli.command()
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="best.pt or last.pt.")
+@click.option("--out", required=True, help="The background, a Zarr store (.zarr) on a file system.")
+@declared_options(BackgroundOptions)
+@click.pass_context
+def background(ctx: click.Context, checkpoint: str, out: str, **options: Any) -> None:
+    """Per-target quantiles of the multiplexer's effects over seeded windows (default: the spec's test
+    split), so score-vcf, lookup and catalogue can say how large a score is: --background adds each
+    score's percentile (the share of background effects at or below it, per target)."""
+    from pipeline.apply.variants.background import build_background
+
+    click.echo(build_background(checkpoint, out, settings(BackgroundOptions, options), progress=_progress(ctx)).line())
 
 
 @cli.command()

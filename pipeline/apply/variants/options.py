@@ -151,3 +151,38 @@ class LookupOptions(Options):
     region: str | None = option(None, "chr:start-end: the three SNVs of every position.")
     vcf: str | None = option(None, "VCF/BCF: one row per ALT allele.", path="file")
     overwrite: bool = option(False, "Replace an existing output of score-vcf or lookup.")
+
+
+BACKGROUND_QUANTILES = 1001
+"""The default number of quantile points of a background (a grid step of 0.001)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackgroundOptions(Options):
+    """The options of ``background`` (:func:`~pipeline.apply.variants.background.build_background`):
+    where the windows are drawn (exactly one of ``split``, ``regions``/``bed``, ``chroms``; default the
+    checkpoint's ``test`` split), how many, and how many quantiles are kept."""
+
+    COMMAND: ClassVar[str] = "background"
+
+    split: str | None = option(None, "Draw windows from this split of the checkpoint's spec (default: test).")
+    regions: tuple[str, ...] = option((), "Draw from chr:start-end (1-based, inclusive); repeatable.", flag="--region")
+    bed: str | None = option(None, "Draw from the regions of a BED file (0-based, half-open).", path="file")
+    chroms: str | None = option(None, "Draw from whole contigs, comma-separated (chr8,chr9).")
+    windows: int = option(256, "Windows to draw.", minimum=1)
+    seed: int = option(0, "Seed of the draw (windows and the values kept from each).", minimum=0)
+    values_per_window: int = option(
+        3000,
+        "Effects kept per target from each window (a seeded sample of its 3 alternatives at every non-N position; "
+        "all of them when fewer). Memory: targets x windows x this x 4 bytes.",
+        minimum=1,
+    )
+    quantiles: int = option(
+        BACKGROUND_QUANTILES,
+        "Quantile points kept per target (at least 1,000), evenly spaced from 0 to 1.",
+        minimum=1000,
+    )
+    genome: str | None = option(None, "Genome FASTA (default: the one recorded in the checkpoint).", path="file")
+    batch_size: int = option(32, "Windows per pass.", minimum=1)
+    device: str = device_option()
+    overwrite: bool = option(False, "Replace an existing background.")
