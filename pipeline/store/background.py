@@ -196,7 +196,10 @@ def open_background(path: str | os.PathLike[str]) -> Background:
     arrays: dict[str, np.ndarray] = {}
     for name in ARRAYS:
         try:
-            values = np.asarray(group[name][...])
+            stored = group[name]
+            if not isinstance(stored, zarr.Array):
+                raise TypeError(f"{name} is not an array")
+            values = np.asarray(stored[...])
         except Exception as exc:  # noqa: BLE001 - a missing or undecodable chunk is damage, named below
             raise MetadataError(f"background {shown!r}: array {name!r} cannot be read ({type(exc).__name__})") from None
         if _digest(values) != attrs["array_digests"].get(name):
