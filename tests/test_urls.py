@@ -334,6 +334,8 @@ def test_predict_effects_and_tsv_files_and_plot_on_s3(
 def test_commands_whose_output_stays_local_refuse_a_url_with_one_line(in_tmp: Path) -> None:
     assert_one_line_error(invoke("demo", "--workdir", "s3://bucket/demo"), "--workdir", "does not accept a URL")
     assert_one_line_error(invoke("genome", "synth", "s3://bucket/g.fa"), "does not accept a URL")
+    refused = invoke("background", "--checkpoint", in_tmp / "none.pt", "--out", "s3://bucket/b.zarr")
+    assert_one_line_error(refused, "does not accept a URL")
     _no_local_url_folder(in_tmp)
 
 
