@@ -140,3 +140,16 @@ def test_command_line(trained_run, tmp_path, built):
     assert not (tmp_path / "x.zarr").exists() and not (tmp_path / "y.zarr").exists()
     assert_one_line_error(invoke("background", "--checkpoint", checkpoint, "--out", tmp_path / "q.zarr",
                                  "--quantiles", 10), "1000")  # fmt: skip
+
+
+def test_percentile_of_many_targets_at_once_equals_one_target_at_a_time(built):
+    """The vectorised search over all targets equals :func:`grid_share` target by target, ties included."""
+    bg = open_background(built)
+    rng = np.random.default_rng(1)
+    levels = np.sort(rng.normal(size=(3, 1001)).round(1), axis=1).astype(np.float32)  # many ties
+    fake = type(bg)(bg.path, bg.attrs, bg.probs, levels, levels)
+    x = np.concatenate([rng.normal(size=(200, 3)) * 2, levels[:, ::97].T, np.full((1, 3), np.nan)])
+    got = fake.percentile(x, np.arange(3))
+    for j in range(3):
+        expected = grid_share(levels[j].astype(np.float64), bg.probs, x[:, j])
+        assert np.allclose(got[:, j], expected, atol=1e-9, equal_nan=True)

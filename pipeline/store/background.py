@@ -160,10 +160,31 @@ class Background:
             In ``[0, 1]``; ``NaN`` where the score is ``NaN``.
         """
         scores = np.asarray(scores, dtype=np.float64)
-        out = np.full(scores.shape, np.nan)
-        for j, f in enumerate(np.asarray(targets, dtype=np.int64)):
-            out[:, j] = grid_share(self.signed[f].astype(np.float64), self.probs, scores[:, j])
-        return out
+        return _shares(self.signed[np.asarray(targets, dtype=np.int64)].astype(np.float64), self.probs, scores)
+
+
+def _shares(levels: np.ndarray, probs: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """:func:`grid_share` of ``x [n, k]`` against ``levels [k, Q]`` (target ``j``'s quantiles), for all
+    targets at once: one sorted search over the targets' levels laid end to end (each target's shifted
+    past the previous one's), each score clipped into its own target's range first."""
+    k, q = levels.shape
+    if k == 0:
+        return np.zeros(x.shape)
+    low, high = levels[:, 0], levels[:, -1]
+    width = float(np.max(high - low)) + 1.0
+    shift = np.arange(k) * width - low  # target j's levels lie in [j * width, j * width + its range]
+    flat = (levels + shift[:, None]).ravel()
+    inside = np.clip(x, low, high)
+    found = np.searchsorted(flat, np.nan_to_num(inside) + shift, side="right") - np.arange(k) * q
+    below = np.clip(found - 1, 0, q - 1)
+    above = np.clip(found, 0, q - 1)
+    columns = np.arange(k)
+    lo, hi = levels[columns, below], levels[columns, above]
+    gap = hi - lo
+    step = np.divide(inside - lo, gap, out=np.zeros_like(inside), where=gap > 0)
+    share = probs[below] + np.clip(step, 0, 1) * (probs[above] - probs[below])
+    share = np.where(x < low, 0.0, np.where(x >= high, 1.0, share))
+    return np.where(np.isnan(x), np.nan, share)
 
 
 def grid_share(levels: np.ndarray, probs: np.ndarray, x: np.ndarray) -> np.ndarray:
