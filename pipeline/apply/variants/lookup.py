@@ -13,22 +13,28 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.apply.inputs import open_genome, resolve_genome
 from pipeline.apply.outputs import check_output
 from pipeline.apply.variants.options import LookupOptions
 from pipeline.apply.variants.records import VcfRecord, VcfSource, read_vcf
 from pipeline.apply.variants.rows import AT_N, Row, Skip, VcfSummary, skip_allele
 from pipeline.apply.variants.semantics import Semantics
+from pipeline.apply.variants.values import ReferenceValues
 from pipeline.apply.variants.writers import SCORES_OUTPUT, WRITERS, OutputPlan, output_suffix, write_scores
 from pipeline.core.encoding import ALPHABET
-from pipeline.core.genome import other_spelling
+from pipeline.core.genome import fingerprint_difference, other_spelling
 from pipeline.core.intervals import parse_interval
+from pipeline.core.runtime import resolve_device
 from pipeline.errors import SpecError, UserError
-from pipeline.store.catalogue import N_CODE, NOT_CATALOGUED, Catalogue, CheckedReader, open_catalogue
+from pipeline.models import read_checkpoint
+from pipeline.models.weights import file_sha256
+from pipeline.store.catalogue import N_CODE, NOT_CATALOGUED, Catalogue, CatalogueMeta, CheckedReader, open_catalogue
 from pipeline.store.tiles import ALTS, tile_center
 
 _VARIANT = re.compile(r"^(?P<chrom>.+):(?P<pos>[0-9,]+):(?P<ref>[A-Za-z]+)>(?P<alt>[A-Za-z]+)$")
@@ -178,6 +184,34 @@ def _records(reader: CatalogueReader, variants: list[str], region: str | None, v
     return read_vcf(VcfSource(Path(str(vcf))))
 
 
+def reference_values(meta: CatalogueMeta, opts: LookupOptions, quantity: str) -> ReferenceValues:
+    """``lookup --values``: the base model of the catalogue's checkpoint, on the catalogue's genome.
+
+    The checkpoint is the one the catalogue records (or ``opts.checkpoint``, if it moved; its sha256
+    must be the recorded one), the genome the one the catalogue records (or ``opts.genome``; its
+    fingerprint must be the catalogue's): a row's reference window is its tile window.
+    """
+    fields = meta.semantics.get("fields") or {}
+    recorded = (fields.get("model") or {}).get("checkpoint")  # the path, in the semantics (the identity is content)
+    checkpoint = opts.checkpoint if opts.checkpoint is not None else recorded
+    if checkpoint is None or not Path(checkpoint).is_file():
+        raise UserError(
+            f"--values runs the catalogue's base model, but its checkpoint {recorded!r} is not there; "
+            "pass --checkpoint"
+        )
+    if file_sha256(checkpoint) != meta.model.get("checkpoint_sha256"):
+        raise UserError(f"--checkpoint {checkpoint!r} is not the checkpoint the catalogue was made with (sha256 differs)")
+    genome_path = resolve_genome(opts.genome, (fields.get("genome") or {}).get("path"), "the catalogue")
+    if genome_path is None:
+        raise UserError("--values needs the catalogue's genome: pass --genome FASTA")
+    genome = open_genome(genome_path)
+    changed = fingerprint_difference(meta.genome_fingerprint, genome.fingerprint())
+    if changed:
+        raise UserError(f"--genome {genome_path!r} is not the genome of the catalogue: {changed}")
+    device = resolve_device(opts.device)
+    return ReferenceValues.from_checkpoint(read_checkpoint(checkpoint), genome, device, quantity=quantity)
+
+
 def lookup(catalogue: str, out: str, options: LookupOptions | None = None, *, progress: bool = True) -> VcfSummary:
     """Answer variants from a catalogue into ``out`` (``.tsv``, ``.tsv.gz``, ``.zarr``; ``.vcf.gz`` for ``vcf``).
 
@@ -190,7 +224,9 @@ def lookup(catalogue: str, out: str, options: LookupOptions | None = None, *, pr
     options : LookupOptions
         What to look up, exactly one of: ``variants`` (``chr:pos:REF>ALT`` queries), ``region``
         (``chr:start-end``: all three SNVs of every position) or ``vcf`` (a VCF/BCF: one row per ALT
-        allele); and ``overwrite`` (replace an existing output of ``score-vcf``/``lookup``).
+        allele); ``values`` (``ref,alt``: the base model's prediction on each row's tile window and the
+        implied alternative, :func:`reference_values`; ``checkpoint``, ``genome`` and ``device`` for it);
+        and ``overwrite`` (replace an existing output of ``score-vcf``/``lookup``).
     progress : bool
         Show a progress bar.
 
@@ -205,10 +241,16 @@ def lookup(catalogue: str, out: str, options: LookupOptions | None = None, *, pr
         others = "/".join(suffix for suffix, writer in WRITERS.items() if not writer.annotates_records)
         raise UserError(f"a {kind} output annotates the records of a VCF: give --vcf, or write {others}")
     check_output(out_path, SCORES_OUTPUT, overwrite=opts.overwrite, inputs={"CATALOGUE": catalogue, "--vcf": opts.vcf})
+    if not opts.value_kinds and (opts.checkpoint is not None or opts.genome is not None):
+        raise UserError("--checkpoint/--genome only matter with --values (lookup reads the catalogue otherwise)")
     reader = CatalogueReader(open_catalogue(catalogue))
     records = _records(reader, list(opts.variants), opts.region, opts.vcf)
     meta = reader.meta
     semantics = Semantics(**meta.semantics["fields"])
+    values = None
+    if opts.value_kinds:
+        values = reference_values(meta, opts, semantics.quantity)
+        semantics = replace(semantics, values=list(opts.value_kinds))
     summary = VcfSummary(out=str(out_path))
     source = VcfSource(Path(opts.vcf)) if opts.vcf is not None else None
 
@@ -221,8 +263,8 @@ def lookup(catalogue: str, out: str, options: LookupOptions | None = None, *, pr
 
     contigs = {c.name: c.length for c in meta.contigs}
     plan = OutputPlan(meta.target_names, np.arange(len(meta.target_names)), semantics, source, contigs)
-    write_scores(out_path, kind, plan, rows(), overwrite=opts.overwrite)
+    write_scores(out_path, kind, plan, rows() if values is None else values.filled(rows()), overwrite=opts.overwrite)
     return summary
 
 
-__all__ = ["CatalogueReader", "LookupOptions", "lookup", "parse_variant"]
+__all__ = ["CatalogueReader", "LookupOptions", "lookup", "parse_variant", "reference_values"]

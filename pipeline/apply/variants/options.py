@@ -12,11 +12,12 @@ imports neither torch nor click (the command line reads it to build ``--help``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pipeline.core.commands import device_option, precision_option
 from pipeline.core.intervals import VCF_QUERY_MAX, check_region
 from pipeline.core.options import Options, option
+from pipeline.errors import SpecError
 
 STRANDS = ("forward", "reverse", "both")
 """``--strand``: the forward window, its reverse complement, or the mean of the two in log-fold space."""
@@ -26,6 +27,40 @@ REF_MISMATCH = ("score", "skip")
 
 CATALOGUE_BATCH_SIZE = 8
 """The default ``catalogue --batch-size`` of a new catalogue (a resumed one keeps its own)."""
+
+VALUES = ("ref", "alt")
+"""What ``--values`` may add per target: the base model's reference prediction (``ref``) and the implied
+alternative probability (``alt``)."""
+
+VALUES_HELP = (
+    "Also write, per target, the base model's prediction on the reference window the variant was scored "
+    "from (ref: <target>_ref) and the implied alternative probability (alt: <target>_alt, the exact inverse "
+    "of the log-fold, log_unfold(ref, effect); ref + effect for diff scores); comma-separated, e.g. ref,alt. "
+    "Runs the base model once per window."
+)
+
+
+def values_option() -> Any:
+    """The ``--values`` setting of ``score-vcf`` and ``lookup`` (checked by :func:`parse_values`)."""
+    return option(None, VALUES_HELP, metavar="ref,alt")
+
+
+def parse_values(text: str | None, where: str) -> tuple[str, ...]:
+    """The kinds ``--values`` asks for, in the order of :data:`VALUES` (``()`` for ``None``).
+
+    Raises
+    ------
+    SpecError
+        An item that is not in :data:`VALUES`, or no item at all.
+    """
+    if text is None:
+        return ()
+    items = [item.strip() for item in text.split(",")]
+    bad = [item for item in items if item not in VALUES]
+    if bad or not items:
+        raise SpecError(f"{where}: option --values must be a comma-separated list of {', '.join(VALUES)}, got {text!r}")
+    return tuple(v for v in VALUES if v in items)
+
 
 TARGETS_HELP = "comma-separated names or regular expressions, or a file of one per line (default: all)"
 
@@ -91,6 +126,7 @@ class ScoreVcfOptions(Options):
         "Answer SNVs from this catalogue (made with the same checkpoint) and score the rest with the model.",
         path="any",
     )
+    values: str | None = values_option()
     device: str = device_option()
     overwrite: bool = option(
         False,
@@ -102,6 +138,12 @@ class ScoreVcfOptions(Options):
         super().__post_init__()
         if self.region is not None:
             check_region(self.region, "--region", VCF_QUERY_MAX)  # pysam overflows past 32 bits
+        parse_values(self.values, self.COMMAND)
+
+    @property
+    def value_kinds(self) -> tuple[str, ...]:
+        """What ``values`` asks for, in the order of :data:`VALUES`."""
+        return parse_values(self.values, self.COMMAND)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -150,7 +192,27 @@ class LookupOptions(Options):
     variants: tuple[str, ...] = option((), "chr:pos:REF>ALT (1-based pos); repeatable.", flag="--variant")
     region: str | None = option(None, "chr:start-end: the three SNVs of every position.")
     vcf: str | None = option(None, "VCF/BCF: one row per ALT allele.", path="file")
+    values: str | None = values_option()
+    checkpoint: str | None = option(
+        None,
+        "With --values: the catalogue's checkpoint, if it moved (default: the path the catalogue records; its "
+        "sha256 is checked).",
+        path="file",
+    )
+    genome: str | None = option(
+        None, "With --values: the genome FASTA, if it moved (default: the one the catalogue records).", path="file"
+    )
+    device: str = device_option()
     overwrite: bool = option(False, "Replace an existing output of score-vcf or lookup.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        parse_values(self.values, self.COMMAND)
+
+    @property
+    def value_kinds(self) -> tuple[str, ...]:
+        """What ``values`` asks for, in the order of :data:`VALUES`."""
+        return parse_values(self.values, self.COMMAND)
 
 
 BACKGROUND_QUANTILES = 1001

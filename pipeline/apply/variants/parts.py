@@ -36,6 +36,26 @@ _STRINGS = ("chrom", "id", "ref", "alt", "contig", "check", "match", "skip_kind"
 _INTS = ("number", "pos", "allele_index", "center")
 
 
+_VALUES = ("ref_values", "alt_values")
+"""The ``--values`` arrays of a row kept in a unit file (with ``has_<name>`` flags)."""
+
+
+def _value_arrays(rows: list[Row], n_targets: int) -> dict[str, np.ndarray]:
+    """``ref_values``/``alt_values`` ``[rows, targets]`` and their ``has_`` flags (none when no row has them)."""
+    out: dict[str, np.ndarray] = {}
+    for name in _VALUES:
+        if all(getattr(row, name) is None for row in rows):
+            continue
+        data = np.full((len(rows), n_targets), np.nan, dtype=np.float32)
+        has = np.zeros(len(rows), dtype=bool)
+        for k, row in enumerate(rows):
+            v = getattr(row, name)
+            if v is not None:
+                data[k], has[k] = v, True
+        out[name], out[f"has_{name}"] = data, has
+    return out
+
+
 def parts_folder(out: Path) -> Path:
     """Where the parts of output ``out`` go: ``<out>.parts`` beside it (never at a URL)."""
     refuse_url(out, "--out", PARTS_REASON)
@@ -112,6 +132,7 @@ class Parts:
         for k, row in enumerate(rows):
             if row.values is not None:
                 values[k], scored[k] = row.values, True
+        arrays.update(_value_arrays(rows, n_targets))
         with atomic_path(self.unit_path(unit)) as tmp, open(tmp, "wb") as handle:
             save: Callable[..., None] = np.savez  # keyword arrays only (mypy reads ** as allow_pickle too)
             save(handle, values=values, scored=scored, **arrays)
@@ -131,6 +152,9 @@ class Parts:
             center = int(data["center"][k])
             row = Row(record, skip, s["check"], s["match"], None if center < 0 else center)
             row.values = data["values"][k] if data["scored"][k] else None
+            for name in _VALUES:
+                if name in data and data[f"has_{name}"][k]:
+                    setattr(row, name, data[name][k])
             rows.append(row)
         return rows
 

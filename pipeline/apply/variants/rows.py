@@ -205,6 +205,11 @@ class Row:
     """1-based centre of the window the variant was scored in (``None``: not scored)."""
     values: np.ndarray | None = None
     """Shape ``[F]`` float32: the scores, one per target (``None``: skipped)."""
+    ref_values: np.ndarray | None = None
+    """Shape ``[F]`` float32: ``--values ref``, the base model on the reference window (``None``: not asked
+    for, or skipped)."""
+    alt_values: np.ndarray | None = None
+    """Shape ``[F]`` float32: ``--values alt``, the implied alternative probability (``None``: as above)."""
     group: Group | None = None
     source: str = "model"
     """``model``, or ``catalogue`` when the values were read from a catalogue."""

@@ -54,6 +54,7 @@ from pipeline.apply.variants.records import VcfRecord, VcfSource, content_digest
 from pipeline.apply.variants.rows import MAX_HELD_ROWS, NAMING, Batcher, Row, Rules, Scorer, VcfSummary
 from pipeline.apply.variants.scorers import ScoringContext, ScoringMode, scoring_mode
 from pipeline.apply.variants.semantics import Semantics, model_identity, select_targets
+from pipeline.apply.variants.values import ReferenceValues
 from pipeline.apply.variants.writers import (
     COLUMNS,
     SCORES_OUTPUT,
@@ -100,6 +101,8 @@ class _Job:
     identity: dict[str, Any] = field(default_factory=dict)
     n_units: int = 0
     catalogue: _FromCatalogue | None = None
+    values: ReferenceValues | None = None
+    """``--values``: sets each finished row's reference prediction and implied alternative."""
 
     def run_record(self) -> dict[str, Any]:
         """What ``run.json`` of a parts folder records: the identity plus what the merge needs."""
@@ -169,8 +172,10 @@ def _mode(opts: ScoreVcfOptions) -> type[ScoringMode]:
     mode = scoring_mode(opts.mode)
     if opts.group_span is not None and not mode.shares_windows:
         raise UserError(f"--group-span sets how variants share windows; it does not go with --mode {mode.name}")
-    if (opts.weights is not None or opts.base is not None) and not (opts.diff or mode.base_model):
-        raise UserError("--weights/--base only matter with --diff or --exact (the base model is not run otherwise)")
+    if (opts.weights is not None or opts.base is not None) and not (opts.diff or mode.base_model or opts.values):
+        raise UserError(
+            "--weights/--base only matter with --diff, --exact or --values (the base model is not run otherwise)"
+        )
     if opts.catalogue is not None and mode.base_model:
         raise UserError(f"--catalogue holds multiplexer scores; it does not go with --mode {mode.name}")
     if opts.catalogue is not None and (opts.strand != "forward" or opts.diff):
@@ -193,7 +198,7 @@ def default_group_span(seq_len: int) -> int:
 
 
 SHAPING = ("mode", "strand", "diff", "batch_size", "group_span", "harmonise", "ref_mismatch", "weights", "base",
-           "precision")  # fmt: skip
+           "precision", "values")  # fmt: skip
 """The options that shape the scores (not the paths): a parts folder records them, and a rerun with other
 values is refused."""
 
@@ -204,7 +209,8 @@ def _semantics(checkpoint: str, meta: dict[str, Any], opts: ScoreVcfOptions, mod
     quantity = "diff" if opts.diff else str(meta["target_kind"])
     converted = "logfold" if opts.diff and meta["target_kind"] == "logfold" and not mode.base_model else None
     model = {**model_identity(checkpoint, meta, mode.scored_with), "precision": opts.precision}
-    return Semantics(quantity, mode.name, opts.strand, model, genome, converted)
+    values = list(opts.value_kinds) or None
+    return Semantics(quantity, mode.name, opts.strand, model, genome, converted, values=values)
 
 
 def _setup(checkpoint: str, source: VcfSource, kind: str, opts: ScoreVcfOptions, mode: type[ScoringMode],
@@ -244,6 +250,11 @@ def _setup(checkpoint: str, source: VcfSource, kind: str, opts: ScoreVcfOptions,
     plan = OutputPlan(names, selection, semantics, source, dict(g.chrom_lengths))
     job = _Job(scorer, rules, span, opts.batch_size, source, kind, plan, identity)
     job.catalogue = from_catalogue
+    if opts.value_kinds:
+        job.values = ReferenceValues.from_checkpoint(
+            meta, g, device, quantity=semantics.quantity, strand=opts.strand, batch_size=opts.batch_size,
+            weights=opts.weights, base=opts.base,
+        )  # fmt: skip
     return job
 
 
@@ -276,6 +287,14 @@ def _units(job: _Job, take: Callable[[int], bool], bar: tqdm) -> Iterator[tuple[
     job.n_units = unit + 1
 
 
+def _valued(job: _Job, units: Iterator[tuple[int, list[Row]]]) -> Iterator[tuple[int, list[Row]]]:
+    """``units`` with ``--values`` filled in, one unit's rows (their windows batched) at a time."""
+    for unit, rows in units:
+        if job.values is not None:
+            job.values.fill(rows)
+        yield unit, rows
+
+
 def _counted(rows: Iterable[Row], summary: VcfSummary) -> Iterator[Row]:
     """``rows``, each counted into ``summary`` as it passes."""
     for row in rows:
@@ -286,7 +305,7 @@ def _counted(rows: Iterable[Row], summary: VcfSummary) -> Iterator[Row]:
 def _score_direct(job: _Job, out_path: Path, progress: bool, overwrite: bool) -> VcfSummary:
     summary = VcfSummary(out=str(out_path))
     with tqdm(desc="score-vcf", unit=" variants", disable=not progress) as bar:
-        rows = (row for _, unit_rows in _units(job, lambda u: True, bar) for row in unit_rows)
+        rows = (row for _, unit_rows in _valued(job, _units(job, lambda u: True, bar)) for row in unit_rows)
         write_scores(
             out_path, job.kind, job.plan, _counted(rows, summary), lambda: _check_naming(summary), overwrite=overwrite
         )
@@ -301,7 +320,7 @@ def _score_sharded(job: _Job, out_path: Path, launch: Launch, progress: bool, ov
     summary = VcfSummary(out=str(out_path))
     n_targets = len(job.plan.names)
     with tqdm(desc=f"score-vcf part {launch.part + 1}/{launch.parts}", unit=" variants", disable=not progress) as bar:
-        for unit, rows in _units(job, lambda u: launch.owns(u) and not parts.done(u), bar):
+        for unit, rows in _valued(job, _units(job, lambda u: launch.owns(u) and not parts.done(u), bar)):
             for row in rows:
                 summary.count(row)
             parts.write(unit, rows, n_targets)

@@ -25,6 +25,15 @@ LOGFOLD_FORMULA = "log(((alt + eps)(1 - ref + eps)) / ((1 - alt + eps)(ref + eps
 DIFF_FORMULA = "alt - ref"
 SIGN = "ALT relative to REF: positive when the ALT allele raises the predicted probability"
 
+VALUE_MEANINGS = {
+    "ref": "<target>_ref: the base model's prediction on the reference window the variant was scored from "
+    "(the window centred at window_center; the mean over strands with strand both)",
+    "alt": "<target>_alt: the implied alternative probability, log_unfold(ref, score) (the exact inverse of the "
+    "log-fold) for logfold scores, ref + score for diff scores; with --exact and one strand, the base model's "
+    "prediction on the alternative window",
+}
+"""What each ``--values`` column means (written into the semantics of an output that has them)."""
+
 WINDOWS: dict[str, str] = {
     "catalogue": "catalogue tiles: windows every `stride` bases; each position scored in the window whose "
     "core (the `stride` positions around its centre) holds it, shifted to fit the contig",
@@ -62,6 +71,8 @@ class Semantics:
     """``logfold`` when ``diff`` scores were converted from a log-fold multiplexer."""
     catalogue: dict[str, Any] | None = None
     """The catalogue SNVs were read from (``score-vcf --catalogue``): path and stride."""
+    values: list[str] | None = None
+    """What ``--values`` added per target (``ref``, ``alt``; ``None``: nothing)."""
 
     def as_dict(self) -> dict[str, Any]:
         """The semantics as a JSON-able dict (the keys every output carries)."""
@@ -90,6 +101,8 @@ class Semantics:
                 "window": WINDOWS["catalogue"],
                 "rows": "SNVs inside the catalogue's regions are read from it; the others are scored by the mode above",
             }
+        if self.values:
+            out["values"] = {kind: VALUE_MEANINGS[kind] for kind in self.values}
         return out
 
     def lines(self) -> list[tuple[str, str]]:

@@ -42,6 +42,7 @@ import pysam
 import zarr
 
 from pipeline.apply.outputs import TSV_FORMAT, TSV_GZIP_LEVEL, OutputKind
+from pipeline.apply.variants.options import VALUES
 from pipeline.apply.variants.records import HtslibErrors, VcfSource, open_vcf, quiet_htslib, raw_records, undeclared
 from pipeline.apply.variants.rows import Row
 from pipeline.apply.variants.semantics import Semantics
@@ -80,6 +81,22 @@ class OutputPlan:
     source: VcfSource | None = None
     contigs: Mapping[str, int] = field(default_factory=dict)
     """The genome's contig lengths: a ``.vcf.gz`` output declares the contigs its records name with them."""
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        """What ``--values`` adds per selected target (``ref``, ``alt``; the semantics say which)."""
+        return tuple(self.semantics.values or ())
+
+
+def value_columns(plan: OutputPlan) -> list[str]:
+    """The ``--values`` columns: ``<target>_ref`` for every selected target, then ``<target>_alt``."""
+    return [f"{plan.names[k]}_{kind}" for kind in plan.values for k in plan.selection]
+
+
+def row_values(row: Row, kind: str) -> np.ndarray | None:
+    """A row's ``--values`` of ``kind`` (``ref``/``alt``) over every target (``None``: not scored)."""
+    values: np.ndarray | None = getattr(row, f"{kind}_values")
+    return values
 
 
 class ScoreWriter(ABC):
@@ -186,7 +203,8 @@ class TsvScores(ScoreWriter):
         )
         for key, value in semantics.lines():
             self.handle.write(f"##{key}={value}\n")
-        self.handle.write("\t".join([*COLUMNS, *(names[k] for k in selection)]) + "\n")
+        self.values = plan.values
+        self.handle.write("\t".join([*COLUMNS, *(names[k] for k in selection), *value_columns(plan)]) + "\n")
 
     def write(self, row: Row) -> None:
         """Write one row: the fixed columns, then the selected targets' scores (empty when skipped)."""
@@ -194,6 +212,12 @@ class TsvScores(ScoreWriter):
             values = [TSV_FORMAT % v for v in row.values[self.selection].astype(np.float64).tolist()]
         else:
             values = [""] * self.n
+        for kind in self.values:
+            extra = row_values(row, kind)
+            if extra is None:
+                values += [""] * self.n
+            else:
+                values += [TSV_FORMAT % v for v in extra[self.selection].astype(np.float64).tolist()]
         self.handle.write("\t".join([*_fixed(row), *values]) + "\n")
 
     def close(self) -> None:
@@ -285,6 +309,14 @@ class VcfScores(ScoreWriter):
         for key, name in zip(self.ids, self.selected):
             what = f"{quantity} score of target '{name}' ({semantics.mode}; see ##{VCF_META}formula)"
             out.info.add(key, "A", "Float", _describe(what))
+        self.value_ids: dict[str, list[str]] = {}
+        taken = set(header.info) | set(self.ids)
+        for kind in self.plan.values:
+            ids = self.value_ids[kind] = info_ids([f"{name}_{kind}" for name in self.selected], taken)
+            taken |= set(ids)
+            for key, name in zip(ids, self.selected):
+                what = f"--values {kind} of target '{name}' (see ##{VCF_META}values)"
+                out.info.add(key, "A", "Float", _describe(what))
         for key, (kind, what) in FIXED_INFO.items():
             out.info.add(key, "A", kind, _describe(what))
         return out
@@ -344,6 +376,10 @@ class VcfScores(ScoreWriter):
             None if s is None or b is None else _float(abs(s[b])) for s, b in zip(scores, best)
         )
         record.info["TOP_TARGET"] = tuple("." if b is None else _token(self.selected[b]) for b in best)
+        for kind, ids in self.value_ids.items():
+            extra = [row_values(r, kind) for r in rows]
+            for k, key in enumerate(ids):
+                record.info[key] = tuple(None if e is None else _float(e[self.selection[k]]) for e in extra)
         record.info["MPX_STATUS"] = tuple("scored" if r.skip is None else _token(r.skip.kind) for r in rows)
         record.info["REF_MATCH"] = tuple(r.match for r in rows)
 
@@ -486,6 +522,14 @@ class ZarrScores(ScoreWriter):
         self.scores = self.group.create_array(
             "scores", shape=(0, n), chunks=(self.chunk, max(n, 1)), dtype="float16", fill_value=np.nan
         )
+        self.values = {  # --values: float32, probabilities near 0 and 1 need more than float16's 11 bits
+            kind: self.group.create_array(
+                f"{kind}_values", shape=(0, n), chunks=(self.chunk, max(n, 1)), dtype="float32", fill_value=np.nan
+            )
+            for kind in plan.values
+        }
+        if plan.values:
+            self.attrs["values"] = list(plan.values)
         self.columns = {
             c: self.group.create_array(
                 c,
@@ -516,6 +560,14 @@ class ZarrScores(ScoreWriter):
                 scores[k] = row.values[self.selection]
         self.scores.resize((hi, len(self.selection)))
         self.scores[lo:hi] = scores.astype(np.float16)
+        for kind, array in self.values.items():
+            data = np.full((len(rows), len(self.selection)), np.nan, dtype=np.float32)
+            for k, row in enumerate(rows):
+                extra = row_values(row, kind)
+                if extra is not None:
+                    data[k] = extra[self.selection]
+            array.resize((hi, len(self.selection)))
+            array[lo:hi] = data
         fixed = list(zip(*(_fixed(row) for row in rows)))
         for c, values in zip(COLUMNS, fixed):
             array = self.columns[c]
@@ -665,7 +717,8 @@ SCORES_OUTPUT = OutputKind("an output of score-vcf", _is_scores)
 
 @dataclass
 class ScoresTable:
-    """A ``score-vcf`` output read back: the semantics, the target names and the rows."""
+    """A ``score-vcf`` output read back: the semantics, the target names and the rows (each with
+    ``effects`` by target, and with ``--values`` a ``values`` dict of ``ref``/``alt`` by target)."""
 
     semantics: dict[str, Any]
     target_names: list[str]
@@ -685,15 +738,23 @@ def read_tsv_scores(path: str | os.PathLike[str]) -> ScoresTable:
             semantics[key] = json.loads(value) if value[:1] in "{[" else value
             line = handle.readline()
         header = line.rstrip("\n").split("\t")
-        table = ScoresTable(semantics, header[len(COLUMNS) :])
+        kinds = [kind for kind in VALUES if kind in (semantics.get("values") or {})]  # columns in VALUES order
+        n = (len(header) - len(COLUMNS)) // (1 + len(kinds))
+        names = header[len(COLUMNS) : len(COLUMNS) + n]
+        table = ScoresTable(semantics, names)
         for line in handle:
             cols = line.rstrip("\n").split("\t")
             row: dict[str, Any] = dict(zip(header[: len(COLUMNS)], cols[: len(COLUMNS)]))
             row["pos"] = int(row["pos"])
             row["allele_index"] = int(row["allele_index"])
             row["window_center"] = int(row["window_center"]) if row["window_center"] else None
-            row["effects"] = {
-                name: (float(v) if v != "" else None) for name, v in zip(header[len(COLUMNS) :], cols[len(COLUMNS) :])
-            }
+            groups = [cols[len(COLUMNS) + g * n : len(COLUMNS) + (g + 1) * n] for g in range(1 + len(kinds))]
+            row["effects"] = _floats(names, groups[0])
+            if kinds:
+                row["values"] = {kind: _floats(names, group) for kind, group in zip(kinds, groups[1:])}
             table.rows.append(row)
     return table
+
+
+def _floats(names: list[str], cols: list[str]) -> dict[str, float | None]:
+    return {name: (float(v) if v != "" else None) for name, v in zip(names, cols)}
