@@ -9,7 +9,7 @@ and lines starting with ``#``, ``track`` or ``browser`` are skipped.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,8 +174,22 @@ def load_inputs(
     if fasta is not None:
         return read_fasta_sequences(fasta, seq_len)
     regions = [parse_region(region)] if region is not None else read_regions(str(regions_file))
+    return encode_regions(regions, seq_len=seq_len, genome=genome, recorded_fingerprint=recorded_fingerprint)
+
+
+def encode_regions(
+    regions: Sequence[tuple[str, int]],
+    *,
+    seq_len: int,
+    genome: str | Path | None,
+    recorded_fingerprint: Mapping[str, Any] | None = None,
+) -> Inputs:
+    """The windows of ``regions`` (``(chrom, 1-based centre)``) of ``genome``, one-hot, read through
+    :func:`open_genome` (``recorded_fingerprint``: the checkpoint's); a window that does not fit is an error."""
     if genome is None:
         raise UserError("no genome: pass --genome FASTA")
+    if not regions:
+        raise UserError("no region given")
     g = open_genome(genome, recorded_fingerprint)
     X = np.stack([one_hot(g.window(chrom, pos, seq_len)) for chrom, pos in regions])
     return Inputs(X, [c for c, _ in regions], np.array([p for _, p in regions], dtype=np.int64))

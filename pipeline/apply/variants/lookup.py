@@ -196,11 +196,12 @@ def reference_values(meta: CatalogueMeta, opts: LookupOptions, quantity: str) ->
     checkpoint = opts.checkpoint if opts.checkpoint is not None else recorded
     if checkpoint is None or not Path(checkpoint).is_file():
         raise UserError(
-            f"--values runs the catalogue's base model, but its checkpoint {recorded!r} is not there; "
-            "pass --checkpoint"
+            f"--values runs the catalogue's base model, but its checkpoint {recorded!r} is not there; pass --checkpoint"
         )
     if file_sha256(checkpoint) != meta.model.get("checkpoint_sha256"):
-        raise UserError(f"--checkpoint {checkpoint!r} is not the checkpoint the catalogue was made with (sha256 differs)")
+        raise UserError(
+            f"--checkpoint {checkpoint!r} is not the checkpoint the catalogue was made with (sha256 differs)"
+        )
     genome_path = resolve_genome(opts.genome, (fields.get("genome") or {}).get("path"), "the catalogue")
     if genome_path is None:
         raise UserError("--values needs the catalogue's genome: pass --genome FASTA")
