@@ -7,7 +7,7 @@ WORK   ?= work
 export PYTHONDONTWRITEBYTECODE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-processes test-all lint demo clean clean-work bench bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf bench-catalogue bench-storage bench-multiplexer bench-identity bench-gpu gpu-wheels docs-cli
+.PHONY: help install test test-processes test-all lint demo clean clean-work bench bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf bench-catalogue bench-storage bench-multiplexer bench-identity bench-effects bench-gpu gpu-wheels docs-cli
 
 help:  ## List every target with what it does
 	@grep -hE '^[$$()a-zA-Z0-9_./%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-28s %s\n", $$1, $$2}'
@@ -69,6 +69,10 @@ bench-checksums: $(VENV)/.installed  ## Checksums on vs off (Beluga-sized): writ
 bench-vcf: $(VENV)/.installed  ## score-vcf on 100,000 demo SNVs: variants/s and RSS per mode, shared vs centred vs exact, RSS at 10k vs 1M records, records/s over 1M skipped records -> bench/vcf.json
 	@mkdir -p bench
 	$(BIN)/python scripts/bench_vcf.py --json bench/vcf.json --demo $(WORK)/demo
+
+bench-effects: $(VENV)/.installed  ## Variant effects people rank, query and load: score-vcf variants/s with and without --values ref,alt -> bench/effects.json
+	@mkdir -p bench
+	$(BIN)/python scripts/bench_effects.py --json bench/effects.json --demo $(WORK)/demo
 
 bench-catalogue: $(VENV)/.installed  ## SNV catalogue: positions/s (demo, BelugaMultiplexer-shaped), bytes/position, lookup p50/p99 with and without the read checks, stride choice, hg38 estimate -> bench/catalogue.json
 	@mkdir -p bench
