@@ -9,13 +9,15 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pysam
 import pytest
 import torch
 import zarr
-from helpers import assert_one_line_error, flip_byte, invoke, ok
+from helpers import assert_one_line_error, flip_byte, invoke, ok, rewrite_checkpoint
 
 from pipeline.apply.variants.background import build_background
 from pipeline.apply.variants.options import BackgroundOptions
+from pipeline.apply.variants.score_vcf import read_tsv_scores
 from pipeline.core.encoding import one_hot
 from pipeline.core.genome import Genome
 from pipeline.errors import MetadataError, UserError
@@ -153,3 +155,84 @@ def test_percentile_of_many_targets_at_once_equals_one_target_at_a_time(built):
     for j in range(3):
         expected = grid_share(levels[j].astype(np.float64), bg.probs, x[:, j])
         assert np.allclose(got[:, j], expected, atol=1e-9, equal_nan=True)
+
+
+def _snv_vcf(path: Path, genome: Genome, chrom: str, positions: list[int]) -> Path:
+    """A VCF of one SNV per position (ALT: the next base of ACGT after REF)."""
+    rows = []
+    for p in positions:
+        ref = genome.fetch(chrom, p - 1, p).upper()
+        if ref not in "ACGT":
+            continue
+        rows.append(f"{chrom}\t{p}\tv{p}\t{ref}\t{'ACGT'[('ACGT'.index(ref) + 1) % 4]}\t.\tPASS\t.\n")
+    head = f"##fileformat=VCFv4.2\n##contig=<ID={chrom},length={genome.length(chrom)}>\n"
+    path.write_text(head + "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n" + "".join(rows))
+    return path
+
+
+def test_score_vcf_and_lookup_give_the_same_percentile(built, trained_run, genome, tmp_path):
+    """The must-hold: lookup --background and score-vcf --background (its SNVs read from the same catalogue)
+    give the same percentile for the same SNV and target, and it is the background's share at or below
+    the score; the VCF and Zarr outputs hold the same percentiles."""
+    checkpoint = trained_run / "best.pt"
+    cat = tmp_path / "cat.zarr"
+    ok("catalogue", "--checkpoint", checkpoint, "--out", cat, "--region", "chr9:1001-1400", "--device", "cpu")
+    vcf = _snv_vcf(tmp_path / "a.vcf", genome, "chr9", [1050, 1120, 1121, 1260, 1399])
+    looked, scored = tmp_path / "l.tsv", tmp_path / "s.tsv"
+    ok("lookup", cat, "--vcf", vcf, "--out", looked, "--background", built)
+    for out in (scored, tmp_path / "s.vcf.gz", tmp_path / "s.zarr"):
+        ok("score-vcf", "--checkpoint", checkpoint, "--vcf", vcf, "--out", out, "--catalogue", cat,
+           "--background", built, "--device", "cpu")  # fmt: skip
+    a, b = read_tsv_scores(looked), read_tsv_scores(scored)
+    assert a.semantics["background"]["windows"] == 6 and "q" in b.semantics["values"]
+    bg = open_background(built)
+    names = bg.target_names
+    stored = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    effects = stored["scores"][:].astype(np.float64)  # the catalogue's float16 values, exactly
+    for k, (x, y) in enumerate(zip(a.rows, b.rows, strict=True)):
+        assert x["status"] == y["status"] == "scored"
+        assert x["values"]["q"] == y["values"]["q"]
+        expected = [grid_share(bg.signed[f].astype(np.float64), bg.probs, effects[k, f : f + 1])[0] for f in range(4)]
+        np.testing.assert_allclose([y["values"]["q"][n] for n in names], expected, atol=1e-6)  # 6 digits in a TSV
+    q_tsv = np.array([[r["values"]["q"][n] for n in names] for r in b.rows])
+    np.testing.assert_allclose(stored["q_values"][:], q_tsv, atol=1e-6)
+    with pysam.VariantFile(str(tmp_path / "s.vcf.gz")) as vf:
+        keys = [k for k in vf.header.info if k.endswith("_q")]
+        assert len(keys) == len(names)
+        got = np.array([[record.info[k][0] for k in keys] for record in vf])
+    np.testing.assert_allclose(got, q_tsv, atol=1e-5)
+
+
+def test_model_scores_get_their_own_percentiles_and_shards_keep_them(built, trained_run, genome, tmp_path):
+    """score-vcf from the model (shared windows): every percentile is the background's share at or below the
+    row's own score; two shards (one unit each) merged equal one process."""
+    checkpoint = trained_run / "best.pt"
+    vcf = _snv_vcf(tmp_path / "a.vcf", genome, "chr8", list(range(1000, 2600)))  # 2 units of 1,000 records
+    one = tmp_path / "one.tsv"
+    ok("score-vcf", "--checkpoint", checkpoint, "--vcf", vcf, "--out", one, "--background", built, "--device", "cpu")
+    bg = open_background(built)
+    for row in read_tsv_scores(one).rows:
+        effects = np.array([[row["effects"][n] for n in bg.target_names]], dtype=np.float64)
+        q = bg.percentile(effects, np.arange(len(bg.target_names)))[0]
+        # the row's percentile is of its float32 score; the TSV's score has 6 digits: near, not equal
+        np.testing.assert_allclose([row["values"]["q"][n] for n in bg.target_names], q, atol=1e-3)
+    sharded = tmp_path / "sharded.tsv"
+    for shard in ("0/2", "1/2"):
+        ok("score-vcf", "--checkpoint", checkpoint, "--vcf", vcf, "--out", sharded, "--background", built,
+           "--device", "cpu", "--shard", shard)  # fmt: skip
+    assert sharded.read_bytes() == one.read_bytes()
+
+
+def test_a_background_of_another_checkpoint_or_quantity_is_refused(built, trained_run, genome, tmp_path):
+    vcf = _snv_vcf(tmp_path / "a.vcf", genome, "chr8", [1000])
+    other = rewrite_checkpoint(trained_run / "best.pt", tmp_path / "other.pt", step=999)
+    result = invoke("score-vcf", "--checkpoint", other, "--vcf", vcf, "--out", tmp_path / "x.tsv", "--background",
+                    built, "--device", "cpu")  # fmt: skip
+    assert_one_line_error(result, "another checkpoint")
+    result = invoke("score-vcf", "--checkpoint", trained_run / "best.pt", "--vcf", vcf, "--out", tmp_path / "y.tsv",
+                    "--background", built, "--diff", "--device", "cpu")  # fmt: skip
+    assert_one_line_error(result, "logfold effects", "diff")
+    result = invoke("score-vcf", "--checkpoint", trained_run / "best.pt", "--vcf", vcf, "--out", tmp_path / "z.tsv",
+                    "--background", vcf, "--device", "cpu")  # fmt: skip
+    assert_one_line_error(result, "not a background")
+    assert not any((tmp_path / n).exists() for n in ("x.tsv", "y.tsv", "z.tsv"))

@@ -1228,6 +1228,28 @@ def _(c: Ctx) -> list[Any]:
     return ["plot", c.assets["pred.npz"], "--compare", c.assets["ism_3001.npz"], "--out", c.tmp / "c.png"]
 
 
+# --- background -----------------------------------------------------------------------------------
+@case("background: a split the spec does not have", "background", "'nope'", "not a split")
+def _(c: Ctx) -> list[Any]:
+    return ["background", "--checkpoint", c.ckpt, "--split", "nope", "--out", c.tmp / "b.zarr"]
+
+
+@case("background: fewer than 1,000 quantiles", "background", "--quantiles", "1000")
+def _(c: Ctx) -> list[Any]:
+    return ["background", "--checkpoint", c.ckpt, "--quantiles", "999", "--out", c.tmp / "b.zarr"]
+
+
+@case("background: output is not .zarr", "background", "b.tsv", ".zarr")
+def _(c: Ctx) -> list[Any]:
+    return ["background", "--checkpoint", c.ckpt, "--chroms", "chr1", "--out", c.tmp / "b.tsv"]
+
+
+@case("score-vcf: --background is not a background", "score-vcf", "not a background")
+def _(c: Ctx) -> list[Any]:
+    return ["score-vcf", "--checkpoint", c.ckpt, "--vcf", c.assets["one.vcf"], "--background", c.genome,
+            "--out", c.tmp / "s.tsv"]  # fmt: skip
+
+
 # --- catalogue and lookup -------------------------------------------------------------------------
 @case("catalogue: region past the contig's end", "catalogue", "chr1:1-999999999", "runs past the end")
 def _(c: Ctx) -> list[Any]:

@@ -25,7 +25,7 @@ from pipeline.apply.variants.options import LookupOptions
 from pipeline.apply.variants.records import VcfRecord, VcfSource, read_vcf
 from pipeline.apply.variants.rows import AT_N, Row, Skip, VcfSummary, skip_allele
 from pipeline.apply.variants.semantics import Semantics
-from pipeline.apply.variants.values import ReferenceValues
+from pipeline.apply.variants.values import Percentiles, ReferenceValues
 from pipeline.apply.variants.writers import SCORES_OUTPUT, WRITERS, OutputPlan, output_suffix, write_scores
 from pipeline.core.encoding import ALPHABET
 from pipeline.core.genome import fingerprint_difference, other_spelling
@@ -252,6 +252,14 @@ def lookup(catalogue: str, out: str, options: LookupOptions | None = None, *, pr
     if opts.value_kinds:
         values = reference_values(meta, opts, semantics.quantity)
         semantics = replace(semantics, values=list(opts.value_kinds))
+    percentiles = None
+    if opts.background is not None:
+        sha256 = str(meta.model.get("checkpoint_sha256"))
+        what = f"catalogue {catalogue!r}"
+        model = (sha256, meta.all_target_names)
+        percentiles = Percentiles.open(opts.background, model, semantics.quantity, what, meta.target_names)
+        values_columns = [*(semantics.values or []), "q"]
+        semantics = replace(semantics, values=values_columns, background=percentiles.background.describe())
     summary = VcfSummary(out=str(out_path))
     source = VcfSource(Path(opts.vcf)) if opts.vcf is not None else None
 
@@ -264,7 +272,9 @@ def lookup(catalogue: str, out: str, options: LookupOptions | None = None, *, pr
 
     contigs = {c.name: c.length for c in meta.contigs}
     plan = OutputPlan(meta.target_names, np.arange(len(meta.target_names)), semantics, source, contigs)
-    write_scores(out_path, kind, plan, rows() if values is None else values.filled(rows()), overwrite=opts.overwrite)
+    stream = rows() if values is None else values.filled(rows())
+    stream = stream if percentiles is None else percentiles.filled(stream)
+    write_scores(out_path, kind, plan, stream, overwrite=opts.overwrite)
     return summary
 
 

@@ -28,9 +28,18 @@ REF_MISMATCH = ("score", "skip")
 CATALOGUE_BATCH_SIZE = 8
 """The default ``catalogue --batch-size`` of a new catalogue (a resumed one keeps its own)."""
 
-VALUES = ("ref", "alt")
-"""What ``--values`` may add per target: the base model's reference prediction (``ref``) and the implied
-alternative probability (``alt``)."""
+VALUES = ("ref", "alt", "q")
+"""What may be added per target, in column order: the base model's reference prediction (``ref``) and the
+implied alternative probability (``alt``), which ``--values`` asks for, and the score's percentile in a
+background (``q``), which ``--background`` adds."""
+
+VALUE_OPTIONS = ("ref", "alt")
+"""What ``--values`` may ask for."""
+
+BACKGROUND_HELP = (
+    "A background made by 'multiplexer background' with this checkpoint: adds per target the score's "
+    "percentile (<target>_q, the share of the background's effects at or below the score, 0-1)."
+)
 
 VALUES_HELP = (
     "Also write, per target, the base model's prediction on the reference window the variant was scored "
@@ -56,10 +65,12 @@ def parse_values(text: str | None, where: str) -> tuple[str, ...]:
     if text is None:
         return ()
     items = [item.strip() for item in text.split(",")]
-    bad = [item for item in items if item not in VALUES]
+    bad = [item for item in items if item not in VALUE_OPTIONS]
     if bad or not items:
-        raise SpecError(f"{where}: option --values must be a comma-separated list of {', '.join(VALUES)}, got {text!r}")
-    return tuple(v for v in VALUES if v in items)
+        raise SpecError(
+            f"{where}: option --values must be a comma-separated list of {', '.join(VALUE_OPTIONS)}, got {text!r}"
+        )
+    return tuple(v for v in VALUE_OPTIONS if v in items)
 
 
 TARGETS_HELP = "comma-separated names or regular expressions, or a file of one per line (default: all)"
@@ -127,6 +138,7 @@ class ScoreVcfOptions(Options):
         path="any",
     )
     values: str | None = values_option()
+    background: str | None = option(None, BACKGROUND_HELP, metavar="B.zarr")
     device: str = device_option()
     overwrite: bool = option(
         False,
@@ -193,6 +205,7 @@ class LookupOptions(Options):
     region: str | None = option(None, "chr:start-end: the three SNVs of every position.")
     vcf: str | None = option(None, "VCF/BCF: one row per ALT allele.", path="file")
     values: str | None = values_option()
+    background: str | None = option(None, BACKGROUND_HELP, metavar="B.zarr")
     checkpoint: str | None = option(
         None,
         "With --values: the catalogue's checkpoint, if it moved (default: the path the catalogue records; its "
@@ -234,7 +247,7 @@ class BackgroundOptions(Options):
     windows: int = option(256, "Windows to draw.", minimum=1)
     seed: int = option(0, "Seed of the draw (windows and the values kept from each).", minimum=0)
     values_per_window: int = option(
-        3000,
+        1000,
         "Effects kept per target from each window (a seeded sample of its 3 alternatives at every non-N position; "
         "all of them when fewer). Memory: targets x windows x this x 4 bytes.",
         minimum=1,

@@ -36,12 +36,13 @@ _STRINGS = ("chrom", "id", "ref", "alt", "contig", "check", "match", "skip_kind"
 _INTS = ("number", "pos", "allele_index", "center")
 
 
-_VALUES = ("ref_values", "alt_values")
-"""The ``--values`` arrays of a row kept in a unit file (with ``has_<name>`` flags)."""
+_VALUES = ("ref_values", "alt_values", "q_values")
+"""The ``--values`` and ``--background`` arrays of a row kept in a unit file (with ``has_<name>`` flags)."""
 
 
 def _value_arrays(rows: list[Row], n_targets: int) -> dict[str, np.ndarray]:
-    """``ref_values``/``alt_values`` ``[rows, targets]`` and their ``has_`` flags (none when no row has them)."""
+    """``ref_values``/``alt_values``/``q_values`` ``[rows, targets]`` and their ``has_`` flags (none when no row
+    has them)."""
     out: dict[str, np.ndarray] = {}
     for name in _VALUES:
         if all(getattr(row, name) is None for row in rows):

@@ -210,6 +210,8 @@ class Row:
     for, or skipped)."""
     alt_values: np.ndarray | None = None
     """Shape ``[F]`` float32: ``--values alt``, the implied alternative probability (``None``: as above)."""
+    q_values: np.ndarray | None = None
+    """Shape ``[F]`` float32: ``--background``, each score's percentile in the background (``None``: as above)."""
     group: Group | None = None
     source: str = "model"
     """``model``, or ``catalogue`` when the values were read from a catalogue."""

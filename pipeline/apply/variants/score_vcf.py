@@ -54,7 +54,7 @@ from pipeline.apply.variants.records import VcfRecord, VcfSource, content_digest
 from pipeline.apply.variants.rows import MAX_HELD_ROWS, NAMING, Batcher, Row, Rules, Scorer, VcfSummary
 from pipeline.apply.variants.scorers import ScoringContext, ScoringMode, scoring_mode
 from pipeline.apply.variants.semantics import Semantics, model_identity, select_targets
-from pipeline.apply.variants.values import ReferenceValues
+from pipeline.apply.variants.values import Percentiles, ReferenceValues
 from pipeline.apply.variants.writers import (
     COLUMNS,
     SCORES_OUTPUT,
@@ -103,6 +103,8 @@ class _Job:
     catalogue: _FromCatalogue | None = None
     values: ReferenceValues | None = None
     """``--values``: sets each finished row's reference prediction and implied alternative."""
+    percentiles: Percentiles | None = None
+    """``--background``: sets each finished row's percentiles."""
 
     def run_record(self) -> dict[str, Any]:
         """What ``run.json`` of a parts folder records: the identity plus what the merge needs."""
@@ -198,7 +200,7 @@ def default_group_span(seq_len: int) -> int:
 
 
 SHAPING = ("mode", "strand", "diff", "batch_size", "group_span", "harmonise", "ref_mismatch", "weights", "base",
-           "precision", "values")  # fmt: skip
+           "precision", "values", "background")  # fmt: skip
 """The options that shape the scores (not the paths): a parts folder records them, and a rerun with other
 values is refused."""
 
@@ -211,6 +213,12 @@ def _semantics(checkpoint: str, meta: dict[str, Any], opts: ScoreVcfOptions, mod
     model = {**model_identity(checkpoint, meta, mode.scored_with), "precision": opts.precision}
     values = list(opts.value_kinds) or None
     return Semantics(quantity, mode.name, opts.strand, model, genome, converted, values=values)
+
+
+def _with_background(semantics: Semantics, percentiles: Percentiles) -> Semantics:
+    """``semantics`` with the percentile column (``q``, after any ``--values``) and the background named."""
+    values = [*(semantics.values or []), "q"]
+    return replace(semantics, values=values, background=percentiles.background.describe())
 
 
 def _setup(checkpoint: str, source: VcfSource, kind: str, opts: ScoreVcfOptions, mode: type[ScoringMode],
@@ -250,6 +258,11 @@ def _setup(checkpoint: str, source: VcfSource, kind: str, opts: ScoreVcfOptions,
     plan = OutputPlan(names, selection, semantics, source, dict(g.chrom_lengths))
     job = _Job(scorer, rules, span, opts.batch_size, source, kind, plan, identity)
     job.catalogue = from_catalogue
+    if opts.background is not None:
+        model = (semantics.model["checkpoint_sha256"], names)
+        job.percentiles = Percentiles.open(opts.background, model, semantics.quantity, f"checkpoint {checkpoint!r}")
+        job.plan = replace(plan, semantics=_with_background(semantics, job.percentiles))
+        identity["background"] = job.percentiles.background.attrs["array_digests"]
     if opts.value_kinds:
         job.values = ReferenceValues.from_checkpoint(
             meta, g, device, quantity=semantics.quantity, strand=opts.strand, batch_size=opts.batch_size,
@@ -292,6 +305,8 @@ def _valued(job: _Job, units: Iterator[tuple[int, list[Row]]]) -> Iterator[tuple
     for unit, rows in units:
         if job.values is not None:
             job.values.fill(rows)
+        if job.percentiles is not None:
+            job.percentiles.fill(rows)
         yield unit, rows
 
 

@@ -31,6 +31,8 @@ VALUE_MEANINGS = {
     "alt": "<target>_alt: the implied alternative probability, log_unfold(ref, score) (the exact inverse of the "
     "log-fold) for logfold scores, ref + score for diff scores; with --exact and one strand, the base model's "
     "prediction on the alternative window",
+    "q": "<target>_q: the score's percentile in the background (see background): the share of the background's "
+    "effects of that target at or below the score, from 0 to 1",
 }
 """What each ``--values`` column means (written into the semantics of an output that has them)."""
 
@@ -72,7 +74,9 @@ class Semantics:
     catalogue: dict[str, Any] | None = None
     """The catalogue SNVs were read from (``score-vcf --catalogue``): path and stride."""
     values: list[str] | None = None
-    """What ``--values`` added per target (``ref``, ``alt``; ``None``: nothing)."""
+    """What was added per target (``ref``, ``alt`` by ``--values``, ``q`` by ``--background``; ``None``: nothing)."""
+    background: dict[str, Any] | None = None
+    """The background the percentiles (``q``) are read from (:meth:`~pipeline.store.background.Background.describe`)."""
 
     def as_dict(self) -> dict[str, Any]:
         """The semantics as a JSON-able dict (the keys every output carries)."""
@@ -103,6 +107,8 @@ class Semantics:
             }
         if self.values:
             out["values"] = {kind: VALUE_MEANINGS[kind] for kind in self.values}
+        if self.background:
+            out["background"] = self.background
         return out
 
     def lines(self) -> list[tuple[str, str]]:

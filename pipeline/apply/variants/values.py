@@ -30,6 +30,7 @@ from pipeline.core.windows import first_position
 from pipeline.errors import UserError
 from pipeline.ism import log_unfold
 from pipeline.models import base_from_checkpoint
+from pipeline.store.background import Background, open_background
 
 QUANTITIES = ("logfold", "diff")
 """The score quantities whose implied alternative is defined."""
@@ -138,6 +139,61 @@ class ReferenceValues:
             ref = refs[index[self._chrom(row.record.genome_chrom), int(row.center or 0)]]
             row.ref_values = ref
             row.alt_values = implied_alt(ref, np.asarray(row.values), self.quantity)
+
+    def filled(self, rows: Iterable[Row], chunk: int = FILL_ROWS) -> Iterator[Row]:
+        """``rows`` in order, filled ``chunk`` rows at a time (for a stream of rows)."""
+        held: list[Row] = []
+        for row in rows:
+            held.append(row)
+            if len(held) >= chunk:
+                self.fill(held)
+                yield from held
+                held = []
+        self.fill(held)
+        yield from held
+
+
+class Percentiles:
+    """Sets ``q_values`` of scored rows: each score's percentile in a background (``--background``).
+
+    Parameters
+    ----------
+    background : Background
+        Opened and checked (:func:`~pipeline.store.background.open_background`).
+    columns : np.ndarray, shape=(F_rows,)
+        The background's target index of each entry of a row's ``values``.
+    """
+
+    def __init__(self, background: Background, columns: np.ndarray) -> None:
+        self.background, self.columns = background, columns
+
+    @classmethod
+    def open(cls, path: str, model: tuple[str, list[str]], quantity: str, what: str,
+             row_targets: list[str] | None = None) -> Percentiles:  # fmt: skip
+        """Open the background at ``path`` for the scores of ``what``.
+
+        ``model`` is its checkpoint's sha256 and every target name, which must be the background's, as
+        must the score ``quantity`` (else a one-line :class:`UserError`); ``row_targets``: the targets of
+        a row's ``values`` when they are not all of them (a catalogue that keeps some).
+        """
+        background = open_background(path)
+        sha256, names = model
+        background.check_model(sha256, names, what)
+        kind = background.attrs["target_kind"]
+        if quantity != kind:
+            raise UserError(f"background {path!r} holds {kind} effects; these scores are {quantity}")
+        wanted = names if row_targets is None else row_targets
+        return cls(background, np.array([names.index(n) for n in wanted], dtype=np.int64))
+
+    def fill(self, rows: Iterable[Row]) -> None:
+        """Set ``q_values`` of every scored row (all targets at once)."""
+        scored = [row for row in rows if row.values is not None]
+        if not scored:
+            return
+        scores = np.stack([np.asarray(row.values, dtype=np.float64) for row in scored])
+        shares = self.background.percentile(scores, self.columns).astype(np.float32)
+        for row, q in zip(scored, shares, strict=True):
+            row.q_values = q
 
     def filled(self, rows: Iterable[Row], chunk: int = FILL_ROWS) -> Iterator[Row]:
         """``rows`` in order, filled ``chunk`` rows at a time (for a stream of rows)."""

@@ -89,7 +89,8 @@ class OutputPlan:
 
 
 def value_columns(plan: OutputPlan) -> list[str]:
-    """The ``--values`` columns: ``<target>_ref`` for every selected target, then ``<target>_alt``."""
+    """The added columns: ``<target>_ref`` for every selected target, then ``<target>_alt``, then ``<target>_q``
+    (those the output has, :data:`~pipeline.apply.variants.options.VALUES`)."""
     return [f"{plan.names[k]}_{kind}" for kind in plan.values for k in plan.selection]
 
 
@@ -315,7 +316,11 @@ class VcfScores(ScoreWriter):
             ids = self.value_ids[kind] = info_ids([f"{name}_{kind}" for name in self.selected], taken)
             taken |= set(ids)
             for key, name in zip(ids, self.selected):
-                what = f"--values {kind} of target '{name}' (see ##{VCF_META}values)"
+                what = (
+                    f"percentile of target '{name}' in the background (see ##{VCF_META}background)"
+                    if kind == "q"
+                    else f"--values {kind} of target '{name}' (see ##{VCF_META}values)"
+                )
                 out.info.add(key, "A", "Float", _describe(what))
         for key, (kind, what) in FIXED_INFO.items():
             out.info.add(key, "A", kind, _describe(what))
