@@ -15,20 +15,20 @@ complete ones, and every unit is computed the same way whoever computes it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from pipeline.apply.inputs import open_genome, resolve_genome
 from pipeline.apply.variants.options import CATALOGUE_BATCH_SIZE, CatalogueOptions
 from pipeline.apply.variants.semantics import Semantics, model_identity, select_targets
 from pipeline.core.encoding import base_codes, one_hot
 from pipeline.core.genome import Genome
+from pipeline.core.progress import Share, progress_bar
 from pipeline.core.intervals import Interval, merge, parse_interval, read_bed
 from pipeline.core.runtime import Launch, exact_float32, parse_shard
 from pipeline.core.urls import CATALOGUE_REASON, refuse_url
@@ -157,8 +157,11 @@ class _UnitComputer:
         return mask
 
     @torch.no_grad()
-    def __call__(self, contig: Contig, start: int, stop: int) -> dict[str, np.ndarray]:
-        """The arrays of positions ``[start, stop)`` of ``contig`` (a whole unit)."""
+    def __call__(
+        self, contig: Contig, start: int, stop: int, done: Callable[[int], None] | None = None
+    ) -> dict[str, np.ndarray]:
+        """The arrays of positions ``[start, stop)`` of ``contig`` (a whole unit); ``done(n)`` is told of
+        every ``n`` positions computed, batch by batch (a progress bar)."""
         n, T, S = stop - start, len(self.selection), self.meta.stride
         codes = base_codes(self.genome.fetch(contig.name, start, stop).upper())
         wanted = self.wanted(contig, start, stop)
@@ -171,12 +174,16 @@ class _UnitComputer:
         scored = wanted & (codes < N_CODE)
         tiles = sorted({(start + int(i)) // S for i in np.flatnonzero(scored)})
         for b in range(0, len(tiles), self.batch_size):
-            self._batch(contig, tiles[b : b + self.batch_size], start, stop, scored, codes, out)
+            n = self._batch(contig, tiles[b : b + self.batch_size], start, stop, scored, codes, out)
+            if done is not None:
+                done(n)
         return out
 
     def _batch(self, contig: Contig, tiles: list[int], start: int, stop: int, scored: np.ndarray, codes: np.ndarray,
-               out: dict[str, np.ndarray]) -> None:  # fmt: skip
+               out: dict[str, np.ndarray]) -> int:  # fmt: skip
+        """Compute the positions of ``tiles`` into ``out``; how many positions they were."""
         S, L, name = self.meta.stride, self.meta.seq_len, contig.name
+        n_done = 0
         firsts = [tile_first(k * S, contig.length, L, S) for k in tiles]
         X = torch.from_numpy(np.stack([one_hot(self.genome.fetch(name, f - 1, f - 1 + L)) for f in firsts]))
         X = X.to(self.device).float()
@@ -187,6 +194,7 @@ class _UnitComputer:
             rows = np.flatnonzero(scored[lo - start : hi - start]) + (lo - start)  # unit-relative
             if not len(rows):
                 continue
+            n_done += len(rows)
             js = torch.as_tensor(rows + start + 1 - first, device=self.device)  # window indices
             alts = torch.as_tensor(ALTS[codes[rows]], device=self.device)  # [n, 3]
             yt = y[b][:, :, js].permute(2, 1, 0)  # [n, 4, F]
@@ -194,7 +202,9 @@ class _UnitComputer:
             magnitude, top = g.abs().max(dim=-1)
             out["effects"][rows] = g[:, :, self.selection].cpu().numpy().astype(np.float16)
             out["max_abs"][rows] = magnitude.cpu().numpy().astype(np.float16)
+            top = torch.where(magnitude > 0, top, -1)  # every effect 0 (or NaN): no top target
             out["top_target"][rows] = top.cpu().numpy().astype(np.int16)
+        return n_done
 
 
 def _meta(checkpoint: str, meta: dict[str, Any], contigs: list[Contig], names: list[str], selection: np.ndarray,
@@ -275,20 +285,29 @@ def _run(cat: Catalogue, compute: _UnitComputer, launch: Launch, progress: bool,
     done = cat.complete_work_units()
     summary = CatalogueSummary(out=cat.path, n_units=len(units), n_before=int(done.sum()))
     mine = [(k, u) for i, (k, u) in enumerate(units) if launch.owns(i) and not done[i]]
-    for k, u in tqdm(mine, desc="catalogue", unit=" units", disable=not progress):
-        contig = cat.meta.contigs[k]
-        start, stop = cat.meta.unit_range(k, u)
-        data = compute(contig, start, stop)
-        cat.write_unit(k, u, data)
-        summary.n_computed += 1
-        summary.n_positions += int((data["ref"] != NOT_CATALOGUED).sum())
-        summary.n_at_n += int((data["ref"] == N_CODE).sum())
+    wanted = [_wanted(cat.meta.contigs[k], *cat.meta.unit_range(k, u)) for k, u in mine]
+    with progress_bar(desc="catalogue", unit="position", total=sum(wanted), enabled=progress) as bar:
+        for (k, u), n_wanted in zip(mine, wanted):
+            contig = cat.meta.contigs[k]
+            start, stop = cat.meta.unit_range(k, u)
+            share = Share(bar, n_wanted, n_wanted)  # moves batch by batch; N positions at the unit's end
+            data = compute(contig, start, stop, share)
+            share.finish()
+            cat.write_unit(k, u, data)
+            summary.n_computed += 1
+            summary.n_positions += int((data["ref"] != NOT_CATALOGUED).sum())
+            summary.n_at_n += int((data["ref"] == N_CODE).sum())
     summary.n_windows = compute.n_windows
     summary.seconds = time.perf_counter() - t0
     left = np.flatnonzero(~cat.complete_work_units())  # read again: other shards' units too
     summary.remaining = len(left)
     summary.owners = _owners(left, launch)
     return summary
+
+
+def _wanted(contig: Contig, start: int, stop: int) -> int:
+    """How many positions of ``[start, stop)`` lie in the contig's regions (what the bar counts)."""
+    return sum(max(0, min(b, stop) - max(a, start)) for a, b in contig.regions)
 
 
 def _owners(units: np.ndarray, launch: Launch) -> list[str]:

@@ -4,9 +4,10 @@
 is used (:class:`~pipeline.store.catalogue.CheckedReader`: a damaged or missing chunk is a one-line
 error naming the unit), keeping the last ones in memory, so a sorted VCF reads each block once. A
 query the catalogue cannot answer is a row with a reason (contig or position not catalogued, unit
-not computed yet, ``N``, not an SNV); the REF is checked against the catalogue's base
-(``ref_match``) and the variant is scored against that base, as ``score-vcf`` does against the
-genome. ``score-vcf --catalogue`` uses the same reader.
+not computed yet, ``N``, not an SNV); the REF is checked against the catalogue's bases under it
+(``ref_check``, ``ref_match``: the rule and comparison of ``score-vcf``,
+:func:`~pipeline.apply.variants.rows.compare_ref`) and the variant is scored against the catalogue's
+base, as ``score-vcf`` does against the genome. ``score-vcf --catalogue`` uses the same reader.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from tqdm import tqdm
 
 from pipeline.apply.inputs import open_genome, resolve_genome
 from pipeline.apply.outputs import check_output
+from pipeline.apply.variants.diagnose import nothing_answered
 from pipeline.apply.variants.options import LookupOptions
 from pipeline.apply.variants.records import VcfRecord, VcfSource, read_vcf
-from pipeline.apply.variants.rows import AT_N, Row, Skip, VcfSummary, skip_allele
+from pipeline.apply.variants.rows import AT_N, Row, Skip, VcfSummary, ref_span, skip_allele
 from pipeline.apply.variants.semantics import Semantics
 from pipeline.apply.variants.values import Percentiles, ReferenceValues
 from pipeline.apply.variants.writers import SCORES_OUTPUT, WRITERS, OutputPlan, output_suffix, write_scores
@@ -36,6 +38,9 @@ from pipeline.models import read_checkpoint
 from pipeline.models.weights import file_sha256
 from pipeline.store.catalogue import N_CODE, NOT_CATALOGUED, Catalogue, CatalogueMeta, CheckedReader, open_catalogue
 from pipeline.store.tiles import ALTS, tile_center
+
+NOT_CATALOGUED_CONTIG = "contig not in the catalogue"
+"""The :attr:`~pipeline.apply.variants.rows.Skip.kind` of a query on a contig the catalogue lacks."""
 
 _VARIANT = re.compile(r"^(?P<chrom>.+):(?P<pos>[0-9,]+):(?P<ref>[A-Za-z]+)>(?P<alt>[A-Za-z]+)$")
 
@@ -64,7 +69,7 @@ class CatalogueReader:
             other = other_spelling(chrom, self.names)
             k = None if other is None else self.meta.contig_index(other)
         if k is None:
-            return Skip("contig not in the catalogue", f"contig {chrom!r} is not in the catalogue")
+            return Skip(NOT_CATALOGUED_CONTIG, f"contig {chrom!r} is not in the catalogue")
         contig = self.meta.contigs[k]
         if not 1 <= pos <= contig.length:
             return Skip("position outside the contig", f"position outside {chrom} (1..{contig.length})")
@@ -86,6 +91,22 @@ class CatalogueReader:
         where = self.locate(chrom, pos)
         return where if isinstance(where, Skip) else self._code(where, chrom, pos)
 
+    def reference(self, record: VcfRecord) -> str | None:
+        """The catalogue's bases under ``record``'s REF (every base of an MNV's or a deletion's REF:
+        :func:`~pipeline.apply.variants.rows.ref_span`, the rule ``score-vcf`` reads the genome by),
+        ``N`` where the genome has one; ``None`` when REF names no bases or one of them is not
+        catalogued (nothing to compare)."""
+        span = ref_span(record)
+        if span is None:
+            return None
+        bases = []
+        for pos in range(span[0] + 1, span[1] + 1):
+            code = self.base(record.genome_chrom, pos)
+            if isinstance(code, Skip):
+                return None
+            bases.append("N" if code == N_CODE else ALPHABET[code])
+        return "".join(bases)
+
     def answer(self, row: Row) -> bool:
         """Fill ``row`` (values, REF check, tile centre) from the catalogue, or set why not; whether
         it was scored."""
@@ -95,7 +116,7 @@ class CatalogueReader:
         if isinstance(code, Skip) or isinstance(where, Skip):
             row.skip = code if isinstance(code, Skip) else None
             return False
-        row.set_reference("N" if code == N_CODE else ALPHABET[code])
+        row.set_reference(self.reference(r))
         if code == N_CODE:
             row.skip = Skip(AT_N, "the genome has N at this position (effects are 0 by definition)")
             return False
@@ -132,7 +153,7 @@ def parse_variant(text: str, number: int) -> VcfRecord:
     if m is None or not digits.isdigit() or not 1 <= int(digits) <= MAX_POSITION:
         raise UserError(
             f"--variant {text!r} is not of the form chr:pos:REF>ALT (1-based pos up to {MAX_POSITION}), "
-            "e.g. chr8:1000000:A>G"
+            "e.g. --variant 'chr8:1000000:A>G' (quoted: the shell reads an unquoted > as a redirection)"
         )
     return VcfRecord(number, m["chrom"], int(digits), ".", m["ref"].upper(), m["alt"].upper())
 
@@ -237,7 +258,7 @@ def lookup(catalogue: str, out: str, options: LookupOptions | None = None, *, pr
     """
     opts = LookupOptions() if options is None else options
     out_path = Path(out)
-    kind = output_suffix(out_path)
+    kind = output_suffix(out_path, "lookup")
     if WRITERS[kind].annotates_records and opts.vcf is None:
         others = "/".join(suffix for suffix, writer in WRITERS.items() if not writer.annotates_records)
         raise UserError(f"a {kind} output annotates the records of a VCF: give --vcf, or write {others}")
@@ -274,7 +295,13 @@ def lookup(catalogue: str, out: str, options: LookupOptions | None = None, *, pr
     plan = OutputPlan(meta.target_names, np.arange(len(meta.target_names)), semantics, source, contigs)
     stream = rows() if values is None else values.filled(rows())
     stream = stream if percentiles is None else percentiles.filled(stream)
-    write_scores(out_path, kind, plan, stream, overwrite=opts.overwrite)
+
+    def check() -> None:
+        problem = nothing_answered(summary, contigs, NOT_CATALOGUED_CONTIG)
+        if problem is not None:
+            raise UserError(problem)
+
+    write_scores(out_path, kind, plan, stream, check, overwrite=opts.overwrite)
     return summary
 
 

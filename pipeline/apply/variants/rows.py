@@ -40,6 +40,10 @@ MAX_KNOWN_CHROMOSOMES = 100_000
 NAMING = "chromosome naming differs"
 """The :attr:`Skip.kind` of a record whose chromosome the genome spells otherwise (``--no-harmonise``)."""
 
+ASSEMBLY_SHARE = 0.5
+"""More than this share of the REFs checked differing from the genome points to another assembly
+(:meth:`VcfSummary.assembly_doubt`)."""
+
 AT_N = "the genome has N at this position"
 """The :attr:`Skip.kind` of a variant at an ``N`` (its effects are 0 by definition)."""
 
@@ -151,6 +155,29 @@ def _position_problem(record: VcfRecord, n: int) -> Skip | None:
     return None
 
 
+def ref_span(record: VcfRecord) -> tuple[int, int] | None:
+    """0-based half-open span of the genome under REF (every base of REF: an MNV's, a deletion's), or
+    ``None`` when REF names no bases (``.``, ``*``, empty).
+
+    The one rule of which bases a REF is checked against, for ``score-vcf`` (the genome) and ``lookup``
+    (the catalogue's bases); :func:`compare_ref` then compares them.
+    """
+    if not record.ref or record.ref in (".", "*"):
+        return None
+    return record.pos - 1, record.pos - 1 + len(record.ref)
+
+
+def compare_ref(record: VcfRecord, bases: str | None) -> tuple[str, str]:
+    """``(ref_check, ref_match)`` of ``record`` against ``bases``, the reference's bases under its REF
+    (:func:`ref_span`; ``None``: nothing to compare): the one comparison of ``score-vcf`` and ``lookup``.
+
+    ``TG>AA`` over ``TG`` is ``ok``/``yes``; the deletion ``TTCT>T`` over ``TTCT`` is ``ok``/``yes``
+    (never ``swapped``: the genome's bases under REF are compared with REF, and with ALT only when
+    they are as long as it); over ``GTCT`` it is ``mismatch: genome has GTCT``/``no``.
+    """
+    return ref_check(record, bases), ref_match(record, bases)
+
+
 def ref_check(record: VcfRecord, genome_ref: str | None) -> str:
     """``ok``, ``mismatch: genome has X`` or ``n/a`` (``genome_ref`` is None: nothing to compare)."""
     if genome_ref is None:
@@ -175,10 +202,10 @@ def ref_match(record: VcfRecord, genome_ref: str | None) -> str:
 
 def genome_ref(record: VcfRecord, genome: Genome) -> str | None:
     """The genome's bases under REF, when REF lies inside a chromosome of the genome."""
-    chrom = record.genome_chrom
-    if chrom not in genome or not record.ref or record.ref in (".", "*"):
+    chrom, span = record.genome_chrom, ref_span(record)
+    if chrom not in genome or span is None:
         return None
-    start, end = record.pos - 1, record.pos - 1 + len(record.ref)
+    start, end = span
     if start < 0 or end > genome.length(chrom):
         return None
     return genome.fetch(chrom, start, end)
@@ -227,8 +254,9 @@ class Row:
         return self.group is None or self.group.done
 
     def set_reference(self, bases: str | None) -> None:
-        """Record the REF check against the genome's ``bases`` under REF (``None``: nothing to compare)."""
-        self.check, self.match = ref_check(self.record, bases), ref_match(self.record, bases)
+        """Record the REF check against the genome's ``bases`` under REF (``None``: nothing to compare;
+        :func:`compare_ref`)."""
+        self.check, self.match = compare_ref(self.record, bases)
 
 
 @dataclass
@@ -282,6 +310,12 @@ class VcfSummary:
     """What happened beyond the counts (``this shard's part is done; 3 of 8 remain``)."""
     n_catalogue: int = 0
     """Rows answered from a catalogue."""
+    n_checked: int = 0
+    """Rows whose REF was compared with the genome (``ref_check`` not ``n/a``)."""
+    examples: dict[str, Row] = field(default_factory=dict)
+    """The first skipped row of each kind (for the error when nothing is scored)."""
+    mismatch_example: str = ""
+    """The first REF mismatch (``chr1:100 REF A, the genome has G``)."""
 
     def count(self, row: Row) -> None:
         """Count one finished row."""
@@ -291,12 +325,23 @@ class VcfSummary:
         else:
             self.skipped[row.skip.kind] += 1
             self.naming = self.naming or row.skip.example
+            self.examples.setdefault(row.skip.kind, row)
+        if row.check != "n/a":
+            self.n_checked += 1
         if row.check.startswith("mismatch"):
             self.n_mismatch += 1
+            if not self.mismatch_example:
+                r = row.record
+                self.mismatch_example = f"{r.chrom}:{r.pos} REF {r.ref}, {row.check.replace('mismatch: ', 'the ')}"
         if row.record.contig:
             self.n_harmonised += 1
         if row.source == "catalogue":
             self.n_catalogue += 1
+
+    def assembly_doubt(self) -> bool:
+        """Whether more than :data:`ASSEMBLY_SHARE` of the REFs checked differ from the genome (and at
+        least 2): the VCF is likely on another assembly."""
+        return self.n_mismatch >= 2 and self.n_mismatch > ASSEMBLY_SHARE * self.n_checked
 
     def line(self) -> str:
         """One line for the command line."""
@@ -310,6 +355,12 @@ class VcfSummary:
             f"{self.n_mismatch} REF mismatches; skipped {n_skipped}"
             + (f" ({reasons})" if reasons else "")
             + (f"; harmonised the chromosome names of {self.n_harmonised}" if self.n_harmonised else "")
+            + (
+                f"; warning: {self.n_mismatch} of {self.n_checked} REFs differ from the genome "
+                f"(e.g. {self.mismatch_example}): is the VCF on another assembly?"
+                if self.n_scored and self.assembly_doubt()
+                else ""
+            )
             + (f"; {self.note}" if self.note else f"; wrote {self.out}")
         )
 

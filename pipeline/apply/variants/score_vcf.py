@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -47,11 +47,12 @@ from tqdm import tqdm
 
 from pipeline.apply.inputs import open_genome, resolve_genome
 from pipeline.apply.outputs import Sources, check_output
+from pipeline.apply.variants.diagnose import nothing_scored
 from pipeline.apply.variants.lookup import CatalogueReader
 from pipeline.apply.variants.options import ScoreVcfOptions
 from pipeline.apply.variants.parts import UNIT_RECORDS, Parts, parts_folder
 from pipeline.apply.variants.records import VcfRecord, VcfSource, content_digest, read_vcf
-from pipeline.apply.variants.rows import MAX_HELD_ROWS, NAMING, Batcher, Row, Rules, Scorer, VcfSummary
+from pipeline.apply.variants.rows import MAX_HELD_ROWS, Batcher, Row, Rules, Scorer, VcfSummary
 from pipeline.apply.variants.scorers import ScoringContext, ScoringMode, scoring_mode
 from pipeline.apply.variants.semantics import Semantics, model_identity, select_targets
 from pipeline.apply.variants.values import Percentiles, ReferenceValues
@@ -124,7 +125,13 @@ class _FromCatalogue:
     """``score-vcf --catalogue``: SNVs the catalogue holds are read from it, mapped onto the targets written."""
 
     def __init__(
-        self, path: str, names: list[str], selection: np.ndarray, sha256: str, fingerprint: dict[str, Any]
+        self,
+        path: str,
+        names: list[str],
+        selection: np.ndarray,
+        sha256: str,
+        fingerprint: dict[str, Any],
+        centred: bool = False,
     ) -> None:
         cat = open_catalogue(path)
         meta = cat.meta
@@ -145,12 +152,21 @@ class _FromCatalogue:
         self.n_names = len(names)
         self.into = np.asarray(selection, dtype=np.int64)
         self.take = np.array([meta.target_names.index(names[k]) for k in selection], dtype=np.int64)
-        self.identity = {"path": str(Path(path).resolve()), "stride": meta.stride}
+        self.identity: dict[str, Any] = {"path": str(Path(path).resolve()), "stride": meta.stride}
+        self.centred = centred
+        if centred:  # said in the output's header: no row of a centred run holds a tile's value
+            self.identity["answers"] = "only where a tile's window is the centred window (else the model)"
 
     def fill(self, row: Row) -> bool:
-        """Answer ``row`` from the catalogue (values mapped onto every target name); whether it could."""
+        """Answer ``row`` from the catalogue (values mapped onto every target name); whether it could.
+
+        For a centred mode, only where the tile's window is the variant's centred window (its centre is
+        the variant's position): elsewhere the model scores the row, so every value is a centred score.
+        """
         scratch = Row(row.record)
         if not self.reader.answer(scratch) or scratch.values is None:
+            return False
+        if self.centred and scratch.center != row.record.pos:
             return False
         values = np.full(self.n_names, np.nan, dtype=np.float32)
         values[self.into] = scratch.values[self.take]
@@ -159,14 +175,12 @@ class _FromCatalogue:
         return True
 
 
-def _check_naming(summary: VcfSummary) -> None:
-    """Fail when nothing was scored and records were skipped only for the genome's chromosome naming."""
-    n = summary.skipped.get(NAMING, 0)
-    if summary.n_scored == 0 and n:
-        raise UserError(
-            f"no variant scored: {n} records name chromosomes the genome spells otherwise (e.g. {summary.naming}); "
-            "drop --no-harmonise, or rename them with bcftools annotate --rename-chrs"
-        )
+def _check_scored(summary: VcfSummary, contigs: Mapping[str, int]) -> None:
+    """Fail, naming the likely cause, when records were read but none was scored
+    (:func:`~pipeline.apply.variants.diagnose.nothing_scored`: contig names, assembly, positions)."""
+    problem = nothing_scored(summary, contigs)
+    if problem is not None:
+        raise UserError(problem)
 
 
 def _mode(opts: ScoreVcfOptions) -> type[ScoringMode]:
@@ -242,7 +256,7 @@ def _setup(checkpoint: str, source: VcfSource, kind: str, opts: ScoreVcfOptions,
     from_catalogue = None
     if opts.catalogue is not None:
         sha256 = semantics.model["checkpoint_sha256"]
-        from_catalogue = _FromCatalogue(opts.catalogue, names, selection, sha256, fingerprint)
+        from_catalogue = _FromCatalogue(opts.catalogue, names, selection, sha256, fingerprint, mode.centred)
         semantics = replace(semantics, catalogue=from_catalogue.identity)
     identity = {
         "vcf_sha256": content_digest(source.path),
@@ -322,7 +336,12 @@ def _score_direct(job: _Job, out_path: Path, progress: bool, overwrite: bool) ->
     with tqdm(desc="score-vcf", unit=" variants", disable=not progress) as bar:
         rows = (row for _, unit_rows in _valued(job, _units(job, lambda u: True, bar)) for row in unit_rows)
         write_scores(
-            out_path, job.kind, job.plan, _counted(rows, summary), lambda: _check_naming(summary), overwrite=overwrite
+            out_path,
+            job.kind,
+            job.plan,
+            _counted(rows, summary),
+            lambda: _check_scored(summary, job.plan.contigs),
+            overwrite=overwrite,
         )
     summary.n_windows = job.scorer.n_windows
     return summary
@@ -373,7 +392,7 @@ def _merge(parts: Parts, out_path: Path, progress: bool, overwrite: bool) -> Vcf
                     bar.update(1)
 
             write_scores(
-                out_path, run["output"], plan, _counted(rows(), summary), lambda: _check_naming(summary),
+                out_path, run["output"], plan, _counted(rows(), summary), lambda: _check_scored(summary, plan.contigs),
                 overwrite=overwrite,
             )  # fmt: skip
     except BaseException:

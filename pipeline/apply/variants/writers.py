@@ -171,14 +171,14 @@ def register_writer(cls: W) -> W:
     return cls
 
 
-def output_suffix(out: Path) -> str:
+def output_suffix(out: Path, command: str = "score-vcf") -> str:
     """The registered suffix (:data:`WRITERS`) that ``out`` ends in (the longest); a :class:`UserError`
-    otherwise."""
+    naming ``command`` (``score-vcf``, ``lookup``) otherwise."""
     taken = [suffix for suffix in WRITERS if out.name.endswith(suffix) and len(out.name) > len(suffix)]
     if taken:
         return max(taken, key=len)
     hint = "".join(f" ({h})" for h in dict.fromkeys(w.hint(out.name) for w in WRITERS.values()) if h)
-    raise UserError(f"score-vcf output must end in {', '.join(WRITERS)}, got {out.name!r}{hint}")
+    raise UserError(f"{command} output must end in {', '.join(WRITERS)}, got {out.name!r}{hint}")
 
 
 def _fixed(row: Row) -> list[str]:
@@ -380,7 +380,10 @@ class VcfScores(ScoreWriter):
         record.info["MAX_ABS"] = tuple(
             None if s is None or b is None else _float(abs(s[b])) for s, b in zip(scores, best)
         )
-        record.info["TOP_TARGET"] = tuple("." if b is None else _token(self.selected[b]) for b in best)
+        record.info["TOP_TARGET"] = tuple(
+            "." if s is None or b is None or not abs(s[b]) > 0 else _token(self.selected[b])  # all 0: no top target
+            for s, b in zip(scores, best)
+        )
         for kind, ids in self.value_ids.items():
             extra = [row_values(r, kind) for r in rows]
             for k, key in enumerate(ids):
