@@ -492,14 +492,14 @@ def ism(ctx: click.Context, out: str, **options: Any) -> None:
 @click.option(
     "--vcf",
     type=click.Path(dir_okay=False),
-    help="VCF (plain or bgzipped) or BCF, 1-based POS (required unless --merge).",
+    help="VCF (plain or bgzipped) or BCF, 1-based POS (required unless --merge); - reads standard input.",
 )
 @click.option(
     "--out",
     required=True,
     help="Output, by suffix: .tsv / .tsv.gz (one row per ALT allele), .vcf.gz (the input records with the scores "
-    "as INFO fields, tabix-indexed), .zarr (variants x targets float16 and the variant table). A URL (s3://...) is "
-    "written locally, then uploaded (not with --shard or --merge).",
+    "as INFO fields, tabix-indexed), .zarr (variants x targets float16 and the variant table); - writes standard "
+    "output (--out-format). A URL (s3://...) is written locally, then uploaded (not with --shard or --merge).",
 )
 @click.option("--merge", is_flag=True, help="Only merge the finished parts of a sharded run into OUT.")
 @click.option(
@@ -556,7 +556,7 @@ def score_vcf(
         refuse_url(out, "--out", PARTS_REASON)
     with url_outputs({"--out": out}, inputs={"--catalogue": options["catalogue"]}) as urls:
         line = run(checkpoint, vcf, urls["--out"], opts, progress=_progress(ctx)).line()
-    click.echo(urls.shown(line))
+    click.echo(urls.shown(line), err=out == "-")  # --out -: the rows are on standard output
 
 
 @cli.command()
@@ -596,7 +596,8 @@ def background(ctx: click.Context, checkpoint: str, out: str, **options: Any) ->
 @click.option(
     "--out",
     required=True,
-    help="Output, as score-vcf writes: .tsv, .tsv.gz, .zarr (.vcf.gz with --vcf); a path or a URL (s3://...).",
+    help="Output, as score-vcf writes: .tsv, .tsv.gz, .zarr (.vcf.gz with --vcf); a path or a URL (s3://...); "
+    "- writes standard output (--out-format).",
 )
 @declared_options(LookupOptions)
 @click.pass_context
@@ -608,7 +609,7 @@ def lookup(ctx: click.Context, catalogue_path: str, out: str, **options: Any) ->
 
     with url_outputs({"--out": out}, inputs={"CATALOGUE": catalogue_path}) as urls:
         line = run(catalogue_path, urls["--out"], settings(LookupOptions, options), progress=_progress(ctx)).line()
-    click.echo(urls.shown(line))
+    click.echo(urls.shown(line), err=out == "-")  # --out -: the rows are on standard output
 
 
 @cli.command()

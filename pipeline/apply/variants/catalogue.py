@@ -28,8 +28,8 @@ from pipeline.apply.variants.options import CATALOGUE_BATCH_SIZE, CatalogueOptio
 from pipeline.apply.variants.semantics import Semantics, model_identity, select_targets
 from pipeline.core.encoding import base_codes, one_hot
 from pipeline.core.genome import Genome
-from pipeline.core.progress import Share, progress_bar
 from pipeline.core.intervals import Interval, merge, parse_interval, read_bed
+from pipeline.core.progress import Share, progress_bar
 from pipeline.core.runtime import Launch, exact_float32, parse_shard
 from pipeline.core.urls import CATALOGUE_REASON, refuse_url
 from pipeline.errors import SpecError, UserError

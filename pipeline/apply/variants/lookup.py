@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,8 +28,16 @@ from pipeline.apply.variants.options import LookupOptions
 from pipeline.apply.variants.records import VcfRecord, VcfSource, read_vcf
 from pipeline.apply.variants.rows import AT_N, Row, Skip, VcfSummary, ref_span, skip_allele
 from pipeline.apply.variants.semantics import Semantics
+from pipeline.apply.variants.streams import output_kind, spooled
 from pipeline.apply.variants.values import Percentiles, ReferenceValues
-from pipeline.apply.variants.writers import SCORES_OUTPUT, WRITERS, OutputPlan, output_suffix, write_scores
+from pipeline.apply.variants.writers import (
+    SCORES_OUTPUT,
+    WRITERS,
+    OutputPlan,
+    is_stdout,
+    output_suffix,
+    write_scores,
+)
 from pipeline.core.encoding import ALPHABET
 from pipeline.core.genome import fingerprint_difference, other_spelling
 from pipeline.core.intervals import parse_interval
@@ -258,15 +267,27 @@ def lookup(catalogue: str, out: str, options: LookupOptions | None = None, *, pr
     """
     opts = LookupOptions() if options is None else options
     out_path = Path(out)
-    kind = output_suffix(out_path, "lookup")
+    kind = output_kind(out, opts.out_format, "lookup") or output_suffix(out_path, "lookup")
     if WRITERS[kind].annotates_records and opts.vcf is None:
         others = "/".join(suffix for suffix, writer in WRITERS.items() if not writer.annotates_records)
-        raise UserError(f"a {kind} output annotates the records of a VCF: give --vcf, or write {others}")
-    check_output(out_path, SCORES_OUTPUT, overwrite=opts.overwrite, inputs={"CATALOGUE": catalogue, "--vcf": opts.vcf})
+        what = "--out-format vcf" if is_stdout(out_path) else f"a {kind} output"
+        raise UserError(f"{what} annotates the records of a VCF: give --vcf, or write {others}")
+    if not is_stdout(out_path):
+        check_output(
+            out_path, SCORES_OUTPUT, overwrite=opts.overwrite, inputs={"CATALOGUE": catalogue, "--vcf": opts.vcf}
+        )
     if not opts.value_kinds and (opts.checkpoint is not None or opts.genome is not None):
         raise UserError("--checkpoint/--genome only matter with --values (lookup reads the catalogue otherwise)")
     reader = CatalogueReader(open_catalogue(catalogue))
-    records = _records(reader, list(opts.variants), opts.region, opts.vcf)
+    with spooled(opts.vcf) if opts.vcf is not None else nullcontext(None) as vcf:
+        return _lookup(reader, out_path, kind, opts, vcf, progress)
+
+
+def _lookup(
+    reader: CatalogueReader, out_path: Path, kind: str, opts: LookupOptions, vcf: Path | None, progress: bool
+) -> VcfSummary:
+    """:func:`lookup` once the VCF (if any) is a file (``vcf``: standard input spooled)."""
+    records = _records(reader, list(opts.variants), opts.region, None if vcf is None else str(vcf))
     meta = reader.meta
     semantics = Semantics(**meta.semantics["fields"])
     values = None
@@ -282,7 +303,7 @@ def lookup(catalogue: str, out: str, options: LookupOptions | None = None, *, pr
         values_columns = [*(semantics.values or []), "q"]
         semantics = replace(semantics, values=values_columns, background=percentiles.background.describe())
     summary = VcfSummary(out=str(out_path))
-    source = VcfSource(Path(opts.vcf)) if opts.vcf is not None else None
+    source = VcfSource(vcf) if vcf is not None else None
 
     def rows() -> Iterator[Row]:
         for record in tqdm(records, desc="lookup", unit=" variants", disable=not progress):

@@ -73,6 +73,14 @@ def parse_values(text: str | None, where: str) -> tuple[str, ...]:
     return tuple(v for v in VALUE_OPTIONS if v in items)
 
 
+OUT_FORMAT_CHOICES = ("tsv", "vcf")
+"""``--out-format``: what ``--out -`` writes to standard output (a file's suffix gives its format)."""
+
+OUT_FORMAT_HELP = (
+    "With --out - (standard output): tsv (default) or vcf (the records with the scores as INFO fields, "
+    "uncompressed); progress and the summary go to standard error."
+)
+
 TARGETS_HELP = "comma-separated names or regular expressions, or a file of one per line (default: all)"
 
 
@@ -145,6 +153,7 @@ class ScoreVcfOptions(Options):
         "Replace an existing output of score-vcf (never the VCF or another kind of file); the new one is "
         "swapped in only when complete.",
     )
+    out_format: str | None = option(None, OUT_FORMAT_HELP, choices=OUT_FORMAT_CHOICES)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -203,7 +212,9 @@ class LookupOptions(Options):
 
     variants: tuple[str, ...] = option((), "chr:pos:REF>ALT (1-based pos); repeatable.", flag="--variant")
     region: str | None = option(None, "chr:start-end: the three SNVs of every position.")
-    vcf: str | None = option(None, "VCF/BCF: one row per ALT allele.", path="file")
+    vcf: str | None = option(
+        None, "VCF/BCF: one row per ALT allele; - reads standard input (plain, bgzipped or BCF).", path="file"
+    )
     values: str | None = values_option()
     background: str | None = option(None, BACKGROUND_HELP, metavar="B.zarr")
     checkpoint: str | None = option(
@@ -217,6 +228,7 @@ class LookupOptions(Options):
     )
     device: str = device_option()
     overwrite: bool = option(False, "Replace an existing output of score-vcf or lookup.")
+    out_format: str | None = option(None, OUT_FORMAT_HELP, choices=OUT_FORMAT_CHOICES)
 
     def __post_init__(self) -> None:
         super().__post_init__()

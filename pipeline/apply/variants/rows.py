@@ -361,7 +361,7 @@ class VcfSummary:
                 if self.n_scored and self.assembly_doubt()
                 else ""
             )
-            + (f"; {self.note}" if self.note else f"; wrote {self.out}")
+            + (f"; {self.note}" if self.note else f"; wrote {'standard output' if self.out == '-' else self.out}")
         )
 
 

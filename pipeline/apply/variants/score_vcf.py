@@ -55,12 +55,14 @@ from pipeline.apply.variants.records import VcfRecord, VcfSource, content_digest
 from pipeline.apply.variants.rows import MAX_HELD_ROWS, Batcher, Row, Rules, Scorer, VcfSummary
 from pipeline.apply.variants.scorers import ScoringContext, ScoringMode, scoring_mode
 from pipeline.apply.variants.semantics import Semantics, model_identity, select_targets
+from pipeline.apply.variants.streams import is_stream, output_kind, refuse_with_stream, spooled
 from pipeline.apply.variants.values import Percentiles, ReferenceValues
 from pipeline.apply.variants.writers import (
     COLUMNS,
     SCORES_OUTPUT,
     OutputPlan,
     ScoresTable,
+    is_stdout,
     output_suffix,
     read_tsv_scores,
     write_scores,
@@ -200,10 +202,11 @@ def _mode(opts: ScoreVcfOptions) -> type[ScoringMode]:
 
 
 def _check_paths(out_path: Path, vcf: str, overwrite: bool, inputs: Sources) -> None:
-    check_output(out_path, SCORES_OUTPUT, overwrite=overwrite, inputs=inputs)
-    if not out_path.parent.exists():
-        raise UserError(f"output folder {str(out_path.parent)!r} does not exist")
-    if not Path(vcf).is_file():
+    if not is_stdout(out_path):
+        check_output(out_path, SCORES_OUTPUT, overwrite=overwrite, inputs=inputs)
+        if not out_path.parent.exists():
+            raise UserError(f"output folder {str(out_path.parent)!r} does not exist")
+    if not is_stream(vcf) and not Path(vcf).is_file():
         raise UserError(f"VCF file {str(vcf)!r} does not exist")
 
 
@@ -429,6 +432,8 @@ def merge_scores(out: str, *, overwrite: bool = False, progress: bool = True) ->
         merging.
     """
     out_path = Path(out)
+    if is_stdout(out_path):
+        raise UserError("--merge writes an output file, not standard output (--out -)")
     folder = parts_folder(out_path)
     if not (folder / "run.json").is_file():
         raise UserError(f"nothing to merge: no parts of a sharded score-vcf at {str(folder)!r}")
@@ -481,14 +486,20 @@ def score_vcf(
     opts = ScoreVcfOptions() if options is None else options
     out_path = Path(out)
     mode = _mode(opts)
-    kind = output_suffix(out_path)
+    kind = output_kind(out, opts.out_format, "score-vcf") or output_suffix(out_path)
     _check_paths(out_path, vcf, opts.overwrite, {"--checkpoint": checkpoint, "--vcf": vcf, "--genome": opts.genome})
     launch = Launch.from_env(parse_shard(opts.shard))
-    source = VcfSource(Path(vcf).resolve(), opts.region)
-    job = _setup(checkpoint, source, kind, opts, mode, launch.device(opts.device))
-    if opts.shard is None and not launch.active:
-        return _score_direct(job, out_path, progress, opts.overwrite)
-    return _score_sharded(job, out_path, launch, progress, opts.overwrite)
+    sharded = opts.shard is not None or launch.active
+    if is_stdout(out_path) and sharded:
+        raise UserError("--out - (standard output) is written by one process: --shard and torchrun need an output file")
+    if is_stream(vcf):
+        refuse_with_stream(vcf, shard=sharded, region=opts.region is not None)
+    with spooled(vcf) as path:
+        source = VcfSource(path.resolve(), opts.region)
+        job = _setup(checkpoint, source, kind, opts, mode, launch.device(opts.device))
+        if not sharded:
+            return _score_direct(job, out_path, progress, opts.overwrite)
+        return _score_sharded(job, out_path, launch, progress, opts.overwrite)
 
 
 def read_scores(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -171,6 +171,15 @@ def register_writer(cls: W) -> W:
     return cls
 
 
+STDOUT = Path("-")
+"""The output path that is standard output (``--out -``): written directly, neither staged nor locked."""
+
+
+def is_stdout(path: Path) -> bool:
+    """Whether ``path`` is standard output (:data:`STDOUT`)."""
+    return str(path) == "-"
+
+
 def output_suffix(out: Path, command: str = "score-vcf") -> str:
     """The registered suffix (:data:`WRITERS`) that ``out`` ends in (the longest); a :class:`UserError`
     naming ``command`` (``score-vcf``, ``lookup``) otherwise."""
@@ -200,7 +209,11 @@ class TsvScores(ScoreWriter):
         self.n = len(selection)
         gz = path.name.endswith(".gz")
         self.handle = (
-            gzip.open(path, "wt", compresslevel=TSV_GZIP_LEVEL, newline="") if gz else open(path, "w", newline="")
+            sys.stdout
+            if is_stdout(path)
+            else gzip.open(path, "wt", compresslevel=TSV_GZIP_LEVEL, newline="")
+            if gz
+            else open(path, "w", newline="")
         )
         for key, value in semantics.lines():
             self.handle.write(f"##{key}={value}\n")
@@ -222,12 +235,15 @@ class TsvScores(ScoreWriter):
         self.handle.write("\t".join([*_fixed(row), *values]) + "\n")
 
     def close(self) -> None:
-        """Close the file."""
-        self.handle.close()
+        """Close the file (flush standard output, which stays open)."""
+        if is_stdout(self.path):
+            self.handle.flush()
+        else:
+            self.handle.close()
 
     def discard(self) -> None:
         """Close the file (after a failure)."""
-        self.handle.close()
+        self.close()
 
     @classmethod
     def recognises(cls, path: Path) -> bool:
@@ -284,7 +300,8 @@ class VcfScores(ScoreWriter):
             self.contigs = set(self.header.contigs)
             self.records = raw_records(variants, source)
             with self.errors.catching():
-                self.out = pysam.VariantFile(str(path), "wz", header=self.header)
+                sys.stdout.flush()  # standard output: pysam writes to its descriptor, after what Python holds
+                self.out = pysam.VariantFile(str(path), "w" if is_stdout(path) else "wz", header=self.header)
         except BaseException:
             self._opened.__exit__(None, None, None)
             self.errors.close()
@@ -409,7 +426,7 @@ class VcfScores(ScoreWriter):
         finally:
             self._opened.__exit__(None, None, None)
             self.errors.close()
-        if self.sorted:
+        if self.sorted and not is_stdout(self.path):
             for csi in (False, True):  # a .tbi cannot hold positions past 2^29: then a .csi
                 try:
                     with quiet_htslib():
@@ -683,6 +700,16 @@ def write_scores(
     """
     writer = WRITERS[kind]
     sides: list[str] = []
+    if is_stdout(out):  # nothing to stage or lock: rows go out as they come
+        try:
+            with score_writer(kind, out, plan) as w:
+                for row in rows:
+                    w.write(row)
+                if check is not None:
+                    check()
+        except OSError as exc:
+            raise WriteError(f"cannot write to standard output: {exc.strerror or exc}") from None
+        return
     try:
         with exclusive_output(out, overwrite), staging(out) as stage:
             staged = stage.path(out)
