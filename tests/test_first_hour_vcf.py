@@ -103,7 +103,7 @@ def test_lookup_and_score_vcf_check_ref_alike(genome, trained_run, built, tmp_pa
     lookup(str(built), str(looked), LookupOptions(vcf=str(vcf)), progress=False)
     a, b = read_scores(scored), read_scores(looked)
     assert len(a) == len(b) == len(records)
-    for (c, p, r, alt), x, y in zip(records, a, b):
+    for (_, p, r, alt), x, y in zip(records, a, b):
         assert (x["ref_check"], x["ref_match"]) == (y["ref_check"], y["ref_match"]) == expected(seq, p, r, alt)
     matches = {row["ref_match"] for row in a}
     assert matches == {"yes", "no", "swapped"}
@@ -294,7 +294,7 @@ def test_catalogue_bar_counts_positions_and_moves_within_a_unit(genome, trained_
     assert len(updates) > summary.n_computed  # batch by batch, not unit by unit
 
 
-# ------------------------------------------------------------------------------------------------ --centered --catalogue
+# ------------------------------------------------------------------------------------------- --centered --catalogue
 
 
 def test_centered_catalogue_answers_only_centred_tile_windows(genome, trained_run, built, tmp_path):
