@@ -4,8 +4,11 @@ and the catalogue's progress bar."""
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -322,3 +325,39 @@ def test_centered_catalogue_answers_only_centred_tile_windows(genome, trained_ru
         np.testing.assert_allclose(list(x["effects"].values()), list(y["effects"].values()), rtol=2e-3, atol=1e-4)
     header = both.read_text().splitlines()[:12]
     assert any("only where a tile's window is the centred window" in line for line in header)
+
+
+def test_a_stream_error_names_standard_input_and_the_copy_is_removed(genome, trained_run, tmp_path, monkeypatch):
+    path, _ = genome
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"hello\n")))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    tempfile.tempdir = None  # read TMPDIR again
+    try:
+        with pytest.raises(UserError, match=r"^standard input:1: 'hello'"):
+            score_vcf(str(trained_run / "best.pt"), "-", str(tmp_path / "o.tsv"),
+                      ScoreVcfOptions(genome=str(path), device="cpu"), progress=False)  # fmt: skip
+    finally:
+        tempfile.tempdir = None
+    assert not list(tmp_path.glob("multiplexer-stdin-*")) and not (tmp_path / "o.tsv").exists()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    with pytest.raises(UserError, match="the stream was empty"):
+        score_vcf(str(trained_run / "best.pt"), "-", str(tmp_path / "o.tsv"),
+                  ScoreVcfOptions(genome=str(path), device="cpu"), progress=False)  # fmt: skip
+
+
+def test_score_vcf_bar_counts_variants_as_they_finish(genome, trained_run, tmp_path, monkeypatch):
+    path, seq = genome
+    import pipeline.apply.variants.score_vcf as score_vcf_module
+
+    updates: list[float] = []
+
+    class Recorded(Bar):
+        def update(self, n=1):
+            updates.append(n)
+            return super().update(n)
+
+    monkeypatch.setattr(score_vcf_module, "progress_bar", lambda *, enabled=True, **kw: Recorded(**kw))
+    vcf = write_vcf(tmp_path / "a.vcf", snvs(seq))
+    opts = ScoreVcfOptions(genome=str(path), device="cpu", batch_size=1, group_span=1)
+    summary = score_vcf(str(trained_run / "best.pt"), str(vcf), str(tmp_path / "o.tsv"), opts, progress=True)
+    assert sum(updates) == summary.n_records and len(updates) > 1  # within the one unit of records

@@ -19,7 +19,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline.apply.inputs import open_genome, resolve_genome
 from pipeline.apply.outputs import check_output
@@ -41,6 +40,7 @@ from pipeline.apply.variants.writers import (
 from pipeline.core.encoding import ALPHABET
 from pipeline.core.genome import fingerprint_difference, other_spelling
 from pipeline.core.intervals import parse_interval
+from pipeline.core.progress import progress_bar
 from pipeline.core.runtime import resolve_device
 from pipeline.errors import SpecError, UserError
 from pipeline.models import read_checkpoint
@@ -306,11 +306,13 @@ def _lookup(
     source = VcfSource(vcf) if vcf is not None else None
 
     def rows() -> Iterator[Row]:
-        for record in tqdm(records, desc="lookup", unit=" variants", disable=not progress):
-            row = Row(record)
-            reader.answer(row)
-            summary.count(row)
-            yield row
+        with progress_bar(desc="lookup", unit="variant", enabled=progress) as bar:
+            for record in records:
+                row = Row(record)
+                reader.answer(row)
+                summary.count(row)
+                bar.update(1)
+                yield row
 
     contigs = {c.name: c.length for c in meta.contigs}
     plan = OutputPlan(meta.target_names, np.arange(len(meta.target_names)), semantics, source, contigs)

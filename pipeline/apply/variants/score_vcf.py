@@ -43,7 +43,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from pipeline.apply.inputs import open_genome, resolve_genome
 from pipeline.apply.outputs import Sources, check_output
@@ -68,6 +67,7 @@ from pipeline.apply.variants.writers import (
     write_scores,
 )
 from pipeline.core.genome import fingerprint_difference
+from pipeline.core.progress import Bar, progress_bar
 from pipeline.core.runtime import Launch, exact_float32, parse_shard
 from pipeline.core.windows import default_core
 from pipeline.errors import UserError
@@ -288,7 +288,7 @@ def _setup(checkpoint: str, source: VcfSource, kind: str, opts: ScoreVcfOptions,
     return job
 
 
-def _units(job: _Job, take: Callable[[int], bool], bar: tqdm) -> Iterator[tuple[int, list[Row]]]:
+def _units(job: _Job, take: Callable[[int], bool], bar: Bar) -> Iterator[tuple[int, list[Row]]]:
     """The finished rows of every unit ``take`` accepts, one unit at a time, in VCF order.
 
     Every unit starts with an empty :class:`~pipeline.apply.variants.rows.Batcher`, so its rows do not
@@ -300,8 +300,9 @@ def _units(job: _Job, take: Callable[[int], bool], bar: tqdm) -> Iterator[tuple[
     for record in read_vcf(job.source):
         if record.number >= first_of_next:
             if taking:
-                rows.extend(batcher.finish())
-                bar.update(len(rows))
+                last = list(batcher.finish())
+                rows.extend(last)
+                bar.update(len(last))
                 yield unit, rows
             unit, rows = (record.number - 1) // UNIT_RECORDS, []
             taking, first_of_next = take(unit), (unit + 1) * UNIT_RECORDS + 1
@@ -309,10 +310,14 @@ def _units(job: _Job, take: Callable[[int], bool], bar: tqdm) -> Iterator[tuple[
             row, scoreable = classify(record)
             if scoreable and catalogue is not None and catalogue.fill(row):
                 scoreable = False  # answered: done, no window
-            rows.extend(batcher.add(row, scoreable))
+            finished = batcher.add(row, scoreable)
+            if finished:  # the bar moves as rows finish, not once per unit of records
+                rows.extend(finished)
+                bar.update(len(finished))
     if taking:
-        rows.extend(batcher.finish())
-        bar.update(len(rows))
+        last = list(batcher.finish())
+        rows.extend(last)
+        bar.update(len(last))
         yield unit, rows
     job.n_units = unit + 1
 
@@ -336,7 +341,7 @@ def _counted(rows: Iterable[Row], summary: VcfSummary) -> Iterator[Row]:
 
 def _score_direct(job: _Job, out_path: Path, progress: bool, overwrite: bool) -> VcfSummary:
     summary = VcfSummary(out=str(out_path))
-    with tqdm(desc="score-vcf", unit=" variants", disable=not progress) as bar:
+    with progress_bar(desc="score-vcf", unit="variant", enabled=progress) as bar:
         rows = (row for _, unit_rows in _valued(job, _units(job, lambda u: True, bar)) for row in unit_rows)
         write_scores(
             out_path,
@@ -356,7 +361,7 @@ def _score_sharded(job: _Job, out_path: Path, launch: Launch, progress: bool, ov
     parts.prepare()
     summary = VcfSummary(out=str(out_path))
     n_targets = len(job.plan.names)
-    with tqdm(desc=f"score-vcf part {launch.part + 1}/{launch.parts}", unit=" variants", disable=not progress) as bar:
+    with progress_bar(desc=f"score-vcf part {launch.part + 1}/{launch.parts}", unit="variant", enabled=progress) as bar:
         for unit, rows in _valued(job, _units(job, lambda u: launch.owns(u) and not parts.done(u), bar)):
             for row in rows:
                 summary.count(row)
@@ -387,7 +392,7 @@ def _merge(parts: Parts, out_path: Path, progress: bool, overwrite: bool) -> Vcf
     n = parts.total() or 0
     summary = VcfSummary(out=str(out_path))
     try:
-        with tqdm(desc="score-vcf merge", unit=" units", total=n, disable=not progress) as bar:
+        with progress_bar(desc="score-vcf merge", unit="unit", total=n, enabled=progress) as bar:
 
             def rows() -> Iterator[Row]:
                 for unit in range(n):

@@ -91,10 +91,12 @@ def spooled(vcf: str) -> Iterator[Path]:
     """``vcf`` itself when it is a file, else the stream (``-``: standard input) copied into a temporary
     file, removed after the block.
 
+    An error about the copy raised in the block names the stream instead (``standard input:3: …``).
+
     Raises
     ------
     UserError
-        Standard input is a terminal, or the stream is empty.
+        Standard input is a terminal, the stream is empty, or it cannot be copied (no room).
     """
     if not is_stream(vcf):
         yield Path(vcf)
@@ -103,16 +105,29 @@ def spooled(vcf: str) -> Iterator[Path]:
         raise UserError("--vcf - reads a VCF from standard input, which is a terminal: pipe one in (… | --vcf -)")
     folder = Path(tempfile.mkdtemp(prefix="multiplexer-stdin-"))
     path = folder / "stdin.vcf"
+    label = "standard input" if vcf == STDIO else vcf
     try:
-        with open(path, "wb") as out:
-            if vcf == STDIO:
-                shutil.copyfileobj(sys.stdin.buffer, out, SPOOL_BYTES)
-            else:
-                with open(vcf, "rb") as source:
-                    shutil.copyfileobj(source, out, SPOOL_BYTES)
+        try:
+            with open(path, "wb") as out:
+                if vcf == STDIO:
+                    shutil.copyfileobj(sys.stdin.buffer, out, SPOOL_BYTES)
+                else:
+                    with open(vcf, "rb") as source:
+                        shutil.copyfileobj(source, out, SPOOL_BYTES)
+        except OSError as exc:
+            raise UserError(
+                f"cannot copy the VCF from {label} into {str(folder)!r} ({exc.strerror or exc}); set TMPDIR to a "
+                "folder with room for it"
+            ) from None
         if path.stat().st_size == 0:
             raise UserError(f"--vcf {vcf}: the stream was empty (no VCF header)")
-        yield path
+        try:
+            yield path
+        except UserError as exc:  # name the stream, not its temporary copy
+            named = str(exc).replace(str(path.resolve()), label).replace(str(path), label)
+            if named == str(exc):
+                raise
+            raise UserError(named) from None
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -707,6 +707,10 @@ def write_scores(
                     w.write(row)
                 if check is not None:
                     check()
+        except BrokenPipeError:
+            raise WriteError(
+                "standard output was closed by its reader (e.g. head) before every row was written"
+            ) from None
         except OSError as exc:
             raise WriteError(f"cannot write to standard output: {exc.strerror or exc}") from None
         return
