@@ -232,6 +232,10 @@ def test_a_run_that_scores_nothing_names_the_likely_cause(genome, trained_run, t
     out = tmp_path / "empty.tsv"
     summary = score_vcf(ckpt, str(empty), str(out), ScoreVcfOptions(genome=str(path), device="cpu"), progress=False)
     assert summary.n_records == 0 and out.exists()  # nothing to score is not a fault
+    indels = write_vcf(tmp_path / "indels.vcf", [("chrA", p, r, r + "A") for _, p, r, _ in records])
+    out = tmp_path / "indels.tsv"
+    summary = score_vcf(ckpt, str(indels), str(out), ScoreVcfOptions(genome=str(path), device="cpu"), progress=False)
+    assert summary.n_scored == 0 and summary.skipped["indel"] == len(records) and out.exists()  # what the mode skips
 
 
 def test_lookup_names_the_closest_catalogued_contig(built, tmp_path):

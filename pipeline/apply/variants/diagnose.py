@@ -7,10 +7,11 @@ its skipped rows point to (:func:`nothing_scored`):
   suggested (:func:`closest_contig`: an accession inside a ``gi|…|NC_001416.1|`` header, the name
   without its version, or the most similar name);
 - **assembly**: most REFs differ from the genome's bases (``--ref-mismatch skip``), or positions lie
-  past the ends of the genome's chromosomes;
-- otherwise the most common reason, with its count.
+  past the ends of the genome's chromosomes.
 
-A VCF without records is not an error (a filter upstream may leave none). Nothing here reads files.
+Only these causes fail a run: records the mode does not score (indels without ``--exact``, symbolic
+ALTs, ...) are rows with their reason and a count in the summary, as is a VCF without records (a
+filter upstream may leave none). Nothing here reads files.
 """
 
 from __future__ import annotations
@@ -97,8 +98,9 @@ def _assembly_message(summary: VcfSummary) -> str:
 
 
 def nothing_scored(summary: VcfSummary, contigs: Mapping[str, int]) -> str | None:
-    """The error of a run that read records but scored none (``None`` when something was scored, or
-    nothing was read).
+    """The error of a run that read records but scored none because of its contig names, assembly or
+    positions (the most common reason for skipping one); ``None`` otherwise (something was scored,
+    nothing was read, or what was read is of kinds the mode does not score).
 
     Parameters
     ----------
@@ -118,17 +120,11 @@ def nothing_scored(summary: VcfSummary, contigs: Mapping[str, int]) -> str | Non
     top = kinds.most_common(1)[0][0]
     if top == NOT_IN_GENOME:
         return _contigs_message(summary, contigs)
-    if top in MISMATCH_KINDS or summary.assembly_doubt():
+    if top in MISMATCH_KINDS:
         return _assembly_message(summary)
     if top == OUTSIDE:
         return _positions_message(summary, contigs)
-    row = summary.examples[top]
-    reasons = ", ".join(f"{kind}: {count}" for kind, count in kinds.most_common(3))
-    reason = row.skip.reason if row.skip is not None else top
-    return (
-        f"no variant scored: all {summary.n_records} records were skipped ({reasons}); "
-        f"e.g. {row.record.chrom}:{row.record.pos}: {reason}"
-    )
+    return None
 
 
 __all__ = ["closest_contig", "nothing_answered", "nothing_scored"]
