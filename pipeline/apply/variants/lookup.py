@@ -280,12 +280,11 @@ def lookup(catalogue: str, out: str, options: LookupOptions | None = None, *, pr
         raise UserError("--checkpoint/--genome only matter with --values (lookup reads the catalogue otherwise)")
     reader = CatalogueReader(open_catalogue(catalogue))
     with spooled(opts.vcf) if opts.vcf is not None else nullcontext(None) as vcf:
-        return _lookup(reader, out_path, kind, opts, vcf, progress)
+        return _lookup(catalogue, reader, out_path, kind, opts, vcf, progress)
 
 
-def _lookup(
-    reader: CatalogueReader, out_path: Path, kind: str, opts: LookupOptions, vcf: Path | None, progress: bool
-) -> VcfSummary:
+def _lookup(catalogue: str, reader: CatalogueReader, out_path: Path, kind: str, opts: LookupOptions,
+            vcf: Path | None, progress: bool) -> VcfSummary:  # fmt: skip
     """:func:`lookup` once the VCF (if any) is a file (``vcf``: standard input spooled)."""
     records = _records(reader, list(opts.variants), opts.region, None if vcf is None else str(vcf))
     meta = reader.meta
