@@ -156,17 +156,12 @@ def test_plot_errors(prediction, tmp_path):
 
 @pytest.fixture(scope="module")
 def catalogue(trained_run, genome_path, tmp_path_factory) -> Path:
-    from pipeline.apply.catalogue import build_catalogue
+    from pipeline.apply.variants.catalogue import build_catalogue
+    from pipeline.apply.variants.options import CatalogueOptions
 
     out = tmp_path_factory.mktemp("cat") / "cat.zarr"
-    build_catalogue(
-        str(trained_run / "best.pt"),
-        str(out),
-        regions=["chr7:2901-3100"],
-        genome=str(genome_path),
-        device="cpu",
-        progress=False,
-    )
+    options = CatalogueOptions(regions=("chr7:2901-3100",), genome=str(genome_path), device="cpu")
+    build_catalogue(str(trained_run / "best.pt"), str(out), options, progress=False)
     return out
 
 
