@@ -19,9 +19,16 @@ from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from pipeline import __version__
-from pipeline.apply.variants.options import BackgroundOptions, CatalogueOptions, LookupOptions, ScoreVcfOptions
+from pipeline.apply.variants.options import (
+    BackgroundOptions,
+    CatalogueOptions,
+    ExportOptions,
+    LookupOptions,
+    ScoreVcfOptions,
+)
 from pipeline.core.commands import (
     DiffOptions,
     DistillOptions,
@@ -38,6 +45,7 @@ from pipeline.core.urls import DEMO_REASON, GENOME_REASON, PARTS_REASON, refuse_
 from pipeline.core.yamlio import json_object
 from pipeline.errors import UserError
 
+COMMAND_LINE = ParameterSource.COMMANDLINE
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 F = TypeVar("F", bound=Callable[..., Any])
@@ -559,22 +567,47 @@ def score_vcf(
     click.echo(urls.shown(line), err=out == "-")  # --out -: the rows are on standard output
 
 
-@cli.command()
-@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False), help="best.pt or last.pt.")
+@cli.group(invoke_without_command=True)
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="best.pt or last.pt (required).")
 @click.option(
     "--out",
-    required=True,
-    help="The catalogue, a Zarr store (.zarr) on a file system (not a URL); an unfinished one is resumed.",
+    help="The catalogue, a Zarr store (.zarr) on a file system (not a URL); an unfinished one is resumed (required).",
 )
 @declared_options(CatalogueOptions)
 @click.pass_context
-def catalogue(ctx: click.Context, checkpoint: str, out: str, **options: Any) -> None:
+def catalogue(ctx: click.Context, checkpoint: str | None, out: str | None, **options: Any) -> None:
     """The multiplexer's effect of every SNV (the 3 other bases at every position) of regions, contigs or a
     whole genome, in a Zarr store chunked along position: resumable, sharded like distill, read by lookup
-    and score-vcf --catalogue."""
+    and score-vcf --catalogue. `catalogue export` writes a finished one as a table."""
+    if ctx.invoked_subcommand is not None:
+        given = [p.opts[0] for p in ctx.command.params if ctx.get_parameter_source(str(p.name)) == COMMAND_LINE]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: an option of `catalogue` itself, not of its subcommands", ctx)
+        return
+    if checkpoint is None or out is None:
+        raise click.UsageError(f"Missing option '{'--checkpoint' if checkpoint is None else '--out'}'.", ctx)
     from pipeline.apply.variants.catalogue import build_catalogue
 
     click.echo(build_catalogue(checkpoint, out, settings(CatalogueOptions, options), progress=_progress(ctx)).line())
+
+
+@catalogue.command("export")
+@click.argument("catalogue_path", metavar="CATALOGUE", type=click.Path())
+@click.option(
+    "--out",
+    required=True,
+    help="S.tsv.gz (bgzip, with a tabix index S.tsv.gz.tbi) or S.parquet (needs pyarrow: the tables extra); "
+    "a local path (its parts are kept in S.parts until it is complete).",
+)
+@declared_options(ExportOptions)
+@click.pass_context
+def catalogue_export(ctx: click.Context, catalogue_path: str, out: str, **options: Any) -> None:
+    """A finished catalogue's summary tier as one table: one row per SNV (chrom, pos, ref, alt, max_abs,
+    top_target, then the top-k stored targets and their effects), in genome order. Streams a catalogue
+    unit at a time; an interrupted export resumes by contig."""
+    from pipeline.apply.variants.export import export_catalogue
+
+    click.echo(export_catalogue(catalogue_path, out, settings(ExportOptions, options), progress=_progress(ctx)).line())
 
 
 @cli.command()

@@ -123,6 +123,8 @@ def _parse(line: str) -> None:
     command: click.Command = cli
     while isinstance(command, click.Group):
         rest = [*ctx._protected_args, *ctx.args]  # a group keeps the subcommand and its arguments here
+        if not rest and command.invoke_without_command:  # `catalogue` runs itself, `catalogue export` a subcommand
+            break
         assert rest, f"`{line}` names no subcommand"
         name, command, rest = command.resolve_command(ctx, rest)
         ctx = command.make_context(name, list(rest), parent=ctx)

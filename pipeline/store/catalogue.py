@@ -652,6 +652,43 @@ def unit_problem(cat: Catalogue, contig: int, unit: int, row: np.ndarray) -> str
         data = cat.read_unit(contig, unit)
     except Exception as exc:  # noqa: BLE001 - a damaged chunk: name it
         return f"cannot be read ({type(exc).__name__}: {' '.join(str(exc).split())[:100]})"
+    return _data_problem(cat, contig, unit, data, row)
+
+
+def read_checked_unit(cat: Catalogue, contig: int, unit: int) -> dict[str, np.ndarray]:
+    """The arrays of one unit (:data:`ARRAYS`, all its positions), read once and checked as
+    :class:`CheckedReader` checks a block: the unit is marked complete, its shards exist, every chunk
+    decodes and the data matches the marker's digests. What a whole-catalogue reader (``catalogue
+    export``) uses: one unit in memory at a time.
+
+    Raises
+    ------
+    UserError
+        The unit is not complete.
+    DamagedDataError
+        A shard is missing, a chunk does not decode, or the data does not match its digests.
+    """
+    row = cat.marker(contig, unit)
+    if row[0] != 1:
+        raise UserError(f"catalogue {cat.path!r}: {cat.meta.unit_where(contig, unit)} is not complete")
+    missing = cat.missing_shards(contig, [unit])
+    problem: str | None = _missing_shard(cat, contig, unit, missing[unit]) if unit in missing else None
+    if problem is None:
+        try:
+            data = cat.read_unit(contig, unit)
+        except Exception as exc:  # noqa: BLE001 - a damaged chunk: name it
+            problem = f"cannot be read ({type(exc).__name__}: {' '.join(str(exc).split())[:100]})"
+        else:
+            problem = _data_problem(cat, contig, unit, data, row)
+    if problem is not None:
+        raise _damage(cat, contig, unit, problem)
+    return data
+
+
+def _data_problem(
+    cat: Catalogue, contig: int, unit: int, data: Mapping[str, np.ndarray], row: np.ndarray
+) -> str | None:
+    """What is wrong with a unit's data read back (``None``: it matches its marker row ``row``)."""
     start, _ = cat.meta.unit_range(contig, unit)
     if cat.version == 1:
         wrong = np.flatnonzero(unit_digests(data) != row)

@@ -273,3 +273,19 @@ class BackgroundOptions(Options):
     batch_size: int = option(32, "Windows per pass.", minimum=1)
     device: str = device_option()
     overwrite: bool = option(False, "Replace an existing background.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportOptions(Options):
+    """The options of ``catalogue export`` (:func:`~pipeline.apply.variants.export.export_catalogue`)."""
+
+    COMMAND: ClassVar[str] = "catalogue export"
+
+    top_k: int = option(
+        3,
+        "Targets listed per SNV (top1_target, top1_effect, ...): the stored targets with the largest |effect|.",
+        minimum=0,
+    )
+    overwrite: bool = option(
+        False, "Replace an existing export (never another kind of file); the new one is swapped in when complete."
+    )

@@ -18,11 +18,15 @@ of a TSV, ``##multiplexer_<key>=`` header lines of a VCF, the ``semantics`` attr
   sorted.
 - ``.zarr`` (:class:`ZarrScores`): ``scores`` ``[variants, targets]`` float16 (``NaN`` where not
   scored) and the variant table, one array per column of :data:`COLUMNS`.
+- ``.parquet`` (:class:`ParquetScores`): the TSV's table (the same columns, one row per ALT allele,
+  one float32 column per selected target, null where not scored), the semantics in the file's
+  metadata; needs pyarrow (the ``tables`` extra: :func:`import_pyarrow`).
 """
 
 from __future__ import annotations
 
 import gzip
+import importlib
 import json
 import math
 import os
@@ -140,6 +144,19 @@ class ScoreWriter(ABC):
         """Advice for an output name no writer takes (``""``: none from this writer)."""
         return ""
 
+    needs: ClassVar[tuple[str, ...]] = ()
+    """Modules of an optional extra the writer imports (pyarrow): :meth:`require` checks them."""
+
+    @classmethod
+    def require(cls) -> None:
+        """Check, before any work, that the modules this writer :attr:`needs` are installed (a one-line
+        :class:`UserError` naming what is missing); :func:`output_suffix` calls it for the writer it picks."""
+        for module in cls.needs:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                raise UserError(missing_extra(f"a {cls.suffixes[0]} output", module)) from None
+
     @classmethod
     def published(cls, out: Path, sides: tuple[str, ...]) -> None:
         """After ``out`` is published with the side files ``sides``: remove the side files of an output it
@@ -182,10 +199,13 @@ def is_stdout(path: Path) -> bool:
 
 def output_suffix(out: Path, command: str = "score-vcf") -> str:
     """The registered suffix (:data:`WRITERS`) that ``out`` ends in (the longest); a :class:`UserError`
-    naming ``command`` (``score-vcf``, ``lookup``) otherwise."""
+    naming ``command`` (``score-vcf``, ``lookup``) otherwise, or when its writer cannot run here
+    (:meth:`ScoreWriter.require`: pyarrow missing)."""
     taken = [suffix for suffix in WRITERS if out.name.endswith(suffix) and len(out.name) > len(suffix)]
     if taken:
-        return max(taken, key=len)
+        kind = max(taken, key=len)
+        WRITERS[kind].require()
+        return kind
     hint = "".join(f" ({h})" for h in dict.fromkeys(w.hint(out.name) for w in WRITERS.values()) if h)
     raise UserError(f"{command} output must end in {', '.join(WRITERS)}, got {out.name!r}{hint}")
 
@@ -621,6 +641,127 @@ class ZarrScores(ScoreWriter):
             return json.loads((path / "zarr.json").read_text()).get("attributes", {}).get("kind") == "score-vcf"
         except (OSError, ValueError, AttributeError):
             return False
+
+
+TABLES_EXTRA = "pip install 'multiplexer[tables]'"
+"""How to get what ``.parquet`` outputs need (pandas and pyarrow: the ``tables`` extra)."""
+
+PARQUET_META = b"multiplexer"
+"""The key of a ``.parquet`` output's file metadata holding what it is (JSON: ``kind``, semantics, ...)."""
+
+PARQUET_ROWS = 65536
+"""Rows per row group of a ``score-vcf`` ``.parquet`` output (what :class:`ParquetScores` holds in memory)."""
+
+
+def missing_extra(what: str, module: str) -> str:
+    """The one line saying that ``what`` needs ``module`` (of the ``tables`` extra), which is missing."""
+    return f"{what} needs {module.split('.')[0]}, which is not installed: {TABLES_EXTRA} (or write .tsv.gz)"
+
+
+def import_pyarrow(what: str = "a .parquet output") -> tuple[Any, Any]:
+    """``(pyarrow, pyarrow.parquet)``, imported; a one-line :class:`UserError` when pyarrow is missing.
+
+    Raises
+    ------
+    UserError
+        pyarrow cannot be imported (it is in the ``tables`` extra, :data:`TABLES_EXTRA`).
+    """
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise UserError(missing_extra(what, "pyarrow")) from None
+    return pa, pq
+
+
+def is_parquet_of(path: Path, kind: str) -> bool:
+    """Whether ``path`` is a Parquet file whose :data:`PARQUET_META` says ``kind`` (``False`` when it
+    cannot be read, or pyarrow is missing)."""
+    if not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(4) != b"PAR1":
+                return False
+        _, pq = import_pyarrow()
+        meta = pq.read_schema(path).metadata or {}
+        return bool(json.loads(meta.get(PARQUET_META, b"{}")).get("kind") == kind)
+    except Exception:  # noqa: BLE001 - unreadable (pyarrow's ArrowInvalid, OSError, bad JSON), or no pyarrow
+        return False
+
+
+@register_writer
+class ParquetScores(ScoreWriter):
+    """The ``.parquet`` output: the TSV's table, typed (``pos``, ``allele_index``, ``window_center``
+    int64; one float32 column per selected target, null where not scored), in row groups of
+    :data:`PARQUET_ROWS` rows, with the semantics in the file's metadata (:data:`PARQUET_META`).
+
+    Rows are buffered one row group at a time, so memory stays at one row group whatever the number
+    of variants.
+    """
+
+    suffixes = (".parquet",)
+    needs = ("pyarrow", "pyarrow.parquet")
+    KIND = "score-vcf"
+    INTS = ("pos", "allele_index", "window_center")
+
+    def __init__(self, path: Path, plan: OutputPlan) -> None:
+        super().__init__(path, plan)
+        self.pa, pq = import_pyarrow()
+        self.selection = plan.selection
+        self.targets = [plan.names[k] for k in plan.selection]
+        pa = self.pa
+        fields = [pa.field(c, pa.int64() if c in self.INTS else pa.string()) for c in COLUMNS]
+        fields += [pa.field(name, pa.float32()) for name in self.targets]
+        meta = {"kind": self.KIND, "semantics": plan.semantics.as_dict(), "target_names": self.targets}
+        self.schema = pa.schema(fields, metadata={PARQUET_META: json.dumps(meta, sort_keys=True).encode()})
+        self.out = pq.ParquetWriter(str(path), self.schema)
+        self.buffer: list[Row] = []
+
+    def write(self, row: Row) -> None:
+        """Buffer one row; a full row group is written."""
+        self.buffer.append(row)
+        if len(self.buffer) >= PARQUET_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        rows, self.buffer = self.buffer, []
+        if not rows:
+            return
+        pa = self.pa
+        fixed = list(zip(*(_fixed(row) for row in rows)))
+        arrays = []
+        for c, values in zip(COLUMNS, fixed):
+            if c in self.INTS:
+                arrays.append(pa.array([int(v) if v else None for v in values], type=pa.int64()))
+            else:
+                arrays.append(pa.array(list(values), type=pa.string()))
+        scores = np.full((len(rows), len(self.selection)), np.nan, dtype=np.float32)
+        scored = np.zeros(len(rows), dtype=bool)
+        for k, row in enumerate(rows):
+            if row.values is not None:
+                scores[k], scored[k] = row.values[self.selection], True
+        for j in range(len(self.selection)):
+            arrays.append(pa.array(scores[:, j], type=pa.float32(), mask=~scored))
+        self.out.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+
+    def close(self) -> None:
+        """Write the last row group and the footer."""
+        self._flush()
+        self.out.close()
+
+    def discard(self) -> None:
+        """Close the file (after a failure; the caller removes it)."""
+        self.buffer = []
+        try:
+            self.out.close()
+        except Exception:  # noqa: BLE001 - the staged file is removed anyway
+            pass
+
+    @classmethod
+    def recognises(cls, path: Path) -> bool:
+        """A Parquet file whose metadata says ``kind: score-vcf``."""
+        return is_parquet_of(path, cls.KIND)
 
 
 @contextmanager
