@@ -70,9 +70,9 @@ bench-vcf: $(VENV)/.installed  ## score-vcf on 100,000 demo SNVs: variants/s and
 	@mkdir -p bench
 	$(BIN)/python scripts/bench_vcf.py --json bench/vcf.json --demo $(WORK)/demo
 
-bench-effects: $(VENV)/.installed  ## Variant effects people rank, query and load: score-vcf variants/s with and without --values ref,alt -> bench/effects.json
+bench-effects: $(VENV)/.installed  ## Variant effects people rank, query and load: score-vcf variants/s with and without --values ref,alt; catalogue export rows/s, peak RSS and Parquet vs TSV.gz size on the demo's whole genome -> bench/effects.json
 	@mkdir -p bench
-	$(BIN)/python scripts/bench_effects.py --json bench/effects.json --demo $(WORK)/demo
+	$(BIN)/python scripts/bench_effects.py --json bench/effects.json --demo $(WORK)/demo --workdir $(WORK)/bench-effects
 
 bench-catalogue: $(VENV)/.installed  ## SNV catalogue: positions/s (demo, BelugaMultiplexer-shaped), bytes/position, lookup p50/p99 with and without the read checks, stride choice, hg38 estimate -> bench/catalogue.json
 	@mkdir -p bench
@@ -90,7 +90,7 @@ bench-identity: $(VENV)/.installed  ## Genome sequence digest cold vs cached on 
 	@mkdir -p bench
 	$(BIN)/python scripts/bench_identity.py --json bench/identity.json
 
-bench: bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf bench-catalogue bench-storage bench-multiplexer bench-identity  ## Every benchmark, then bench/REPORT.md with all figures
+bench: bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf bench-catalogue bench-storage bench-multiplexer bench-identity bench-effects  ## Every benchmark, then bench/REPORT.md with all figures
 	$(BIN)/python scripts/bench_report.py
 
 bench-gpu:  ## On a GPU machine: every GPU figure in <= 8 min -> bench/*_cuda.json, REPORT.md's GPU section (DEVICE=cpu TINY=1: a dry run)

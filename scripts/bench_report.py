@@ -841,11 +841,64 @@ def vcf_skipped_section(r: dict | None) -> list[str]:
     return lines + ["", f"(run {r['when']})", ""]
 
 
+def effects_section(r: dict | None) -> list[str]:
+    """Issue 25's figures (``effects.json``): each part of the issue adds its own lines for its own keys."""
+    if r is None:
+        return ["## Variant effects: export, percentiles, API", "", "not run (`make bench-effects`)", ""]
+    m = r["machine"]
+    before, after = r.get("load_average_before", [None])[0], r.get("load_average_after", [None])[0]
+    lines = [
+        "## Variant effects: export, percentiles, API (`scripts/bench_effects.py`)",
+        "",
+        f"On the CPU ({m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')}, pyarrow {m.get('pyarrow')}, "
+        f"pysam {m.get('pysam')}); 1-minute load average {before} at the start, {after} at the end."
+        + (_load_note([before, after]) if before is not None and after is not None else ""),
+        "",
+    ]
+    lines += _export_lines(r.get("export"))
+    return lines + ["", f"(run {r['date']})", ""]
+
+
+def _export_lines(x: dict | None) -> list[str]:
+    """``catalogue export``: rows/s, peak RSS, and the sizes of the two formats."""
+    if not x:
+        return []
+    e, z, src = x["export"], x["sizes"], x.get("source", {})
+    lines = [
+        f"`catalogue export` of {src.get('catalogue', 'a catalogue')}: {src.get('positions', '?'):,} positions, "
+        f"{z['rows']:,} SNV rows, {z['catalogue_targets']} stored targets, top-k 3; multiplexer weights: "
+        f"{src.get('weights', '?')}. Each format in a fresh process; peak RSS from `wait4`, next to a process that "
+        f"only imports the same modules and opens the catalogue ({e['baseline_rss_mb']} MB) and one that exports only "
+        "the first contig:",
+        "",
+        "| output | rows | seconds | rows/s | peak RSS | peak RSS, first contig only | bytes | bytes/row |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for suffix, size in ((".tsv.gz", z["tsv_gz_bytes"]), (".parquet", z["parquet_bytes"])):
+        y = e[suffix]
+        index = f" (+ {z['tsv_index_bytes']:,} index)" if suffix == ".tsv.gz" else ""
+        lines.append(
+            f"| {suffix} | {y['rows']:,} | {y['seconds']} | **{y['rows_per_s']:,}** | {y['peak_rss_mb']} MB | "
+            f"{y['one_contig']['peak_rss_mb']} MB ({y['one_contig']['rows']:,} rows) | {size:,}{index} | "
+            f"{size / z['rows']:.2f} |"
+        )
+    lines += [
+        "",
+        f"Parquet / TSV.gz size: **{z['parquet_over_tsv_gz']}**; the catalogue itself (every stored target's "
+        f"effects, float16, zstd) holds {z['catalogue_bytes']:,} bytes. Memory is one catalogue unit at a time, "
+        "plus, for Parquet, the row group being filled (at most 524,288 rows and one unit's): the whole genome "
+        "needs more than one contig shorter than a row group, and no more for a larger genome. Both processes load "
+        "torch through the package's imports (most of the baseline).",
+    ]
+    return lines
+
+
 SECTIONS = {
     "identity": (identity_section, "identity.json"),
     "catalogue": (catalogue_section, "catalogue.json"),
     "loader": (loader_with_ism, "loader.json"),
     "vcf-skipped": (vcf_skipped_section, "vcf_skipped.json"),
+    "effects": (effects_section, "effects.json"),
 }
 """Sections that ``--section`` refreshes on their own."""
 
@@ -907,6 +960,7 @@ def main() -> None:
     lines += storage_section(_load("storage.json"))
     lines += multiplexer_section(_load("multiplexer.json"))
     lines += identity_section(_load("identity.json"))
+    lines += effects_section(_load("effects.json"))
     lines += gpu_section()
     (BENCH / "REPORT.md").write_text("\n".join(lines))
     print(f"wrote {BENCH / 'REPORT.md'}")
