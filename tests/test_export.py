@@ -247,3 +247,35 @@ def test_score_vcf_parquet_equals_its_tsv(trained_run, genome, genome_path, tmp_
         assert [f"{v:.6g}" for v in got[scored]] == [f"{v:.6g}" for v in want[scored]]
     assert (b["status"] == "scored").sum() == 7 and b[targets].isna().all(axis=1).sum() == 2
     assert "quantity" in pq.read_schema(parquet).metadata[b"multiplexer"].decode()
+
+
+def test_a_damaged_unit_stops_the_export_in_one_line(catalogue, tmp_path):
+    import shutil
+
+    damaged = tmp_path / "damaged.zarr"
+    shutil.copytree(catalogue, damaged)
+    shutil.copy(damaged / "c0" / "effects" / "c" / "0" / "0" / "0", damaged / "c0" / "effects" / "c" / "3" / "0" / "0")
+    result = invoke("catalogue", "export", damaged, "--out", tmp_path / "S.tsv.gz")
+    assert_one_line_error(result, "unit 3", "does not match")
+    assert not (tmp_path / "S.tsv.gz").exists()
+
+
+def test_top_k_lists_only_the_stored_targets(trained_run, genome_path, tmp_path):
+    cat = tmp_path / "two.zarr"
+    options = CatalogueOptions(regions=("chr21:101-400",), targets="demo_01,demo_02", genome=str(genome_path),
+                               device="cpu")  # fmt: skip
+    build_catalogue(str(trained_run / "best.pt"), str(cat), options, progress=False)
+    with pytest.raises(UserError, match="stores 2 targets; give at most 2"):
+        export_catalogue(str(cat), str(tmp_path / "x.tsv.gz"), progress=False)
+    export_catalogue(str(cat), str(tmp_path / "S.tsv.gz"), ExportOptions(top_k=2), progress=False)
+    table = read_tsv(tmp_path / "S.tsv.gz")
+    assert len(table) == len(snvs_of(cat)) > 0
+    assert set(table.top1_target) | set(table.top2_target) <= {"demo_01", "demo_02"}
+    assert (table.top1_target != table.top2_target).all()
+    assert (np.abs(table.top1_effect) >= np.abs(table.top2_effect)).all()
+    assert (table.max_abs >= np.abs(table.top1_effect)).all()  # max_abs covers all four targets
+    assert set(table.top_target) <= {"demo_00", "demo_01", "demo_02", "demo_03"}
+    export_catalogue(str(cat), str(tmp_path / "none.parquet"), ExportOptions(top_k=0), progress=False)
+    assert list(pd.read_parquet(tmp_path / "none.parquet").columns) == [
+        "chrom", "pos", "ref", "alt", "max_abs", "top_target"
+    ]  # fmt: skip
