@@ -23,6 +23,7 @@ import io
 import os
 import pickle
 import shutil
+import sys
 import threading
 import time
 import warnings
@@ -1355,6 +1356,50 @@ def _(c: Ctx) -> list[Any]:
     return ["catalogue", "--checkpoint", c.ckpt, "--region", CATALOGUED, "--out", _damaged_catalogue(c, make_format1)]
 
 
+@case("catalogue export: an incomplete catalogue", "catalogue export", "is not complete", "chr21 unit 0",
+      "multiplexer catalogue")  # fmt: skip
+def _(c: Ctx) -> list[Any]:
+    cat = _damaged_catalogue(c, lambda p: zarr.open_array(str(p / "c0/complete"), mode="r+").__setitem__(0, 0))
+    return ["catalogue", "export", cat, "--out", c.tmp / "S.tsv.gz"]
+
+
+@case("catalogue export: a flipped byte in an effects chunk", "catalogue export", "chr21 unit 0", "cannot be read",
+      allow_new=("S.tsv.gz.parts/",))  # fmt: skip
+def _(c: Ctx) -> list[Any]:
+    cat = _damaged_catalogue(c, lambda p: flip_byte(p / EFFECTS_SHARD, 20))
+    return ["catalogue", "export", cat, "--out", c.tmp / "S.tsv.gz"]
+
+
+@case("catalogue export: not .tsv.gz or .parquet", "catalogue export", ".tsv.gz or .parquet", "S.tsv")
+def _(c: Ctx) -> list[Any]:
+    return ["catalogue", "export", c.assets["cat.zarr"], "--out", c.tmp / "S.tsv"]
+
+
+@case("catalogue export: .parquet without pyarrow", "catalogue export", "needs pyarrow", "multiplexer[tables]")
+def _(c: Ctx) -> list[Any]:
+    c.mp.setitem(sys.modules, "pyarrow", None)
+    c.mp.setitem(sys.modules, "pyarrow.parquet", None)
+    return ["catalogue", "export", c.assets["cat.zarr"], "--out", c.tmp / "S.parquet"]
+
+
+@case("catalogue export: --top-k above the stored targets", "catalogue export", "--top-k 9", "at most 4")
+def _(c: Ctx) -> list[Any]:
+    return ["catalogue", "export", c.assets["cat.zarr"], "--out", c.tmp / "S.parquet", "--top-k", "9"]
+
+
+@case("catalogue: one of its own options before export", "catalogue", "--region", "itself")
+def _(c: Ctx) -> list[Any]:
+    return ["catalogue", "--region", CATALOGUED, "export", c.assets["cat.zarr"], "--out", c.tmp / "S.tsv.gz"]
+
+
+@case("score-vcf: .parquet without pyarrow", "score-vcf", "needs pyarrow", "multiplexer[tables]")
+def _(c: Ctx) -> list[Any]:
+    c.mp.setitem(sys.modules, "pyarrow", None)
+    vcf = c.tmp / "v.vcf"
+    vcf.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\nchr21\t700\t.\tA\tG\n")
+    return ["score-vcf", "--checkpoint", c.ckpt, "--vcf", vcf, "--out", c.tmp / "s.parquet"]
+
+
 # --- compare ------------------------------------------------------------------------------------
 @case("compare: a folder that is not a run", "compare", "not a run folder")
 def _(c: Ctx) -> list[Any]:
@@ -1441,6 +1486,8 @@ def _leaf_commands(group: Any, prefix: tuple[str, ...] = ()) -> set[tuple[str, .
     for name, command in group.commands.items():
         if isinstance(command, click.Group):
             out |= _leaf_commands(command, (*prefix, name))
+            if command.invoke_without_command:  # `catalogue` runs itself too
+                out.add((*prefix, name))
         else:
             out.add((*prefix, name))
     return out
