@@ -279,3 +279,51 @@ def test_top_k_lists_only_the_stored_targets(trained_run, genome_path, tmp_path)
     assert list(pd.read_parquet(tmp_path / "none.parquet").columns) == [
         "chrom", "pos", "ref", "alt", "max_abs", "top_target"
     ]  # fmt: skip
+
+
+KILL_DRIVER = """
+import os, signal, sys
+import pipeline.apply.variants.export as export
+
+kill_at, count, original = int(sys.argv[1]), [0], export.read_checked_unit
+
+def patched(cat, contig, unit):
+    count[0] += 1
+    if count[0] == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(cat, contig, unit)
+
+export.read_checked_unit = patched
+from pipeline.cli import main
+sys.argv = ["multiplexer", "-q", *sys.argv[2:]]
+main()
+"""
+
+
+@pytest.mark.processes
+@pytest.mark.parametrize("suffix", [".tsv.gz", ".parquet"])
+def test_sigkill_mid_contig_then_rerun_equals_uninterrupted(catalogue, tmp_path, suffix):
+    import signal
+    import subprocess
+
+    from helpers import process_env, run_cli
+
+    whole, out = tmp_path / f"whole{suffix}", tmp_path / f"S{suffix}"
+    run_cli("catalogue", "export", catalogue, "--out", whole)
+    meta = open_catalogue(catalogue).meta
+    kill_at = len(meta.contigs[0].units(meta.unit_positions)) + 3  # inside the second contig
+    driver = tmp_path / "kill.py"
+    driver.write_text(KILL_DRIVER)
+    args = [sys.executable, str(driver), str(kill_at), "catalogue", "export", str(catalogue), "--out", str(out)]
+    result = subprocess.run(args, env=process_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == -signal.SIGKILL
+    parts = out.with_name(out.name + ".parts")
+    assert not out.exists() and sorted(p.name for p in parts.glob("contig-*")) == [f"contig-000000{suffix}"]
+    assert "1 of 3 contigs were exported before" in run_cli("catalogue", "export", catalogue, "--out", out).stdout
+    if suffix == ".tsv.gz":
+        with gzip.open(whole, "rt") as a, gzip.open(out, "rt") as b:
+            assert a.read() == b.read()
+    else:
+        assert pd.read_parquet(whole).equals(pd.read_parquet(out))
+        assert pq.ParquetFile(out).metadata.num_row_groups == pq.ParquetFile(whole).metadata.num_row_groups
+    assert not parts.exists() and not list(tmp_path.glob(".*tmp*"))
