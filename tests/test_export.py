@@ -327,3 +327,20 @@ def test_sigkill_mid_contig_then_rerun_equals_uninterrupted(catalogue, tmp_path,
         assert pd.read_parquet(whole).equals(pd.read_parquet(out))
         assert pq.ParquetFile(out).metadata.num_row_groups == pq.ParquetFile(whole).metadata.num_row_groups
     assert not parts.exists() and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_lookup_writes_parquet_as_its_tsv(catalogue, tmp_path):
+    tsv, parquet = tmp_path / "l.tsv", tmp_path / "l.parquet"
+    for out in (tsv, parquet):
+        lookup(str(catalogue), str(out), LookupOptions(region="chr21:99-103"), progress=False)
+    with open(tsv) as handle:
+        meta = sum(1 for line in handle if line.startswith("##"))
+    a = pd.read_csv(tsv, sep="\t", skiprows=meta, keep_default_na=False, na_values=[""])
+    b = pd.read_parquet(parquet)
+    assert len(a) == len(b) == 2 + 3 * 3 and list(a.columns) == list(b.columns)  # 99, 100: outside, one row each
+    assert a["status"].tolist() == b["status"].tolist() and a["pos"].tolist() == b["pos"].tolist()
+    for t in a.columns[10:]:  # float16 catalogue values: %.6g is exact
+        assert np.array_equal(a[t].to_numpy(np.float16), b[t].to_numpy(np.float16), equal_nan=True)
+    assert_one_line_error(invoke("lookup", catalogue, "--region", "chr21:101-102", "--out", parquet), "exists")
+    ok("lookup", catalogue, "--region", "chr21:101-102", "--out", parquet, "--overwrite")
+    assert len(pd.read_parquet(parquet)) == 6
