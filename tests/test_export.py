@@ -229,14 +229,15 @@ def test_score_vcf_parquet_equals_its_tsv(trained_run, genome, genome_path, tmp_
     tsv, parquet = tmp_path / "s.tsv", tmp_path / "s.parquet"
     for out in (tsv, parquet):
         score_vcf(str(trained_run / "best.pt"), str(vcf), str(out), ScoreVcfOptions(genome=str(genome_path),
-                  device="cpu"), progress=False)  # fmt: skip
+                  device="cpu", values="ref,alt"), progress=False)  # fmt: skip
     with open(tsv) as handle:
         meta = sum(1 for line in handle if line.startswith("##"))
     a = pd.read_csv(tsv, sep="\t", skiprows=meta, keep_default_na=False, na_values=[""])
     b = pd.read_parquet(parquet)
     assert list(a.columns) == list(b.columns) and len(a) == len(b) == 9
-    targets = list(a.columns[10:])
-    assert len(targets) == 4 and all(b[t].dtype == np.float32 for t in targets)
+    targets = list(a.columns[10:])  # 4 targets, then --values: <target>_ref, then <target>_alt
+    assert len(targets) == 12 and targets[4].endswith("_ref") and targets[-1].endswith("_alt")
+    assert all(b[t].dtype == np.float32 for t in targets)
     for column in a.columns[:10]:
         assert a[column].tolist() == b[column].tolist() or np.allclose(a[column], b[column], equal_nan=True), column
     for t in targets:  # the TSV prints %.6g of the stored float32; Parquet keeps it whole

@@ -38,6 +38,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -693,8 +694,9 @@ def is_parquet_of(path: Path, kind: str) -> bool:
 @register_writer
 class ParquetScores(ScoreWriter):
     """The ``.parquet`` output: the TSV's table, typed (``pos``, ``allele_index``, ``window_center``
-    int64; one float32 column per selected target, null where not scored), in row groups of
-    :data:`PARQUET_ROWS` rows, with the semantics in the file's metadata (:data:`PARQUET_META`).
+    int64; one float32 column per selected target, then the ``--values`` columns, null where not
+    scored), in row groups of :data:`PARQUET_ROWS` rows, with the semantics in the file's metadata
+    (:data:`PARQUET_META`).
 
     Rows are buffered one row group at a time, so memory stays at one row group whatever the number
     of variants.
@@ -712,7 +714,7 @@ class ParquetScores(ScoreWriter):
         self.targets = [plan.names[k] for k in plan.selection]
         pa = self.pa
         fields = [pa.field(c, pa.int64() if c in self.INTS else pa.string()) for c in COLUMNS]
-        fields += [pa.field(name, pa.float32()) for name in self.targets]
+        fields += [pa.field(name, pa.float32()) for name in [*self.targets, *value_columns(plan)]]
         meta = {"kind": self.KIND, "semantics": plan.semantics.as_dict(), "target_names": self.targets}
         self.schema = pa.schema(fields, metadata={PARQUET_META: json.dumps(meta, sort_keys=True).encode()})
         self.out = pq.ParquetWriter(str(path), self.schema)
@@ -736,14 +738,21 @@ class ParquetScores(ScoreWriter):
                 arrays.append(pa.array([int(v) if v else None for v in values], type=pa.int64()))
             else:
                 arrays.append(pa.array(list(values), type=pa.string()))
-        scores = np.full((len(rows), len(self.selection)), np.nan, dtype=np.float32)
-        scored = np.zeros(len(rows), dtype=bool)
-        for k, row in enumerate(rows):
-            if row.values is not None:
-                scores[k], scored[k] = row.values[self.selection], True
-        for j in range(len(self.selection)):
-            arrays.append(pa.array(scores[:, j], type=pa.float32(), mask=~scored))
+        getters: list[Callable[[Row], np.ndarray | None]] = [lambda row: row.values]
+        getters += [partial(row_values, kind=kind) for kind in self.plan.values]  # --values: <target>_ref, _alt
+        for get in getters:
+            arrays += self._floats([get(row) for row in rows])
         self.out.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+
+    def _floats(self, per_row: list[np.ndarray | None]) -> list[Any]:
+        """One float32 column per selected target from each row's values over every target (``None``:
+        not scored, null)."""
+        table = np.full((len(per_row), len(self.selection)), np.nan, dtype=np.float32)
+        have = np.array([v is not None for v in per_row], dtype=bool)
+        for k, values in enumerate(per_row):
+            if values is not None:
+                table[k] = values[self.selection]
+        return [self.pa.array(table[:, j], type=self.pa.float32(), mask=~have) for j in range(len(self.selection))]
 
     def close(self) -> None:
         """Write the last row group and the footer."""
