@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -125,19 +126,19 @@ def _one_contig_catalogue(cat: Path, work: Path) -> Path:
     from pipeline.store.meta_digest import write_meta_digest
 
     small = work / "one_contig.zarr"
-    if not small.exists():
-        small.mkdir()
-        for item in cat.iterdir():
-            if item.name == "c0":
-                (small / "c0").symlink_to(item.resolve())
-            elif item.is_file():
-                (small / item.name).write_bytes(item.read_bytes())
-        group = zarr.open_group(str(small), mode="r+")
-        attrs = dict(group.attrs)
-        attrs["contigs"] = attrs["contigs"][:1]
-        attrs.pop("meta_digest", None)
-        group.attrs.clear()
-        group.attrs.update(write_meta_digest(attrs))
+    shutil.rmtree(small, ignore_errors=True)  # made again: it links to this catalogue's first contig
+    small.mkdir()
+    for item in cat.iterdir():
+        if item.name == "c0":
+            (small / "c0").symlink_to(item.resolve())
+        elif item.is_file():
+            (small / item.name).write_bytes(item.read_bytes())
+    group = zarr.open_group(str(small), mode="r+")
+    attrs = dict(group.attrs)
+    attrs["contigs"] = attrs["contigs"][:1]
+    attrs.pop("meta_digest", None)
+    group.attrs.clear()
+    group.attrs.update(write_meta_digest(attrs))
     return small
 
 
@@ -195,6 +196,7 @@ def export_catalogue_source(args: argparse.Namespace, work: Path) -> tuple[Path,
         return args.catalogue, {"catalogue": str(args.catalogue)}
     from pipeline.apply.variants.catalogue import build_catalogue
     from pipeline.apply.variants.options import CatalogueOptions
+    from pipeline.store.catalogue import catalogue_info
 
     demo_ckpt = args.demo / "run" / "best.pt"
     if args.checkpoint is not None:
@@ -210,7 +212,7 @@ def export_catalogue_source(args: argparse.Namespace, work: Path) -> tuple[Path,
     return out, {
         "catalogue": "the demo's whole genome (catalogue --all)" if args.checkpoint is None else f"{out.name}",
         "weights": weights,
-        "positions": s.n_positions,
+        "positions": catalogue_info(out)["positions"],  # s counts this run's only (a reused one: 0)
         "build_line": s.line(),
         "build_s": round(time.perf_counter() - t0, 1),
     }

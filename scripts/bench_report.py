@@ -846,13 +846,13 @@ def effects_section(r: dict | None) -> list[str]:
     if r is None:
         return ["## Variant effects: export, percentiles, API", "", "not run (`make bench-effects`)", ""]
     m = r["machine"]
-    before, after = r.get("load_average_before", [None])[0], r.get("load_average_after", [None])[0]
+    before, after = r.get("load_average_before", [0.0])[0], r.get("load_average_after", [0.0])[0]
     lines = [
         "## Variant effects: export, percentiles, API (`scripts/bench_effects.py`)",
         "",
         f"On the CPU ({m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')}, pyarrow {m.get('pyarrow')}, "
-        f"pysam {m.get('pysam')}); 1-minute load average {before} at the start, {after} at the end."
-        + (_load_note([before, after]) if before is not None and after is not None else ""),
+        f"pysam {m.get('pysam')}); 1-minute load average {before:.2f} at the start, {after:.2f} at the end."
+        + _load_note([before, after]),
         "",
     ]
     lines += _export_lines(r.get("export"))
