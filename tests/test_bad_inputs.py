@@ -1400,6 +1400,11 @@ def _(c: Ctx) -> list[Any]:
     return ["score-vcf", "--checkpoint", c.ckpt, "--vcf", vcf, "--out", c.tmp / "s.parquet"]
 
 
+@case("background: fewer than 1,000 quantile points", "background", "--quantiles", "1000")
+def _(c: Ctx) -> list[Any]:
+    return ["background", "--checkpoint", c.ckpt, "--out", c.tmp / "b.zarr", "--quantiles", "10"]
+
+
 # --- compare ------------------------------------------------------------------------------------
 @case("compare: a folder that is not a run", "compare", "not a run folder")
 def _(c: Ctx) -> list[Any]:
