@@ -345,3 +345,62 @@ def test_lookup_writes_parquet_as_its_tsv(catalogue, tmp_path):
     assert_one_line_error(invoke("lookup", catalogue, "--region", "chr21:101-102", "--out", parquet), "exists")
     ok("lookup", catalogue, "--region", "chr21:101-102", "--out", parquet, "--overwrite")
     assert len(pd.read_parquet(parquet)) == 6
+
+
+@pytest.fixture(scope="module")
+def background(trained_run, tmp_path_factory) -> Path:
+    """A background of the trained run (6 windows of its test split)."""
+    from pipeline.apply.variants.background import build_background
+    from pipeline.apply.variants.options import BackgroundOptions
+
+    out = tmp_path_factory.mktemp("export_background") / "b.zarr"
+    options = BackgroundOptions(windows=6, seed=3, values_per_window=2000, device="cpu", batch_size=4)
+    build_background(str(trained_run / "best.pt"), str(out), options, progress=False)
+    return out
+
+
+def test_background_adds_each_listed_effects_percentile_as_lookup_gives_it(catalogue, background, tmp_path):
+    from pipeline.store.background import grid_share, open_background
+
+    tsv, parquet = tmp_path / "S.tsv.gz", tmp_path / "S.parquet"
+    for out in (tsv, parquet):
+        export_catalogue(str(catalogue), str(out), ExportOptions(top_k=2, background=str(background)), progress=False)
+    table = read_tsv(tsv)
+    assert list(table.columns[6:]) == [
+        "top1_target", "top1_effect", "top1_q", "top2_target", "top2_effect", "top2_q"
+    ]  # fmt: skip
+    b = pd.read_parquet(parquet)
+    assert list(b.columns) == list(table.columns) and b["top1_q"].dtype == np.float32
+    assert np.allclose(table["top2_q"], b["top2_q"], rtol=1e-5, atol=0)  # the TSV prints %.6g
+    looked = tmp_path / "l.tsv"
+    lookup(str(catalogue), str(looked), LookupOptions(region="chrX:1000-1100", background=str(background)),
+           progress=False)  # fmt: skip
+    with open(looked) as handle:
+        meta = sum(1 for line in handle if line.startswith("##"))
+    want = pd.read_csv(looked, sep="\t", skiprows=meta, keep_default_na=False, na_values=[""])
+    want = want[want.status == "scored"].set_index(["pos", "alt"])
+    got = table[(table.chrom == "chrX") & table.pos.between(1000, 1100)]
+    assert len(got) == len(want) > 0
+    bg = open_background(background)
+    for r in got.itertuples():
+        for i in (1, 2):
+            name, effect, q = getattr(r, f"top{i}_target"), getattr(r, f"top{i}_effect"), getattr(r, f"top{i}_q")
+            assert q == want.loc[(r.pos, r.alt), f"{name}_q"]  # the same text: lookup --background's percentile
+            t = bg.target_names.index(name)
+            assert q == pytest.approx(float(grid_share(bg.signed[t], bg.probs, float(np.float16(effect)))), abs=1e-6)
+    assert "background" in next(h for h in pysam.TabixFile(str(tsv)).header if h.startswith("##background="))
+
+
+def test_a_background_of_another_checkpoint_is_refused(catalogue, trained_run, tmp_path):
+    from helpers import rewrite_checkpoint
+
+    from pipeline.apply.variants.background import build_background
+    from pipeline.apply.variants.options import BackgroundOptions
+
+    other = rewrite_checkpoint(trained_run / "best.pt", tmp_path / "other.pt", spec={"seed": 99})
+    bg = tmp_path / "other.zarr"
+    options = BackgroundOptions(chroms="chr21", windows=2, values_per_window=100, device="cpu")
+    build_background(str(other), str(bg), options, progress=False)
+    result = invoke("catalogue", "export", catalogue, "--out", tmp_path / "S.tsv.gz", "--background", bg)
+    assert_one_line_error(result, "another checkpoint")
+    assert not (tmp_path / "S.tsv.gz.parts").exists()

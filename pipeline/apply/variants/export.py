@@ -6,7 +6,8 @@ bases in alphabet order ``A, G, C, T``). Columns (:func:`export_columns`): ``chr
 (1-based), ``ref``, ``alt``, ``max_abs`` and ``top_target`` (the largest ``|effect|`` over all the
 model's targets and its target, as the catalogue stores them), then ``top<i>_target`` and
 ``top<i>_effect`` for ``i = 1..k`` (``--top-k``): the stored targets (``catalogue --targets``) ranked by
-``|effect|``, each with its signed effect.
+``|effect|``, each with its signed effect, and with ``--background`` ``top<i>_q``: that effect's
+percentile among the background's effects of that target (what ``lookup --background`` gives it).
 
 - ``.tsv.gz``: BGZF, ``##key=value`` lines (the score's semantics, as ``score-vcf``'s TSV has them,
   and one ``##column_<name>=`` line per column), a ``#chrom pos ...`` header line, then the rows;
@@ -35,7 +36,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from pipeline.apply.outputs import TSV_FORMAT, OutputKind, check_output
 from pipeline.apply.variants.options import ExportOptions
 from pipeline.apply.variants.records import quiet_htslib
 from pipeline.apply.variants.semantics import Semantics
+from pipeline.apply.variants.values import Percentiles
 from pipeline.apply.variants.writers import PARQUET_META, exclusive_output, import_pyarrow, is_parquet_of
 from pipeline.core.encoding import ALPHABET
 from pipeline.core.files import atomic_path, staging
@@ -76,12 +78,13 @@ EXPORT_REASON = (
 )
 
 
-def export_columns(top_k: int) -> list[str]:
-    """The columns of an export listing ``top_k`` targets per SNV."""
-    return [*FIXED, *(f"top{i}_{what}" for i in range(1, top_k + 1) for what in ("target", "effect"))]
+def export_columns(top_k: int, percentiles: bool = False) -> list[str]:
+    """The columns of an export listing ``top_k`` targets per SNV (with their percentiles: ``top<i>_q``)."""
+    each = ("target", "effect", "q") if percentiles else ("target", "effect")
+    return [*FIXED, *(f"top{i}_{what}" for i in range(1, top_k + 1) for what in each)]
 
 
-def column_meanings(meta: CatalogueMeta, top_k: int) -> dict[str, str]:
+def column_meanings(meta: CatalogueMeta, top_k: int, percentiles: bool = False) -> dict[str, str]:
     """What each column of an export holds (written into its header or metadata)."""
     T, F = len(meta.target_names), len(meta.all_target_names)
     out = {
@@ -95,6 +98,10 @@ def column_meanings(meta: CatalogueMeta, top_k: int) -> dict[str, str]:
     for i in range(1, top_k + 1):
         out[f"top{i}_target"] = f"the stored target (of {T}) with the {_ordinal(i)} largest |effect|"
         out[f"top{i}_effect"] = "its effect, signed (float16; ties keep the catalogue's target order)"
+        if percentiles:
+            out[f"top{i}_q"] = (
+                "that effect's percentile: the share of the background's effects of that target at or below it"
+            )
     return out
 
 
@@ -129,12 +136,14 @@ class UnitRows:
     """int64 [n, k], indices into the stored ``target_names``, by decreasing ``|effect|``."""
     top_effect: np.ndarray
     """float16 [n, k]."""
+    top_q: np.ndarray | None = None
+    """float32 [n, k]: each ``top_effect``'s percentile in the background (``None``: no background)."""
 
     def __len__(self) -> int:
         return len(self.pos)
 
 
-def unit_rows(data: dict[str, np.ndarray], start: int, top_k: int) -> UnitRows:
+def unit_rows(data: dict[str, np.ndarray], start: int, top_k: int, percentiles: Percentiles | None = None) -> UnitRows:
     """The rows of a unit's arrays (:func:`~pipeline.store.catalogue.read_checked_unit`) starting at 0-based
     ``start``: every position whose ``ref`` is a base (not ``N``, not outside the regions), three rows each.
 
@@ -147,6 +156,9 @@ def unit_rows(data: dict[str, np.ndarray], start: int, top_k: int) -> UnitRows:
         0-based position of the unit's first position.
     top_k : int
         Targets ranked per row (at most ``T``).
+    percentiles : Percentiles, optional
+        The background (its ``columns``: the background's index of each stored target): adds ``top_q``,
+        computed as ``lookup --background`` computes a row's (every stored target, then the top ``k``).
 
     Returns
     -------
@@ -158,6 +170,10 @@ def unit_rows(data: dict[str, np.ndarray], start: int, top_k: int) -> UnitRows:
     stored = np.asarray(data["effects"])
     effects = stored[idx].reshape(3 * len(idx), stored.shape[-1])  # [3n, T], alts in ALTS order
     order = np.argsort(-np.abs(effects.astype(np.float32)), axis=1, kind="stable")[:, :top_k]
+    top_q = None
+    if percentiles is not None:
+        shares = percentiles.background.percentile(effects.astype(np.float64), percentiles.columns)  # [3n, T]
+        top_q = np.take_along_axis(shares.astype(np.float32), order, axis=1)
     return UnitRows(
         pos=np.repeat(start + idx + 1, 3).astype(np.int64),
         ref=np.repeat(codes, 3),
@@ -166,6 +182,7 @@ def unit_rows(data: dict[str, np.ndarray], start: int, top_k: int) -> UnitRows:
         top_target=np.asarray(data["top_target"])[idx].ravel().astype(np.int64),
         top_index=order.astype(np.int64),
         top_effect=np.take_along_axis(effects, order, axis=1),
+        top_q=top_q,
     )
 
 
@@ -194,6 +211,8 @@ def tsv_text(chrom: str, rows: UnitRows, names: _Names) -> str:
     for i in range(rows.top_index.shape[1]):
         cols.append(names.stored[rows.top_index[:, i]].tolist())
         cols.append(f16[np.ascontiguousarray(rows.top_effect[:, i]).view(np.uint16)].tolist())
+        if rows.top_q is not None:
+            cols.append([TSV_FORMAT % q for q in rows.top_q[:, i].astype(np.float64).tolist()])
     return "\n".join(map("\t".join, zip(*cols))) + "\n"
 
 
@@ -211,16 +230,19 @@ def arrow_table(chrom: str, rows: UnitRows, names: _Names, schema: Any) -> Any:
     for i in range(rows.top_index.shape[1]):
         arrays.append(pa.array(names.stored[rows.top_index[:, i]], type=pa.string()))
         arrays.append(pa.array(rows.top_effect[:, i].astype(np.float32), type=pa.float32()))
+        if rows.top_q is not None:
+            arrays.append(pa.array(rows.top_q[:, i], type=pa.float32()))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def parquet_schema(top_k: int, metadata: dict[str, Any]) -> Any:
+def parquet_schema(top_k: int, metadata: dict[str, Any], percentiles: bool = False) -> Any:
     """The Arrow schema of a ``.parquet`` export, with ``metadata`` (JSON) under
     :data:`~pipeline.apply.variants.writers.PARQUET_META`."""
     pa, _ = import_pyarrow()
     kinds = {"pos": pa.int64(), "max_abs": pa.float32()}
     fields = [
-        pa.field(c, kinds.get(c, pa.float32() if c.endswith("_effect") else pa.string())) for c in export_columns(top_k)
+        pa.field(c, kinds.get(c, pa.float32() if c.endswith(("_effect", "_q")) else pa.string()))
+        for c in export_columns(top_k, percentiles)
     ]
     return pa.schema(fields, metadata={PARQUET_META: json.dumps(metadata, sort_keys=True).encode()})
 
@@ -289,11 +311,57 @@ def _require_complete(cat: Catalogue) -> None:
         )
 
 
-def _identity(cat: Catalogue, kind: str, top_k: int) -> dict[str, Any]:
-    """What the parts depend on: the catalogue's attributes (its plan, model, genome), the format, ``top_k``."""
-    attrs = json.dumps(cat.meta.attrs(), sort_keys=True).encode()
-    return {"format": FORMAT, "format_version": VERSION, "suffix": kind, "top_k": top_k,
-            "catalogue_sha256": hashlib.sha256(attrs).hexdigest()}  # fmt: skip
+def _sha256(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class _Plan:
+    """What one export writes: the catalogue, the format, ``top_k``, the background (if any)."""
+
+    cat: Catalogue
+    kind: str
+    top_k: int
+    percentiles: Percentiles | None = None
+    schema: Any = None
+    """The Arrow schema (``.parquet``)."""
+
+    def __post_init__(self) -> None:
+        self.names = _Names(self.cat.meta)
+        if self.kind == ".parquet":
+            self.schema = parquet_schema(self.top_k, self.metadata(), self.percentiles is not None)
+
+    def semantics(self) -> Semantics:
+        """The catalogue's semantics, with the background's when there is one."""
+        semantics = Semantics(**self.cat.meta.semantics["fields"])
+        if self.percentiles is not None:
+            semantics = replace(semantics, background=self.percentiles.background.describe())
+        return semantics
+
+    def columns(self) -> dict[str, str]:
+        """Each column and what it holds."""
+        return column_meanings(self.cat.meta, self.top_k, self.percentiles is not None)
+
+    def identity(self) -> dict[str, Any]:
+        """What the parts depend on: the catalogue's attributes (its plan, model, genome), the format,
+        ``top_k`` and the background's attributes."""
+        background = None if self.percentiles is None else _sha256(self.percentiles.background.attrs)
+        return {"format": FORMAT, "format_version": VERSION, "suffix": self.kind, "top_k": self.top_k,
+                "catalogue_sha256": _sha256(self.cat.meta.attrs()), "background_sha256": background}  # fmt: skip
+
+    def header(self) -> str:
+        """The ``##`` lines and the ``#`` header line of a ``.tsv.gz`` export."""
+        lines = [f"##{FORMAT}={VERSION}", *(f"##{key}={value}" for key, value in self.semantics().lines())]
+        lines += [f"##catalogue_targets={json.dumps(self.cat.meta.target_names)}", f"##top_k={self.top_k}"]
+        lines += [f"##column_{name}={text}" for name, text in self.columns().items()]
+        columns = export_columns(self.top_k, self.percentiles is not None)
+        return "\n".join([*lines, "#" + "\t".join(columns)]) + "\n"
+
+    def metadata(self) -> dict[str, Any]:
+        """The file metadata of a ``.parquet`` export."""
+        return {"kind": KIND, "format_version": VERSION, "semantics": self.semantics().as_dict(),
+                "top_k": self.top_k, "catalogue_targets": self.cat.meta.target_names,
+                "columns": self.columns()}  # fmt: skip
 
 
 class _Parts:
@@ -332,29 +400,30 @@ def _units(cat: Catalogue, k: int) -> list[int]:
     return cat.meta.contigs[k].units(cat.meta.unit_positions)
 
 
-def _contig_rows(cat: Catalogue, k: int, top_k: int, bar: Any) -> Iterator[UnitRows]:
+def _contig_rows(plan: _Plan, k: int, bar: Any) -> Iterator[UnitRows]:
     """The rows of contig ``k``, a unit at a time (each read once and checked)."""
+    cat = plan.cat
     for u in _units(cat, k):
         start, _ = cat.meta.unit_range(k, u)
-        yield unit_rows(read_checked_unit(cat, k, u), start, top_k)
+        yield unit_rows(read_checked_unit(cat, k, u), start, plan.top_k, plan.percentiles)
         bar.update()
 
 
-def _write_tsv_part(path: Path, cat: Catalogue, k: int, top_k: int, names: _Names, bar: Any) -> int:
+def _write_tsv_part(path: Path, plan: _Plan, k: int, bar: Any) -> int:
     n = 0
-    chrom = cat.meta.contigs[k].name
+    chrom = plan.cat.meta.contigs[k].name
     with pysam.BGZFile(str(path), "wb", None) as handle:
-        for rows in _contig_rows(cat, k, top_k, bar):
-            handle.write(tsv_text(chrom, rows, names).encode())
+        for rows in _contig_rows(plan, k, bar):
+            handle.write(tsv_text(chrom, rows, plan.names).encode())
             n += len(rows)
     return n
 
 
-def _write_parquet_part(path: Path, cat: Catalogue, k: int, top_k: int, names: _Names, bar: Any, schema: Any) -> int:
+def _write_parquet_part(path: Path, plan: _Plan, k: int, bar: Any) -> int:
     pa, pq = import_pyarrow()
-    chrom, n = cat.meta.contigs[k].name, 0
+    chrom, n = plan.cat.meta.contigs[k].name, 0
     held: list[Any] = []
-    with pq.ParquetWriter(str(path), schema) as writer:
+    with pq.ParquetWriter(str(path), plan.schema) as writer:
 
         def flush() -> None:
             if held:
@@ -362,28 +431,14 @@ def _write_parquet_part(path: Path, cat: Catalogue, k: int, top_k: int, names: _
                 writer.write_table(table, row_group_size=max(len(table), 1))
                 held.clear()
 
-        for rows in _contig_rows(cat, k, top_k, bar):
+        for rows in _contig_rows(plan, k, bar):
             if len(rows):
-                held.append(arrow_table(chrom, rows, names, schema))
+                held.append(arrow_table(chrom, rows, plan.names, plan.schema))
                 n += len(rows)
             if sum(len(t) for t in held) >= ROW_GROUP_ROWS:
                 flush()
         flush()
     return n
-
-
-def _header_text(cat: Catalogue, top_k: int) -> str:
-    semantics = Semantics(**cat.meta.semantics["fields"])
-    lines = [f"##{FORMAT}={VERSION}", *(f"##{key}={value}" for key, value in semantics.lines())]
-    lines += [f"##catalogue_targets={json.dumps(cat.meta.target_names)}", f"##top_k={top_k}"]
-    lines += [f"##column_{name}={text}" for name, text in column_meanings(cat.meta, top_k).items()]
-    return "\n".join([*lines, "#" + "\t".join(export_columns(top_k))]) + "\n"
-
-
-def _metadata(cat: Catalogue, top_k: int) -> dict[str, Any]:
-    semantics = Semantics(**cat.meta.semantics["fields"])
-    return {"kind": KIND, "format_version": VERSION, "semantics": semantics.as_dict(), "top_k": top_k,
-            "catalogue_targets": cat.meta.target_names, "columns": column_meanings(cat.meta, top_k)}  # fmt: skip
 
 
 def _join_tsv(parts: list[Path], header: str, staged: Path) -> str:
@@ -421,17 +476,17 @@ def _join_parquet(parts: list[Path], staged: Path, schema: Any) -> None:
                 writer.write_table(table, row_group_size=max(len(table), 1))
 
 
-def _publish(out: Path, kind: str, parts: list[Path], cat: Catalogue, top_k: int, schema: Any) -> str | None:
+def _publish(out: Path, plan: _Plan, parts: list[Path]) -> str | None:
     """Join the parts into ``out`` through a staging folder (the index published before the table)."""
     index = None
     with staging(out) as stage:
-        if kind == ".tsv.gz":
-            suffix = _join_tsv(parts, _header_text(cat, top_k), stage.folder / out.name)
+        if plan.kind == ".tsv.gz":
+            suffix = _join_tsv(parts, plan.header(), stage.folder / out.name)
             index = str(out) + suffix
             stage.path(Path(index))  # the staged index, named first: published before the table
             stage.path(out)
         else:
-            _join_parquet(parts, stage.path(out), schema)
+            _join_parquet(parts, stage.path(out), plan.schema)
     for suffix in INDEX_SUFFIXES:  # an index of a replaced export that does not go with the new one
         if index is None or not index.endswith(suffix):
             Path(str(out) + suffix).unlink(missing_ok=True)
@@ -450,7 +505,8 @@ def export_catalogue(
     out : str
         ``.tsv.gz`` or ``.parquet`` (needs pyarrow); its parts go to ``out.parts`` until it is complete.
     options : ExportOptions, optional
-        ``top_k`` (targets listed per SNV, at most the catalogue's stored targets) and ``overwrite``.
+        ``top_k`` (targets listed per SNV, at most the catalogue's stored targets), ``background`` (adds
+        each listed effect's percentile) and ``overwrite``.
     progress : bool
         Show a progress bar (catalogue units).
 
@@ -462,8 +518,8 @@ def export_catalogue(
     ------
     UserError
         Another suffix; a ``.parquet`` output without pyarrow; an incomplete catalogue; ``top_k`` larger
-        than the stored targets; ``out.parts`` from another export; an existing ``out`` (without
-        ``overwrite``).
+        than the stored targets; a background of another checkpoint, targets or quantity;
+        ``out.parts`` from another export; an existing ``out`` (without ``overwrite``).
     DamagedDataError
         A unit of the catalogue does not match its digests.
     """
@@ -479,14 +535,13 @@ def export_catalogue(
         raise UserError(f"--top-k {opts.top_k}: the catalogue stores {T} target{'s' * (T != 1)}; give at most {T}")
     _require_complete(cat)
     summary = ExportSummary(out=str(out_path), n_contigs=len(cat.meta.contigs))
+    plan = _Plan(cat, kind, opts.top_k, _percentiles(catalogue, cat, opts.background))
     try:
         with exclusive_output(out_path, opts.overwrite):
-            parts = _Parts(out_path, kind, _identity(cat, kind, opts.top_k))
+            parts = _Parts(out_path, kind, plan.identity())
             parts.prepare()
-            schema = parquet_schema(opts.top_k, _metadata(cat, opts.top_k)) if kind == ".parquet" else None
-            _write_parts(cat, parts, opts.top_k, schema, summary, progress)
-            paths = [parts.path(k) for k in range(len(cat.meta.contigs))]
-            summary.index = _publish(out_path, kind, paths, cat, opts.top_k, schema)
+            _write_parts(plan, parts, summary, progress)
+            summary.index = _publish(out_path, plan, [parts.path(k) for k in range(len(cat.meta.contigs))])
             shutil.rmtree(parts.folder, ignore_errors=True)
     except OSError as exc:
         raise WriteError(f"cannot write output {str(out_path)!r}: {exc.strerror or exc}") from None
@@ -494,20 +549,30 @@ def export_catalogue(
     return summary
 
 
-def _write_parts(cat: Catalogue, parts: _Parts, top_k: int, schema: Any, summary: ExportSummary,
-                 progress: bool) -> None:  # fmt: skip
+def _percentiles(path: str, cat: Catalogue, background: str | None) -> Percentiles | None:
+    """The background of ``--background``, checked against the catalogue's checkpoint, targets and
+    quantity, as ``lookup --background`` checks it (``None``: not given)."""
+    if background is None:
+        return None
+    meta = cat.meta
+    model = (str(meta.model.get("checkpoint_sha256")), meta.all_target_names)
+    quantity = str(meta.semantics["fields"]["quantity"])
+    return Percentiles.open(background, model, quantity, f"catalogue {path!r}", meta.target_names)
+
+
+def _write_parts(plan: _Plan, parts: _Parts, summary: ExportSummary, progress: bool) -> None:
     """Write the part of every contig not finished yet."""
+    cat = plan.cat
     todo = [k for k in range(len(cat.meta.contigs)) if not parts.path(k).is_file()]
     summary.n_before = len(cat.meta.contigs) - len(todo)
-    names = _Names(cat.meta)
     total = sum(len(_units(cat, k)) for k in todo)
     with tqdm(total=total, desc="export", unit=" units", disable=not progress) as bar:
         for k in todo:
             with atomic_path(parts.path(k)) as tmp:
-                if schema is None:
-                    summary.n_rows += _write_tsv_part(tmp, cat, k, top_k, names, bar)
+                if plan.kind == ".tsv.gz":
+                    summary.n_rows += _write_tsv_part(tmp, plan, k, bar)
                 else:
-                    summary.n_rows += _write_parquet_part(tmp, cat, k, top_k, names, bar, schema)
+                    summary.n_rows += _write_parquet_part(tmp, plan, k, bar)
             summary.n_units += len(_units(cat, k))
 
 

@@ -286,6 +286,12 @@ class ExportOptions(Options):
         "Targets listed per SNV (top1_target, top1_effect, ...): the stored targets with the largest |effect|.",
         minimum=0,
     )
+    background: str | None = option(
+        None,
+        "A background made by 'multiplexer background' with the catalogue's checkpoint: adds top<i>_q, the "
+        "percentile of top<i>_effect among that target's background effects (0-1).",
+        metavar="B.zarr",
+    )
     overwrite: bool = option(
         False, "Replace an existing export (never another kind of file); the new one is swapped in when complete."
     )
