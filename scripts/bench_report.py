@@ -855,8 +855,29 @@ def effects_section(r: dict | None) -> list[str]:
         + _load_note([before, after]),
         "",
     ]
+    lines += _values_lines(r.get("values"))
     lines += _export_lines(r.get("export"))
     return lines + ["", f"(run {r['date']})", ""]
+
+
+def _values_lines(v: dict | None) -> list[str]:
+    """``score-vcf --values ref,alt``: variants/s with and without, per mode (``score_vcf_values_rate``)."""
+    if not v:
+        return []
+    lines = [
+        f"`score-vcf` on {v['n_variants']:,} demo SNVs with and without `--values ref,alt` (start-up subtracted: "
+        f"{v['startup_s']} s wall, {v['startup_cpu_s']} s CPU):",
+        "",
+        "| mode | variants/s | with --values | cost | variants per CPU s | with --values | cost |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for mode, x in v["modes"].items():
+        plain, valued = x["plain"], x["values_ref_alt"]
+        lines.append(
+            f"| {mode} | {plain['variants_per_s']:,} | {valued['variants_per_s']:,} | {x['values_cost']}x | "
+            f"{plain['variants_per_cpu_s']:,} | {valued['variants_per_cpu_s']:,} | {x['values_cost_cpu']}x |"
+        )
+    return [*lines, ""]
 
 
 def _export_lines(x: dict | None) -> list[str]:
