@@ -23,7 +23,12 @@ Sections (each a function that returns its figures; ``--sections`` picks them):
   not depend on the weights; sizes do, a little: random effects compress differently). Or
   ``--catalogue CAT.zarr``: export that complete catalogue.
 
-``values`` needs the demo's trained multiplexer (``--demo DIR``, default ``work/demo``: ``multiplexer
+- ``background`` (:func:`background_rate`) -- ``multiplexer background`` (256 windows of the demo's
+  test split, the defaults) in a subprocess: wall and CPU seconds and peak RSS; then ``score-vcf`` on the
+  ``values`` section's VCF (shared windows) with and without ``--background``: variants/s (start-up
+  subtracted, wall and CPU) and the cost of the percentiles as the ratio of the rates.
+
+``values`` and ``background`` need the demo's trained multiplexer (``--demo DIR``, default ``work/demo``: ``multiplexer
 demo`` writes it, and the script runs it first when ``DIR/run/best.pt`` is missing), or
 ``--checkpoint`` and ``--genome``.
 
@@ -84,6 +89,37 @@ def score_vcf_values_rate(checkpoint: Path, genome: Path, n_variants: int, work:
         runs["values_cost_cpu"] = round(plain["variants_per_cpu_s"] / valued["variants_per_cpu_s"], 3)
         result["modes"][mode] = runs
     return result
+
+
+def background_rate(checkpoint: Path, genome: Path, n_variants: int, work: Path) -> dict[str, Any]:
+    """``background`` build time, then ``score-vcf`` variants/s with and without ``--background``."""
+    background = work / "bg.zarr"
+    build = _run([str(BIN / "multiplexer"), "-q", "background", "--checkpoint", str(checkpoint), "--genome",
+                  str(genome), "--out", str(background), "--device", "cpu"])  # fmt: skip
+    if build["rc"]:
+        raise SystemExit(f"background failed: {build.get('error')}")
+    seqs = _genome(genome)
+    vcf, one = work / "bg.vcf", work / "bg_one.vcf"
+    n = write_snvs(seqs, n_variants, vcf, seed=25)
+    write_snvs(seqs, 1, one, seed=25)
+    startup = _score(checkpoint, genome, one, work / "bg_one.tsv.gz", [])
+    runs: dict[str, Any] = {}
+    for label, extra in (("plain", []), ("background", ["--background", str(background)])):
+        run = _score(checkpoint, genome, vcf, work / f"bg_{label}.tsv.gz", extra)
+        if run["rc"]:
+            raise SystemExit(f"score-vcf {label} failed: {run.get('error')}")
+        wall = max(run["wall_s"] - startup["wall_s"], 1e-9)
+        cpu = max(run["cpu_s"] - startup["cpu_s"], 1e-9)
+        runs[label] = {**run, "variants_per_s": round(n / wall, 1), "variants_per_cpu_s": round(n / cpu, 1)}
+    return {
+        "build": build,
+        "n_variants": n,
+        "startup_s": startup["wall_s"],
+        "startup_cpu_s": startup["cpu_s"],
+        "score_vcf": runs,
+        "cost": round(runs["plain"]["variants_per_s"] / runs["background"]["variants_per_s"], 3),
+        "cost_cpu": round(runs["plain"]["variants_per_cpu_s"] / runs["background"]["variants_per_cpu_s"], 3),
+    }
 
 
 EXPORT_CHILD = """
@@ -252,7 +288,7 @@ def _random_demo_checkpoint(path: Path, work: Path) -> Path:
     return path
 
 
-SECTIONS = {"values": score_vcf_values_rate, "export": export_section}
+SECTIONS = {"values": score_vcf_values_rate, "background": background_rate, "export": export_section}
 """Every section of this benchmark by name (``--sections``)."""
 
 
@@ -270,7 +306,8 @@ def main() -> None:
     if (args.checkpoint is None) != (args.genome is None):
         parser.error("give --checkpoint and --genome together")
     sections = args.sections.split(",")
-    checkpoint = args.checkpoint or (ensure_demo(args.demo) if "values" in sections else None)
+    needs_demo = {"values", "background"} & set(sections)
+    checkpoint = args.checkpoint or (ensure_demo(args.demo) if needs_demo else None)
     genome = args.genome or args.demo / "genome.fa"
     result: dict[str, Any] = {
         "benchmark": "effects",
@@ -285,6 +322,8 @@ def main() -> None:
         for name in sections:
             if name == "values" and checkpoint is not None:
                 result["values"] = score_vcf_values_rate(checkpoint, genome, args.n_variants, Path(tmp))
+            elif name == "background" and checkpoint is not None:
+                result["background"] = background_rate(checkpoint, genome, args.n_variants, Path(tmp))
             elif name == "export":
                 result["export"] = export_section(args)
     result["load_average_after"] = list(os.getloadavg())

@@ -856,8 +856,34 @@ def effects_section(r: dict | None) -> list[str]:
         "",
     ]
     lines += _values_lines(r.get("values"))
+    lines += _background_lines(r.get("background"))
     lines += _export_lines(r.get("export"))
     return lines + ["", f"(run {r['date']})", ""]
+
+
+def _background_lines(b: dict | None) -> list[str]:
+    """``background`` build time and ``score-vcf --background`` variants/s (``background_rate``)."""
+    if not b:
+        return []
+    build, plain, bg = b["build"], b["score_vcf"]["plain"], b["score_vcf"]["background"]
+    return [
+        f"`multiplexer background` (256 windows of the demo's test split, 1,000 effects kept per window, 1,001 "
+        f"quantiles; the defaults) in {build['wall_s']} s wall, {build['cpu_s']} s CPU, peak RSS "
+        f"{build['peak_rss_kb'] / 1024:.0f} MB, start-up included: {build['line']}",
+        "",
+        f"`score-vcf` (shared windows) on {b['n_variants']:,} demo SNVs with and without `--background` "
+        f"(start-up subtracted: {b['startup_s']} s wall, {b['startup_cpu_s']} s CPU):",
+        "",
+        "| run | variants/s | variants per CPU s | peak RSS |",
+        "| --- | --- | --- | --- |",
+        *(
+            f"| {label} | {x['variants_per_s']:,} | {x['variants_per_cpu_s']:,} | {x['peak_rss_kb'] / 1024:.0f} MB |"
+            for label, x in (("plain", plain), ("`--background`", bg))
+        ),
+        "",
+        f"Cost of the percentiles: {b['cost']}x wall, {b['cost_cpu']}x CPU.",
+        "",
+    ]
 
 
 def _values_lines(v: dict | None) -> list[str]:
