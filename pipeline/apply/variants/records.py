@@ -20,7 +20,7 @@ import hashlib
 import io
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -379,3 +379,76 @@ def content_digest(path: Path) -> str:
     """
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+TEXT_BLOCK = 1 << 20
+"""Bytes of a text VCF read (and decoded) at once by :func:`text_lines`."""
+
+MAX_TEXT_POS = 999_999_999
+"""The largest POS :func:`parse_line` reads from the text (a longer one goes through htslib)."""
+
+
+def reads_as_text(source: VcfSource) -> bool:
+    """Whether ``source``'s records can be read from its text (:func:`text_lines`, :func:`parse_line`)
+    with what htslib would give: a whole, sites-only text VCF (plain or bgzipped, the ``#CHROM`` line
+    with the 8 fixed columns and no samples: htslib checks sample columns), not one read through a
+    normalised copy, not a region of it."""
+    if source.region is not None or not source.path.is_file() or needs_normalising(source.path):
+        return False
+    lines = _header_lines(source.path)
+    if not lines or not lines[-1].startswith("#CHROM"):
+        return False
+    return len(lines[-1].split("\t")) == len(_FIXED)
+
+
+def text_lines(path: Path) -> Generator[list[str] | None, None, None]:
+    """The data lines of a text VCF (plain or bgzipped), in blocks of about :data:`TEXT_BLOCK` bytes,
+    without their ``\\n``; ``None`` (then nothing more) where a block is not UTF-8 text: the records
+    from there on are read through htslib (which names the record and the byte)."""
+    with open(path, "rb") as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+    with gzip.open(path, "rb") if gz else open(path, "rb") as handle:
+        carry, header = b"", True
+        while True:
+            chunk = handle.read(TEXT_BLOCK)
+            if chunk:
+                data = carry + chunk
+                cut = data.rfind(b"\n")
+                if cut < 0:
+                    carry = data
+                    continue
+                body, carry = data[:cut], data[cut + 1 :]
+            elif carry:
+                body, carry = carry, b""
+            else:
+                return
+            try:
+                lines = body.decode("utf-8").split("\n")
+            except UnicodeDecodeError:
+                yield None
+                return
+            if header:
+                start = next((k for k, line in enumerate(lines) if not line.startswith("#")), len(lines))
+                header = start == len(lines)
+                lines = lines[start:]
+            if lines:
+                yield lines
+
+
+def parse_line(number: int, line: str) -> list[VcfRecord] | None:
+    """The records of one data line of a sites-only text VCF (:func:`reads_as_text`), as htslib reads
+    them (``.`` or empty ID and REF are ``.``; ALT ``.`` is one record of ``allele_index`` 0); ``None``
+    for a line read through htslib instead (not 8 columns, POS not plain digits, an empty ALT)."""
+    fields = line.split("\t", 8)
+    if len(fields) != len(_FIXED):
+        return None
+    chrom, pos, vid, ref, alt = fields[0], fields[1], fields[2], fields[3], fields[4]
+    if not (pos.isascii() and pos.isdigit() and pos[0] != "0" and len(pos) <= 9) or not chrom or not alt:
+        return None
+    vid, ref = vid or ".", ref or "."
+    if alt == ".":
+        return [VcfRecord(number, chrom, int(pos), vid, ref, ".", 0)]
+    alts = alt.split(",")
+    if "" in alts:
+        return None
+    return [VcfRecord(number, chrom, int(pos), vid, ref, a, k) for k, a in enumerate(alts, start=1)]

@@ -10,8 +10,9 @@ order with at most :data:`MAX_HELD_ROWS` held back. :class:`VcfSummary` counts w
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from operator import attrgetter, itemgetter
 from typing import Protocol
 
 import numpy as np
@@ -36,6 +37,11 @@ REF_BLOCKS_KEPT = 4
 
 MAX_KNOWN_CHROMOSOMES = 100_000
 """Most chromosome names :class:`Rules` remembers (a VCF names few; this bounds a hostile one)."""
+
+MAX_KNOWN_ALLELES = 65_536
+"""Most (REF, ALT) pairs :meth:`Rules.skipped` remembers the problem and REF check of (then it starts anew)."""
+
+_UNKNOWN = object()
 
 NAMING = "chromosome naming differs"
 """The :attr:`Skip.kind` of a record whose chromosome the genome spells otherwise (``--no-harmonise``)."""
@@ -259,6 +265,49 @@ class Row:
         self.check, self.match = compare_ref(self.record, bases)
 
 
+SkippedRow = tuple[int, str, str, str, str, str, int, str, str, str, Skip]
+"""A skipped row without objects of its own: ``(number, chrom, pos as written, id, ref, alt, allele_index,
+contig, ref_check, ref_match, skip)`` (the fields of :class:`~pipeline.apply.variants.records.VcfRecord`
+and :class:`Row`)."""
+
+
+class SkippedRows:
+    """Consecutive skipped rows kept as plain tuples (:data:`SkippedRow`), not :class:`Row` objects: the
+    records a model never sees cost no objects of their own on their way to the output.
+
+    Writers take them whole (:meth:`~pipeline.apply.variants.writers.ScoreWriter.write_skipped`);
+    :meth:`rows` gives the same rows as :class:`Row` objects, for code that needs them.
+    """
+
+    done = True
+    """A skipped row is always finished (what :class:`Batcher` asks of what it holds)."""
+
+    def __init__(self, rows: list[SkippedRow]) -> None:
+        self.tuples = rows
+
+    def __len__(self) -> int:
+        return len(self.tuples)
+
+    def rows(self) -> Iterator[Row]:
+        """The rows as :class:`Row` objects (what the per-record path gives for the same records)."""
+        for number, chrom, pos, vid, ref, alt, index, contig, check, match, skip in self.tuples:
+            yield Row(VcfRecord(number, chrom, int(pos), vid, ref, alt, index, contig), skip, check, match)
+
+
+def expand(items: Iterable[Row | SkippedRows]) -> Iterator[Row]:
+    """Every row of ``items``, blocks of skipped rows as :class:`Row` objects."""
+    for item in items:
+        if isinstance(item, SkippedRows):
+            yield from item.rows()
+        else:
+            yield item
+
+
+def n_rows(items: Iterable[Row | SkippedRows]) -> int:
+    """How many rows ``items`` hold (a block counts its rows)."""
+    return sum(len(item) if isinstance(item, SkippedRows) else 1 for item in items)
+
+
 @dataclass
 class Group:
     """Consecutive variants of one chromosome that share a window (their span is at most ``span``)."""
@@ -338,6 +387,28 @@ class VcfSummary:
         if row.source == "catalogue":
             self.n_catalogue += 1
 
+    def count_skipped(self, block: SkippedRows) -> None:
+        """Count a block of skipped rows (as :meth:`count` counts each)."""
+        rows = block.tuples
+        self.n_records += len(rows)
+        skips = list(map(itemgetter(10), rows))
+        kinds = list(map(attrgetter("kind"), skips))
+        self.skipped.update(kinds)  # counted in C
+        if not self.naming and self.skipped.get(NAMING):  # only a naming skip has an example
+            self.naming = next((skip.example for skip in skips if skip.example), "")
+        if not set(kinds) <= self.examples.keys():  # a kind met the first time: its first row (rare)
+            for row in block.rows():
+                if row.skip is not None:
+                    self.examples.setdefault(row.skip.kind, row)
+        checks = Counter(map(itemgetter(8), rows))
+        self.n_checked += len(rows) - checks["n/a"]
+        mismatches = sum(n for check, n in checks.items() if check.startswith("mismatch"))
+        self.n_mismatch += mismatches
+        if mismatches and not self.mismatch_example:
+            first = next(row for row in rows if row[8].startswith("mismatch"))
+            self.mismatch_example = f"{first[1]}:{first[2]} REF {first[4]}, {first[8].replace('mismatch: ', 'the ')}"
+        self.n_harmonised += len(rows) - Counter(map(itemgetter(7), rows))[""]
+
     def assembly_doubt(self) -> bool:
         """Whether more than :data:`ASSEMBLY_SHARE` of the REFs checked differ from the genome (and at
         least 2): the VCF is likely on another assembly."""
@@ -378,34 +449,52 @@ class Batcher:
     def __init__(self, scorer: Scorer, span: int, batch_size: int, max_rows: int | None = None) -> None:
         self.scorer, self.span, self.batch_size = scorer, span, batch_size
         self.max_rows = MAX_HELD_ROWS if max_rows is None else max_rows
-        self.pending: deque[Row] = deque()  # rows not yet written, in VCF order
+        self.pending: deque[Row | SkippedRows] = deque()  # rows not yet written, in VCF order
+        self.held = 0  # rows in pending (a block counts its rows)
         self.closed: list[Group] = []  # groups waiting for the next batch
         self.open: Group | None = None  # the group the next variant may join
 
-    def add(self, row: Row, scoreable: bool) -> list[Row]:
+    def add_skipped(self, block: SkippedRows) -> list[Row | SkippedRows]:
+        """Take the next skipped rows, as one block; the rows now finished, in VCF order. The same as
+        :meth:`add` of each of them (``scoreable`` false): no row is scored in between, so the groups and
+        batches are the same; at most one block more than ``max_rows`` is held."""
+        if not self.pending:
+            return [block]  # nothing waits before them: they leave at once
+        return self._held(block, len(block))
+
+    def add(self, row: Row, scoreable: bool) -> list[Row | SkippedRows]:
         """Take the next row (``scoreable``: a variant to score); the rows now finished, in VCF order."""
         if not scoreable and not self.pending:
             return [row]  # nothing waits before it: a skipped row leaves at once
-        self.pending.append(row)
-        if scoreable:
-            if self.open is None or not self.open.takes(row.record, self.span):
-                self._close_open()
-            if self.open is None:
-                self.open = Group(row.record.genome_chrom, row.record.pos, row.record.pos)
-            self.open.add(row)
-            if len(self.closed) >= self.batch_size:
-                self._score()
+        if not scoreable:
+            return self._held(row, 1)
+        if self.open is None or not self.open.takes(row.record, self.span):
+            self._close_open()
+        if self.open is None:
+            self.open = Group(row.record.genome_chrom, row.record.pos, row.record.pos)
+        self.open.add(row)
+        if len(self.closed) >= self.batch_size:
+            self._score()
+        return self._held(row, 1)
+
+    def _held(self, item: Row | SkippedRows, n: int) -> list[Row | SkippedRows]:
+        self.pending.append(item)
+        self.held += n
+        return self._bounded()
+
+    def _bounded(self) -> list[Row | SkippedRows]:
+        """The rows finished now; scores what waits when :attr:`max_rows` rows are held."""
         finished = list(self._release())
-        if len(self.pending) >= self.max_rows:  # too many held: do not wait for a full batch
+        if self.held >= self.max_rows:  # too many held: do not wait for a full batch
             self._score()
             finished += self._release()
-        if len(self.pending) >= self.max_rows:  # the open group holds them back: close it
+        if self.held >= self.max_rows:  # the open group holds them back: close it
             self._close_open()
             self._score()
             finished += self._release()
         return finished
 
-    def finish(self) -> Iterator[Row]:
+    def finish(self) -> Iterator[Row | SkippedRows]:
         """Score what is left; yields every remaining row (the batcher can be used again after)."""
         self._close_open()
         self._score()
@@ -420,11 +509,15 @@ class Batcher:
         self.scorer.run(self.closed)
         self.closed = []
 
-    def _release(self) -> Iterator[Row]:
+    def _release(self) -> Iterator[Row | SkippedRows]:
         """Yield the finished rows at the head of the queue (in VCF order)."""
         while self.pending and self.pending[0].done:
             row = self.pending.popleft()
-            row.group = None  # break the row <-> group cycle: freed by reference counting, not the cyclic GC
+            if isinstance(row, SkippedRows):
+                self.held -= len(row)
+            else:
+                self.held -= 1
+                row.group = None  # break the row <-> group cycle: freed by reference counting, not the cyclic GC
             yield row
 
 
@@ -463,9 +556,13 @@ class Rules:
     def _reference(self, record: VcfRecord, n: int) -> str | None:
         """:func:`genome_ref` of ``record`` (``n``: its chromosome's length, 0 if not in the genome), read
         from a block of the genome kept in memory: a sorted VCF reads each block once."""
-        chrom, start = record.genome_chrom, record.pos - 1
-        end = start + len(record.ref)
-        if not n or not record.ref or record.ref in (".", "*") or start < 0 or end > n:
+        return self._bases(record.genome_chrom, record.pos, record.ref, n)
+
+    def _bases(self, chrom: str, pos: int, ref: str, n: int) -> str | None:
+        """:meth:`_reference` of a record at ``pos`` (1-based) of ``chrom`` (the genome's name) with ``ref``."""
+        start = pos - 1
+        end = start + len(ref)
+        if not n or not ref or ref in (".", "*") or start < 0 or end > n:
             return None
         b = start // REF_BLOCK
         if (end - 1) // REF_BLOCK != b:
@@ -476,6 +573,63 @@ class Rules:
                 del self.blocks[next(iter(self.blocks))]
             block = self.blocks[chrom, b] = self.genome.fetch(chrom, b * REF_BLOCK, min(n, (b + 1) * REF_BLOCK))
         return block[start - b * REF_BLOCK : end - b * REF_BLOCK]
+
+    plans: dict[tuple[str, str, str], tuple[str, Skip | None, int, tuple[str, str] | None]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """What :meth:`skipped` learnt of each (chromosome, REF, ALT): ``(contig, the skip of the alleles or
+    the chromosome, its length, the REF check when it needs no bases)``; at most :data:`MAX_KNOWN_ALLELES`."""
+
+    checks: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict, compare=False, repr=False)
+    """``(ref_check, ref_match)`` of each (REF, ALT, genome's bases) met, at most :data:`MAX_KNOWN_ALLELES`."""
+
+    def _plan(self, chrom: str, ref: str, alt: str) -> tuple[str, Skip | None, int, tuple[str, str] | None]:
+        contig, skip, n = self._chromosome(chrom)
+        probe = VcfRecord(0, chrom, 1, ".", ref, alt, contig=contig)
+        allele = _allele_problem(ref.upper(), alt.upper(), probe, exact=self.indels)
+        fixed = None if n and ref not in (".", "*") else compare_ref(probe, None)
+        plan = (contig, allele or skip, n, fixed)
+        if len(self.plans) >= MAX_KNOWN_ALLELES:
+            self.plans.clear()
+        self.plans[chrom, ref, alt] = plan
+        return plan
+
+    def skipped(self, number: int, chrom: str, pos: str, vid: str, ref: str, alt: str) -> SkippedRow | None:
+        """The row :meth:`classify` gives a record with one ALT (``pos`` as written: digits) when it is
+        skipped for its alleles, its chromosome or its position, as a :data:`SkippedRow` (no :class:`Row`
+        or :class:`~pipeline.apply.variants.records.VcfRecord`); ``None`` for every other record (to
+        :meth:`classify`: the mode's own rules, the REF rule, scoring). ``vid`` and ``ref`` empty are
+        ``.``, as htslib reads them."""
+        ref, at = ref or ".", int(pos)
+        contig, skip, n, fixed = self.plans.get((chrom, ref, alt)) or self._plan(chrom, ref, alt)
+        index = 0 if alt == "." else 1
+        inside = 1 <= at <= n - len(ref) + 1
+        if skip is None:
+            if inside:
+                return None  # scored, or skipped by the mode's rules
+            probe = VcfRecord(number, chrom, at, ".", ref, alt, index, contig)
+            skip = _position_problem(probe, n)
+            if skip is None:
+                return None
+        if fixed is None:
+            bases = None
+            if inside:  # the block of the genome kept (what _bases reads), else _bases itself
+                start = at - 1
+                b, end = start // REF_BLOCK, start + len(ref)
+                block = self.blocks.get((contig or chrom, b)) if (end - 1) // REF_BLOCK == b else None
+                bases = (
+                    self._bases(contig or chrom, at, ref, n)
+                    if block is None
+                    else block[start - b * REF_BLOCK : end - b * REF_BLOCK]
+                )
+            key = (ref, alt, bases or "")
+            fixed = self.checks.get(key)
+            if fixed is None:
+                probe = VcfRecord(number, chrom, at, ".", ref, alt, index, contig)
+                fixed = self.checks[key] = compare_ref(probe, bases)
+                if len(self.checks) >= MAX_KNOWN_ALLELES:
+                    self.checks.clear()
+        return (number, chrom, pos, vid or ".", ref, alt, index, contig, fixed[0], fixed[1], skip)
 
     def classify(self, record: VcfRecord) -> tuple[Row, bool]:
         """The row of a record, and whether it is a variant to score (else its status says why not).

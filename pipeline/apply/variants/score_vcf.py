@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,27 @@ from pipeline.apply.variants.diagnose import nothing_scored
 from pipeline.apply.variants.lookup import CatalogueReader
 from pipeline.apply.variants.options import ScoreVcfOptions
 from pipeline.apply.variants.parts import UNIT_RECORDS, Parts, parts_folder
-from pipeline.apply.variants.records import VcfRecord, VcfSource, content_digest, read_vcf
-from pipeline.apply.variants.rows import MAX_HELD_ROWS, Batcher, Row, Rules, Scorer, VcfSummary
+from pipeline.apply.variants.records import (
+    VcfRecord,
+    VcfSource,
+    content_digest,
+    parse_line,
+    read_vcf,
+    reads_as_text,
+    text_lines,
+)
+from pipeline.apply.variants.rows import (
+    MAX_HELD_ROWS,
+    Batcher,
+    Row,
+    Rules,
+    Scorer,
+    SkippedRow,
+    SkippedRows,
+    VcfSummary,
+    expand,
+    n_rows,
+)
 from pipeline.apply.variants.scorers import ScoringContext, ScoringMode, scoring_mode
 from pipeline.apply.variants.semantics import Semantics, model_identity, select_targets
 from pipeline.apply.variants.streams import is_stream, output_kind, refuse_with_stream, spooled
@@ -288,54 +308,152 @@ def _setup(checkpoint: str, source: VcfSource, kind: str, opts: ScoreVcfOptions,
     return job
 
 
-def _units(job: _Job, take: Callable[[int], bool], bar: Bar) -> Iterator[tuple[int, list[Row]]]:
+Items = list[Row | SkippedRows]
+"""The finished rows of a unit, in VCF order: rows, and blocks of skipped rows (:class:`SkippedRows`)."""
+
+
+class _UnitLoop:
+    """The rows of the units ``take`` accepts, one unit at a time, as records come (:func:`_units`)."""
+
+    def __init__(self, job: _Job, take: Callable[[int], bool], bar: Bar) -> None:
+        self.job, self.take, self.bar = job, take, bar
+        self.batcher = Batcher(job.scorer, job.span, job.batch_size)
+        self.unit, self.rows, self.taking, self.first_of_next = 0, Items(), take(0), UNIT_RECORDS + 1
+
+    def next_unit(self, number: int) -> tuple[int, Items] | None:
+        """Start the unit of record ``number`` (the first beyond the current one); the unit finished, if taken."""
+        done = self.finish()
+        self.unit, self.rows = (number - 1) // UNIT_RECORDS, []
+        self.taking, self.first_of_next = self.take(self.unit), (self.unit + 1) * UNIT_RECORDS + 1
+        return done
+
+    def finish(self) -> tuple[int, Items] | None:
+        """The current unit's rows once every window is scored (``None``: not taken)."""
+        if not self.taking:
+            return None
+        self._finished(list(self.batcher.finish()))
+        return self.unit, self.rows
+
+    def _finished(self, rows: Items) -> None:
+        if rows:  # the bar moves as rows finish, not once per unit of records
+            self.rows.extend(rows)
+            self.bar.update(n_rows(rows))
+
+    def record(self, record: VcfRecord) -> None:
+        """Take one record (one ALT) of the current unit."""
+        row, scoreable = self.job.rules.classify(record)
+        catalogue = self.job.catalogue
+        if scoreable and catalogue is not None and catalogue.fill(row):
+            scoreable = False  # answered: done, no window
+        self._finished(self.batcher.add(row, scoreable))
+
+    def skipped(self, block: list[SkippedRow]) -> None:
+        """Take consecutive skipped rows of the current unit."""
+        self._finished(self.batcher.add_skipped(SkippedRows(block)))
+
+
+def _units(job: _Job, take: Callable[[int], bool], bar: Bar) -> Iterator[tuple[int, Items]]:
     """The finished rows of every unit ``take`` accepts, one unit at a time, in VCF order.
 
     Every unit starts with an empty :class:`~pipeline.apply.variants.rows.Batcher`, so its rows do not
-    depend on which other units this process scores. Sets ``job.n_units`` at the end.
+    depend on which other units this process scores. A sites-only text VCF is read from its text
+    (:func:`_text_units`), records that are skipped for their alleles, chromosome or position as
+    blocks of plain tuples; any other VCF, and a text VCF from the first line htslib must read, through
+    pysam. Sets ``job.n_units`` at the end.
     """
-    batcher = Batcher(job.scorer, job.span, job.batch_size)
-    unit, rows, taking = 0, list[Row](), take(0)
-    classify, catalogue, first_of_next = job.rules.classify, job.catalogue, UNIT_RECORDS + 1
-    for record in read_vcf(job.source):
-        if record.number >= first_of_next:
-            if taking:
-                last = list(batcher.finish())
-                rows.extend(last)
-                bar.update(len(last))
-                yield unit, rows
-            unit, rows = (record.number - 1) // UNIT_RECORDS, []
-            taking, first_of_next = take(unit), (unit + 1) * UNIT_RECORDS + 1
-        if taking:
-            row, scoreable = classify(record)
-            if scoreable and catalogue is not None and catalogue.fill(row):
-                scoreable = False  # answered: done, no window
-            finished = batcher.add(row, scoreable)
-            if finished:  # the bar moves as rows finish, not once per unit of records
-                rows.extend(finished)
-                bar.update(len(finished))
-    if taking:
-        last = list(batcher.finish())
-        rows.extend(last)
-        bar.update(len(last))
-        yield unit, rows
-    job.n_units = unit + 1
+    loop = _UnitLoop(job, take, bar)
+    first = 1
+    if reads_as_text(job.source):
+        first = yield from _text_units(loop)
+    if first:
+        for record in read_vcf(job.source):
+            if record.number < first:
+                continue
+            if record.number >= loop.first_of_next:
+                done = loop.next_unit(record.number)
+                if done is not None:
+                    yield done
+            if loop.taking:
+                loop.record(record)
+    done = loop.finish()
+    if done is not None:
+        yield done
+    job.n_units = loop.unit + 1
 
 
-def _valued(job: _Job, units: Iterator[tuple[int, list[Row]]]) -> Iterator[tuple[int, list[Row]]]:
-    """``units`` with ``--values`` filled in, one unit's rows (their windows batched) at a time."""
+def _text_units(loop: _UnitLoop) -> Generator[tuple[int, Items], None, int]:
+    """:func:`_units` from the text of a sites-only VCF (:func:`~pipeline.apply.variants.records.reads_as_text`):
+    a record skipped for its alleles, chromosome or position (:meth:`Rules.skipped`) is a tuple of its
+    columns in a block; every other record is a :class:`VcfRecord` read from its line
+    (:func:`~pipeline.apply.variants.records.parse_line`). Returns 0 when every record was read, else
+    the number of the first record htslib must read (a line that is not plain, text that is not UTF-8).
+    """
+    skipped, number, block = loop.job.rules.skipped, 0, list[SkippedRow]()
+    first_of_next, taking = loop.first_of_next, loop.taking
+    with closing(text_lines(loop.job.source.path)) as blocks:
+        for lines in blocks:
+            if lines is None:  # not UTF-8 text
+                return _htslib_from(loop, block, number + 1)
+            for line in lines:
+                number += 1
+                if number >= first_of_next:
+                    if block:
+                        loop.skipped(block)
+                        block = []
+                    done = loop.next_unit(number)
+                    first_of_next, taking = loop.first_of_next, loop.taking
+                    if done is not None:
+                        yield done
+                fields = line.split("\t", 8)
+                if len(fields) != 8:
+                    return _htslib_from(loop, block, number)
+                chrom, pos, vid, ref, alt = fields[0], fields[1], fields[2], fields[3], fields[4]
+                if not (pos.isascii() and pos.isdigit() and pos[0] != "0" and len(pos) <= 9) or not chrom or not alt:
+                    return _htslib_from(loop, block, number)
+                if not taking:
+                    continue
+                if "," not in alt:
+                    row = skipped(number, chrom, pos, vid, ref, alt)
+                    if row is not None:
+                        block.append(row)
+                        continue
+                if block:
+                    loop.skipped(block)
+                    block = []
+                records = parse_line(number, line)
+                if records is None:
+                    return _htslib_from(loop, block, number)
+                for record in records:
+                    loop.record(record)
+    return _htslib_from(loop, block, 0)
+
+
+def _htslib_from(loop: _UnitLoop, block: list[SkippedRow], number: int) -> int:
+    """Hand the skipped rows taken so far to ``loop``; ``number``: the record htslib reads on from (0: none)."""
+    if block:
+        loop.skipped(block)
+    return number
+
+
+def _valued(job: _Job, units: Iterator[tuple[int, Items]]) -> Iterator[tuple[int, Items]]:
+    """``units`` with ``--values`` and ``--background`` filled in, one unit's rows (their windows batched)
+    at a time (a block of skipped rows has neither)."""
     for unit, rows in units:
+        scored = [row for row in rows if isinstance(row, Row)]
         if job.values is not None:
-            job.values.fill(rows)
+            job.values.fill(scored)
         if job.percentiles is not None:
-            job.percentiles.fill(rows)
+            job.percentiles.fill(scored)
         yield unit, rows
 
 
-def _counted(rows: Iterable[Row], summary: VcfSummary) -> Iterator[Row]:
+def _counted(rows: Iterable[Row | SkippedRows], summary: VcfSummary) -> Iterator[Row | SkippedRows]:
     """``rows``, each counted into ``summary`` as it passes."""
     for row in rows:
-        summary.count(row)
+        if isinstance(row, SkippedRows):
+            summary.count_skipped(row)
+        else:
+            summary.count(row)
         yield row
 
 
@@ -362,7 +480,8 @@ def _score_sharded(job: _Job, out_path: Path, launch: Launch, progress: bool, ov
     summary = VcfSummary(out=str(out_path))
     n_targets = len(job.plan.names)
     with progress_bar(desc=f"score-vcf part {launch.part + 1}/{launch.parts}", unit="variant", enabled=progress) as bar:
-        for unit, rows in _valued(job, _units(job, lambda u: launch.owns(u) and not parts.done(u), bar)):
+        for unit, items in _valued(job, _units(job, lambda u: launch.owns(u) and not parts.done(u), bar)):
+            rows = list(expand(items))
             for row in rows:
                 summary.count(row)
             parts.write(unit, rows, n_targets)

@@ -49,7 +49,7 @@ import zarr
 from pipeline.apply.outputs import TSV_FORMAT, TSV_GZIP_LEVEL, OutputKind
 from pipeline.apply.variants.options import VALUES
 from pipeline.apply.variants.records import HtslibErrors, VcfSource, open_vcf, quiet_htslib, raw_records, undeclared
-from pipeline.apply.variants.rows import Row
+from pipeline.apply.variants.rows import Row, SkippedRows
 from pipeline.apply.variants.semantics import Semantics
 from pipeline.core.files import process_alive, refuse_existing, staging
 from pipeline.core.genome import other_spelling
@@ -126,6 +126,12 @@ class ScoreWriter(ABC):
     @abstractmethod
     def write(self, row: Row) -> None:
         """Write one finished row (rows come in VCF order)."""
+
+    def write_skipped(self, block: SkippedRows) -> None:
+        """Write consecutive skipped rows (they come in VCF order, between the rows of :meth:`write`).
+        This writes each as a :class:`Row`; a writer may write them straight from the block's tuples."""
+        for row in block.rows():
+            self.write(row)
 
     @abstractmethod
     def close(self) -> None:
@@ -254,6 +260,16 @@ class TsvScores(ScoreWriter):
             else:
                 values += [TSV_FORMAT % v for v in extra[self.selection].astype(np.float64).tolist()]
         self.handle.write("\t".join([*_fixed(row), *values]) + "\n")
+
+    def write_skipped(self, block: SkippedRows) -> None:
+        """Write skipped rows straight from their tuples: the line :meth:`write` writes for each."""
+        tail = "\t" * (self.n * (1 + len(self.values))) + "\n"  # the empty score (and --values) columns
+        self.handle.write(
+            "".join(
+                f"{chrom}\t{pos}\t{vid}\t{ref}\t{alt}\t{index}\t\t{check}\t{match}\tskipped: {skip.reason}{tail}"
+                for _, chrom, pos, vid, ref, alt, index, _, check, match, skip in block.tuples
+            )
+        )
 
     def close(self) -> None:
         """Close the file (flush standard output, which stays open)."""
@@ -837,14 +853,15 @@ def write_scores(
     out: Path,
     kind: str,
     plan: OutputPlan,
-    rows: Iterable[Row],
+    rows: Iterable[Row | SkippedRows],
     check: Callable[[], None] | None = None,
     *,
     overwrite: bool = False,
 ) -> None:
-    """Write ``rows`` into the output ``out`` of ``kind`` through a staging folder: published only when
-    complete, with the side files its writer made (a tabix index). One process at a time writes an
-    output (:func:`exclusive_output`); without ``overwrite`` an existing ``out`` is refused.
+    """Write ``rows`` (and blocks of skipped rows, :class:`~pipeline.apply.variants.rows.SkippedRows`) into
+    the output ``out`` of ``kind`` through a staging folder: published only when complete, with the side
+    files its writer made (a tabix index). One process at a time writes an output
+    (:func:`exclusive_output`); without ``overwrite`` an existing ``out`` is refused.
 
     ``check`` runs after the last row, before anything is published (it may raise to refuse the output).
     """
@@ -869,7 +886,10 @@ def write_scores(
             staged = stage.path(out)
             with score_writer(kind, staged, plan) as w:
                 for row in rows:
-                    w.write(row)
+                    if isinstance(row, SkippedRows):
+                        w.write_skipped(row)
+                    else:
+                        w.write(row)
                 if check is not None:
                     check()
             for suffix in writer.side_suffixes:
