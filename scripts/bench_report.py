@@ -818,25 +818,27 @@ def vcf_skipped_section(r: dict | None) -> list[str]:
         "times are several times the CPU times; the ratio of two codes measured in the same run is the figure to "
         "trust.",
         "",
-        "| code | wall s | CPU s | records/s | records per CPU s | peak RSS |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| code | imports `pipeline` from | wall s | CPU s | records/s | records per CPU s | peak RSS |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name in ("this", "compared"):
         run = x.get(name)
         if run is None:
             continue
         label = "this code" if name == "this" else f"compared: `{run.get('code')}`"
+        imports = f"`{run['imports']}`" if run.get("imports") else "not recorded"
         if run["rc"]:
-            lines.append(f"| {label} | failed: {run.get('error')} | | | | |")
+            lines.append(f"| {label} | {imports} | failed: {run.get('error')} | | | | |")
             continue
         lines.append(
-            f"| {label} | {run['wall_s']:.1f} | {run['cpu_s']:.1f} | **{run['records_per_s']:,.0f}** | "
+            f"| {label} | {imports} | {run['wall_s']:.1f} | {run['cpu_s']:.1f} | **{run['records_per_s']:,.0f}** | "
             f"{run['records_per_cpu_s']:,.0f} | {run['peak_rss_kb'] / 1024:.0f} MB |"
         )
     if "speedup_wall" in x:
         lines.append(
             f"\nSpeed-up over the compared code: **{x['speedup_wall']}x** (wall), **{x['speedup_cpu']}x** (CPU); "
             f"same output: {x['same_output']}."
+            + (" **Both runs imported the same code: the ratio means nothing.**" if x.get("same_code") else "")
         )
     return lines + ["", f"(run {r['when']})", ""]
 

@@ -115,14 +115,25 @@ def write_snvs(genome: dict[str, str], n: int, path: Path, seed: int = 0) -> int
     return len(keep)
 
 
+def _env(code: Path | None) -> dict[str, str] | None:
+    return None if code is None else {**os.environ, "PYTHONPATH": str(code)}
+
+
+def imported_from(code: Path | None) -> str:
+    """The ``pipeline`` package a child started as :func:`score` starts it imports (its folder)."""
+    args = [sys.executable, "-P", "-c", "import pipeline; print(pipeline.__file__)"]
+    found = subprocess.run(args, env=_env(code), capture_output=True, text=True, check=True).stdout.strip()
+    return str(Path(found).parent)
+
+
 def score(checkpoint: Path, vcf: Path, out: Path, extra: list[str], code: Path | None = None) -> dict[str, Any]:
-    """``score-vcf`` in a subprocess; with ``code``, the ``pipeline`` package of that checkout."""
-    env = None
-    command = [str(BIN / "multiplexer")]
-    if code is not None:
-        env = {**os.environ, "PYTHONPATH": str(code)}
-        command = [sys.executable, "-m", "pipeline.cli"]
+    """``score-vcf`` in a subprocess; with ``code``, the ``pipeline`` package of that checkout.
+
+    ``python -P``: ``-m`` alone puts the working directory first on ``sys.path``, so a run from one
+    checkout imported that checkout's code whatever ``PYTHONPATH`` said."""
+    command = [sys.executable, "-P", "-m", "pipeline.cli"]
     args = [*command, "-q", "score-vcf", "--checkpoint", str(checkpoint), "--vcf", str(vcf)]
+    env = _env(code)
     return _run([*args, "--out", str(out), "--device", "cpu", "--batch-size", "32", "--overwrite", *extra], env)
 
 
@@ -170,6 +181,7 @@ def skipped_records(ckpt: Path, genome_path: Path, n: int, work: Path, compare: 
         if not run["rc"]:
             run["records_per_s"] = round((n + 1) / max(run["wall_s"] - start["wall_s"], 1e-9), 1)
             run["records_per_cpu_s"] = round((n + 1) / max(run["cpu_s"] - start["cpu_s"], 1e-9), 1)
+        run["imports"] = imported_from(code)
         if code is not None:
             run["code"] = str(code)
         result[name] = run
@@ -180,6 +192,7 @@ def skipped_records(ckpt: Path, genome_path: Path, n: int, work: Path, compare: 
         result["speedup_cpu"] = round(this["records_per_cpu_s"] / other["records_per_cpu_s"], 2)
         same = gzip.open(work / "skipped-this.tsv.gz").read() == gzip.open(work / "skipped-compared.tsv.gz").read()
         result["same_output"] = same
+        result["same_code"] = this.get("imports") == other.get("imports")  # then the ratio means nothing
     result["load_average"] = list(os.getloadavg())
     return result
 
