@@ -19,6 +19,7 @@ import pysam
 import pytest
 
 import pipeline.apply.variants.score_vcf as score_module
+import pipeline.apply.variants.writers as writers_module
 from pipeline.apply.variants.options import ScoreVcfOptions
 from pipeline.apply.variants.records import VcfRecord, VcfSource, parse_line, read_vcf, reads_as_text, text_lines
 from pipeline.apply.variants.rows import Batcher, Group, Row, Rules, SkippedRows, expand
@@ -93,6 +94,8 @@ def _outputs(run: Path, vcf: Path, folder: Path, opts: dict, monkeypatch, fast: 
     ids=["shared", "centered", "exact", "ref-skip-no-harmonise"],
 )
 def test_every_output_of_the_text_path_is_the_per_record_paths(tmp_path, trained_run, genome, monkeypatch, opts):
+    """Chunks of 61 rows in the Zarr store (blocks of skipped rows end and begin inside them)."""
+    monkeypatch.setattr(writers_module, "ZARR_CHUNK_BYTES", 2 * 4 * 61)
     vcf = _vcf(tmp_path / "v.vcf", _records(genome, 600, seed=1))
     assert reads_as_text(VcfSource(vcf))
     fast = _outputs(trained_run, vcf, tmp_path / "fast", opts, monkeypatch, fast=True)
@@ -154,6 +157,10 @@ def test_text_records_are_htslibs(tmp_path, genome):
         assert all(block is not None for block in text_lines(vcf))
         parsed = [r for k, line in enumerate(text, start=1) for r in (parse_line(k, line) or [])]
         assert parsed == list(read_vcf(vcf))
+    crlf = tmp_path / "crlf.vcf"  # CR LF line ends, no end after the last line
+    crlf.write_bytes((HEAD + "".join(lines)).replace("\n", "\r\n").encode()[:-2])
+    text = [r for block in text_lines(crlf) for r in block]
+    assert [r for k, line in enumerate(text, start=1) for r in (parse_line(k, line) or [])] == list(read_vcf(crlf))
     bad = tmp_path / "bad.vcf"
     bad.write_bytes(HEAD.encode() + b"chr7\t5\t\xff\tA\tG\t.\t.\t.\n")
     assert list(text_lines(bad)) == [None]

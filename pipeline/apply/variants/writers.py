@@ -602,35 +602,52 @@ class ZarrScores(ScoreWriter):
             )
             for c in COLUMNS
         }
-        self.buffer: list[Row] = []
+        self.buffer: list[list[str]] = []  # the fixed columns of each row buffered
+        self.scored: dict[int, np.ndarray] = {}  # the scores of the scored rows buffered, by index
+        self.extra: dict[str, dict[int, np.ndarray]] = {kind: {} for kind in self.values}  # --values, likewise
         self.n = 0
 
     def write(self, row: Row) -> None:
         """Buffer one row; a full chunk is appended."""
-        self.buffer.append(row)
+        k = len(self.buffer)
+        if row.values is not None:
+            self.scored[k] = row.values[self.selection]
+        for kind, buffered in self.extra.items():
+            extra = row_values(row, kind)
+            if extra is not None:
+                buffered[k] = extra[self.selection]
+        self.buffer.append(_fixed(row))
         if len(self.buffer) >= self.chunk:
             self._append()
 
+    def write_skipped(self, block: SkippedRows) -> None:
+        """Buffer skipped rows straight from their tuples (full chunks appended as :meth:`write` does)."""
+        rows = [
+            [chrom, pos, vid, ref, alt, str(index), "", check, match, f"skipped: {skip.reason}"]
+            for _, chrom, pos, vid, ref, alt, index, _, check, match, skip in block.tuples
+        ]
+        while rows:
+            take = self.chunk - len(self.buffer)
+            self.buffer += rows[:take]
+            rows = rows[take:]
+            if len(self.buffer) >= self.chunk:
+                self._append()
+
     def _append(self) -> None:
-        rows, self.buffer = self.buffer, []
+        rows, scored, extra = self.buffer, self.scored, self.extra
+        self.buffer, self.scored, self.extra = [], {}, {kind: {} for kind in self.values}
         if not rows:
             return
         lo, hi = self.n, self.n + len(rows)
-        scores = np.full((len(rows), len(self.selection)), np.nan, dtype=np.float32)
-        for k, row in enumerate(rows):
-            if row.values is not None:
-                scores[k] = row.values[self.selection]
-        self.scores.resize((hi, len(self.selection)))
-        self.scores[lo:hi] = scores.astype(np.float16)
-        for kind, array in self.values.items():
+        for array, buffered, dtype in [(self.scores, scored, np.float16)] + [
+            (self.values[kind], extra[kind], np.float32) for kind in self.values
+        ]:
             data = np.full((len(rows), len(self.selection)), np.nan, dtype=np.float32)
-            for k, row in enumerate(rows):
-                extra = row_values(row, kind)
-                if extra is not None:
-                    data[k] = extra[self.selection]
+            for k, v in buffered.items():
+                data[k] = v
             array.resize((hi, len(self.selection)))
-            array[lo:hi] = data
-        fixed = list(zip(*(_fixed(row) for row in rows)))
+            array[lo:hi] = data.astype(dtype)
+        fixed = list(zip(*rows))
         for c, values in zip(COLUMNS, fixed):
             array = self.columns[c]
             array.resize((hi,))
@@ -647,7 +664,7 @@ class ZarrScores(ScoreWriter):
 
     def discard(self) -> None:
         """Nothing to release (every chunk is written when appended)."""
-        self.buffer = []
+        self.buffer, self.scored, self.extra = [], {}, {}
 
     @classmethod
     def recognises(cls, path: Path) -> bool:
