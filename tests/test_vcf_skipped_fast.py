@@ -90,8 +90,8 @@ def _outputs(run: Path, vcf: Path, folder: Path, opts: dict, monkeypatch, fast: 
 
 @pytest.mark.parametrize(
     "opts",
-    [{}, {"mode": "centered"}, {"mode": "exact"}, {"ref_mismatch": "skip", "harmonise": False}],
-    ids=["shared", "centered", "exact", "ref-skip-no-harmonise"],
+    [{}, {"mode": "centered"}, {"mode": "exact"}, {"ref_mismatch": "skip", "harmonise": False}, {"values": "ref,alt"}],
+    ids=["shared", "centered", "exact", "ref-skip-no-harmonise", "values"],
 )
 def test_every_output_of_the_text_path_is_the_per_record_paths(tmp_path, trained_run, genome, monkeypatch, opts):
     """Chunks of 61 rows in the Zarr store (blocks of skipped rows end and begin inside them)."""
