@@ -800,6 +800,12 @@ def loader_with_ism(r: dict | None) -> list[str]:
     return loader_section(r, _load("loader_ism.json"))
 
 
+def _loaded(x: dict) -> bool:
+    """Whether the runs of a skipped-records result took much longer than their CPU time (a loaded machine)."""
+    runs = [x[name] for name in ("this", "compared") if name in x and not x[name]["rc"]]
+    return any(run["wall_s"] > 1.5 * run["cpu_s"] for run in runs)
+
+
 def vcf_skipped_section(r: dict | None) -> list[str]:
     """Skipped VCF records (``bench_vcf.py``'s ``skipped``: from ``vcf_skipped.json`` or ``vcf.json``)."""
     title = "## Skipped VCF records (`scripts/bench_vcf.py --skipped-only`)"
@@ -814,9 +820,9 @@ def vcf_skipped_section(r: dict | None) -> list[str]:
         f"({', '.join(x['kinds'])}, in turn), on the CPU ({m.get('cpu')}, {m.get('cores')} cores). "
         "Records/s = records / (wall - start-up); per CPU second: the same from the child's user + system time. "
         "The machine is shared: load average "
-        f"{', '.join(f'{v:.1f}' for v in x.get('load_average', []))} (1, 5, 15 min) at the end of the run, so wall "
-        "times are several times the CPU times; the ratio of two codes measured in the same run is the figure to "
-        "trust.",
+        f"{', '.join(f'{v:.1f}' for v in x.get('load_average', []))} (1, 5, 15 min) at the end of the run"
+        + (", so wall times are several times the CPU times" if _loaded(x) else "")
+        + "; the ratio of two codes measured in the same run is the figure to trust.",
         "",
         "| code | imports `pipeline` from | wall s | CPU s | records/s | records per CPU s | peak RSS |",
         "| --- | --- | --- | --- | --- | --- | --- |",
