@@ -90,8 +90,8 @@ def _outputs(run: Path, vcf: Path, folder: Path, opts: dict, monkeypatch, fast: 
 
 @pytest.mark.parametrize(
     "opts",
-    [{}, {"mode": "centered"}, {"mode": "exact"}, {"ref_mismatch": "skip", "harmonise": False}, {"values": "ref,alt"}],
-    ids=["shared", "centered", "exact", "ref-skip-no-harmonise", "values"],
+    [{}, {"mode": "centered"}, {"mode": "exact"}, {"ref_mismatch": "skip", "harmonise": False}],
+    ids=["shared", "centered", "exact", "ref-skip-no-harmonise"],
 )
 def test_every_output_of_the_text_path_is_the_per_record_paths(tmp_path, trained_run, genome, monkeypatch, opts):
     """Chunks of 61 rows in the Zarr store (blocks of skipped rows end and begin inside them)."""
@@ -104,6 +104,21 @@ def test_every_output_of_the_text_path_is_the_per_record_paths(tmp_path, trained
     rows = (tmp_path / "fast" / "s.tsv").read_text().splitlines()
     statuses = {line.split("\t")[9].split(" (")[0] for line in rows if not line.startswith(("#", "chrom"))}
     assert "scored" in statuses and len(statuses) >= 6  # scored rows among many kinds of skip
+
+
+def test_with_values_and_a_background(tmp_path, trained_run, genome, monkeypatch):
+    """``--values ref,alt --background``: the added columns and arrays of skipped rows are empty in both paths."""
+    from pipeline.apply.variants.background import build_background
+    from pipeline.apply.variants.options import BackgroundOptions
+
+    background = str(tmp_path / "b.zarr")
+    options = BackgroundOptions(windows=2, seed=1, values_per_window=1000, device="cpu", batch_size=4)
+    build_background(str(trained_run / "best.pt"), background, options, progress=False)
+    vcf = _vcf(tmp_path / "v.vcf", _records(genome, 400, seed=8))
+    opts = {"values": "ref,alt", "background": background}
+    fast = _outputs(trained_run, vcf, tmp_path / "fast", opts, monkeypatch, fast=True)
+    assert fast == _outputs(trained_run, vcf, tmp_path / "slow", opts, monkeypatch, fast=False)
+    assert {"ref_values/zarr.json", "alt_values/zarr.json", "q_values/zarr.json"} <= set(fast["s.zarr"])
 
 
 def test_a_bgzipped_vcf_over_several_units_and_shards(tmp_path, trained_run, genome, monkeypatch):
