@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pysam
@@ -73,16 +74,21 @@ def _tree(path: Path) -> dict[str, bytes]:
     return out
 
 
-def _outputs(run: Path, vcf: Path, folder: Path, opts: dict, monkeypatch, fast: bool) -> dict[str, dict[str, bytes]]:
-    """Every output format of one ``score_vcf`` call each, by the text path or (``fast`` false) htslib's."""
+def _outputs(run: Path, vcf: Path, folder: Path, opts: dict, monkeypatch, fast: bool) -> dict[str, Any]:
+    """Every output format of one ``score_vcf`` call each, by the text path or (``fast`` false) htslib's,
+    and the summaries of the calls."""
     folder.mkdir()
     with monkeypatch.context() as m:
         if not fast:
             m.setattr(score_module, "reads_as_text", lambda source: False)
+        summaries = []
         for name in OUTPUTS:
             out = folder / name
-            score_vcf(str(run / "best.pt"), str(vcf), str(out), ScoreVcfOptions(device="cpu", **opts), progress=False)
-    found = {name: _tree(folder / name) for name in OUTPUTS}
+            summary = score_vcf(str(run / "best.pt"), str(vcf), str(out), ScoreVcfOptions(device="cpu", **opts),
+                                progress=False)  # fmt: skip
+            summaries.append({k: v for k, v in vars(summary).items() if k not in ("out", "note")})
+    found: dict[str, Any] = {name: _tree(folder / name) for name in OUTPUTS}
+    found["summaries"] = summaries  # counts, examples, the first REF mismatch: the same too
     index = folder / "s.vcf.gz.tbi"
     found[index.name] = _tree(index) if index.is_file() else {}  # none for unsorted records
     return found

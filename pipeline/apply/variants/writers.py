@@ -866,6 +866,16 @@ def exclusive_output(out: Path, overwrite: bool) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
+def _write_rows(writer: ScoreWriter, rows: Iterable[Row | SkippedRows]) -> None:
+    """Hand ``rows`` to ``writer``: a row to :meth:`~ScoreWriter.write`, a block of skipped rows to
+    :meth:`~ScoreWriter.write_skipped`."""
+    for row in rows:
+        if isinstance(row, SkippedRows):
+            writer.write_skipped(row)
+        else:
+            writer.write(row)
+
+
 def write_scores(
     out: Path,
     kind: str,
@@ -887,8 +897,7 @@ def write_scores(
     if is_stdout(out):  # nothing to stage or lock: rows go out as they come
         try:
             with score_writer(kind, out, plan) as w:
-                for row in rows:
-                    w.write(row)
+                _write_rows(w, rows)
                 if check is not None:
                     check()
         except BrokenPipeError:
@@ -902,11 +911,7 @@ def write_scores(
         with exclusive_output(out, overwrite), staging(out) as stage:
             staged = stage.path(out)
             with score_writer(kind, staged, plan) as w:
-                for row in rows:
-                    if isinstance(row, SkippedRows):
-                        w.write_skipped(row)
-                    else:
-                        w.write(row)
+                _write_rows(w, rows)
                 if check is not None:
                     check()
             for suffix in writer.side_suffixes:
