@@ -13,7 +13,7 @@ from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from operator import attrgetter, itemgetter
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -41,7 +41,13 @@ MAX_KNOWN_CHROMOSOMES = 100_000
 MAX_KNOWN_ALLELES = 65_536
 """Most (REF, ALT) pairs :meth:`Rules.skipped` remembers the problem and REF check of (then it starts anew)."""
 
-_UNKNOWN = object()
+MAX_CHECKS_KEPT = 64
+"""Most REF checks :meth:`Rules.skipped` keeps per (chromosome, REF, ALT), by the genome's bases."""
+
+_Plan = tuple[str, "Skip | None", int, "tuple[str, str] | None", "dict[str | None, tuple[str, str]]"]
+"""What :meth:`Rules.skipped` learns of a (chromosome, REF, ALT): its contig, the skip of its alleles or
+its chromosome (``None``: the position decides), the chromosome's length, its REF check when that needs
+no genome bases, and the REF checks met, by the genome's bases."""
 
 NAMING = "chromosome naming differs"
 """The :attr:`Skip.kind` of a record whose chromosome the genome spells otherwise (``--no-harmonise``)."""
@@ -556,13 +562,14 @@ class Rules:
     def _reference(self, record: VcfRecord, n: int) -> str | None:
         """:func:`genome_ref` of ``record`` (``n``: its chromosome's length, 0 if not in the genome), read
         from a block of the genome kept in memory: a sorted VCF reads each block once."""
-        return self._bases(record.genome_chrom, record.pos, record.ref, n)
+        if not record.ref or record.ref in (".", "*"):
+            return None
+        start = record.pos - 1
+        return self._bases(record.genome_chrom, start, start + len(record.ref), n)
 
-    def _bases(self, chrom: str, pos: int, ref: str, n: int) -> str | None:
-        """:meth:`_reference` of a record at ``pos`` (1-based) of ``chrom`` (the genome's name) with ``ref``."""
-        start = pos - 1
-        end = start + len(ref)
-        if not n or not ref or ref in (".", "*") or start < 0 or end > n:
+    def _bases(self, chrom: str, start: int, end: int, n: int) -> str | None:
+        """The bases ``start:end`` (0-based) of ``chrom`` (the genome's name, length ``n``; ``None`` outside)."""
+        if not n or start < 0 or end > n:
             return None
         b = start // REF_BLOCK
         if (end - 1) // REF_BLOCK != b:
@@ -574,25 +581,35 @@ class Rules:
             block = self.blocks[chrom, b] = self.genome.fetch(chrom, b * REF_BLOCK, min(n, (b + 1) * REF_BLOCK))
         return block[start - b * REF_BLOCK : end - b * REF_BLOCK]
 
-    plans: dict[tuple[str, str, str], tuple[str, Skip | None, int, tuple[str, str] | None]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
-    """What :meth:`skipped` learnt of each (chromosome, REF, ALT): ``(contig, the skip of the alleles or
-    the chromosome, its length, the REF check when it needs no bases)``; at most :data:`MAX_KNOWN_ALLELES`."""
+    plans: dict[tuple[str, str, str], _Plan] = field(default_factory=dict, compare=False, repr=False)
+    """What :meth:`skipped` learnt of each (chromosome, REF, ALT), at most :data:`MAX_KNOWN_ALLELES`."""
 
-    checks: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict, compare=False, repr=False)
-    """``(ref_check, ref_match)`` of each (REF, ALT, genome's bases) met, at most :data:`MAX_KNOWN_ALLELES`."""
+    last_block: list[Any] = field(default_factory=lambda: ["", -1, ""], compare=False, repr=False)
+    """``[chromosome, block number, bases]``: the block of :attr:`blocks` :meth:`skipped` read last."""
 
-    def _plan(self, chrom: str, ref: str, alt: str) -> tuple[str, Skip | None, int, tuple[str, str] | None]:
+    def _plan(self, chrom: str, ref: str, alt: str) -> _Plan:
         contig, skip, n = self._chromosome(chrom)
         probe = VcfRecord(0, chrom, 1, ".", ref, alt, contig=contig)
         allele = _allele_problem(ref.upper(), alt.upper(), probe, exact=self.indels)
         fixed = None if n and ref not in (".", "*") else compare_ref(probe, None)
-        plan = (contig, allele or skip, n, fixed)
+        plan: _Plan = (contig, allele or skip, n, fixed, {})
         if len(self.plans) >= MAX_KNOWN_ALLELES:
             self.plans.clear()
         self.plans[chrom, ref, alt] = plan
         return plan
+
+    def _block_bases(self, chrom: str, start: int, end: int, n: int) -> str | None:
+        """The genome's bases ``start:end`` (0-based) of ``chrom`` (length ``n``), from the block kept last."""
+        b = start // REF_BLOCK
+        last = self.last_block
+        if last[1] == b and last[0] == chrom and (end - 1) // REF_BLOCK == b:
+            bases: str = last[2][start - b * REF_BLOCK : end - b * REF_BLOCK]
+            return bases
+        found = self._bases(chrom, start, end, n)
+        block = self.blocks.get((chrom, b))
+        if block is not None:
+            last[:] = [chrom, b, block]
+        return found
 
     def skipped(self, number: int, chrom: str, pos: str, vid: str, ref: str, alt: str) -> SkippedRow | None:
         """The row :meth:`classify` gives a record with one ALT (``pos`` as written: digits) when it is
@@ -601,7 +618,7 @@ class Rules:
         :meth:`classify`: the mode's own rules, the REF rule, scoring). ``vid`` and ``ref`` empty are
         ``.``, as htslib reads them."""
         ref, at = ref or ".", int(pos)
-        contig, skip, n, fixed = self.plans.get((chrom, ref, alt)) or self._plan(chrom, ref, alt)
+        contig, skip, n, fixed, checks = self.plans.get((chrom, ref, alt)) or self._plan(chrom, ref, alt)
         index = 0 if alt == "." else 1
         inside = 1 <= at <= n - len(ref) + 1
         if skip is None:
@@ -612,23 +629,13 @@ class Rules:
             if skip is None:
                 return None
         if fixed is None:
-            bases = None
-            if inside:  # the block of the genome kept (what _bases reads), else _bases itself
-                start = at - 1
-                b, end = start // REF_BLOCK, start + len(ref)
-                block = self.blocks.get((contig or chrom, b)) if (end - 1) // REF_BLOCK == b else None
-                bases = (
-                    self._bases(contig or chrom, at, ref, n)
-                    if block is None
-                    else block[start - b * REF_BLOCK : end - b * REF_BLOCK]
-                )
-            key = (ref, alt, bases or "")
-            fixed = self.checks.get(key)
+            bases = self._block_bases(contig or chrom, at - 1, at - 1 + len(ref), n) if inside else None
+            fixed = checks.get(bases)
             if fixed is None:
+                if len(checks) >= MAX_CHECKS_KEPT:
+                    checks.clear()
                 probe = VcfRecord(number, chrom, at, ".", ref, alt, index, contig)
-                fixed = self.checks[key] = compare_ref(probe, bases)
-                if len(self.checks) >= MAX_KNOWN_ALLELES:
-                    self.checks.clear()
+                fixed = checks[bases] = compare_ref(probe, bases)
         return (number, chrom, pos, vid or ".", ref, alt, index, contig, fixed[0], fixed[1], skip)
 
     def classify(self, record: VcfRecord) -> tuple[Row, bool]:
