@@ -18,7 +18,7 @@ one unit or chunk of rows at a time, so the windows of nearby variants run in on
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -142,15 +142,7 @@ class ReferenceValues:
 
     def filled(self, rows: Iterable[Row], chunk: int = FILL_ROWS) -> Iterator[Row]:
         """``rows`` in order, filled ``chunk`` rows at a time (for a stream of rows)."""
-        held: list[Row] = []
-        for row in rows:
-            held.append(row)
-            if len(held) >= chunk:
-                self.fill(held)
-                yield from held
-                held = []
-        self.fill(held)
-        yield from held
+        return filled_in_chunks(self.fill, rows, chunk)
 
 
 class Percentiles:
@@ -197,12 +189,18 @@ class Percentiles:
 
     def filled(self, rows: Iterable[Row], chunk: int = FILL_ROWS) -> Iterator[Row]:
         """``rows`` in order, filled ``chunk`` rows at a time (for a stream of rows)."""
-        held: list[Row] = []
-        for row in rows:
-            held.append(row)
-            if len(held) >= chunk:
-                self.fill(held)
-                yield from held
-                held = []
-        self.fill(held)
-        yield from held
+        return filled_in_chunks(self.fill, rows, chunk)
+
+
+def filled_in_chunks(fill: Callable[[list[Row]], None], rows: Iterable[Row], chunk: int) -> Iterator[Row]:
+    """``rows`` in order, each ``chunk`` of them passed to ``fill`` before they go on (a stream of rows,
+    as ``lookup``'s, filled in batches)."""
+    held: list[Row] = []
+    for row in rows:
+        held.append(row)
+        if len(held) >= chunk:
+            fill(held)
+            yield from held
+            held = []
+    fill(held)
+    yield from held
