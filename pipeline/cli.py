@@ -617,7 +617,7 @@ def catalogue_export(ctx: click.Context, catalogue_path: str, out: str, **option
 @click.pass_context
 def background(ctx: click.Context, checkpoint: str, out: str, **options: Any) -> None:
     """Per-target quantiles of the multiplexer's effects over seeded windows (default: the spec's test
-    split), so score-vcf, lookup and catalogue can say how large a score is: --background adds each
+    split), so score-vcf, lookup and catalogue export can say how large a score is: --background adds each
     score's percentile (the share of background effects at or below it, per target)."""
     from pipeline.apply.variants.background import build_background
 

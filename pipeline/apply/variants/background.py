@@ -6,7 +6,7 @@ longer intervals get more windows, and a window with more than :data:`MAX_N_SHAR
 again. Each window gives the multiplexer's effect of the 3 other bases at every non-``N`` position;
 a seeded sample of ``values_per_window`` of those (the same positions for every target) is kept, and
 the quantiles of all kept values, signed and absolute, are written (:mod:`pipeline.store.background`).
-``score-vcf``, ``lookup`` and ``catalogue`` read them with ``--background``.
+``score-vcf``, ``lookup`` and ``catalogue export`` read them with ``--background``.
 """
 
 from __future__ import annotations
