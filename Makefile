@@ -7,7 +7,7 @@ WORK   ?= work
 export PYTHONDONTWRITEBYTECODE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-processes test-all lint demo clean clean-work bench bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf bench-catalogue bench-storage bench-multiplexer bench-identity bench-effects bench-gpu gpu-wheels docs-cli
+.PHONY: help install test test-processes test-all lint demo clean clean-work bench bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf bench-catalogue bench-storage bench-multiplexer bench-curve bench-identity bench-effects bench-gpu gpu-wheels docs-cli
 
 help:  ## List every target with what it does
 	@grep -hE '^[$$()a-zA-Z0-9_./%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-28s %s\n", $$1, $$2}'
@@ -85,6 +85,11 @@ bench-storage: $(VENV)/.installed  ## storage.quantize: bytes per window (demo, 
 bench-multiplexer: $(VENV)/.installed  ## Multiplexer architectures on the demo (held-out accuracy, parameters, ms/window vs fast and naive ISM) and at Beluga shape -> bench/multiplexer.json
 	@mkdir -p bench
 	$(BIN)/python scripts/bench_multiplexer.py --json bench/multiplexer.json --demo $(WORK)/demo
+
+bench-curve: $(VENV)/.installed  ## Learning curves on the demo: held-out weighted Pearson (3 seeds, 95 % intervals) against distilled windows (one grown store) and steps, for conv, conv_light and fast; distill cost per point; the loss variants -> bench/curve.json, bench/curve.png, REPORT.md's section
+	@mkdir -p bench
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/bench_curve.py --json bench/curve.json --plot bench/curve.png --demo $(WORK)/demo --workdir $(WORK)/bench-curve --jobs 2
+	$(BIN)/python scripts/bench_report.py --section curve
 
 bench-identity: $(VENV)/.installed  ## Genome sequence digest cold vs cached on a generated 150 Mb genome (plain, bgzip), hg19 estimate, metadata digest cost -> bench/identity.json
 	@mkdir -p bench

@@ -1,8 +1,8 @@
 """Collect the benchmark results (bench/*.json) into bench/REPORT.md.
 
 Run by `make bench` after `bench-ism`, `bench-distill`, `bench-loader`, `bench-demo`, `bench-scale`,
-`bench-checksums`, `bench-vcf`, `bench-catalogue`, `bench-storage`, `bench-multiplexer` and
-`bench-identity`; a missing result is named in the report rather than invented.
+`bench-checksums`, `bench-vcf`, `bench-catalogue`, `bench-storage`, `bench-multiplexer`,
+`bench-curve` and `bench-identity`; a missing result is named in the report rather than invented.
 `--section NAME` refreshes only that section of an existing REPORT.md (from its JSON), keeping the
 others as they are: for one benchmark run on its own.
 
@@ -599,6 +599,81 @@ def multiplexer_section(r: dict | None) -> list[str]:
     return lines + ["", f"(run {r['when']})", ""]
 
 
+def _ci(x: dict) -> str:
+    """``mean [low, high]`` of an interval dict (``bench_curve.interval``)."""
+    return f"{x['mean']:.4f} [{x['low']:.4f}, {x['high']:.4f}]"
+
+
+def curve_section(r: dict | None) -> list[str]:
+    if r is None:
+        return ["## Learning curves", "", "not run (`make bench-curve`)", ""]
+    m, sizes, largest = r["machine"], [str(n) for n in r["windows"]], str(max(r["windows"]))
+    n_seeds = len(r["seeds"])
+    lines = [
+        "## Learning curves (`scripts/bench_curve.py`)",
+        "",
+        f"One demo store grown to {', '.join(f'{n:,}' for n in r['windows'])} train windows (the demo's 64 valid and "
+        f"64 test windows computed with the first size); each architecture trained on the first N windows "
+        f"(`--max-samples N`) for {r['steps']:,} steps of {r['batch_size']} (the same budget at every N) with "
+        f"`--effect-weight {r['effect_weight']:g}`, seeds "
+        f"{', '.join(map(str, r['seeds']))}, its `best.pt` scored on the held-out test split (chr9) by `evaluate`. "
+        f"Cells: mean [95 % t interval over the {n_seeds} seeds]. On the CPU ({m.get('cpu')}, {m.get('cores')} cores, "
+        f"torch {m.get('torch')}), {r.get('jobs', 1)} run(s) at a time, one thread each; load average "
+        f"{r['load_before'][0]:.1f} before, {r['load_after'][0]:.1f} after; {r['total_s'] / 60:.1f} min in all.",
+        "",
+        "| architecture | " + " | ".join(f"{int(n):,} windows" for n in sizes) + " |",
+        "| --- | " + " | ".join("---" for _ in sizes) + " |",
+    ]
+    for arch, by_size in r["curves"].items():
+        a = r["architectures"][arch]
+        name = f"{arch} (lr {a['train'].get('lr')})"
+        lines.append(f"| {name} | " + " | ".join(_ci(by_size[n]["held_out_weighted_pearson"]) for n in sizes) + " |")
+    lines += [
+        "",
+        "Distill cost of each point (the store grown in turn; CPU seconds: user + system of the process):",
+        "",
+    ]
+    lines += ["| train windows | windows computed | wall s | CPU s | total windows | total CPU s |",
+              "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for d in r["distill"]:
+        lines.append(f"| {d['train_windows']:,} | {d['windows_computed']:,} | {d['wall_s']} | {d['cpu_s']} | "
+                     f"{d['total_windows']:,} | {d['total_cpu_s']} |")  # fmt: skip
+    steps = sorted(next(iter(r["curves"].values()))[largest]["validation_by_step"], key=int)
+    lines += ["", f"Validation weighted Pearson (chr8) against training steps at {int(largest):,} train windows "
+              "(the same runs' `metrics.csv`):", "",
+              "| architecture | " + " | ".join(f"step {int(s):,}" for s in steps) + " |",
+              "| --- | " + " | ".join("---" for _ in steps) + " |"]  # fmt: skip
+    for arch, by_size in r["curves"].items():
+        v = by_size[largest]["validation_by_step"]
+        lines.append(
+            f"| {arch} | " + " | ".join(f"{v[s]['mean']:.4f} ±{v[s]['high'] - v[s]['mean']:.4f}" for s in steps) + " |"
+        )
+    timed = next(iter(r["speed"].values()))["timing_sequences"]
+    lines += ["", f"Speed (seed-0 run at {int(largest):,} windows; `evaluate` on {timed} "
+              "windows, exact fast and naive ISM of the demo base model timed in the same process):", "",
+              "| architecture | ms/window | fast ISM ms | naive ISM ms | vs fast ISM | vs naive ISM |",
+              "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for arch, x in r["speed"].items():
+        lines.append(f"| {arch} | {x['ms_per_window']} | {x['fast_ism_ms_per_window']} | "
+                     f"{x['naive_ism_ms_per_window']} | **{x['speedup_vs_fast_ism']:.1f}x** | "
+                     f"{x['speedup_vs_naive_ism']:.1f}x |")  # fmt: skip
+    if r.get("variants"):
+        lines += ["", "The loss, with the demo's budget (each row over the same seeds; `effect_weight` a: each squared "
+                  "error weighted by 1 + a |target| / mean |target|, `train --effect-weight`):", "",
+                  "| run | train windows | steps | held-out weighted Pearson | vs fast ISM (seed 0) |",
+                  "| --- | --- | --- | --- | --- |"]  # fmt: skip
+        for name, v in r["variants"].items():
+            ratio = r.get("variant_speed", {}).get(name, {}).get("speedup_vs_fast_ism")
+            lines.append(f"| {name} | {v['train_windows']:,} | {v['steps']:,} | {_ci(v['held_out_weighted_pearson'])} "
+                         f"| {f'{ratio:.1f}x' if ratio else '-'} |")  # fmt: skip
+    reach = "; ".join(f"{a}: 0.90 at {w['0.9'] or 'none of these sizes'}, 0.92 at {w['0.92'] or 'none of these sizes'}"
+                      for a, w in r["windows_for"].items())  # fmt: skip
+    lines += ["", f"Fewest train windows whose mean reaches the target ({r['steps']:,} steps): {reach}.", ""]
+    if r.get("plot"):
+        lines += [f"![learning curves]({Path(r['plot']).name})", ""]
+    return lines + [f"(run {r['when']})", ""]
+
+
 def _load_note(load: list[float] | None) -> str:
     """A sentence on a run taken while the machine was busy (its 1-minute load average, before and after)."""
     cores = os.cpu_count() or 1
@@ -961,6 +1036,7 @@ SECTIONS = {
     "loader": (loader_with_ism, "loader.json"),
     "vcf-skipped": (vcf_skipped_section, "vcf_skipped.json"),
     "effects": (effects_section, "effects.json"),
+    "curve": (curve_section, "curve.json"),
 }
 """Sections that ``--section`` refreshes on their own."""
 
@@ -1021,6 +1097,7 @@ def main() -> None:
     lines += catalogue_section(_load("catalogue.json"))
     lines += storage_section(_load("storage.json"))
     lines += multiplexer_section(_load("multiplexer.json"))
+    lines += curve_section(_load("curve.json"))
     lines += identity_section(_load("identity.json"))
     lines += effects_section(_load("effects.json"))
     lines += gpu_section()

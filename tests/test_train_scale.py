@@ -106,6 +106,38 @@ def test_sample_losses_mask_reference_and_n_entries():
     assert (masked < plain).all()
 
 
+def test_effect_weighted_loss_is_the_weighted_mean_of_squared_errors():
+    torch.manual_seed(0)
+    X = torch.nn.functional.one_hot(torch.randint(0, 4, (2, 10)), 4).permute(0, 2, 1).float()
+    y, y_hat = torch.randn(2, 3, 4, 10), torch.randn(2, 3, 4, 10)
+    plain = sample_losses(y_hat, y, X, False)
+    assert torch.equal(sample_losses(y_hat, y, X, False, 0.0), plain)
+    # every |y| equal: every weight equal, so the weighted loss is the plain one for any weight
+    same = torch.full_like(y, 0.3) * torch.sign(y)
+    for a in (0.5, 10.0):
+        assert torch.allclose(sample_losses(y_hat, same, X, False, a), sample_losses(y_hat, same, X, False))
+        # an independent computation of sum(w err^2) / sum(w), w = 1 + a |y| / mean |y|
+        for b in range(2):
+            size = y[b].abs().double().numpy().ravel()
+            w = 1 + a * size / size.mean()
+            sq = ((y_hat[b] - y[b]).double().numpy().ravel()) ** 2
+            got = float(sample_losses(y_hat[b : b + 1], y[b : b + 1], X[b : b + 1], False, a))
+            assert got == pytest.approx(float((w * sq).sum() / w.sum()), rel=1e-5)
+    # the same error costs more on a larger-|y| entry
+    y2 = torch.zeros(1, 1, 4, 10)
+    y2[0, 0, 1, 2], y2[0, 0, 2, 5] = 2.0, 0.1
+    big, small = y2.clone(), y2.clone()
+    big[0, 0, 1, 2] += 0.5
+    small[0, 0, 2, 5] += 0.5
+    assert sample_losses(big, y2, X[:1], False) == sample_losses(small, y2, X[:1], False)
+    assert sample_losses(big, y2, X[:1], False, 1.0) > sample_losses(small, y2, X[:1], False, 1.0)
+    # a window without effects: the plain mean, not a division by zero
+    zero = torch.zeros(1, 3, 4, 10)
+    assert torch.allclose(
+        sample_losses(y_hat[:1], zero, X[:1], False, 5.0), sample_losses(y_hat[:1], zero, X[:1], False)
+    )
+
+
 def test_lr_schedule():
     cfg = train_config(_default(), steps=100, warmup_steps=10, lr=1.0, min_lr_ratio=0.1)
     factors = [lr_factor(s, cfg) for s in range(100)]
@@ -156,3 +188,33 @@ def test_compile_option(tmp_path, tiny_spec, tiny_store):
     cfg = train_config(tiny_spec.train, steps=2, valid_every=2, batch_size=4, compile=True)
     assert train(tiny_store, str(tmp_path / "run"), cfg, device="cpu", progress=False).step == 2
     assert "model_one.0.weight" in read_checkpoint(tmp_path / "run" / "last.pt")["model"]
+
+
+def test_validation_loss_is_the_effect_weighted_loss_when_asked(tiny_store: str):
+    from pipeline.core.runtime import Launch
+    from pipeline.models import build_multiplexer
+    from pipeline.store import open_store
+    from pipeline.train import validate
+    from pipeline.train.data import StoreDataset
+    from pipeline.train.feed import on_device
+
+    store = open_store(tiny_store)
+    torch.manual_seed(0)
+    model = build_multiplexer("fast", seq_len=store.seq_len, n_targets=store.n_targets, width=8, rank=4)
+    ds = StoreDataset(tiny_store, "valid")
+    X, y = on_device(*ds.__getitems__(list(range(len(ds)))), torch.device("cpu"))
+    with torch.no_grad():
+        y_hat = model.eval()(X)
+    cpu, one = torch.device("cpu"), Launch()
+    plain, wp = validate(model, ds, 3, cpu, one)
+    assert plain == pytest.approx(float(((y_hat - y) ** 2).mean()), rel=1e-5)
+    weighted, wp2 = validate(model, ds, 3, cpu, one, effect_weight=2.0)
+    assert weighted == pytest.approx(float(sample_losses(y_hat, y, X, False, 2.0).double().mean()), rel=1e-5)
+    assert wp2 == wp and weighted != pytest.approx(plain)
+
+
+def test_effect_weight_is_recorded_and_trains(tiny_store: str, tmp_path: Path):
+    cfg = train_config(_default(), steps=4, batch_size=4, valid_every=2, effect_weight=3.0)
+    result = train(tiny_store, str(tmp_path / "run"), cfg, device="cpu", progress=False)
+    assert read_checkpoint(result.best)["train"]["effect_weight"] == 3.0
+    assert math.isfinite(result.last_metrics["valid_loss"])

@@ -191,6 +191,12 @@ class TrainSpec:
     )
     clip_grad: float | None = option(None, "Clip the gradient norm to this (default: no clipping).", above=0)
     loss_mask: bool = option(False, "Leave reference-base and N entries (0 by definition) out of the loss.")
+    effect_weight: float = option(
+        0.0,
+        "Weight each squared error by 1 + effect_weight * |target| / (the window's mean |target|), as the weighted "
+        "Pearson metric weights by |target| (0: plain MSE; the weights are normalised, so the loss keeps its scale).",
+        minimum=0,
+    )
     amp: str = option(
         "auto", "Mixed precision (auto: bf16 on CUDA, none on CPU).", choices=("auto", "none", "bf16", "fp16")
     )

@@ -102,8 +102,10 @@ class TrainResult:
         )
 
 
-def sample_losses(y_hat: torch.Tensor, y: torch.Tensor, X: torch.Tensor, loss_mask: bool) -> torch.Tensor:
-    """Per-sample mean squared error.
+def sample_losses(
+    y_hat: torch.Tensor, y: torch.Tensor, X: torch.Tensor, loss_mask: bool, effect_weight: float = 0.0
+) -> torch.Tensor:
+    """Per-sample mean squared error, optionally weighted by effect size.
 
     Parameters
     ----------
@@ -113,6 +115,12 @@ def sample_losses(y_hat: torch.Tensor, y: torch.Tensor, X: torch.Tensor, loss_ma
     loss_mask : bool
         Zero the error at reference bases and ``N`` columns (0 by definition); the mean still divides
         by ``F · 4 · L`` so the scale does not depend on the number of ``N`` columns.
+    effect_weight : float
+        ``a >= 0``: each squared error gets the weight ``w = 1 + a · |y| / mean(|y|)`` (the mean over
+        the sample's ``F · 4 · L`` entries) and the sample's loss is ``sum(w · err²) / sum(w)``. ``0``
+        (or weights that are all equal, as when every ``|y|`` is the same) gives the plain mean. Large
+        ``a`` approaches the weighting of the weighted Pearson metric (``|y|``), with a floor of 1 so that
+        entries without an effect still pull their prediction towards 0.
 
     Returns
     -------
@@ -121,7 +129,13 @@ def sample_losses(y_hat: torch.Tensor, y: torch.Tensor, X: torch.Tensor, loss_ma
     err = y_hat.float() - y
     if loss_mask:
         err = mask_effects(err, X)
-    return err.pow(2).flatten(1).mean(dim=1)
+    sq = err.pow(2).flatten(1)
+    if not effect_weight:
+        return sq.mean(dim=1)
+    size = y.float().abs().flatten(1)
+    scale = size.mean(dim=1, keepdim=True)
+    w = 1 + effect_weight * size / torch.where(scale > 0, scale, torch.ones_like(scale))
+    return (w * sq).sum(dim=1) / w.sum(dim=1)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -139,11 +153,17 @@ def validate(
     device: torch.device,
     launch: Launch,
     precision: Precision | None = None,
+    effect_weight: float = 0.0,
 ) -> tuple[float, float]:
-    """Mean MSE and mean weighted Pearson of ``model`` on ``ds``, over all ranks (each takes a part)."""
+    """Validation loss and mean weighted Pearson of ``model`` on ``ds``, over all ranks (each takes a part).
+
+    The loss is the MSE, or with ``effect_weight`` the mean over windows of the effect-weighted loss
+    (:func:`sample_losses`, no mask): the objective the run trains, so ``best.pt`` is chosen by it.
+    """
     was_training = model.training
     model.eval()
     acc = PearsonAccumulator(ds.n_targets)
+    weighted = torch.zeros(2, dtype=torch.float64, device=device)  # [sum of window losses, windows]
     bounds = np.linspace(0, len(ds), launch.world + 1).round().astype(int)
     mine = list(range(bounds[launch.rank], bounds[launch.rank + 1]))
     autocast = precision.autocast(device) if precision is not None else contextlib.nullcontext()
@@ -152,8 +172,14 @@ def validate(
         with autocast:
             y_hat = model(X)
         acc.update(y, y_hat.float())
+        if effect_weight:
+            losses = sample_losses(y_hat, y, X, False, effect_weight)
+            weighted += torch.stack([losses.double().sum(), torch.tensor(float(len(losses)), device=device)])
     acc.all_reduce(launch)
     model.train(was_training)
+    if effect_weight:
+        all_reduce_sum(weighted, launch)
+        return float(weighted[0] / weighted[1]), nanmean(acc.weighted_pearson())
     return float(acc.mse().mean()), nanmean(acc.weighted_pearson())
 
 
@@ -426,7 +452,7 @@ class Trainer:
             with contextlib.nullcontext() if sync or self.ddp is None else self.ddp.no_sync():
                 with self.precision.autocast(self.device):
                     y_hat = model(X)
-                per_sample = sample_losses(y_hat, y, X, config.loss_mask)
+                per_sample = sample_losses(y_hat, y, X, config.loss_mask, config.effect_weight)
                 n_micro = min(self.micro, len(self.train_ds) - place.offset - place.position * self.micro)
                 loss = per_sample.sum() * (launch.world / n_micro / config.grad_accum)
                 state.scaler.scale(loss).backward()
@@ -450,7 +476,13 @@ class Trainer:
         """Validation loss and weighted Pearson; ``best.pt`` when the loss improved, ``last.pt`` always."""
         state = self.state
         valid_loss, valid_wp = validate(
-            unwrap(model), self.valid_ds, self.micro, self.device, self.launch, self.precision
+            unwrap(model),
+            self.valid_ds,
+            self.micro,
+            self.device,
+            self.launch,
+            self.precision,
+            self.config.effect_weight,
         )
         metrics = {"valid_loss": valid_loss, "valid_weighted_pearson": valid_wp}
         improved = valid_loss < state.best_valid_loss
