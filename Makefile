@@ -95,7 +95,7 @@ bench-identity: $(VENV)/.installed  ## Genome sequence digest cold vs cached on 
 	@mkdir -p bench
 	$(BIN)/python scripts/bench_identity.py --json bench/identity.json
 
-bench: bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf bench-catalogue bench-storage bench-multiplexer bench-identity bench-effects  ## Every benchmark, then bench/REPORT.md with all figures
+bench: bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf bench-catalogue bench-storage bench-multiplexer bench-curve bench-identity bench-effects  ## Every benchmark, then bench/REPORT.md with all figures
 	$(BIN)/python scripts/bench_report.py
 
 bench-gpu:  ## On a GPU machine: every GPU figure in <= 8 min -> bench/*_cuda.json, REPORT.md's GPU section (DEVICE=cpu TINY=1: a dry run)

@@ -180,7 +180,7 @@ def test_demo_end_to_end(tmp_path):
     workdir = tmp_path / "demo"
     result = ok("demo", "--workdir", workdir, "--steps", "3", "--device", "cpu")
     headline = json.loads(result.stdout.strip().splitlines()[-1])
-    for key in ("weighted_pearson_mean", "speedup_vs_naive_ism", "report", "plot"):
+    for key in ("weighted_pearson_mean", "speedup_vs_naive_ism", "speedup_vs_fast_ism", "report", "plot"):
         assert key in headline, key
     assert Path(headline["report"]).is_file() and Path(headline["plot"]).is_file()
     again = ok("demo", "--workdir", workdir, "--steps", "3", "--device", "cpu")

@@ -137,10 +137,12 @@ def run_demo(
     echo(f"[5/5] plotted {chrom}:{center} -> {plot}")
     if report["weighted_pearson_mean"] != report["weighted_pearson_mean"]:
         raise UserError("the evaluation produced no correlation (no effects in the held-out split)")
+    fast = report.get("speedup_vs_fast_ism")
     headline = {
         "weighted_pearson_mean": round(report["weighted_pearson_mean"], 4),
         "pearson_mean": round(report["pearson_mean"], 4),
         "speedup_vs_naive_ism": round(report["speedup_vs_naive_ism"], 2),
+        "speedup_vs_fast_ism": None if fast is None else round(fast, 2),
         "report": str(Path(report["report"]).resolve()),
         "plot": str(Path(plot).resolve()),
         "store": str(Path(store_path).resolve()),
