@@ -7,7 +7,7 @@ WORK   ?= work
 export PYTHONDONTWRITEBYTECODE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-processes test-all lint demo clean clean-work bench bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf bench-catalogue bench-storage bench-multiplexer bench-curve bench-identity bench-effects bench-gpu gpu-wheels docs-cli
+.PHONY: help install test test-processes test-all lint demo clean clean-work bench bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksums bench-vcf bench-catalogue bench-storage bench-multiplexer bench-curve bench-identity bench-effects bench-gpu bench-beluga-shape gpu-wheels docs-cli
 
 help:  ## List every target with what it does
 	@grep -hE '^[$$()a-zA-Z0-9_./%-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-28s %s\n", $$1, $$2}'
@@ -100,6 +100,9 @@ bench: bench-ism bench-distill bench-loader bench-demo bench-scale bench-checksu
 
 bench-gpu:  ## On a GPU machine: every GPU figure in <= 8 min -> bench/*_cuda.json, REPORT.md's GPU section (DEVICE=cpu TINY=1: a dry run)
 	scripts/bench_gpu.sh
+
+bench-beluga-shape:  ## On a GPU machine: fast and the BelugaMultiplexer trained on a Beluga-shaped store (random Beluga), held-out weighted Pearson and ms/window -> bench/beluga_shape_cuda.json (DEVICE=cpu TINY=1: a dry run)
+	scripts/bench_beluga_shape.sh
 
 GPU_PYTHON ?= 3.12
 gpu-wheels: $(VENV)/.installed  ## Download the package's dependencies as wheels into .whl/ for a GPU machine without a network (GPU_PYTHON=3.12)

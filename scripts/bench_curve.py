@@ -16,7 +16,9 @@ and against training steps, for several multiplexers, with the distill cost of e
    steps in ``metrics.csv``: mean and interval over the seeds at each step, per size.
 4. **The loss** (``--variants``, :data:`VARIANTS`): plain against effect-weighted loss for ``fast`` and
    ``conv_light`` with the demo's budget (``--variant-windows`` 1,536 windows, ``--variant-steps`` 1,500),
-   over the same seeds: winner and loser in one table.
+   over the same seeds: winner and loser in one table. **The learning-rate rule** (the ``lr rule`` rows):
+   each architecture trained with ``lr = 1.2 / sqrt(parameters)`` (:func:`rule_lr`) at the curve's largest
+   point, against the curve's own runs with the hand-tuned rates.
 5. **Speed.** The seed-0 run of each architecture at the largest size, and of each variant, is evaluated
    once more with ``--timing-sequences`` windows: milliseconds per window next to exact fast and naive ISM
    of the demo base model, timed in the same process (as ``evaluate`` does), and the speed ratio.
@@ -63,14 +65,35 @@ ARCHITECTURES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
 ``conv`` as the demo trained it until issue 26, and the hand-tuned learning rates of
 ``scripts/bench_multiplexer.py``."""
 
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "fast, plain loss": ("fast", {"effect_weight": 0.0}),
-    "fast, effect_weight 3": ("fast", {"effect_weight": 3.0}),
-    "conv_light, plain loss": ("conv_light", {"effect_weight": 0.0}),
-    "conv_light, effect_weight 3": ("conv_light", {"effect_weight": 3.0}),
+VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "fast, plain loss": ("fast", {"effect_weight": 0.0}, "demo"),
+    "fast, effect_weight 3": ("fast", {"effect_weight": 3.0}, "demo"),
+    "conv_light, plain loss": ("conv_light", {"effect_weight": 0.0}, "demo"),
+    "conv_light, effect_weight 3": ("conv_light", {"effect_weight": 3.0}, "demo"),
+    "conv, lr rule": ("conv", {"lr": "rule"}, "curve"),
+    "conv_light, lr rule": ("conv_light", {"lr": "rule"}, "curve"),
+    "fast, lr rule": ("fast", {"lr": "rule"}, "curve"),
 }
-"""Name -> (an entry of :data:`ARCHITECTURES`, training settings on top of it), trained with the demo's
-budget (``--variant-windows``, ``--variant-steps``) over the same seeds: the loss compared."""
+"""Name -> (an entry of :data:`ARCHITECTURES`, training settings on top of it, budget), over the same
+seeds. Budget ``demo``: the demo's (``--variant-windows``, ``--variant-steps``), for the loss compared;
+``curve``: the curve's largest point (its runs are the comparison), for the learning-rate rule
+(``lr: rule``, :func:`rule_lr`)."""
+
+LR_RULE = 1.2
+"""The learning-rate rule ``lr = LR_RULE / sqrt(parameters)``: the hand-tuned learning rates of
+:data:`ARCHITECTURES` times the square root of their parameter counts are 1.22 (conv), 1.26
+(conv_light) and 1.15 (fast) on the demo's shape."""
+
+
+def rule_lr(arch: str) -> float:
+    """``LR_RULE / sqrt(parameters)`` of an :data:`ARCHITECTURES` entry at the demo's shape (L = 200, F = 16)."""
+    from pipeline.models import build_multiplexer
+
+    name, kwargs, _ = ARCHITECTURES[arch]
+    spec = DEMO_SPEC["base"]["kwargs"]
+    model = build_multiplexer(name, seq_len=DEMO_SPEC["seq_len"], n_targets=spec["n_targets"], **kwargs)
+    return round(LR_RULE / math.sqrt(sum(p.numel() for p in model.parameters())), 6)
+
 
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 """Two-sided 95 % quantiles of Student's t by degrees of freedom (1.96 beyond the table)."""
@@ -144,6 +167,8 @@ def train_point(
     name, kwargs, overrides = ARCHITECTURES[arch]
     spec = curve_spec(Path(args.work), Path(args.genome), size)
     settings = {"steps": args.steps, "effect_weight": args.effect_weight, **overrides, **(extra or {})}
+    if settings["lr"] == "rule":
+        settings["lr"] = rule_lr(arch)
     cfg = train_config(spec.train, multiplexer=name, kwargs=kwargs, max_samples=size, seed=seed,
                        valid_every=args.valid_every, **settings)  # fmt: skip
     t0 = time.perf_counter()
@@ -248,19 +273,21 @@ def run_all(args: Any, store: str) -> tuple[dict[str, Any], dict[str, Any]]:
     jobs: dict[tuple[str, str, int], list[Any]] = {}
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
         for name in args.variants:  # the longest runs first
-            arch, extra = VARIANTS[name]
+            arch, extra, budget = VARIANTS[name]
             slug = "".join(c if c.isalnum() else "_" for c in name)
-            extra = {**extra, "steps": args.variant_steps}
-            jobs[("variant", name, args.variant_windows)] = [
+            size, steps = (
+                (args.variant_windows, args.variant_steps) if budget == "demo" else (max(args.windows), args.steps)
+            )
+            jobs[("variant", name, size)] = [
                 pool.submit(
                     _job,
                     store,
                     str(Path(args.work) / "variants" / f"{slug}-s{seed}"),
                     arch,
-                    args.variant_windows,
+                    size,
                     seed,
                     args,
-                    extra,
+                    {**extra, "steps": steps},
                 )  # fmt: skip
                 for seed in args.seeds
             ]
@@ -286,9 +313,11 @@ def run_all(args: Any, store: str) -> tuple[dict[str, Any], dict[str, Any]]:
             if kind == "curve":
                 curves[name][str(size)] = summary
             else:
-                arch, extra = VARIANTS[name]
-                variants[name] = {"architecture": arch, "settings": extra, "train_windows": size,
-                                  "steps": args.variant_steps, **summary}  # fmt: skip
+                arch, extra, budget = VARIANTS[name]
+                settings = {**extra, **({"lr": rule_lr(arch)} if extra.get("lr") == "rule" else {})}
+                steps = args.variant_steps if budget == "demo" else args.steps
+                variants[name] = {"architecture": arch, "settings": settings, "budget": budget, "train_windows": size,
+                                  "steps": steps, **summary}  # fmt: skip
             print(kind, name, size, json.dumps(summary["held_out_weighted_pearson"]), flush=True)
     return curves, variants
 
@@ -355,7 +384,7 @@ def main() -> None:
                                       args.timing_sequences)  # fmt: skip
         print("speed", arch, json.dumps(result["speed"][arch]), flush=True)
     result["variant_speed"] = {}
-    for name in args.variants:
+    for name in (v for v in args.variants if VARIANTS[v][2] == "demo"):  # the rule's rows: the same architectures
         slug = "".join(c if c.isalnum() else "_" for c in name)
         result["variant_speed"][name] = speed(
             store, work / "variants" / f"{slug}-s{args.seeds[0]}", args.timing_sequences

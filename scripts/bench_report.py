@@ -604,6 +604,35 @@ def _ci(x: dict) -> str:
     return f"{x['mean']:.4f} [{x['low']:.4f}, {x['high']:.4f}]"
 
 
+def _curve_variant_lines(r: dict, largest: str) -> list[str]:
+    """The loss table (demo budget) and the learning-rate rule table (the curve's largest point)."""
+    variants = r.get("variants") or {}
+    loss = {k: v for k, v in variants.items() if v.get("budget", "demo") == "demo"}
+    rule = {k: v for k, v in variants.items() if v.get("budget") == "curve"}
+    lines: list[str] = []
+    if loss:
+        lines += ["", "The loss, with the demo's budget (each row over the same seeds; `effect_weight` a: each squared "
+                  "error weighted by 1 + a |target| / mean |target|, `train --effect-weight`):", "",
+                  "| run | train windows | steps | held-out weighted Pearson | vs fast ISM (seed 0) |",
+                  "| --- | --- | --- | --- | --- |"]  # fmt: skip
+        for name, v in loss.items():
+            ratio = r.get("variant_speed", {}).get(name, {}).get("speedup_vs_fast_ism")
+            lines.append(f"| {name} | {v['train_windows']:,} | {v['steps']:,} | {_ci(v['held_out_weighted_pearson'])} "
+                         f"| {f'{ratio:.1f}x' if ratio else '-'} |")  # fmt: skip
+    if rule:
+        lines += ["", "The learning-rate rule lr = 1.2 / sqrt(parameters) against the hand-tuned rates, at the "
+                  f"curve's largest point ({int(largest):,} windows, {r['steps']:,} steps, same seeds):", "",
+                  "| architecture | hand-tuned lr | held-out | rule lr | held-out | difference |",
+                  "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for v in rule.values():
+            arch = v["architecture"]
+            tuned = r["curves"][arch][largest]["held_out_weighted_pearson"]
+            got = v["held_out_weighted_pearson"]
+            lines.append(f"| {arch} | {r['architectures'][arch]['train'].get('lr')} | {_ci(tuned)} | "
+                         f"{v['settings']['lr']} | {_ci(got)} | {got['mean'] - tuned['mean']:+.4f} |")  # fmt: skip
+    return lines
+
+
 def curve_section(r: dict | None) -> list[str]:
     if r is None:
         return ["## Learning curves", "", "not run (`make bench-curve`)", ""]
@@ -657,15 +686,7 @@ def curve_section(r: dict | None) -> list[str]:
         lines.append(f"| {arch} | {x['ms_per_window']} | {x['fast_ism_ms_per_window']} | "
                      f"{x['naive_ism_ms_per_window']} | **{x['speedup_vs_fast_ism']:.1f}x** | "
                      f"{x['speedup_vs_naive_ism']:.1f}x |")  # fmt: skip
-    if r.get("variants"):
-        lines += ["", "The loss, with the demo's budget (each row over the same seeds; `effect_weight` a: each squared "
-                  "error weighted by 1 + a |target| / mean |target|, `train --effect-weight`):", "",
-                  "| run | train windows | steps | held-out weighted Pearson | vs fast ISM (seed 0) |",
-                  "| --- | --- | --- | --- | --- |"]  # fmt: skip
-        for name, v in r["variants"].items():
-            ratio = r.get("variant_speed", {}).get(name, {}).get("speedup_vs_fast_ism")
-            lines.append(f"| {name} | {v['train_windows']:,} | {v['steps']:,} | {_ci(v['held_out_weighted_pearson'])} "
-                         f"| {f'{ratio:.1f}x' if ratio else '-'} |")  # fmt: skip
+    lines += _curve_variant_lines(r, largest)
     reach = "; ".join(f"{a}: 0.90 at {w['0.9'] or 'none of these sizes'}, 0.92 at {w['0.92'] or 'none of these sizes'}"
                       for a, w in r["windows_for"].items())  # fmt: skip
     lines += ["", f"Fewest train windows whose mean reaches the target ({r['steps']:,} steps): {reach}.", ""]

@@ -66,3 +66,14 @@ def test_summarize_and_plot(tmp_path: Path):
               "curves": {"fast": {"128": summary, "256": summary}}}  # fmt: skip
     bench_curve.plot_curves(result, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rule_lr_is_the_rule_on_the_parameter_count():
+    from pipeline.models import build_multiplexer
+
+    for arch, (name, kwargs, train) in bench_curve.ARCHITECTURES.items():
+        model = build_multiplexer(name, seq_len=200, n_targets=16, **kwargs)
+        count = sum(p.numel() for p in model.parameters())
+        assert bench_curve.rule_lr(arch) == pytest.approx(bench_curve.LR_RULE / math.sqrt(count), rel=1e-5)
+        # the rule is fitted to the hand-tuned rates: each within 10 %
+        assert bench_curve.rule_lr(arch) == pytest.approx(train["lr"], rel=0.1)
