@@ -176,7 +176,8 @@ def train_point(
     train_s = time.perf_counter() - t0
     options = EvaluateOptions(device="cpu", overwrite=True, timing_sequences=0)
     report = evaluate(str(run / "best.pt"), store, str(run / "eval"), options, progress=False)
-    return {"held_out": report["weighted_pearson_mean"], "validation": read_validation(run),
+    return {"held_out": report["weighted_pearson_mean"], "held_out_unweighted": report["pearson_mean"],
+            "validation": read_validation(run),
             "train_s": round(train_s, 1)}  # fmt: skip
 
 
@@ -185,6 +186,7 @@ def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
     steps = [s for s, _ in points[0]["validation"]]
     return {
         "held_out_weighted_pearson": interval([p["held_out"] for p in points]),
+        "held_out_unweighted_pearson": interval([p["held_out_unweighted"] for p in points]),
         "train_s": interval([p["train_s"] for p in points]),
         "validation_by_step": {str(step): interval([dict(p["validation"])[step] for p in points]) for step in steps},
     }

@@ -567,7 +567,8 @@ def multiplexer_section(r: dict | None) -> list[str]:
         "## Multiplexer architectures (`scripts/bench_multiplexer.py`)",
         "",
         "Each architecture trained on the demo store with the demo's settings (same steps, batch and seed; learning "
-        "rate 0.002 unless the row names another), evaluated on the held-out test split by `evaluate`, which times "
+        "rate 0.002 and the plain loss unless the row names others), evaluated on the held-out test split by "
+        "`evaluate`, which times "
         f"the multiplexer (one batch of {r['timing_sequences']} windows) and exact fast and naive ISM of the demo "
         "base model on the same windows, "
         f"on {r['device']} ({m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')}).",
@@ -613,12 +614,13 @@ def _curve_variant_lines(r: dict, largest: str) -> list[str]:
     if loss:
         lines += ["", "The loss, with the demo's budget (each row over the same seeds; `effect_weight` a: each squared "
                   "error weighted by 1 + a |target| / mean |target|, `train --effect-weight`):", "",
-                  "| run | train windows | steps | held-out weighted Pearson | vs fast ISM (seed 0) |",
-                  "| --- | --- | --- | --- | --- |"]  # fmt: skip
+                  "| run | train windows | steps | held-out weighted Pearson | held-out unweighted Pearson "
+                  "| vs fast ISM (seed 0) |", "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
         for name, v in loss.items():
             ratio = r.get("variant_speed", {}).get(name, {}).get("speedup_vs_fast_ism")
+            plain = v.get("held_out_unweighted_pearson")
             lines.append(f"| {name} | {v['train_windows']:,} | {v['steps']:,} | {_ci(v['held_out_weighted_pearson'])} "
-                         f"| {f'{ratio:.1f}x' if ratio else '-'} |")  # fmt: skip
+                         f"| {_ci(plain) if plain else '-'} | {f'{ratio:.1f}x' if ratio else '-'} |")  # fmt: skip
     if rule:
         lines += ["", "The learning-rate rule lr = 1.2 / sqrt(parameters) against the hand-tuned rates, at the "
                   f"curve's largest point ({int(largest):,} windows, {r['steps']:,} steps, same seeds):", "",

@@ -57,7 +57,8 @@ def test_read_validation_takes_the_validation_rows(tmp_path: Path):
 
 
 def test_summarize_and_plot(tmp_path: Path):
-    points = [{"held_out": 0.8 + 0.01 * s, "train_s": 1.0, "validation": [(50, 0.5 + s / 100), (100, 0.7)]}
+    points = [{"held_out": 0.8 + 0.01 * s, "held_out_unweighted": 0.7, "train_s": 1.0,
+               "validation": [(50, 0.5 + s / 100), (100, 0.7)]}
               for s in range(3)]  # fmt: skip
     summary = bench_curve.summarize(points)
     assert summary["held_out_weighted_pearson"]["mean"] == pytest.approx(0.81)
