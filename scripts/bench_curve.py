@@ -66,10 +66,12 @@ ARCHITECTURES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
 ``scripts/bench_multiplexer.py``."""
 
 VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
-    "fast, plain loss": ("fast", {"effect_weight": 0.0}, "demo"),
-    "fast, effect_weight 3": ("fast", {"effect_weight": 3.0}, "demo"),
     "conv_light, plain loss": ("conv_light", {"effect_weight": 0.0}, "demo"),
+    "conv_light, effect_weight 0.3": ("conv_light", {"effect_weight": 0.3}, "demo"),
+    "conv_light, effect_weight 1": ("conv_light", {"effect_weight": 1.0}, "demo"),
     "conv_light, effect_weight 3": ("conv_light", {"effect_weight": 3.0}, "demo"),
+    "fast, plain loss": ("fast", {"effect_weight": 0.0}, "demo"),
+    "fast, effect_weight 0.3": ("fast", {"effect_weight": 0.3}, "demo"),
     "conv, lr rule": ("conv", {"lr": "rule"}, "curve"),
     "conv_light, lr rule": ("conv_light", {"lr": "rule"}, "curve"),
     "fast, lr rule": ("fast", {"lr": "rule"}, "curve"),
@@ -250,6 +252,12 @@ def plot_curves(result: dict[str, Any], path: Path) -> None:
     fig.savefig(path)
 
 
+def run_path(work: Path, kind: str, name: str, size: int, seed: int) -> Path:
+    """The run folder of one curve point or variant row and seed."""
+    slug = "".join(c if c.isalnum() else "_" for c in name)
+    return work / ("variants" if kind == "variant" else "runs") / f"{slug}-{size}-s{seed}"
+
+
 def _job(store: str, run: str, arch: str, size: int, seed: int, args: Any, extra: dict[str, Any]) -> dict[str, Any]:
     """One run in a worker process (one thread: ``--jobs`` runs share the cores)."""
     import torch
@@ -274,40 +282,25 @@ def run_all(args: Any, store: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
     jobs: dict[tuple[str, str, int], list[Any]] = {}
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-        for name in args.variants:  # the longest runs first
-            arch, extra, budget = VARIANTS[name]
-            slug = "".join(c if c.isalnum() else "_" for c in name)
-            size, steps = (
-                (args.variant_windows, args.variant_steps) if budget == "demo" else (max(args.windows), args.steps)
-            )
-            jobs[("variant", name, size)] = [
+
+        def submit(kind: str, name: str, arch: str, size: int, extra: dict[str, Any]) -> None:
+            jobs[(kind, name, size)] = [
                 pool.submit(
-                    _job,
-                    store,
-                    str(Path(args.work) / "variants" / f"{slug}-s{seed}"),
-                    arch,
-                    size,
-                    seed,
-                    args,
-                    {**extra, "steps": steps},
+                    _job, store, str(run_path(Path(args.work), kind, name, size, seed)), arch, size, seed, args, extra
                 )  # fmt: skip
                 for seed in args.seeds
             ]
+
+        # the demo-budget variants (the longest runs) first, the curves, then the curve-budget variants
+        for name in (v for v in args.variants if VARIANTS[v][2] == "demo"):
+            arch, extra, _ = VARIANTS[name]
+            submit("variant", name, arch, args.variant_windows, {**extra, "steps": args.variant_steps})
         for arch in args.archs:
             for size in args.windows:
-                jobs[("curve", arch, size)] = [
-                    pool.submit(
-                        _job,
-                        store,
-                        str(Path(args.work) / "runs" / f"{arch}-{size}-s{seed}"),
-                        arch,
-                        size,
-                        seed,
-                        args,
-                        {},
-                    )  # fmt: skip
-                    for seed in args.seeds
-                ]
+                submit("curve", arch, arch, size, {})
+        for name in (v for v in args.variants if VARIANTS[v][2] != "demo"):
+            arch, extra, _ = VARIANTS[name]
+            submit("variant", name, arch, max(args.windows), {**extra, "steps": args.steps})
         curves: dict[str, Any] = {arch: {} for arch in args.archs}
         variants: dict[str, Any] = {}
         for (kind, name, size), futures in jobs.items():
@@ -334,7 +327,7 @@ def main() -> None:
     parser.add_argument("--archs", default=",".join(ARCHITECTURES))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--steps", type=int, default=600, help="Training steps of every curve run.")
-    parser.add_argument("--effect-weight", type=float, default=3.0, help="train --effect-weight of the curve runs.")
+    parser.add_argument("--effect-weight", type=float, default=0.3, help="train --effect-weight of the curve runs.")
     parser.add_argument("--variant-windows", type=int, default=DEMO_SPEC["splits"]["train"]["samples"])
     parser.add_argument("--variant-steps", type=int, default=DEMO_SPEC["train"]["steps"])
     parser.add_argument("--valid-every", type=int, default=100)
@@ -382,15 +375,13 @@ def main() -> None:
     largest = max(args.windows)
     result["speed"] = {}
     for arch in args.archs:
-        result["speed"][arch] = speed(store, work / "runs" / f"{arch}-{largest}-s{args.seeds[0]}",
-                                      args.timing_sequences)  # fmt: skip
+        run = run_path(work, "curve", arch, largest, args.seeds[0])
+        result["speed"][arch] = speed(store, run, args.timing_sequences)
         print("speed", arch, json.dumps(result["speed"][arch]), flush=True)
     result["variant_speed"] = {}
     for name in (v for v in args.variants if VARIANTS[v][2] == "demo"):  # the rule's rows: the same architectures
-        slug = "".join(c if c.isalnum() else "_" for c in name)
-        result["variant_speed"][name] = speed(
-            store, work / "variants" / f"{slug}-s{args.seeds[0]}", args.timing_sequences
-        )
+        run = run_path(work, "variant", name, args.variant_windows, args.seeds[0])
+        result["variant_speed"][name] = speed(store, run, args.timing_sequences)
         print("speed", name, json.dumps(result["variant_speed"][name]), flush=True)
     result["windows_for"] = {a: {str(t): windows_for(t, result["curves"][a]) for t in (0.9, 0.92)} for a in args.archs}
     result["load_after"] = list(os.getloadavg())
