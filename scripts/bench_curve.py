@@ -24,7 +24,9 @@ and against training steps, for several multiplexers, with the distill cost of e
    of the demo base model, timed in the same process (as ``evaluate`` does), and the speed ratio.
 
 ``--jobs N`` trains N runs at a time in worker processes of one thread each (the timings of step 5
-run alone, after them).
+run alone, after them, with ``--timing-threads`` torch threads, default all cores: the run of
+2026-12-07 08:31 timed with one thread, ``OMP_NUM_THREADS=1``, which halves the multiplexer's batch
+throughput but not exact fast ISM's).
 
     python scripts/bench_curve.py --json bench/curve.json --plot bench/curve.png
 """
@@ -332,6 +334,7 @@ def main() -> None:
     parser.add_argument("--variant-steps", type=int, default=DEMO_SPEC["train"]["steps"])
     parser.add_argument("--valid-every", type=int, default=100)
     parser.add_argument("--timing-sequences", type=int, default=64)
+    parser.add_argument("--timing-threads", type=int, default=os.cpu_count() or 1, help="Torch threads of the timings.")
     parser.add_argument(
         "--variants", default=";".join(VARIANTS), help=f"Extra rows, ';'-separated, of: {'; '.join(VARIANTS)}."
     )
@@ -373,6 +376,10 @@ def main() -> None:
     store = str(curve_spec(work, Path(args.genome), max(sizes)).store_path())
     result["curves"], result["variants"] = run_all(args, store)
     largest = max(args.windows)
+    import torch
+
+    torch.set_num_threads(args.timing_threads)  # the training ran one thread per run; a user's CPU has all its cores
+    result["timing_threads"] = args.timing_threads
     result["speed"] = {}
     for arch in args.archs:
         run = run_path(work, "curve", arch, largest, args.seeds[0])

@@ -635,6 +635,9 @@ def _curve_variant_lines(r: dict, largest: str) -> list[str]:
     return lines
 
 
+ONE_THREAD = ", as OMP_NUM_THREADS=1 left it: the multiplexer's batch runs at about half its 2-thread speed"
+
+
 def curve_section(r: dict | None) -> list[str]:
     if r is None:
         return ["## Learning curves", "", "not run (`make bench-curve`)", ""]
@@ -680,8 +683,10 @@ def curve_section(r: dict | None) -> list[str]:
             f"| {arch} | " + " | ".join(f"{v[s]['mean']:.4f} ±{v[s]['high'] - v[s]['mean']:.4f}" for s in steps) + " |"
         )
     timed = next(iter(r["speed"].values()))["timing_sequences"]
-    lines += ["", f"Speed (seed-0 run at {int(largest):,} windows; `evaluate` on {timed} "
-              "windows, exact fast and naive ISM of the demo base model timed in the same process):", "",
+    threads = r.get("timing_threads", 1)
+    lines += ["", f"Speed (seed-0 run at {int(largest):,} windows; `evaluate` on {timed} windows with {threads} torch "
+              f"thread(s){'' if threads > 1 else ONE_THREAD}; "
+              "exact fast and naive ISM of the demo base model timed in the same process):", "",
               "| architecture | ms/window | fast ISM ms | naive ISM ms | vs fast ISM | vs naive ISM |",
               "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for arch, x in r["speed"].items():
