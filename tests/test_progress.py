@@ -93,3 +93,15 @@ def test_share_with_nothing_to_report_moves_at_the_end():
     assert bar.n == 1
     bar.close()
     assert np.isclose(bar.n, 1)
+
+
+def test_fractions_summed_past_the_total_never_show_negative_time_left():
+    """Shares of several runs add up in floating point (130 windows in thirds can sum to 130.00000000000003):
+    the bar shows the total and no negative time left."""
+    bar = progress_bar(desc="evaluate timing", unit="window", total=3, file=io.StringIO(), mininterval=0)
+    for _ in range(30):
+        bar.update(0.1)
+    assert bar.n > 3  # the rounding this test is about
+    shown = _shown(bar)
+    assert "3/3 windows" in shown and "<-" not in shown
+    bar.close()

@@ -85,6 +85,8 @@ class Bar(_Tqdm):
         """tqdm's fields and two of this bar's: ``count`` (``3/8 windows``) and ``speed`` (:func:`rate_text`)."""
         d = dict(super().format_dict)
         n, total = d.get("n") or 0, d.get("total")
+        if total and n > total:  # fractional updates summed past the total by rounding: no negative time left
+            d["n"] = n = total
         done = count_text(round(n, 1) if not float(n).is_integer() else n)
         d["count"] = f"{done}/{count_text(total)} {self.units}" if total else plural(n, str(self.unit), self.units)
         rate, elapsed = d.get("rate"), d.get("elapsed") or 0
