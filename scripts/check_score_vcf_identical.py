@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import pysam
 import yaml
+from bench_vcf import _genome as read_fasta
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,18 +126,6 @@ def _checkout(rev: str, where: Path) -> Path:
     return where
 
 
-def _fasta(path: Path) -> dict[str, str]:
-    seqs: dict[str, list[str]] = {}
-    name = ""
-    for line in path.read_text().splitlines():
-        if line.startswith(">"):
-            name = line[1:].split()[0]
-            seqs[name] = []
-        else:
-            seqs[name].append(line.strip())
-    return {k: "".join(v) for k, v in seqs.items()}
-
-
 def _vcf_rows(genome: dict[str, str], n: int, seed: int = 0) -> list[str]:
     """About ``n`` sorted records of every kind ``score-vcf`` treats differently."""
     rng = random.Random(seed)
@@ -192,7 +181,7 @@ def make_inputs(old: Path, work: Path) -> dict[str, Path]:
     _cli(old, "distill", spec, "--store", store, "--device", "cpu")
     run = work / "run"
     _cli(old, "train", spec, "--store", store, "--run-dir", run, "--device", "cpu")
-    seqs = _fasta(genome)
+    seqs = read_fasta(genome)
     contigs = "".join(f"##contig=<ID={c},length={len(s)}>\n" for c, s in seqs.items()) + "##contig=<ID=X>\n"
     head = "##fileformat=VCFv4.2\n" + contigs + "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
     vcf = work / "variants.vcf"
