@@ -37,7 +37,7 @@ def test_two_runs_one_table_and_a_png(trained_run, second_run, tmp_path):
     rows = _rows(text)
     assert len(rows) == 2 and all(len(r) == len(COLUMNS) for r in rows)
     for row, run in zip(rows, (trained_run, second_run)):
-        model, meta = load_checkpoint(run / "best.pt")
+        model, meta = load_checkpoint(run / "best.pt", optimize=False)
         assert row[0] == str(run) and row[1] == meta["architecture"]["name"]
         assert row[2] == f"{sum(p.numel() for p in model.parameters()):,}"
         assert row[4] == meta["spec_hash"][:12]

@@ -25,7 +25,7 @@ from pipeline.apply.outputs import IMAGE, check_output, table_kind
 from pipeline.core.files import atomic_path
 from pipeline.core.runtime import exact_float32, resolve_device
 from pipeline.errors import UserError
-from pipeline.models import load_checkpoint
+from pipeline.models import load_checkpoint, optimize_for_inference
 from pipeline.store import open_store
 
 COLUMNS = (
@@ -99,7 +99,9 @@ def _checkpoint(run: Path) -> Path:
 def _row(
     run: Path, reports: dict[str, Path], device: Any, sequences: int, timings: dict[str, dict[str, Any]]
 ) -> RunRow:
-    model, meta = load_checkpoint(_checkpoint(run), device)
+    model, meta = load_checkpoint(_checkpoint(run), device, optimize=False)
+    parameters = sum(p.numel() for p in model.parameters())  # the trained network's, before the rewrite
+    optimize_for_inference(model)
     store = open_store(str(meta["store"]))
     key = f"{meta['store']}"
     timing = time_per_sequence(model, store, "valid" if "valid" in store.splits else store.splits[0], sequences, device)
@@ -108,9 +110,9 @@ def _row(
     timings.setdefault(key, timing)
     arch = meta["architecture"]
     last = (run / "last.pt") if (run / "last.pt").is_file() else _checkpoint(run)
-    _, last_meta = load_checkpoint(last)
+    _, last_meta = load_checkpoint(last, optimize=False)
     return RunRow(
-        run=str(run), architecture=str(arch["name"]), parameters=sum(p.numel() for p in model.parameters()),
+        run=str(run), architecture=str(arch["name"]), parameters=parameters,
         store=str(meta["store"]), store_hash=str(meta["spec_hash"]), train_samples=last_meta.get("train_samples"),
         steps=int(last_meta.get("step", 0)), best_valid_wp=_best_valid(run), test_wp=_test_wp(run, reports),
         timing=timing,

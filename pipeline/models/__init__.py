@@ -7,6 +7,7 @@ always read with ``torch.load(..., weights_only=True)`` and checked key by key a
 Modules: :mod:`~pipeline.models.registry` (names and import paths), :mod:`~pipeline.models.weights`
 (safe loading), :mod:`~pipeline.models.base` (the :class:`BaseModel` record of a frozen base model),
 :mod:`~pipeline.models.checkpoint` (self-describing training checkpoints: the :class:`Checkpoint` record),
+:mod:`~pipeline.models.inference` (a trained multiplexer rewritten for fast inference),
 and the architectures :mod:`~pipeline.models.beluga`, :mod:`~pipeline.models.demo`,
 :mod:`~pipeline.models.multiplexer`.
 """
@@ -33,6 +34,7 @@ from pipeline.models.checkpoint import (
     save_checkpoint,
 )
 from pipeline.models.demo import DemoBase
+from pipeline.models.inference import optimize_for_inference
 from pipeline.models.multiplexer import BelugaMultiplexer, ConvMultiplexer, positional_ramp
 from pipeline.models.registry import (
     BASE_MODELS,
@@ -71,6 +73,7 @@ __all__ = [
     "load_state_dict_file",
     "load_weights",
     "model_class",
+    "optimize_for_inference",
     "positional_ramp",
     "probe_outputs",
     "read_checkpoint",

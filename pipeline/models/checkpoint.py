@@ -29,6 +29,7 @@ from pipeline.core.encoding import ALPHABET
 from pipeline.core.files import atomic_path
 from pipeline.errors import UserError, WriteError
 from pipeline.models.base import build_base_from_identity
+from pipeline.models.inference import optimize_for_inference
 from pipeline.models.registry import build_multiplexer
 from pipeline.models.weights import load_weights, torch_load_safely
 
@@ -232,9 +233,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_checkpoint(
-    path: str | os.PathLike[str], device: str | torch.device = "cpu"
+    path: str | os.PathLike[str], device: str | torch.device = "cpu", *, optimize: bool = True
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the multiplexer of a checkpoint.
+    """Rebuild the multiplexer of a checkpoint, for inference.
 
     Parameters
     ----------
@@ -242,6 +243,10 @@ def load_checkpoint(
         A ``best.pt`` or ``last.pt`` written by ``multiplexer train``.
     device : str or torch.device
         Where to put the model.
+    optimize : bool
+        Rewrite a built-in multiplexer for fast inference
+        (:func:`~pipeline.models.inference.optimize_for_inference`: the same function to float32
+        rounding, but no longer trainable); ``False`` keeps the trained modules as they are.
 
     Returns
     -------
@@ -261,6 +266,8 @@ def load_checkpoint(
             f"length {model_len}"
         )
     model.to(device).eval()
+    if optimize:
+        optimize_for_inference(model)
     return model, record.meta()
 
 

@@ -44,6 +44,17 @@ def with_ramp(X: torch.Tensor, seq_len: int) -> torch.Tensor:
     return torch.cat([X, ramp.expand(B, 1, L)], dim=1)
 
 
+def as_layout(x: torch.Tensor, layout_2d: bool) -> torch.Tensor:
+    """``x`` (``[B, C, L]``) as is, or with ``layout_2d`` as ``[B, C, 1, L]`` in channels-last memory, the
+    layout the inference rewrite (:func:`pipeline.models.inference.optimize_for_inference`) runs in."""
+    return x.unsqueeze(2).contiguous(memory_format=torch.channels_last) if layout_2d else x
+
+
+def from_layout(out: torch.Tensor, layout_2d: bool) -> torch.Tensor:
+    """The network's output back as a contiguous ``[B, C, L]`` from :func:`as_layout`'s layout."""
+    return out.squeeze(2).contiguous() if layout_2d else out
+
+
 def _positive(name: str, value: Any) -> int:
     """``value`` as an ``int`` when it is a whole number >= 1, else a :class:`ValueError` naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
@@ -83,6 +94,10 @@ class ConvMultiplexer(nn.Module):
     dilations : sequence of 5 int
         Dilations of ``model_two`` … ``model_six``; ``dilation · (kernel_size - 1)`` must be even.
     """
+
+    layout_2d = False
+    """Whether the layers are the 2-D channels-last ones of the inference rewrite (not a setting: see
+    :func:`pipeline.models.inference.optimize_for_inference`)."""
 
     def __init__(
         self,
@@ -152,13 +167,25 @@ class ConvMultiplexer(nn.Module):
             ``y_hat[i, f, b, j]``: predicted effect on target ``f`` of setting position ``j`` to ``b``.
         """
         B, _, L = X.shape
-        x = with_ramp(X, self.seq_len)
+        out = self.trunk(as_layout(with_ramp(X, self.seq_len), self.layout_2d))
+        return from_layout(out, self.layout_2d).reshape(B, self.n_targets, 4, L)
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The network between the input (with its ramp) and the reshape.
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape=(B, 5, L), or (B, 5, 1, L) channels-last (:attr:`layout_2d`)
+
+        Returns
+        -------
+        out : torch.Tensor, shape=(B, 4F, L), or (B, 4F, 1, L)
+        """
         x2 = self.model_two(self.model_one(x))
         x3 = self.model_three(x2)
         x5 = self.model_five(self.model_four(x3))
         x6 = self.model_six(x3 + x5)
-        out = self.model_final(x2 + x6)
-        return out.reshape(B, self.n_targets, 4, L)
+        return self.model_final(x2 + x6)
 
 
 class BelugaMultiplexer(ConvMultiplexer):
@@ -170,6 +197,9 @@ class BelugaMultiplexer(ConvMultiplexer):
 
 class _SeparableBlock(nn.Module):
     """A residual block: depthwise dilated convolution, then a pointwise (1x1) mix, each with BN + ReLU."""
+
+    conv_bn_pairs = (("depthwise", "bn1"), ("pointwise", "bn2"))
+    """Each batch norm and the convolution whose output is its only input (folded for inference)."""
 
     def __init__(self, width: int, kernel_size: int, dilation: int) -> None:
         super().__init__()
@@ -214,6 +244,9 @@ class FastMultiplexer(nn.Module):
         Channels between the trunk and the ``4F`` outputs.
     """
 
+    layout_2d = False
+    """As :attr:`ConvMultiplexer.layout_2d`."""
+
     def __init__(
         self,
         seq_len: int,
@@ -257,8 +290,8 @@ class FastMultiplexer(nn.Module):
         y_hat : torch.Tensor, shape=(B, F, 4, L)
         """
         B, _, L = X.shape
-        x = self.blocks(self.stem(with_ramp(X, self.seq_len)))
-        return self.head(x).reshape(B, self.n_targets, 4, L)
+        out = self.head(self.blocks(self.stem(as_layout(with_ramp(X, self.seq_len), self.layout_2d))))
+        return from_layout(out, self.layout_2d).reshape(B, self.n_targets, 4, L)
 
 
 class LightConvMultiplexer(ConvMultiplexer):
