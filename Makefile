@@ -86,9 +86,9 @@ bench-multiplexer: $(VENV)/.installed  ## Multiplexer architectures on the demo 
 	@mkdir -p bench
 	$(BIN)/python scripts/bench_multiplexer.py --json bench/multiplexer.json --demo $(WORK)/demo
 
-bench-curve: $(VENV)/.installed  ## Learning curves on the demo: held-out weighted Pearson (3 seeds, 95 % intervals) against distilled windows (one grown store) and steps, for conv, conv_light and fast; distill cost per point; the loss variants -> bench/curve.json, bench/curve.png, REPORT.md's section
+bench-curve: $(VENV)/.installed  ## Learning curves on the demo: held-out weighted Pearson (3 seeds, 95 % intervals) against distilled windows (one grown store) and steps, for the demo default (conv_k4), conv, conv_light and fast; distill cost per point; the loss variants and the default against issue 26's goal -> bench/curve.json, bench/curve.png, REPORT.md's section
 	@mkdir -p bench
-	OMP_NUM_THREADS=1 $(BIN)/python scripts/bench_curve.py --json bench/curve.json --plot bench/curve.png --demo $(WORK)/demo --workdir $(WORK)/bench-curve --jobs 2
+	$(BIN)/python scripts/bench_curve.py --json bench/curve.json --plot bench/curve.png --demo $(WORK)/demo --workdir $(WORK)/bench-curve --jobs 2
 	$(BIN)/python scripts/bench_report.py --section curve
 
 bench-identity: $(VENV)/.installed  ## Genome sequence digest cold vs cached on a generated 150 Mb genome (plain, bgzip), hg19 estimate, metadata digest cost -> bench/identity.json

@@ -14,19 +14,22 @@ and against training steps, for several multiplexers, with the distill cost of e
    (chr9): mean and 95 % t interval over the seeds.
 3. **Steps curve.** The same runs' validation weighted Pearson (chr8), recorded every ``--valid-every``
    steps in ``metrics.csv``: mean and interval over the seeds at each step, per size.
-4. **The loss** (``--variants``, :data:`VARIANTS`): plain against effect-weighted loss for ``fast`` and
-   ``conv_light`` with the demo's budget (``--variant-windows`` 1,536 windows, ``--variant-steps`` 1,500),
+4. **The loss and the default** (``--variants``, :data:`VARIANTS`): plain against effect-weighted loss
+   for the demo's default (``conv_k4``, :data:`DEFAULT`), ``fast`` and ``conv_light``, and the old default
+   (``conv``, plain loss), with the demo's budget (``--variant-windows`` 1,536 windows, ``--variant-steps`` 1,500),
    over the same seeds: winner and loser in one table. **The learning-rate rule** (the ``lr rule`` rows):
    each architecture trained with ``lr = 1.2 / sqrt(parameters)`` (:func:`rule_lr`) at the curve's largest
    point, against the curve's own runs with the hand-tuned rates.
 5. **Speed.** The seed-0 run of each architecture at the largest size, and of each variant, is evaluated
    once more with ``--timing-sequences`` windows: milliseconds per window next to exact fast and naive ISM
-   of the demo base model, timed in the same process (as ``evaluate`` does), and the speed ratio.
+   of the demo base model, timed in the same process (as ``evaluate`` does), and the speed ratio. The
+   default's row against :data:`GOAL` (at least 0.91 and 10x) is the run's verdict (``default``).
 
-``--jobs N`` trains N runs at a time in worker processes of one thread each (the timings of step 5
-run alone, after them, with ``--timing-threads`` torch threads, default all cores: the run of
-2026-12-07 08:31 timed with one thread, ``OMP_NUM_THREADS=1``, which halves the multiplexer's batch
-throughput but not exact fast ISM's).
+``--jobs N`` trains N runs at a time in worker processes of one thread each (``OMP_NUM_THREADS=1`` in
+their environment only). The timings of step 5 run alone, after them, in this process with
+``--timing-threads`` torch threads, default all cores: the run of 2026-12-07 08:31 timed with one
+thread (``make bench-curve`` then set ``OMP_NUM_THREADS=1`` for everything), which halves the
+multiplexer's batch throughput but not exact fast ISM's.
 
     python scripts/bench_curve.py --json bench/curve.json --plot bench/curve.png
 """
@@ -59,15 +62,23 @@ from pipeline.store import open_store
 from pipeline.train import train, train_config
 
 ARCHITECTURES: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "conv_k4": ("conv", dict(DEMO_SPEC["train"]["kwargs"]), {"lr": DEMO_SPEC["train"]["lr"]}),
     "conv": ("conv", {"width1": 64, "width2": 64, "kernel_size": 8, "dilations": [2, 4, 8, 4, 2]}, {"lr": 0.002}),
     "conv_light": ("conv_light", {}, {"lr": 0.004}),
     "fast": ("fast", {"width": 64, "rank": 64}, {"lr": 0.006}),
 }
 """Name -> (registered multiplexer, constructor arguments, training settings that differ from the demo's):
-``conv`` as the demo trained it until issue 26, and the hand-tuned learning rates of
-``scripts/bench_multiplexer.py``."""
+``conv_k4``, the demo's multiplexer since issue 26 (``conv`` at widths 32, kernel 4, dilations 4/8/16/8/4,
+with the learning rate of the rule, :func:`rule_lr`); ``conv`` as the demo trained it until issue 26; and
+the hand-tuned learning rates of ``scripts/bench_multiplexer.py``."""
+
+DEFAULT = "conv_k4, effect_weight 0.3 (the demo default)"
+"""The :data:`VARIANTS` row that is the demo's default: ``DEMO_SPEC``'s multiplexer, loss and budget."""
 
 VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
+    DEFAULT: ("conv_k4", {"effect_weight": DEMO_SPEC["train"]["effect_weight"]}, "demo"),
+    "conv_k4, plain loss": ("conv_k4", {"effect_weight": 0.0}, "demo"),
+    "conv, plain loss (the demo default until issue 26)": ("conv", {"effect_weight": 0.0}, "demo"),
     "conv_light, plain loss": ("conv_light", {"effect_weight": 0.0}, "demo"),
     "conv_light, effect_weight 0.3": ("conv_light", {"effect_weight": 0.3}, "demo"),
     "conv_light, effect_weight 1": ("conv_light", {"effect_weight": 1.0}, "demo"),
@@ -82,6 +93,23 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], str]] = {
 seeds. Budget ``demo``: the demo's (``--variant-windows``, ``--variant-steps``), for the loss compared;
 ``curve``: the curve's largest point (its runs are the comparison), for the learning-rate rule
 (``lr: rule``, :func:`rule_lr`)."""
+
+GOAL = {"held_out_weighted_pearson": 0.91, "speedup_vs_fast_ism": 10.0}
+"""Issue 26's goal for the demo's default, over the seeds of one run: mean held-out weighted Pearson and
+speed against exact fast ISM (seed 0)."""
+
+
+def default_verdict(variants: dict[str, Any], variant_speed: dict[str, Any]) -> dict[str, Any] | None:
+    """The demo default's row (:data:`DEFAULT`) against :data:`GOAL`: its interval, speed ratio, and
+    whether each half is met (``None`` when the row was not run)."""
+    row, timed = variants.get(DEFAULT), variant_speed.get(DEFAULT)
+    if row is None or timed is None:
+        return None
+    wp, ratio = row["held_out_weighted_pearson"], timed["speedup_vs_fast_ism"]
+    return {"variant": DEFAULT, "held_out_weighted_pearson": wp, "speedup_vs_fast_ism": ratio, "goal": GOAL,
+            "accuracy_met": wp["mean"] >= GOAL["held_out_weighted_pearson"],
+            "speed_met": ratio >= GOAL["speedup_vs_fast_ism"]}  # fmt: skip
+
 
 LR_RULE = 1.2
 """The learning-rate rule ``lr = LR_RULE / sqrt(parameters)``: the hand-tuned learning rates of
@@ -283,6 +311,8 @@ def run_all(args: Any, store: str) -> tuple[dict[str, Any], dict[str, Any]]:
     from multiprocessing import get_context
 
     jobs: dict[tuple[str, str, int], list[Any]] = {}
+    before = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"  # the workers' (spawned with this environment); not this process's
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
 
         def submit(kind: str, name: str, arch: str, size: int, extra: dict[str, Any]) -> None:
@@ -316,6 +346,10 @@ def run_all(args: Any, store: str) -> tuple[dict[str, Any], dict[str, Any]]:
                 variants[name] = {"architecture": arch, "settings": settings, "budget": budget, "train_windows": size,
                                   "steps": steps, **summary}  # fmt: skip
             print(kind, name, size, json.dumps(summary["held_out_weighted_pearson"]), flush=True)
+    if before is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = before
     return curves, variants
 
 
@@ -390,6 +424,7 @@ def main() -> None:
         run = run_path(work, "variant", name, args.variant_windows, args.seeds[0])
         result["variant_speed"][name] = speed(store, run, args.timing_sequences)
         print("speed", name, json.dumps(result["variant_speed"][name]), flush=True)
+    result["default"] = default_verdict(result["variants"], result["variant_speed"])
     result["windows_for"] = {a: {str(t): windows_for(t, result["curves"][a]) for t in (0.9, 0.92)} for a in args.archs}
     result["load_after"] = list(os.getloadavg())
     result["total_s"] = round(time.perf_counter() - t0, 1)

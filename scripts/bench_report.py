@@ -635,6 +635,18 @@ def _curve_variant_lines(r: dict, largest: str) -> list[str]:
     return lines
 
 
+def _curve_default_lines(d: dict | None) -> list[str]:
+    """The demo default's row against issue 26's goal, from the same run (``bench_curve.default_verdict``)."""
+    if not d:
+        return []
+    goal, wp, ratio = d["goal"], d["held_out_weighted_pearson"], d["speedup_vs_fast_ism"]
+    met = d["accuracy_met"] and d["speed_met"]
+    return ["", f"**The demo's default** ({d['variant']}): held-out weighted Pearson {_ci(wp)} over "
+            f"{wp.get('n', 3)} seeds (goal >= {goal['held_out_weighted_pearson']}), {ratio:.1f}x exact fast ISM "
+            f"(seed 0; goal >= {goal['speedup_vs_fast_ism']:g}x): **{'met' if met else 'not met'}**, in this one "
+            "run."]  # fmt: skip
+
+
 ONE_THREAD = ", as OMP_NUM_THREADS=1 left it: the multiplexer's batch runs at about half its 2-thread speed"
 
 
@@ -694,6 +706,7 @@ def curve_section(r: dict | None) -> list[str]:
                      f"{x['naive_ism_ms_per_window']} | **{x['speedup_vs_fast_ism']:.1f}x** | "
                      f"{x['speedup_vs_naive_ism']:.1f}x |")  # fmt: skip
     lines += _curve_variant_lines(r, largest)
+    lines += _curve_default_lines(r.get("default"))
     reach = "; ".join(f"{a}: 0.90 at {w['0.9'] or 'none of these sizes'}, 0.92 at {w['0.92'] or 'none of these sizes'}"
                       for a, w in r["windows_for"].items())  # fmt: skip
     lines += ["", f"Fewest train windows whose mean reaches the target ({r['steps']:,} steps): {reach}.", ""]

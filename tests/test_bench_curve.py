@@ -78,3 +78,22 @@ def test_rule_lr_is_the_rule_on_the_parameter_count():
         assert bench_curve.rule_lr(arch) == pytest.approx(bench_curve.LR_RULE / math.sqrt(count), abs=5e-7)
         # the rule is fitted to the hand-tuned rates: each within 10 %
         assert bench_curve.rule_lr(arch) == pytest.approx(train["lr"], rel=0.1)
+
+
+def test_the_demo_default_is_a_row_and_takes_the_rules_learning_rate():
+    from pipeline.demo.run import DEMO_SPEC
+
+    arch, settings, budget = bench_curve.VARIANTS[bench_curve.DEFAULT]
+    name, kwargs, train = bench_curve.ARCHITECTURES[arch]
+    assert budget == "demo" and name == DEMO_SPEC["train"]["multiplexer"] and kwargs == DEMO_SPEC["train"]["kwargs"]
+    assert settings["effect_weight"] == DEMO_SPEC["train"]["effect_weight"]
+    assert train["lr"] == DEMO_SPEC["train"]["lr"] == pytest.approx(bench_curve.rule_lr(arch), abs=1e-4)
+
+
+@pytest.mark.parametrize(("mean", "ratio", "met"), [(0.92, 12.0, (True, True)), (0.905, 12.0, (False, True)),
+                                                    (0.92, 9.9, (True, False))])  # fmt: skip
+def test_default_verdict_holds_the_row_against_the_goal(mean, ratio, met):
+    variants = {bench_curve.DEFAULT: {"held_out_weighted_pearson": {"mean": mean}}}
+    verdict = bench_curve.default_verdict(variants, {bench_curve.DEFAULT: {"speedup_vs_fast_ism": ratio}})
+    assert (verdict["accuracy_met"], verdict["speed_met"]) == met
+    assert bench_curve.default_verdict({}, {}) is None

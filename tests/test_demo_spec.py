@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 import pipeline
@@ -40,3 +41,23 @@ def test_demo_spec_is_the_paper_layout_in_miniature():
     chroms = [c for s in spec.splits.values() for c in s.chroms]
     assert len(chroms) == len(set(chroms))
     assert "chr8" not in spec.splits["train"].chroms and "chr9" not in spec.splits["train"].chroms
+
+
+def test_a_run_trained_with_other_settings_is_not_the_demos(trained_run):
+    """A workdir whose run was trained with other settings (an earlier demo default) is refused in one
+    line naming what differs; more steps than the run has done are a resume, not a difference."""
+    from dataclasses import replace
+
+    from pipeline.core.spec import TrainSpec
+    from pipeline.demo.run import check_demo_run
+    from pipeline.errors import UserError
+    from pipeline.models import read_checkpoint
+
+    last = trained_run / "last.pt"
+    record = read_checkpoint(last)
+    same = TrainSpec(**record["train"])
+    assert check_demo_run(last, same) == record["step"]
+    assert check_demo_run(last, replace(same, steps=same.steps + 100)) == record["step"]
+    with pytest.raises(UserError, match=r"other settings than this demo's \(kwargs, lr\): remove it") as err:
+        check_demo_run(last, replace(same, lr=same.lr * 2, kwargs={**same.kwargs, "width1": 3}))
+    assert "\n" not in str(err.value)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from pipeline.apply.inputs import load_inputs
 from pipeline.apply.plot import plot_effects
 from pipeline.apply.predict import predict_effects
 from pipeline.core.commands import DistillOptions, EvaluateOptions, PlotOptions, PredictOptions
-from pipeline.core.spec import dump_spec, spec_from_dict
+from pipeline.core.spec import TrainSpec, dump_spec, spec_from_dict
 from pipeline.demo.synthetic import synth_genome
 from pipeline.distill import distill
 from pipeline.errors import StoreMismatchError, UserError
@@ -55,10 +56,11 @@ DEMO_SPEC: dict[str, Any] = {
     "ism_batch_size": 4096,
     "train": {
         "multiplexer": "conv",
-        "kwargs": {"width1": 64, "width2": 64, "kernel_size": 8, "dilations": [2, 4, 8, 4, 2]},
+        "kwargs": {"width1": 32, "width2": 32, "kernel_size": 4, "dilations": [4, 8, 16, 8, 4]},
         "steps": 1500,
         "batch_size": 16,
-        "lr": 0.002,
+        "lr": 0.0052,
+        "effect_weight": 0.3,
         "valid_every": 250,
         "seed": 0,
     },
@@ -69,6 +71,26 @@ DEMO_TIMING_SEQUENCES = 64
 """Held-out windows ``evaluate`` times the multiplexer (one batch) and exact fast and naive ISM on, as
 ``make bench-multiplexer`` and ``make bench-curve`` do: with ``evaluate``'s default of 4 the headline's
 ``speedup_vs_fast_ism`` read 2.4x for a model 7.6x faster on 64 (2026-12-07)."""
+
+
+def check_demo_run(last: Path, config: TrainSpec) -> int:
+    """The steps done by the demo's run whose ``last.pt`` is ``last``, when it was trained with ``config``
+    (all but ``steps``, which a rerun may raise); a :class:`UserError` when it was not (a workdir from an
+    earlier demo default, say), so the demo never reports another multiplexer as its own."""
+    record = read_checkpoint(last)
+    trained = record.get("train") or {}
+    wanted = {f.name: getattr(config, f.name) for f in fields(config) if f.name != "steps"}
+    differ = [
+        key for key, value in wanted.items()
+        if key in trained and json.dumps(trained[key], sort_keys=True, default=str)
+        != json.dumps(dict(value) if isinstance(value, Mapping) else value, sort_keys=True, default=str)
+    ]  # fmt: skip
+    if differ:
+        raise UserError(
+            f"{str(last.parent)!r} holds a multiplexer trained with other settings than this demo's "
+            f"({', '.join(differ)}): remove it or choose another --workdir"
+        )
+    return int(record["step"])
 
 
 def run_demo(
@@ -106,7 +128,7 @@ def run_demo(
     run_dir = work / "run"
     config = train_config(spec.train, steps=steps)
     last = run_dir / "last.pt"
-    done_steps = int(read_checkpoint(last)["step"]) if last.exists() else 0
+    done_steps = check_demo_run(last, config) if last.exists() else 0
     if done_steps >= config.steps:
         echo(f"[3/5] reusing trained multiplexer {run_dir} (step {done_steps})")
     else:
