@@ -559,18 +559,13 @@ def storage_section(r: dict | None) -> list[str]:
     return lines + ["", f"(run {r['when']})", ""]
 
 
-def multiplexer_section(r: dict | None) -> list[str]:
-    if r is None:
-        return ["## Multiplexer architectures", "", "not run (`make bench-multiplexer`)", ""]
-    m, b = r["machine"], r["beluga_shape"]
+def _multiplexer_demo_lines(r: dict) -> list[str]:
+    m = r["machine"]
     lines = [
-        "## Multiplexer architectures (`scripts/bench_multiplexer.py`)",
-        "",
-        "Each architecture trained on the demo store with the demo's settings (same steps, batch and seed; learning "
-        "rate 0.002 and the plain loss unless the row names others), evaluated on the held-out test split by "
-        "`evaluate`, which times "
-        f"the multiplexer (one batch of {r['timing_sequences']} windows) and exact fast and naive ISM of the demo "
-        "base model on the same windows, "
+        "Each architecture trained on the demo store with the demo's settings (same steps, batch and seed; the "
+        "learning rate and loss the row names), evaluated on the held-out test split by `evaluate`, which times "
+        f"the multiplexer, rewritten for inference as every command runs it (one batch of {r['timing_sequences']} "
+        "windows), and exact fast and naive ISM of the demo base model on the same windows, "
         f"on {r['device']} ({m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')}).",
         "",
         "| architecture | parameters | held-out weighted Pearson | ms/window | fast ISM ms | naive ISM ms "
@@ -587,17 +582,57 @@ def multiplexer_section(r: dict | None) -> list[str]:
             else f"| {name} | {x['parameters']:,} | {x['held_out_weighted_pearson']:.4f} | {x['ms_per_window']} | - | "
             f"{x['naive_ism_ms_per_window']} | - | {x['speedup_vs_naive_ism']:.1f}x |"
         )
-    bm, bf = b["beluga_multiplexer"], b["fast"]
-    lines += [
+    note = "`conv w32` is the registered `conv_light` (the same constructor arguments and parameters)."
+    return lines + ["", note, ""]
+
+
+def _multiplexer_rewrite_lines(w: dict) -> list[str]:
+    lines = [
+        f"The inference rewrite (`pipeline.models.optimize_for_inference`: batch norms folded, 1x1 convolutions as "
+        f"matrix products, ReLUs in place, on the CPU the 2-D channels-last layout), {w['device']}, one batch of "
+        f"{w['batch']} demo-shaped windows, random weights with drawn batch-norm statistics; medians of "
+        f"{w['rounds']} alternating rounds:",
         "",
-        f"Beluga shape (L = 2000, F = 2002, random weights, batch {b['batch']}, {b['device']}): exact fast ISM of "
-        f"Beluga {b['beluga_fast_ism_ms_per_window']:,} ms per window; BelugaMultiplexer {bm['ms_per_window']:,} ms "
-        f"({bm['parameters']:,} parameters, **{bm['speedup_vs_fast_ism']}x**); `fast` {bf['ms_per_window']:,} ms "
-        f"({bf['parameters']:,} parameters, **{bf['speedup_vs_fast_ism']}x**; untrained at this shape: speed only).",
-        "",
-        "`conv w32` is the registered `conv_light` (the same constructor arguments and parameters).",
+        "| architecture | as trained, ms/window | rewritten, ms/window | speed-up "
+        "| largest difference / largest output |",
+        "| --- | --- | --- | --- | --- |",
     ]
-    return lines + ["", f"(run {r['when']})", ""]
+    for name, x in w["architectures"].items():
+        lines.append(f"| {name} | {x['ms_per_window']} | {x['rewritten_ms_per_window']} | **{x['speedup']:.2f}x** | "
+                     f"{x['max_abs_difference_over_max_abs']:.1e} |")  # fmt: skip
+    return lines + [""]
+
+
+def _multiplexer_beluga_lines(b: dict) -> list[str]:
+    bm, bf = b["beluga_multiplexer"], b["fast"]
+
+    def one(x: dict) -> str:
+        rewritten = (
+            f"; rewritten {x['rewritten_ms_per_window']:,} ms, **{x['rewritten_speedup_vs_fast_ism']}x**"
+            if "rewritten_ms_per_window" in x
+            else ""
+        )
+        return f"{x['ms_per_window']:,} ms ({x['parameters']:,} parameters, **{x['speedup_vs_fast_ism']}x**{rewritten})"
+
+    return [
+        f"Beluga shape (L = 2000, F = 2002, random weights, batch {b['batch']}, {b['device']}): exact fast ISM of "
+        f"Beluga {b['beluga_fast_ism_ms_per_window']:,} ms per window; BelugaMultiplexer {one(bm)}; `fast` {one(bf)} "
+        "(untrained at this shape: speed only).",
+        "",
+    ]
+
+
+def multiplexer_section(r: dict | None) -> list[str]:
+    if r is None:
+        return ["## Multiplexer architectures", "", "not run (`make bench-multiplexer`)", ""]
+    lines = ["## Multiplexer architectures (`scripts/bench_multiplexer.py`)", ""]
+    if r.get("demo"):
+        lines += _multiplexer_demo_lines(r)
+    if r.get("rewrite"):
+        lines += _multiplexer_rewrite_lines(r["rewrite"])
+    if r.get("beluga_shape"):
+        lines += _multiplexer_beluga_lines(r["beluga_shape"])
+    return lines + [f"(run {r['when']})", ""]
 
 
 def _ci(x: dict) -> str:
