@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from pipeline.models import build_multiplexer, for_inference, load_checkpoint, optimize_for_inference
-from pipeline.models.inference import Conv2dOfConv1d, Pointwise, is_pointwise
+from pipeline.models.inference import LAYOUT_2D_MAX_CHANNELS, Conv2dOfConv1d, Pointwise, is_pointwise
 
 ARCHITECTURES = [
     ("conv", {"width1": 12, "width2": 16, "kernel_size": 4, "dilations": [2, 4, 8, 4, 2]}),
@@ -64,9 +64,18 @@ def test_rewrite_keeps_the_function_on_each_device(name, kwargs, layout_2d, devi
     assert all(m.inplace for m in modules if isinstance(m, nn.ReLU))
 
 
-def test_default_layout_is_2d_on_the_cpu_only():
+def test_default_layout_is_2d_on_the_cpu_for_narrow_networks_only():
     model = optimize_for_inference(trained_like("conv_light", {}))
-    assert model.layout_2d is True  # the parameters are on the CPU
+    assert model.layout_2d is True  # the parameters are on the CPU, every convolution 32 channels wide
+    wide = {"width1": 8, "width2": LAYOUT_2D_MAX_CHANNELS + 1, "kernel_size": 2, "dilations": [2, 2, 2, 2, 2]}
+    model = trained_like("conv", wide)
+    X = one_hot_batch()
+    with torch.no_grad():
+        expected = model(X)
+        fast = optimize_for_inference(copy.deepcopy(model))
+        assert close(fast(X), expected)
+    assert fast.layout_2d is False  # as the BelugaMultiplexer (1,280 channels): the 1-D layout is faster there
+    assert [m.plain_out for m in fast.modules() if isinstance(m, Pointwise)] == [False, True]
 
 
 def test_a_batch_norm_left_unfolded_keeps_the_1d_layout():

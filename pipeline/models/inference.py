@@ -32,6 +32,10 @@ class Pointwise(nn.Module):
         Kernel 1, stride 1, no padding, dilation 1, one group (:func:`is_pointwise`).
     """
 
+    plain_out = False
+    """With a channels-last input, write the output in plain ``[B, C_out, 1, L]`` order (set on the
+    network's last layer, whose output is reshaped: no copy at the end)."""
+
     def __init__(self, conv: nn.Conv1d) -> None:
         super().__init__()
         if not is_pointwise(conv):
@@ -42,9 +46,12 @@ class Pointwise(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x: [B, C_in, L]`` -> ``[B, C_out, L]``; ``x: [B, C_in, 1, L]`` channels-last -> ``[B, C_out, 1,
-        L]`` channels-last (a plain ``[B·L, C_in] @ [C_in, C_out]`` product, with no copy either side)."""
-        if x.dim() == 4:
+        L]`` channels-last (a plain ``[B·L, C_in] @ [C_in, C_out]`` product, with no copy either side), or
+        in plain order with :attr:`plain_out`."""
+        if x.dim() == 4 and not self.plain_out:
             return F.linear(x.permute(0, 2, 3, 1), self.weight, self.bias).permute(0, 3, 1, 2)
+        if x.dim() == 4:
+            return self.forward(x.squeeze(2)).unsqueeze(2)  # BLAS reads the channels-last operand as is
         y = torch.matmul(self.weight, x)
         # in place: y is new, and one more large allocation per layer costs as much as the product
         return y if self.bias is None else y.add_(self.bias[:, None])
@@ -75,6 +82,23 @@ class Conv2dOfConv1d(nn.Conv2d):
             if conv.bias is not None and self.bias is not None:
                 self.bias.copy_(conv.bias)
         self.requires_grad_(False)
+
+
+LAYOUT_2D_MAX_CHANNELS = 256
+"""The widest convolution (kernel > 1) the 2-D channels-last layout is chosen for on the CPU. Measured
+on 2026-12-07 (2 threads, kernel 8, ``Conv1d`` against channels-last ``Conv2d``): 2.3x, 1.5x and 1.3x
+faster at 64, 128 and 256 channels (2 windows of 2,000 bp; 1.3x to 1.7x for 64 of 200 bp), even at
+512, and 0.64x (slower) at the BelugaMultiplexer's 1,280."""
+
+
+def narrow(model: nn.Module) -> bool:
+    """Whether every convolution of ``model`` with a kernel above 1 has at most
+    :data:`LAYOUT_2D_MAX_CHANNELS` input and output channels."""
+    return all(
+        max(m.in_channels, m.out_channels) <= LAYOUT_2D_MAX_CHANNELS
+        for m in model.modules()
+        if isinstance(m, nn.Conv1d) and not is_pointwise(m)
+    )
 
 
 def is_pointwise(module: nn.Module) -> bool:
@@ -152,8 +176,9 @@ def optimize_for_inference(model: nn.Module, *, layout_2d: bool | None = None) -
 
     The rewrite folds the batch norms (:func:`fold_batch_norms`), runs 1x1 convolutions as matrix
     products (:class:`Pointwise`) and the ReLUs in place (:func:`relu_in_place`). On the CPU, once every
-    batch norm is folded, the network also runs in the 2-D channels-last layout (:class:`Conv2dOfConv1d`,
-    ``model.layout_2d``). On CUDA the layout stays: its speed there is unmeasured (``docs/decisions.md``).
+    batch norm is folded and when every convolution is :func:`narrow`, the network also runs in the 2-D
+    channels-last layout (:class:`Conv2dOfConv1d`, ``model.layout_2d``). On CUDA the layout stays: its
+    speed there is unmeasured (``docs/decisions.md``).
     After the rewrite the model cannot be trained or saved as a checkpoint.
 
     Parameters
@@ -161,8 +186,8 @@ def optimize_for_inference(model: nn.Module, *, layout_2d: bool | None = None) -
     model : nn.Module
         ``[B, 4, L] -> [B, F, 4, L]``, with its weights where it will run.
     layout_2d : bool, optional
-        Run in the 2-D channels-last layout; by default on the CPU only. It needs every batch norm
-        folded, and is left off otherwise.
+        Run in the 2-D channels-last layout; by default on the CPU for a :func:`narrow` network only. It
+        needs every batch norm folded, and is left off otherwise.
 
     Returns
     -------
@@ -174,9 +199,12 @@ def optimize_for_inference(model: nn.Module, *, layout_2d: bool | None = None) -
         return model
     fold_batch_norms(model)
     if layout_2d is None:
-        layout_2d = all(p.device.type == "cpu" for p in model.parameters())
+        layout_2d = all(p.device.type == "cpu" for p in model.parameters()) and narrow(model)
     layout_2d = layout_2d and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     convolutions_rewritten(model, layout_2d=layout_2d)
+    pointwise = [m for m in model.modules() if isinstance(m, Pointwise)]
+    if pointwise:
+        pointwise[-1].plain_out = True  # the output layer of both built-in families
     relu_in_place(model)
     model.layout_2d = layout_2d
     return model
