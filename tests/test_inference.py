@@ -9,7 +9,13 @@ import torch
 from torch import nn
 
 from pipeline.models import build_multiplexer, for_inference, load_checkpoint, optimize_for_inference
-from pipeline.models.inference import LAYOUT_2D_MAX_CHANNELS, Conv2dOfConv1d, Pointwise, is_pointwise
+from pipeline.models.inference import (
+    LAYOUT_2D_MAX_CHANNELS,
+    LAYOUT_2D_MAX_GROUPED_CHANNELS,
+    Conv2dOfConv1d,
+    Pointwise,
+    is_pointwise,
+)
 
 ARCHITECTURES = [
     ("conv", {"width1": 12, "width2": 16, "kernel_size": 4, "dilations": [2, 4, 8, 4, 2]}),
@@ -76,6 +82,9 @@ def test_default_layout_is_2d_on_the_cpu_for_narrow_networks_only():
         assert close(fast(X), expected)
     assert fast.layout_2d is False  # as the BelugaMultiplexer (1,280 channels): the 1-D layout is faster there
     assert [m.plain_out for m in fast.modules() if isinstance(m, Pointwise)] == [False, True]
+    depthwise = {"width": LAYOUT_2D_MAX_GROUPED_CHANNELS + 1, "rank": 4, "kernel_size": 3, "dilations": [1]}
+    assert optimize_for_inference(trained_like("fast", depthwise)).layout_2d is False
+    assert optimize_for_inference(trained_like("fast", {**depthwise, "width": 64})).layout_2d is True
 
 
 def test_a_batch_norm_left_unfolded_keeps_the_1d_layout():
