@@ -82,7 +82,7 @@ bench-storage: $(VENV)/.installed  ## storage.quantize: bytes per window (demo, 
 	@mkdir -p bench
 	$(BIN)/python scripts/bench_storage.py --json bench/storage.json --demo $(WORK)/demo
 
-bench-multiplexer: $(VENV)/.installed  ## Multiplexer architectures on the demo (held-out accuracy, parameters, ms/window vs fast and naive ISM) and at Beluga shape -> bench/multiplexer.json
+bench-multiplexer: $(VENV)/.installed  ## Multiplexer architectures on the demo (held-out accuracy, parameters, ms/window vs fast and naive ISM), the inference rewrite per architecture (as trained vs rewritten), and at Beluga shape -> bench/multiplexer.json
 	@mkdir -p bench
 	$(BIN)/python scripts/bench_multiplexer.py --json bench/multiplexer.json --demo $(WORK)/demo
 

@@ -256,6 +256,11 @@ def demo_section(r: dict | None) -> list[str]:
         "",
         f"- held-out mean weighted Pearson: **{r['weighted_pearson_mean']}** (unweighted {r['pearson_mean']})",
         f"- multiplexer vs naive ISM, time per window on the same CPU: **{r['speedup_vs_naive_ism']}x**",
+        *(
+            [f"- multiplexer vs exact fast ISM: **{r['speedup_vs_fast_ism']}x**"]
+            if r.get("speedup_vs_fast_ism")
+            else []
+        ),
         f"- whole demo: {r['seconds']} s",
     ]
     report = Path(r["report"])
@@ -1113,6 +1118,8 @@ SECTIONS = {
     "vcf-skipped": (vcf_skipped_section, "vcf_skipped.json"),
     "effects": (effects_section, "effects.json"),
     "curve": (curve_section, "curve.json"),
+    "multiplexer": (multiplexer_section, "multiplexer.json"),
+    "demo": (demo_section, "demo.json"),
 }
 """Sections that ``--section`` refreshes on their own."""
 
