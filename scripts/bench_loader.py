@@ -48,7 +48,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import google_crc32c
 import numcodecs
 import numpy as np
 import torch
@@ -58,7 +57,7 @@ from benchlib import machine
 from pipeline.core.spec import spec_from_dict
 from pipeline.models import BelugaMultiplexer, ConvMultiplexer
 from pipeline.store import create_or_open_store, open_store, store_info
-from pipeline.store.chunkio import trailer_digest
+from pipeline.store.chunkio import crc32c, trailer_digest
 from pipeline.store.layout import compact_targets
 from pipeline.train.data import BlockShuffle, RankBatchSampler, StoreDataset, _single_threaded_decoding
 from pipeline.train.feed import Feed
@@ -192,10 +191,10 @@ class Passes:
         reference chunk (the trailer), the format-4 targets digest of each sample (of its chunks'
         trailers) and the CRC-32 of each decoded reference (its sample digest)."""
         for blob in self.blobs:
-            google_crc32c.value(blob[:-4])
+            crc32c(blob[:-4])
             trailer_digest(blob[-4:].view("<u4"))
         for blob in self.ref_blobs:
-            google_crc32c.value(blob[:-4])
+            crc32c(blob[:-4])
         for sample in self.references:
             zlib.crc32(sample.data)
 

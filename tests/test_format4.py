@@ -346,3 +346,17 @@ def test_the_writer_writes_what_zarr_writes_byte_for_byte(tmp_path, codec, chunk
         bytes(c) for c in TargetChunks(arrays[1]).encoded(pieces)
     ]
     assert np.array_equal(np.asarray(arrays[1][:]), data)
+
+
+def test_chunk_crc32c_is_the_value_zarr_writes():
+    """The chunk checksum (the ``crc32c`` package) is zarr's ``crc32c`` codec's CRC-32C (``google_crc32c``)
+    on every length, on bytes, memoryviews and numpy views alike: stores stay readable both ways."""
+    import google_crc32c
+
+    from pipeline.store.chunkio import crc32c
+
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 3, 4, 7, 8, 63, 64, 1000, 4096 + 5, 1 << 20):
+        data = rng.integers(0, 256, n + 9, dtype=np.uint8)
+        body = data[5 : 5 + n]  # an unaligned view, as a chunk's bytes before its trailer
+        assert crc32c(body) == crc32c(memoryview(body.tobytes())) == google_crc32c.value(body.tobytes())
