@@ -352,15 +352,17 @@ def checksums_section(r: dict | None) -> list[str]:
         f"Two stores of {s['samples']} samples (L = {s['seq_len']}, F = {s['n_targets']}, {s['dtype']} targets, "
         f"{s['codec']}, {s['chunk_samples']} sample per chunk, {s['unit_samples']} per write unit; random targets, "
         "0 at reference bases and N columns), alike but for `storage.checksums`: on (the default), a CRC-32C at the "
-        "end of every chunk and a CRC-32 of every sample's decoded bytes per array in its unit's completion marker; "
+        "end of every chunk and each sample's digest per array in its unit's completion marker (format 4: for "
+        "`targets` the CRC-32C of its chunks' trailers, for the others the CRC-32 of the decoded bytes); "
         "off, neither (the fsync before a unit's marker stays in both). Write: `Store.write_unit`, median unit. Read: "
         f"`StoreDataset.__getitems__` on contiguous batches of {s['read_batch']}, one process, one decode thread, "
         "median batch. Verify: `verify_store(workers=1)`, median run. Times on the wall clock and as the process's CPU "
         "time. Cost: with / without - 1; for times, the median (and quartiles) of that ratio over the pairs timed back "
         f"to back ({s['pairs']['write']} units, {s['pairs']['read']} batches, {s['pairs']['verify']} verify runs).",
         "",
-        f"Measured on {m.get('cpu')}, {m.get('cores')} cores, zarr {m.get('zarr')}, google-crc32c "
-        f"{m.get('google_crc32c')}.",
+        f"Measured on {m.get('cpu')}, {m.get('cores')} cores, zarr {m.get('zarr')}, "
+        + (f"crc32c {m['crc32c']} (the chunks' CRC-32C), " if m.get("crc32c") else "")
+        + f"google-crc32c {m.get('google_crc32c')}.",
         "",
         "| measure | checksums on | checksums off | cost | cost, quartiles over the pairs |",
         "| --- | --- | --- | --- | --- |",
@@ -387,8 +389,9 @@ def checksums_section(r: dict | None) -> list[str]:
     if h:
         lines += [
             "",
-            f"The hashes alone on one core: CRC-32C (chunks) {h['crc32c_chunk_GB_per_s']} GB/s, zlib CRC-32 "
-            f"(samples) {h['zlib_crc32_sample_GB_per_s']} GB/s.",
+            f"The hashes alone on one core: CRC-32C (chunks) {h['crc32c_chunk_GB_per_s']} GB/s"
+            + (f" (google-crc32c: {h['google_crc32c_GB_per_s']} GB/s)" if "google_crc32c_GB_per_s" in h else "")
+            + f", zlib CRC-32 (samples) {h['zlib_crc32_sample_GB_per_s']} GB/s.",
         ]
     return lines + ["", f"(run {r['date']})", ""]
 
@@ -1120,6 +1123,7 @@ SECTIONS = {
     "curve": (curve_section, "curve.json"),
     "multiplexer": (multiplexer_section, "multiplexer.json"),
     "demo": (demo_section, "demo.json"),
+    "checksums": (checksums_section, "checksums.json"),
 }
 """Sections that ``--section`` refreshes on their own."""
 
