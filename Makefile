@@ -110,7 +110,7 @@ gpu-wheels: $(VENV)/.installed  ## Download the package's dependencies as wheels
 	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
 		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
-		$$($(BIN)/python -c "from importlib.metadata import version as v; print(' '.join(f'{n}=={v(n)}' for n in ('zarr', 'numcodecs', 'donfig', 'google-crc32c', 'pyfaidx', 'biopython', 'pysam')))")
+		$$($(BIN)/python -c "from importlib.metadata import version as v; print(' '.join(f'{n}=={v(n)}' for n in ('zarr', 'numcodecs', 'donfig', 'google-crc32c', 'crc32c', 'pyfaidx', 'biopython', 'pysam')))")
 	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) --implementation cp \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
 		"nvidia-nvcomp-cu12>=4"  # the gpu extra: train --decode gpu

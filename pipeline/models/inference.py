@@ -1,13 +1,16 @@
 """Multiplexers made fast for inference, with the same function: batch norms folded into the
-convolutions before them, 1x1 convolutions run as matrix products, ReLUs in place.
+convolutions before them, 1x1 convolutions run as matrix products, ReLUs in place and, on the CPU for
+narrow networks, the 2-D channels-last layout.
 
-Both are exact rewrites of the eval-mode network (the results agree to float32 rounding, about 1e-6 of
-the output's scale). On the CPU a 1x1 ``Conv1d`` goes through oneDNN at a fraction of the speed of the
-same product through BLAS (2.0 against 0.27 ms for ``[64, 32, 200] -> 64`` channels, 2026-12-07), and a
-folded batch norm is one pass over the activations less per layer: together they make the demo's
-``conv_light`` about 1.5x faster per window (``docs/decisions.md``). Only the built-in multiplexers
-(:class:`~pipeline.models.multiplexer.ConvMultiplexer`, :class:`~pipeline.models.multiplexer.FastMultiplexer`
-and their subclasses) are rewritten: a user's own class may read its modules' attributes directly.
+Each is an exact rewrite of the eval-mode network (the results agree to float32 rounding, about 5e-7 of
+the output's scale, tested). On the CPU a 1x1 ``Conv1d`` goes through oneDNN at a fraction of the speed
+of the same product through BLAS (2.0 against 0.27 ms for ``[64, 32, 200] -> 64`` channels,
+2026-12-07), a folded batch norm is one pass over the activations less per layer, and narrow
+convolutions run faster channels-last: together 1.2x to 1.6x per window on the demo's shape and 1.18x
+for the BelugaMultiplexer (``make bench-multiplexer``; ``docs/decisions.md``). Only the built-in
+multiplexers (:class:`~pipeline.models.multiplexer.ConvMultiplexer`,
+:class:`~pipeline.models.multiplexer.FastMultiplexer` and their subclasses) are rewritten: a user's own
+class may read its modules' attributes directly.
 """
 
 from __future__ import annotations

@@ -155,7 +155,7 @@ def unshuffle(shuffled: np.ndarray, out: np.ndarray, itemsize: int = 2) -> None:
 def trailer_digest(trailers: np.ndarray) -> int:
     """A sample's format-4 ``targets`` digest: the CRC-32C of the CRC-32C trailers (``[k]`` uint32, in
     chunk order) of the ``k`` chunks that hold it."""
-    return int(crc32c(np.ascontiguousarray(trailers, dtype="<u4").view(np.uint8)))
+    return crc32c(np.ascontiguousarray(trailers, dtype="<u4").view(np.uint8))
 
 
 @dataclass(frozen=True)
@@ -507,7 +507,7 @@ class TargetWriter:
         body = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1)
         if not self.crc32c:
             return Encoded(piece.coords, body.tobytes(), 0)
-        trailer = int(crc32c(body))
+        trailer = crc32c(body)
         return Encoded(piece.coords, body.tobytes() + np.uint32(trailer).astype("<u4").tobytes(), trailer)
 
     def files(self, encoded: Sequence[Encoded]) -> list[tuple[str, bytes]]:
