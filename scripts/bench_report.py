@@ -133,7 +133,7 @@ def loader_section(r: dict | None, ism: dict | None = None) -> list[str]:
         f"{_mb(st['decoded_bytes_per_sample'])} decoded per sample, **{st['decoded_share_of_format3']}** of format "
         f"3's F·4·L·2 = {_mb(st['format3_decoded_bytes_per_sample'])} (goal <= 0.75). {st['samples']} samples, "
         f"passes back to back in rotating order, {p['repeats']} rounds, batches of {p['batch']}; medians (wall "
-        f"clock, and CPU seconds of this process and its loader workers).{note}",
+        f"clock, and CPU seconds of this process and its loader workers), on {_cpu(r)}.{note}",
         "",
         "| pass | wall s | CPU s | decoded GB/s | decoded GB per CPU s |",
         "| --- | --- | --- | --- | --- |",
@@ -156,6 +156,7 @@ def loader_section(r: dict | None, ism: dict | None = None) -> list[str]:
             f"| {label} | {goal} | **{w['median']}** ({w['min']}-{w['max']}) | "
             f"**{c['median']}** ({c['min']}-{c['max']}) |"
         )
+    lines += _floor_lines(r)
     if ism is not None and "passes" in ism:
         lines += ["", *_loader_ism_lines(ism)]
     lines += ["", "| loader workers | samples/s fed | decoded GB/s |", "| --- | --- | --- |"]
@@ -187,6 +188,26 @@ def loader_section(r: dict | None, ism: dict | None = None) -> list[str]:
     return lines + ["", f"(run {r['date']})", ""]
 
 
+def _cpu(r: dict) -> str:
+    """The run's CPU in words (``machine`` of a benchmark's JSON)."""
+    m = r.get("machine", {})
+    return f"{m.get('cpu', 'an unnamed CPU')} ({m.get('cores', '?')} cores)"
+
+
+def _floor_lines(r: dict) -> list[str]:
+    """The checks' floor on the run's CPU (``checksum_floor``: runs from 2026-12-07 on)."""
+    f = r.get("checksum_floor")
+    if not f:
+        return []
+    return [
+        "",
+        f"The checks' floor on this CPU: the CRC-32C runs at {f['crc32c_in_cache_GB_per_s']} GB/s on one core on "
+        f"bytes in cache and {f['crc32c_from_memory_GB_per_s']} GB/s on the stored chunks, which come from memory "
+        f"(plain memory reads: {f['memory_read_GB_per_s']} GB/s). Were every one of the {f['checked_MB']} MB checked "
+        f"already in cache, the checks would still be **{f['floor_share_of_loader_read']}** of a read (CPU time).",
+    ]
+
+
 def _loader_ism_lines(r: dict) -> list[str]:
     """The same passes on a store of fast-ISM windows (``--targets ism``): compressible like real targets."""
     st, p, must = r["store"], r["passes"], r["must_hold"]
@@ -207,7 +228,7 @@ def _loader_ism_lines(r: dict) -> list[str]:
         w, c = must["wall"][key], must["cpu"][key]
         lines.append(f"| {label} | {goal} | **{w['median']}** ({w['min']}-{w['max']}) | **{c['median']}** "
                      f"({c['min']}-{c['max']}) |")  # fmt: skip
-    return lines
+    return lines + _floor_lines(r)
 
 
 def _loader_section_v1(r: dict) -> list[str]:
