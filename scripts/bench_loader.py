@@ -221,14 +221,9 @@ class Passes:
         self.worker_feed.close()
 
 
-def best_seconds(fn: Callable[[], Any], repeats: int) -> float:
-    """The shortest of ``repeats`` timings of ``fn()`` (seconds)."""
-    best = math.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+def best_cpu_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    """The least CPU time of ``repeats`` runs of ``fn()`` (seconds, as :func:`timed` counts it)."""
+    return min(timed(fn)[1] for _ in range(repeats))
 
 
 def checksum_floor(passes: Passes, loader_read_s: float) -> dict[str, float]:
@@ -238,16 +233,16 @@ def checksum_floor(passes: Passes, loader_read_s: float) -> dict[str, float]:
     the CRC-32C rate on a buffer already in cache (256 KiB, read again and again), the rate on the
     stored chunks (each larger than the core's cache, all of them larger than the last-level cache:
     the bytes come from memory) and the plain read bandwidth of memory (an XOR over the same chunks). The
-    floor is the checks' share of a read if every byte checked came from cache: what no order of the
-    same CRC-32C could beat."""
+    floor is the checks' share of a read (both in CPU time) if every byte checked came from cache: the
+    same CRC-32C with no memory traffic of its own."""
     blobs = passes.blobs + passes.ref_blobs
     checked = sum(b.size - 4 for b in blobs)
     hot = passes.blobs[0][: 256 * 1024]
-    rounds = 64
-    in_cache = best_seconds(lambda: [crc32c(hot) for _ in range(rounds)], 20) / rounds
-    from_memory = best_seconds(lambda: [crc32c(b[:-4]) for b in blobs], 3)
+    rounds = 4096  # about 1 GB: long enough that reading the CPU clocks costs nothing against it
+    in_cache = best_cpu_seconds(lambda: [crc32c(hot) for _ in range(rounds)], 5) / rounds
+    from_memory = best_cpu_seconds(lambda: [crc32c(b[:-4]) for b in blobs], 3)
     words = [b[: b.size // 8 * 8].view(np.uint64) for b in blobs]
-    read = best_seconds(lambda: [np.bitwise_xor.reduce(w) for w in words], 3)
+    read = best_cpu_seconds(lambda: [np.bitwise_xor.reduce(w) for w in words], 3)
     floor = checked / (hot.size / in_cache) / loader_read_s
     return {
         "checked_MB": round(checked / 1e6, 2),
@@ -354,12 +349,10 @@ def layouts(windows: dict[str, tuple[np.ndarray, np.ndarray]], repeats: int) -> 
                 codec = make()
                 blobs = [_encode(codec, r) for r in raws]
                 out, tmp = np.empty_like(raws[0]), np.empty_like(raws[0])
-                best = math.inf
-                for _ in range(repeats):
-                    _, cpu = timed(
-                        lambda codec=codec, blobs=blobs, out=out, tmp=tmp: [_decode(codec, b, out, tmp) for b in blobs]
-                    )
-                    best = min(best, cpu)
+                best = best_cpu_seconds(
+                    lambda codec=codec, blobs=blobs, out=out, tmp=tmp: [_decode(codec, b, out, tmp) for b in blobs],
+                    repeats,
+                )
                 rows.append({
                     "windows": kind,
                     "layout": layout,
